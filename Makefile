@@ -1,0 +1,41 @@
+# nasloop — developer entry points. Everything runs inside the checkout's .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup proto test lint format bench bench-novelty serve-novelty clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not cluster and not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: bench-novelty
+
+bench-novelty: $(STAMP)
+	$(PY) benchmarks/novelty_bench.py
+
+serve-novelty: $(STAMP)
+	$(PY) -m nasloop serve novelty
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

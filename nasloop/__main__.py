@@ -1,0 +1,5 @@
+import sys
+
+from nasloop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""The ``nasloop`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nasloop.config import ConfigError, load_config
+from nasloop.logs import setup_logging
+
+SERVICES = ("novelty",)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"nasloop: {e}", file=sys.stderr)
+        return 2
+    if args.port is not None:
+        section = getattr(cfg, args.service)
+        section.port = args.port
+    setup_logging(cfg.server.log_level, cfg.server.log_format)
+    module = importlib.import_module(f"services.{args.service}.server")
+    module.serve(cfg)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nasloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one service until SIGTERM")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
+    serve.add_argument("--port", type=int, help="override the service's port")
+    serve.set_defaults(func=_serve)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Configuration for every nasloop process, in one place.
+
+Sources, later ones winning:
+1. the defaults below;
+2. a YAML file named by ``NASLOOP_CONFIG`` (or passed explicitly);
+3. environment variables ``NASLOOP_<SECTION>__<KEY>``, e.g. ``NASLOOP_STORE__URL`` or
+   ``NASLOOP_NOVELTY__PORT``.
+
+Everything is validated by pydantic; unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "NASLOOP_"
+ENV_FILE = "NASLOOP_CONFIG"
+
+
+class ConfigError(ValueError):
+    """Raised for a configuration that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreConfig(_Section):
+    """Where artifacts live: ``file://<dir>`` (local mode) or ``s3://<bucket>[/<prefix>]``."""
+
+    url: str = "file://.nasloop/store"
+    endpoint: str | None = Field(None, description="S3 endpoint host:port (for s3:// URLs)")
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    region: str | None = None
+    secure: bool = Field(False, description="use TLS to reach the S3 endpoint")
+    create_bucket: bool = True
+    retries: int = Field(5, ge=0, le=20, description="retries of a transient S3 error")
+    backoff_s: float = Field(0.1, gt=0, le=30, description="first retry delay; doubles each try")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not (v.startswith("file://") or v.startswith("s3://")):
+            raise ValueError(f"store url must start with file:// or s3://, got {v!r}")
+        if v.startswith("s3://") and not v[len("s3://") :].strip("/"):
+            raise ValueError("s3 store url needs a bucket: s3://<bucket>[/<prefix>]")
+        return v
+
+
+class ServerConfig(_Section):
+    """gRPC server settings shared by every service."""
+
+    host: str = "0.0.0.0"
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one"
+    )
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_workers: int = Field(16, ge=1, le=1024)
+    grace_s: float = Field(10.0, ge=0, description="graceful-shutdown window on SIGTERM")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+
+class NoveltyConfig(_Section):
+    port: int = Field(50053, ge=0, le=65535)
+    max_code_bytes: int = Field(256 * 1024, ge=1, description="larger code is refused")
+    max_batch: int = Field(1024, ge=1, description="items per batch RPC")
+    snapshot_interval_s: float = Field(300.0, gt=0, description="periodic snapshot period")
+    snapshot_every_ops: int = Field(
+        20000, ge=1, description="snapshot a namespace after this many journalled ops"
+    )
+    # Defaults for namespaces created without explicit parameters (DESIGN.md).
+    shingle_size: int = Field(7, ge=1, le=64)
+    num_perm: int = Field(128, ge=16, le=1024)
+    threshold: float = Field(0.85, gt=0, lt=1)
+
+
+class GeneratorConfig(_Section):
+    port: int = Field(50051, ge=0, le=65535)
+
+
+class EvaluatorConfig(_Section):
+    port: int = Field(50052, ge=0, le=65535)
+
+
+class TrainerConfig(_Section):
+    port: int = Field(50054, ge=0, le=65535)
+
+
+class ControllerConfig(_Section):
+    port: int = Field(50055, ge=0, le=65535)
+
+
+class Config(_Section):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``NASLOOP_A__B=v`` → ``{"a": {"b": "v"}}``.
+
+    Values stay strings (an empty one means unset); pydantic converts them to each field's type,
+    so a secret that looks like a number is never mangled.
+    """
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_FILE or "__" not in key:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if any(not part for part in path):
+            raise ConfigError(f"malformed configuration variable {key}")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key} conflicts with another configuration variable")
+        node[path[-1]] = raw if raw != "" else None
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(merged.get(k), Mapping):
+            merged[k] = _merge(dict(merged[k]), v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Build the validated configuration; raise :class:`ConfigError` with a readable message."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_FILE) or None
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration file {p}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"configuration file {p} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {p} must hold a mapping at the top level")
+        data = loaded
+    data = _merge(data, _env_overrides(env))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '<root>'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

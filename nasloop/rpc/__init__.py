@@ -1,0 +1,29 @@
+"""gRPC plumbing shared by every service: server host, client helpers, errors."""
+
+from nasloop.rpc.client import connect, wait_until_serving
+from nasloop.rpc.errors import (
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from nasloop.rpc.server import Registration, ServiceHost
+
+__all__ = [
+    "AlreadyExists",
+    "DataLoss",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "Registration",
+    "ResourceExhausted",
+    "ServiceError",
+    "ServiceHost",
+    "Unavailable",
+    "connect",
+    "wait_until_serving",
+]

@@ -1,0 +1,105 @@
+"""Client helpers shared by every caller of a nasloop service.
+
+``connect()`` returns a channel that retries calls failing with UNAVAILABLE (gRPC's own retry
+policy, with exponential backoff) and puts a default deadline on unary calls that set none.
+Streaming calls get no default deadline: a watch may legitimately last for hours.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, NamedTuple
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def _service_config(attempts: int) -> str:
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{}],  # every method of every service
+                    "retryPolicy": {
+                        "maxAttempts": attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _DefaultDeadline(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+
+    def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        if d.timeout is not None:
+            return d
+        return _CallDetails(  # type: ignore[return-value]
+            d.method,
+            self._timeout_s,
+            d.metadata,
+            d.credentials,
+            getattr(d, "wait_for_ready", None),
+            getattr(d, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+def connect(
+    target: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    attempts: int = 5,
+    max_message_bytes: int = 64 * 1024 * 1024,
+) -> grpc.Channel:
+    """An insecure channel to ``target`` ("host:port") with retries and default deadlines."""
+    channel = grpc.insecure_channel(
+        target,
+        options=[
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _service_config(attempts)),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ],
+    )
+    return grpc.intercept_channel(channel, _DefaultDeadline(timeout_s))
+
+
+def wait_until_serving(channel: grpc.Channel, service: str = "", timeout_s: float = 60.0) -> None:
+    """Poll the standard health service until it answers SERVING; raise TimeoutError if not."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout_s
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as e:
+            last = f"{e.code().name}: {e.details()}"
+        time.sleep(0.1)
+    raise TimeoutError(f"service {service or '<server>'} not serving after {timeout_s}s ({last})")

@@ -1,0 +1,214 @@
+"""One server interceptor for every service: error translation, metrics and request logs.
+
+Service logic raises :class:`~nasloop.rpc.errors.ServiceError` subclasses; here they become the
+matching gRPC status. Any other exception becomes INTERNAL with a generic message (the
+traceback goes to the log, never to the caller), so one bad request cannot crash a service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from nasloop.rpc.errors import ServiceError
+
+log = logging.getLogger("nasloop.rpc")
+
+
+class RpcMetrics:
+    """Prometheus metrics per method: requests by status code, latency, errors."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "nasloop_grpc_requests",
+            "gRPC requests handled, by method and status code",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "nasloop_grpc_errors",
+            "gRPC requests that ended with a status other than OK",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "nasloop_grpc_request_seconds",
+            "gRPC request latency (for streams: until the last message)",
+            ["service", "method"],
+            registry=registry,
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+                300,
+            ),
+        )
+
+    def observe(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.requests.labels(service, method, code.name).inc()
+        self.latency.labels(service, method).observe(seconds)
+        if code is not grpc.StatusCode.OK:
+            self.errors.labels(service, method, code.name).inc()
+
+
+def _split(full_method: str) -> tuple[str, str]:
+    # "/nasloop.v1.Novelty/Check" -> ("nasloop.v1.Novelty", "Check")
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, method = _split(handler_call_details.method)
+        if handler.unary_unary:
+            wrap, make = self._wrap_unary, grpc.unary_unary_rpc_method_handler
+            behaviour = handler.unary_unary
+        elif handler.unary_stream:
+            wrap, make = self._wrap_stream, grpc.unary_stream_rpc_method_handler
+            behaviour = handler.unary_stream
+        elif handler.stream_unary:
+            wrap, make = self._wrap_unary, grpc.stream_unary_rpc_method_handler
+            behaviour = handler.stream_unary
+        else:
+            wrap, make = self._wrap_stream, grpc.stream_stream_rpc_method_handler
+            behaviour = handler.stream_stream
+        request_deserializer = handler.request_deserializer
+        if handler.unary_unary or handler.unary_stream:
+            request_deserializer = _tolerant(request_deserializer)
+        return make(
+            wrap(behaviour, service, method),
+            request_deserializer=request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _finish(
+        self, service: str, method: str, context: grpc.ServicerContext, start: float, exc: Any
+    ) -> None:
+        code = _code_of(context, exc)
+        seconds = time.perf_counter() - start
+        self._metrics.observe(service, method, code, seconds)
+        if service.startswith("grpc."):
+            return  # health checks and reflection: metrics only, no log noise
+        log.info(
+            "rpc",
+            extra={
+                "service": service,
+                "method": method,
+                "code": code.name,
+                "ms": round(seconds * 1000, 3),
+            },
+        )
+
+    def _abort(self, context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+        if isinstance(exc, ServiceError):
+            context.abort(grpc.StatusCode[exc.code], exc.message)
+        log.exception("unhandled error in %s", method)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: see server log")
+
+    def _wrap_unary(self, behaviour: Callable, service: str, method: str) -> Callable:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            start, exc = time.perf_counter(), None
+            try:
+                _refuse_undecodable(request, context)
+                return behaviour(request, context)
+            except Exception as e:
+                exc = e
+                if _is_abort(context):
+                    raise
+                self._abort(context, e, method)
+            finally:
+                self._finish(service, method, context, start, exc)
+
+        return wrapped
+
+    def _wrap_stream(self, behaviour: Callable, service: str, method: str) -> Callable:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start, exc = time.perf_counter(), None
+            try:
+                _refuse_undecodable(request, context)
+                yield from behaviour(request, context)
+            except Exception as e:
+                exc = e
+                if _is_abort(context):
+                    raise
+                self._abort(context, e, method)
+            finally:
+                self._finish(service, method, context, start, exc)
+
+        return wrapped
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse (e.g. a string field not UTF-8)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # gRPC answers a deserializer exception with INTERNAL; the caller's fault is INVALID_ARGUMENT.
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as e:
+            return _Undecodable(e)
+
+    return deserialize
+
+
+def _refuse_undecodable(request: Any, context: grpc.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed request (every string field must be valid UTF-8): {request.error}",
+        )
+
+
+def _is_abort(context: grpc.ServicerContext) -> bool:
+    """True when the servicer already called context.abort(): its status stands."""
+    code = context.code()
+    return code is not None and code is not grpc.StatusCode.OK
+
+
+def _code_of(context: grpc.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(exc, ServiceError):
+        return grpc.StatusCode[exc.code]
+    if exc is not None:
+        return grpc.StatusCode.INTERNAL
+    if not context.is_active():
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.OK

@@ -1,0 +1,98 @@
+"""Object store on a local directory: key ``a/b/c`` is the file ``<root>/a/b/c``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from nasloop.store.base import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StoreError,
+    check_key,
+    check_prefix,
+    sha256_hex,
+)
+
+# Suffix of in-flight temporary files; such names are never keys (list() skips them).
+TMP_SUFFIX = ".nasloop-tmp"
+
+
+class LocalStore(ObjectStore):
+    """A directory with the same key layout as the S3 bucket.
+
+    Writes go to a uniquely named temporary file in the target's directory, are fsynced and then
+    renamed over the target with ``os.replace``: readers see the old or the new object, never a
+    partial one, concurrent writers of different keys never collide, and for the same key the
+    last rename wins. Empty directories left by :meth:`delete` are kept (they hold no keys).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create store directory {self.root}: {e.strerror}") from e
+        self.url = f"file://{self.root}"
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if key.endswith(TMP_SUFFIX):
+            raise InvalidKey(f"invalid object key {key!r}: the suffix {TMP_SUFFIX} is reserved")
+        return self.root.joinpath(*key.split("/"))
+
+    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        path = self._path(key)
+        tmp = path.with_name(f".{uuid.uuid4().hex}{TMP_SUFFIX}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {key!r} under {self.root}: {e}") from e
+        return ObjectInfo(key=key, size=len(data), sha256=sha256_hex(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        except OSError as e:
+            raise StoreError(f"cannot read {key!r} under {self.root}: {e}") from e
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        check_prefix(prefix)
+        # Walk only the deepest directory the prefix names, then filter by the string prefix.
+        top = self.root.joinpath(*prefix.rpartition("/")[0].split("/"))
+        keys: list[str] = []
+        for dirpath, _dirs, files in os.walk(top):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            base = "" if rel == "." else rel + "/"
+            for name in files:
+                key = base + name
+                if not name.endswith(TMP_SUFFIX) and key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            pass  # missing, or a "directory" (a prefix, not an object)
+        except OSError as e:
+            raise StoreError(f"cannot delete {key!r} under {self.root}: {e}") from e

@@ -1,0 +1,413 @@
+"""The novelty engine: namespaces of MinHash indexes with atomic, durable check-and-add.
+
+Plain Python, no gRPC: the servicer translates messages, this module decides. Errors are
+``nasloop.rpc.errors`` exceptions carrying the status the caller should see.
+
+Concurrency: fingerprints are computed outside the lock; every read and change of an index
+happens under one engine lock, so a check and the add that follows it are atomic and two
+concurrent near-duplicates can never both be added. Durability: see ``committer.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+from services.novelty.index import IndexParams, MinHashIndex
+
+from nasloop.config import NoveltyConfig
+from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from nasloop.store import ObjectStore, StoreError
+from services.novelty.committer import Committer
+from services.novelty.fingerprint import TokenMode, minhash, shingles, tokens
+from services.novelty.persistence import NamespaceStore, decode_vector, encode_vector
+
+log = logging.getLogger("nasloop.novelty")
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MAX_ID_LEN = 256
+
+
+@dataclass
+class Namespace:
+    name: str
+    params: IndexParams
+    index: MinHashIndex
+    store: NamespaceStore
+    seq: int = 0  # last sequence number assigned to an op
+    snapshot_seq: int = 0
+    ops_since_snapshot: int = 0
+    last_snapshot: float = field(default_factory=time.monotonic)
+    snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        self.ops_since_snapshot += 1
+        return self.seq
+
+
+@dataclass(frozen=True)
+class Verdict:
+    id: str
+    novel: bool
+    added: bool
+    max_similarity: float
+    nearest_id: str
+    nearest_namespace: str
+    seq: int = 0
+
+
+@dataclass
+class Counters:
+    checks: int = 0
+    adds: int = 0
+    rejected_duplicates: int = 0
+
+
+class NoveltyEngine:
+    def __init__(self, store: ObjectStore, cfg: NoveltyConfig) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.counters = Counters()
+        self._lock = threading.RLock()
+        self._namespaces: dict[str, Namespace] = {}
+        self._committer: Committer | None = None
+        self._stop = threading.Event()
+        self._snapshotter: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Restore every namespace from the store, then start the background threads."""
+        for name in NamespaceStore.list_names(self.store):
+            self._namespaces[name] = self._restore(name)
+        self._committer = Committer(self._lock)
+        self._snapshotter = threading.Thread(
+            target=self._snapshot_loop, name="novelty-snapshots", daemon=True
+        )
+        self._snapshotter.start()
+
+    def close(self) -> None:
+        """Make everything pending durable and snapshot what changed since the last snapshot."""
+        self._stop.set()
+        if self._snapshotter is not None:
+            self._snapshotter.join()
+        if self._committer is not None:
+            self._committer.close()
+        for ns in list(self._namespaces.values()):
+            if ns.ops_since_snapshot:
+                self._snapshot(ns)
+
+    def _restore(self, name: str) -> Namespace:
+        started = time.perf_counter()
+        nstore = NamespaceStore(self.store, name)
+        restored = nstore.load()
+        params = IndexParams.from_dict(restored.params)
+        if restored.matrix is not None:
+            index = MinHashIndex.restore(params, restored.ids, restored.matrix)
+        else:
+            index = MinHashIndex(params)
+        for op in restored.ops:
+            if op["op"] == "add":
+                if op["id"] not in index:
+                    index.add(op["id"], decode_vector(op["hv"]))
+            elif op["op"] == "remove":
+                index.remove(op["id"])
+        last = restored.ops[-1]["seq"] if restored.ops else restored.snapshot_seq
+        ns = Namespace(
+            name,
+            params,
+            index,
+            nstore,
+            seq=last,
+            snapshot_seq=restored.snapshot_seq,
+            ops_since_snapshot=len(restored.ops),
+        )
+        log.info(
+            "restored namespace",
+            extra={
+                "namespace": name,
+                "entries": len(index),
+                "snapshot_seq": restored.snapshot_seq,
+                "replayed": len(restored.ops),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return ns
+
+    # -- namespaces --------------------------------------------------------------------------
+    def default_params(self) -> IndexParams:
+        return IndexParams(
+            mode=TokenMode.CANONICAL,
+            shingle_size=self.cfg.shingle_size,
+            num_perm=self.cfg.num_perm,
+            threshold=self.cfg.threshold,
+        )
+
+    def create_namespace(self, name: str, params: IndexParams | None = None) -> Namespace:
+        if not NAME_RE.match(name or ""):
+            raise InvalidArgument(
+                f"invalid namespace name {name!r}: use [a-z0-9][a-z0-9._-]{{0,62}}"
+            )
+        params = params or self.default_params()
+        with self._lock:
+            existing = self._namespaces.get(name)
+            if existing is not None:
+                if existing.params != params:
+                    raise InvalidArgument(
+                        f"namespace {name!r} exists with parameters {existing.params.to_dict()}, "
+                        f"not {params.to_dict()}"
+                    )
+                return existing
+            ns = Namespace(name, params, MinHashIndex(params), NamespaceStore(self.store, name))
+            try:
+                ns.store.write_meta(params.to_dict())
+            except StoreError as e:
+                raise Unavailable(f"cannot persist namespace {name!r}: {e}") from e
+            self._namespaces[name] = ns
+            return ns
+
+    def namespace(self, name: str) -> Namespace:
+        ns = self._namespaces.get(name)
+        if ns is None:
+            raise NotFound(f"unknown namespace {name!r}")
+        return ns
+
+    def namespaces(self) -> list[Namespace]:
+        with self._lock:
+            return sorted(self._namespaces.values(), key=lambda n: n.name)
+
+    def delete_namespace(self, name: str) -> int:
+        with self._lock:
+            ns = self.namespace(name)
+            with ns.snapshot_lock:
+                try:
+                    ns.store.delete()
+                except StoreError as e:
+                    raise Unavailable(f"cannot delete namespace {name!r}: {e}") from e
+                del self._namespaces[name]
+                return len(ns.index)
+
+    # -- fingerprints ------------------------------------------------------------------------
+    def _validate_code(self, code: str) -> None:
+        if not code or not code.strip():
+            raise InvalidArgument("code is empty")
+        size = len(code.encode("utf-8", "surrogatepass"))
+        if size > self.cfg.max_code_bytes:
+            raise InvalidArgument(f"code is {size} bytes; the limit is {self.cfg.max_code_bytes}")
+
+    def fingerprint(self, code: str, params: IndexParams) -> np.ndarray:
+        self._validate_code(code)
+        try:
+            return minhash(code, params.mode, params.shingle_size, params.num_perm)
+        except ValueError as e:
+            raise InvalidArgument(f"cannot fingerprint code: {e}") from e
+
+    def tokens(self, code: str, params: IndexParams) -> tuple[list[str], int]:
+        self._validate_code(code)
+        toks = tokens(code, params.mode)
+        return toks, len(shingles(toks, params.shingle_size))
+
+    def _resolve(self, names: Iterable[str]) -> list[Namespace]:
+        out: list[Namespace] = []
+        for name in dict.fromkeys(names):  # de-duplicated, order kept
+            out.append(self.namespace(name))
+        if not out:
+            raise InvalidArgument("no namespace given")
+        first = out[0]
+        for ns in out[1:]:
+            if not first.params.same_fingerprint(ns.params):
+                raise InvalidArgument(
+                    f"namespaces {first.name!r} and {ns.name!r} have mismatched parameters "
+                    f"({first.params.to_dict()} vs {ns.params.to_dict()}); they cannot be "
+                    "compared"
+                )
+        return out
+
+    def _validate_id(self, entry_id: str) -> None:
+        if not entry_id or len(entry_id) > MAX_ID_LEN or not entry_id.isprintable():
+            raise InvalidArgument(
+                f"entry id must be 1..{MAX_ID_LEN} printable characters, got {entry_id!r:.80}"
+            )
+
+    # -- queries -----------------------------------------------------------------------------
+    def _nearest(
+        self, hv: np.ndarray, namespaces: Sequence[Namespace], exhaustive: bool
+    ) -> tuple[float, str, str]:
+        best = (0.0, "", "")
+        for ns in namespaces:
+            found, sim = (ns.index.nearest_exhaustive if exhaustive else ns.index.nearest)(hv)
+            if found is not None and sim > best[0]:
+                best = (sim, found, ns.name)
+        return best
+
+    def check(self, code: str, names: Sequence[str], exhaustive: bool = False) -> Verdict:
+        namespaces = self._resolve(names)
+        hv = self.fingerprint(code, namespaces[0].params)
+        with self._lock:
+            sim, nearest, where = self._nearest(hv, namespaces, exhaustive)
+            self.counters.checks += 1
+        return Verdict("", sim < namespaces[0].params.threshold, False, sim, nearest, where)
+
+    def check_and_add(
+        self, code: str, entry_id: str, name: str, consult: Sequence[str] = ()
+    ) -> Verdict:
+        return self.batch_check_and_add([(entry_id, code)], name, consult)[0]
+
+    def batch_check_and_add(
+        self, items: Sequence[tuple[str, str]], name: str, consult: Sequence[str] = ()
+    ) -> list[Verdict]:
+        """Check each (id, code) in order and add the novel ones to ``name``, durably."""
+        namespaces = self._resolve([name, *consult])
+        target = namespaces[0]
+        vectors = self._prepare(items, target)
+        verdicts: list[Verdict] = []
+        futures: list[Future] = []
+        with self._lock:
+            self._check_not_present(target, [i for i, _ in items])
+            for (entry_id, _), hv in zip(items, vectors, strict=True):
+                sim, nearest, where = self._nearest(hv, namespaces, exhaustive=False)
+                self.counters.checks += 1
+                novel = sim < target.params.threshold
+                seq = 0
+                if novel:
+                    seq = self._add_locked(target, entry_id, hv, futures)
+                else:
+                    self.counters.rejected_duplicates += 1
+                verdicts.append(Verdict(entry_id, novel, novel, sim, nearest, where, seq))
+        self._wait_durable(futures, target)
+        return verdicts
+
+    def add(self, items: Sequence[tuple[str, str]], name: str) -> tuple[int, int]:
+        """Add every (id, code) unconditionally (corpus seeding). Returns (added, last seq)."""
+        target = self.namespace(name)
+        vectors = self._prepare(items, target)
+        futures: list[Future] = []
+        with self._lock:
+            self._check_not_present(target, [i for i, _ in items])
+            for (entry_id, _), hv in zip(items, vectors, strict=True):
+                self._add_locked(target, entry_id, hv, futures)
+            last = target.seq
+        self._wait_durable(futures, target)
+        return len(items), last
+
+    def remove(self, name: str, ids: Sequence[str]) -> tuple[int, list[str]]:
+        target = self.namespace(name)
+        futures: list[Future] = []
+        not_found: list[str] = []
+        with self._lock:
+            for entry_id in ids:
+                hv = target.index.vector(entry_id) if entry_id in target.index else None
+                if hv is None:
+                    not_found.append(entry_id)
+                    continue
+                target.index.remove(entry_id)
+                op = {"seq": target.next_seq(), "op": "remove", "id": entry_id}
+                futures.append(
+                    self._submit(target, op, lambda i=entry_id, v=hv: target.index.add(i, v))
+                )
+        self._wait_durable(futures, target)
+        return len(futures), not_found
+
+    # -- internals ---------------------------------------------------------------------------
+    def _prepare(self, items: Sequence[tuple[str, str]], target: Namespace) -> list[np.ndarray]:
+        if not items:
+            raise InvalidArgument("no items given")
+        if len(items) > self.cfg.max_batch:
+            raise InvalidArgument(f"{len(items)} items; the limit is {self.cfg.max_batch}")
+        seen: set[str] = set()
+        vectors = []
+        for position, (entry_id, code) in enumerate(items):
+            self._validate_id(entry_id)
+            if entry_id in seen:
+                raise InvalidArgument(f"id {entry_id!r} appears twice in the request")
+            seen.add(entry_id)
+            try:
+                vectors.append(self.fingerprint(code, target.params))
+            except InvalidArgument as e:
+                where = f"item {position} ({entry_id!r}): " if len(items) > 1 else ""
+                raise InvalidArgument(where + e.message) from None
+        return vectors
+
+    def _check_not_present(self, target: Namespace, ids: Sequence[str]) -> None:
+        for entry_id in ids:
+            if entry_id in target.index:
+                raise AlreadyExists(f"id {entry_id!r} is already in namespace {target.name!r}")
+
+    def _add_locked(
+        self, target: Namespace, entry_id: str, hv: np.ndarray, futures: list[Future]
+    ) -> int:
+        target.index.add(entry_id, hv)
+        seq = target.next_seq()
+        self.counters.adds += 1
+        op = {"seq": seq, "op": "add", "id": entry_id, "hv": encode_vector(hv)}
+        futures.append(self._submit(target, op, lambda: target.index.remove(entry_id)))
+        return seq
+
+    def _submit(self, target: Namespace, op: dict, undo) -> Future:  # type: ignore[no-untyped-def]
+        if self._committer is None:
+            raise Unavailable("novelty engine is not open")
+        return self._committer.submit(target.store, op, undo)
+
+    def _wait_durable(self, futures: list[Future], target: Namespace) -> None:
+        errors = [f.exception() for f in futures]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise Unavailable(
+                f"could not persist {len(failed)} change(s) to namespace {target.name!r} "
+                f"({failed[0]}); they were not applied"
+            )
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot(self, names: Sequence[str] = ()) -> list[Namespace]:
+        targets = [self.namespace(n) for n in names] if names else self.namespaces()
+        for ns in targets:
+            try:
+                self._snapshot(ns)
+            except StoreError as e:
+                raise Unavailable(f"snapshot of {ns.name!r} failed: {e}") from e
+        return targets
+
+    def _snapshot(self, ns: Namespace) -> None:
+        with ns.snapshot_lock:
+            with self._lock:
+                if ns.name not in self._namespaces:
+                    return  # deleted meanwhile
+                seq, covered = ns.seq, ns.ops_since_snapshot
+                ids, matrix = ns.index.export()
+            started = time.perf_counter()
+            ns.store.write_snapshot(seq, ids, matrix)
+            ns.store.compact(seq)
+            with self._lock:
+                ns.snapshot_seq = seq
+                ns.ops_since_snapshot -= covered
+                ns.last_snapshot = time.monotonic()
+            log.info(
+                "snapshot",
+                extra={
+                    "namespace": ns.name,
+                    "seq": seq,
+                    "entries": len(ids),
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+
+    def _snapshot_loop(self) -> None:
+        tick = min(1.0, self.cfg.snapshot_interval_s)
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            for ns in self.namespaces():
+                due = ns.ops_since_snapshot >= self.cfg.snapshot_every_ops or (
+                    ns.ops_since_snapshot > 0
+                    and now - ns.last_snapshot >= self.cfg.snapshot_interval_s
+                )
+                if due:
+                    try:
+                        self._snapshot(ns)
+                    except Exception:
+                        log.exception("periodic snapshot of %s failed", ns.name)

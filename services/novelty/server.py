@@ -1,0 +1,177 @@
+"""gRPC servicer for the novelty index: messages in, engine calls, messages out."""
+
+from __future__ import annotations
+
+import logging
+
+from services.novelty.index import IndexParams
+
+from nasloop.config import Config
+from nasloop.rpc import InvalidArgument, Registration, ServiceHost
+from nasloop.store import open_store
+from nasloop.v1 import novelty_pb2 as pb
+from nasloop.v1 import novelty_pb2_grpc as pb_grpc
+from services.novelty.engine import Namespace, NoveltyEngine, Verdict
+from services.novelty.fingerprint import TokenMode
+
+log = logging.getLogger("nasloop.novelty")
+
+_MODES = {
+    pb.TOKEN_MODE_UNSPECIFIED: TokenMode.CANONICAL,
+    pb.TOKEN_MODE_CANONICAL: TokenMode.CANONICAL,
+    pb.TOKEN_MODE_RAW: TokenMode.RAW,
+}
+_MODE_TO_PB = {TokenMode.CANONICAL: pb.TOKEN_MODE_CANONICAL, TokenMode.RAW: pb.TOKEN_MODE_RAW}
+
+
+def params_from_pb(msg: pb.NamespaceParams, defaults: IndexParams) -> IndexParams:
+    if msg.mode not in _MODES:
+        raise InvalidArgument(f"unknown token mode {msg.mode}")
+    try:
+        return IndexParams(
+            mode=_MODES[msg.mode],
+            shingle_size=msg.shingle_size or defaults.shingle_size,
+            num_perm=msg.num_perm or defaults.num_perm,
+            threshold=msg.threshold or defaults.threshold,
+        )
+    except ValueError as e:
+        raise InvalidArgument(f"invalid namespace parameters: {e}") from e
+
+
+def params_to_pb(p: IndexParams) -> pb.NamespaceParams:
+    return pb.NamespaceParams(
+        mode=_MODE_TO_PB[p.mode],
+        shingle_size=p.shingle_size,
+        num_perm=p.num_perm,
+        threshold=p.threshold,
+    )
+
+
+def namespace_to_pb(ns: Namespace) -> pb.NamespaceInfo:
+    return pb.NamespaceInfo(
+        name=ns.name,
+        params=params_to_pb(ns.params),
+        entries=len(ns.index),
+        last_seq=ns.seq,
+        snapshot_seq=ns.snapshot_seq,
+    )
+
+
+def verdict_to_pb(v: Verdict) -> pb.CheckResult:
+    return pb.CheckResult(
+        id=v.id,
+        novel=v.novel,
+        added=v.added,
+        max_similarity=v.max_similarity,
+        nearest_id=v.nearest_id,
+        nearest_namespace=v.nearest_namespace,
+        seq=v.seq,
+    )
+
+
+class NoveltyServicer(pb_grpc.NoveltyServicer):
+    def __init__(self, engine: NoveltyEngine) -> None:
+        self.engine = engine
+
+    def CreateNamespace(self, request, context):  # type: ignore[no-untyped-def]
+        params = params_from_pb(request.params, self.engine.default_params())
+        return namespace_to_pb(self.engine.create_namespace(request.name, params))
+
+    def GetNamespace(self, request, context):  # type: ignore[no-untyped-def]
+        return namespace_to_pb(self.engine.namespace(request.name))
+
+    def ListNamespaces(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListNamespacesResponse(
+            namespaces=[namespace_to_pb(ns) for ns in self.engine.namespaces()]
+        )
+
+    def DeleteNamespace(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.DeleteNamespaceResponse(
+            removed_entries=self.engine.delete_namespace(request.name)
+        )
+
+    def Check(self, request, context):  # type: ignore[no-untyped-def]
+        return verdict_to_pb(
+            self.engine.check(request.code, list(request.namespaces), request.exhaustive)
+        )
+
+    def CheckAndAdd(self, request, context):  # type: ignore[no-untyped-def]
+        return verdict_to_pb(
+            self.engine.check_and_add(
+                request.code, request.id, request.namespace, list(request.consult)
+            )
+        )
+
+    def BatchCheck(self, request, context):  # type: ignore[no-untyped-def]
+        if len(request.items) > self.engine.cfg.max_batch:
+            raise InvalidArgument(
+                f"{len(request.items)} items; the limit is {self.engine.cfg.max_batch}"
+            )
+        return pb.BatchCheckResponse(
+            results=[
+                verdict_to_pb(self.engine.check(i.code, list(i.namespaces), i.exhaustive))
+                for i in request.items
+            ]
+        )
+
+    def BatchCheckAndAdd(self, request, context):  # type: ignore[no-untyped-def]
+        items = [(i.id, i.code) for i in request.items]
+        verdicts = self.engine.batch_check_and_add(items, request.namespace, list(request.consult))
+        return pb.BatchCheckResponse(results=[verdict_to_pb(v) for v in verdicts])
+
+    def Add(self, request, context):  # type: ignore[no-untyped-def]
+        added, last = self.engine.add([(i.id, i.code) for i in request.items], request.namespace)
+        return pb.AddResponse(added=added, last_seq=last)
+
+    def Remove(self, request, context):  # type: ignore[no-untyped-def]
+        removed, not_found = self.engine.remove(request.namespace, list(request.ids))
+        return pb.RemoveResponse(removed=removed, not_found=not_found)
+
+    def Stats(self, request, context):  # type: ignore[no-untyped-def]
+        namespaces = self.engine.namespaces()
+        c = self.engine.counters
+        return pb.StatsResponse(
+            namespaces=[namespace_to_pb(ns) for ns in namespaces],
+            total_entries=sum(len(ns.index) for ns in namespaces),
+            checks=c.checks,
+            adds=c.adds,
+            rejected_duplicates=c.rejected_duplicates,
+        )
+
+    def Snapshot(self, request, context):  # type: ignore[no-untyped-def]
+        done = self.engine.snapshot(list(request.namespaces))
+        return pb.SnapshotResponse(namespaces=[namespace_to_pb(ns) for ns in done])
+
+    def Fingerprint(self, request, context):  # type: ignore[no-untyped-def]
+        params = params_from_pb(request.params, self.engine.default_params())
+        toks, count = self.engine.tokens(request.code, params)
+        return pb.FingerprintResponse(tokens=toks, shingles=count)
+
+
+def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, NoveltyEngine]:
+    """The novelty service, restored from the store and ready to start."""
+    engine = NoveltyEngine(open_store(cfg.store), cfg.novelty)
+    host = ServiceHost(
+        "novelty",
+        cfg.server,
+        cfg.novelty.port if port is None else port,
+        [
+            Registration(
+                pb_grpc.add_NoveltyServicer_to_server,
+                NoveltyServicer(engine),
+                pb.DESCRIPTOR.services_by_name["Novelty"].full_name,
+            )
+        ],
+        on_stop=engine.close,
+    )
+    return host, engine
+
+
+def serve(cfg: Config) -> None:
+    """Run until SIGTERM: bind, restore state, then report SERVING."""
+    host, engine = build(cfg)
+    host.install_signal_handlers()
+    host.start()
+    engine.open()
+    host.set_serving()
+    host.wait()
