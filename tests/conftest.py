@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `import s3server` from any test
-
 from s3server import running_s3_server
 
 from nasloop.store import LocalStore, S3Store

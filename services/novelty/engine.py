@@ -19,13 +19,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
-from services.novelty.index import IndexParams, MinHashIndex
 
 from nasloop.config import NoveltyConfig
 from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from nasloop.store import ObjectStore, StoreError
 from services.novelty.committer import Committer
-from services.novelty.fingerprint import TokenMode, minhash, shingles, tokens
+from services.novelty.fingerprint import TokenMode, shingles, tokens
+from services.novelty.index import IndexParams, MinHashIndex
 from services.novelty.persistence import NamespaceStore, decode_vector, encode_vector
 
 log = logging.getLogger("nasloop.novelty")
@@ -204,7 +204,7 @@ class NoveltyEngine:
     def fingerprint(self, code: str, params: IndexParams) -> np.ndarray:
         self._validate_code(code)
         try:
-            return minhash(code, params.mode, params.shingle_size, params.num_perm)
+            return params.fingerprint(code)
         except ValueError as e:
             raise InvalidArgument(f"cannot fingerprint code: {e}") from e
 

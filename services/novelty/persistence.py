@@ -31,12 +31,11 @@ SEQ_WIDTH = 12
 
 
 def encode_vector(hv: np.ndarray) -> str:
-    # MinHash values fit in 32 bits (datasketch's max_hash); store them compactly.
-    return base64.b64encode(hv.astype("<u4").tobytes()).decode()
+    return base64.b64encode(hv.astype("<u8").tobytes()).decode()
 
 
 def decode_vector(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint64)
+    return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
 
 
 @dataclass
@@ -81,7 +80,7 @@ class NamespaceStore:
 
     def write_snapshot(self, seq: int, ids: list[str], matrix: np.ndarray) -> None:
         buf = io.BytesIO()
-        np.save(buf, matrix.astype("<u4"), allow_pickle=False)
+        np.save(buf, matrix.astype("<u8"), allow_pickle=False)
         self.store.put_artifact(
             join_key(self.prefix, "snapshot", f"{seq:0{SEQ_WIDTH}d}"),
             {"ids.json": json.dumps(ids).encode(), "hashvalues.npy": buf.getvalue()},

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from services.novelty.index import IndexParams
-
 from nasloop.config import Config
 from nasloop.rpc import InvalidArgument, Registration, ServiceHost
 from nasloop.store import open_store
@@ -13,6 +11,7 @@ from nasloop.v1 import novelty_pb2 as pb
 from nasloop.v1 import novelty_pb2_grpc as pb_grpc
 from services.novelty.engine import Namespace, NoveltyEngine, Verdict
 from services.novelty.fingerprint import TokenMode
+from services.novelty.index import IndexParams
 
 log = logging.getLogger("nasloop.novelty")
 

@@ -1,0 +1,247 @@
+"""Novelty index benchmark (issue targets on the 2-core CI machine):
+
+* in-process check-and-add p50 ≤ 2 ms at 100,000 entries (fingerprint + LSH + durable journal);
+* LSH ≥ 50 times faster than brute force at 100,000 entries, with the same answers on a sample;
+* ≥ 500 check-and-adds per second through gRPC from a concurrent client;
+* snapshot + restore of 100,000 entries ≤ 10 s.
+
+Usage: python benchmarks/novelty_bench.py [--entries 100000] [--queries 2000] [--s3]
+Prints one line per figure; docs/benchmarks.md records the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
+
+from cnn_sources import generate_sources, renamed  # noqa: E402
+
+from nasloop.config import NoveltyConfig  # noqa: E402
+from nasloop.rpc import connect, wait_until_serving  # noqa: E402
+from nasloop.store import LocalStore, ObjectStore  # noqa: E402
+from nasloop.v1 import novelty_pb2 as pb  # noqa: E402
+from nasloop.v1 import novelty_pb2_grpc as pb_grpc  # noqa: E402
+from services.novelty.engine import NoveltyEngine  # noqa: E402
+from services.novelty.fingerprint import minhash  # noqa: E402
+from services.novelty.index import IndexParams, MinHashIndex  # noqa: E402
+from services.novelty.persistence import NamespaceStore  # noqa: E402
+
+PARAMS = IndexParams()
+
+
+def _fingerprint(code: str) -> np.ndarray:
+    return minhash(code, PARAMS.mode, PARAMS.shingle_size, PARAMS.num_perm)
+
+
+def report(name: str, value: float, unit: str, target: str = "") -> None:
+    print(f"{name:<48} {value:>12.3f} {unit:<8} {target}", flush=True)
+
+
+def perturb(code: str, i: int) -> str:
+    """A renamed copy with a few lines deleted or repeated: near or just below the threshold."""
+    lines = renamed(code, f"q{i}").splitlines()
+    rng = np.random.default_rng(i)
+    for _ in range(int(rng.integers(0, 4))):
+        j = int(rng.integers(1, len(lines)))
+        if rng.random() < 0.5:
+            del lines[j]
+        else:
+            lines.insert(j, lines[j])
+    return "\n".join(lines)
+
+
+def lsh_vs_brute_force(index: MinHashIndex, indexed: list[str], fresh: list[str]) -> None:
+    queries = [perturb(c, i) for i, c in enumerate(indexed[:250])] + fresh[:250]
+    vectors = [_fingerprint(q) for q in queries]
+    t0 = time.perf_counter()
+    lsh = [index.nearest(v) for v in vectors]
+    t_lsh = (time.perf_counter() - t0) / len(vectors)
+    t0 = time.perf_counter()
+    brute = [index.nearest_exhaustive(v) for v in vectors]
+    t_brute = (time.perf_counter() - t0) / len(vectors)
+    agree = sum(
+        index.is_novel(a[1]) == index.is_novel(b[1]) for a, b in zip(lsh, brute, strict=True)
+    )
+    same_nearest = sum(
+        a[0] == b[0] for a, b in zip(lsh, brute, strict=True) if not index.is_novel(b[1])
+    )
+    duplicates = sum(not index.is_novel(b[1]) for b in brute)
+    report("query, LSH (mean)", t_lsh * 1e3, "ms")
+    report("query, brute force (numpy, mean)", t_brute * 1e3, "ms")
+    report("LSH speed-up over brute force", t_brute / t_lsh, "x", "target >= 50")
+    report(
+        "verdicts agreeing with brute force",
+        100 * agree / len(vectors),
+        "%",
+        f"of {len(vectors)} queries",
+    )
+    report(
+        "near-duplicates found with the same nearest id",
+        100 * same_nearest / max(duplicates, 1),
+        "%",
+        f"of {duplicates}",
+    )
+
+
+def in_process_check_and_add(engine: NoveltyEngine, fresh: list[str]) -> None:
+    times = []
+    for i, code in enumerate(fresh):
+        t0 = time.perf_counter()
+        engine.check_and_add(code, f"fresh-{i}", "bench")
+        times.append(time.perf_counter() - t0)
+    fp = []
+    for code in fresh[:500]:
+        t0 = time.perf_counter()
+        _fingerprint(code)
+        fp.append(time.perf_counter() - t0)
+    p = np.percentile(np.array(times) * 1e3, [50, 95, 99])
+    report("check-and-add in process, p50", p[0], "ms", "target <= 2")
+    report("check-and-add in process, p95", p[1], "ms")
+    report("check-and-add in process, p99", p[2], "ms")
+    report("  of which fingerprint, p50", statistics.median(fp) * 1e3, "ms")
+
+
+def grpc_throughput(store_dir: Path, fresh: list[str], threads: int, seconds: float) -> None:
+    from s3server import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "NASLOOP_STORE__URL": f"file://{store_dir}",
+        "NASLOOP_SERVER__HOST": "127.0.0.1",
+        "NASLOOP_SERVER__LOG_LEVEL": "WARNING",
+        "NASLOOP_SERVER__MAX_WORKERS": str(max(16, threads * 2)),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nasloop", "serve", "novelty", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        t0 = time.perf_counter()
+        with connect(f"127.0.0.1:{port}") as ch:
+            wait_until_serving(ch, "nasloop.v1.Novelty", timeout_s=120)
+            report("service start incl. restore of the index", time.perf_counter() - t0, "s")
+            stub = pb_grpc.NoveltyStub(ch)
+            counter = iter(range(len(fresh)))
+            lock = threading.Lock()
+            done: list[int] = []
+            deadline = time.perf_counter() + seconds
+
+            def worker() -> None:
+                n = 0
+                while time.perf_counter() < deadline:
+                    with lock:
+                        i = next(counter, None)
+                    if i is None:
+                        break
+                    stub.CheckAndAdd(
+                        pb.CheckAndAddRequest(code=fresh[i], id=f"grpc-{i}", namespace="bench")
+                    )
+                    n += 1
+                done.append(n)
+
+            start = time.perf_counter()
+            pool = [threading.Thread(target=worker) for _ in range(threads)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            elapsed = time.perf_counter() - start
+        report(
+            f"check-and-add via gRPC, {threads} client threads",
+            sum(done) / elapsed,
+            "ops/s",
+            "target >= 500",
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def snapshot_restore(store: ObjectStore, label: str) -> None:
+    engine = NoveltyEngine(store, NoveltyConfig())
+    t0 = time.perf_counter()
+    engine.open()
+    restore = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine.snapshot(["bench"])
+    snap = time.perf_counter() - t0
+    n = len(engine.namespace("bench").index)
+    report(f"snapshot of {n} entries ({label})", snap, "s")
+    report(f"restore of {n} entries ({label})", restore, "s")
+    report(f"snapshot + restore ({label})", snap + restore, "s", "target <= 10")
+    engine.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=2_000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--s3", action="store_true", help="also snapshot/restore on moto's S3")
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+
+    t0 = time.perf_counter()
+    sources = list(generate_sources(args.entries + 2 * args.queries, seed=2026))
+    indexed = sources[: args.entries]
+    fresh = sources[args.entries :]
+    report("generate sources", time.perf_counter() - t0, "s", f"{len(sources)} sources")
+
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(os.cpu_count()) as pool:
+        matrix = np.stack(pool.map(_fingerprint, indexed, chunksize=500))
+    report("fingerprint the index sources (all cores)", time.perf_counter() - t0, "s")
+
+    ids = [f"seed-{i}" for i in range(len(indexed))]
+    t0 = time.perf_counter()
+    index = MinHashIndex.restore(PARAMS, ids, matrix)
+    report(f"build LSH index of {len(index)} entries", time.perf_counter() - t0, "s")
+    lsh_vs_brute_force(index, indexed, fresh)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(Path(tmp) / "store")
+        nstore = NamespaceStore(store, "bench")
+        nstore.write_meta(PARAMS.to_dict())
+        nstore.write_snapshot(len(ids), ids, matrix)
+        snapshot_restore(store, "local directory")
+
+        engine = NoveltyEngine(store, NoveltyConfig())
+        engine.open()
+        in_process_check_and_add(engine, fresh[: args.queries])
+        engine.close()
+
+        grpc_throughput(Path(tmp) / "store", fresh[args.queries :], args.threads, args.seconds)
+
+    if args.s3:
+        from s3server import running_s3_server
+
+        from nasloop.store import S3Store
+
+        with running_s3_server() as endpoint:
+            s3 = S3Store(
+                endpoint, "bench", access_key="testing", secret_key="testing", region="us-east-1"
+            )
+            nstore = NamespaceStore(s3, "bench")
+            nstore.write_meta(PARAMS.to_dict())
+            nstore.write_snapshot(len(ids), ids, matrix)
+            snapshot_restore(s3, "S3 on loopback (moto)")
+
+
+if __name__ == "__main__":
+    main()

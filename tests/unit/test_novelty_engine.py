@@ -1,0 +1,205 @@
+"""The novelty engine without a network: namespaces, verdicts, atomicity, durability."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from cnn_sources import generate_sources, renamed
+
+from nasloop.config import NoveltyConfig
+from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from nasloop.store import LocalStore, ObjectStore, StoreError
+from services.novelty.engine import NoveltyEngine
+from services.novelty.fingerprint import TokenMode
+from services.novelty.index import IndexParams
+
+SOURCES = list(generate_sources(40, seed=7))
+
+
+@pytest.fixture
+def engine(local_store: LocalStore):
+    eng = NoveltyEngine(local_store, NoveltyConfig())
+    eng.open()
+    yield eng
+    eng.close()
+
+
+def reopen(store: ObjectStore, cfg: NoveltyConfig | None = None) -> NoveltyEngine:
+    eng = NoveltyEngine(store, cfg or NoveltyConfig())
+    eng.open()
+    return eng
+
+
+def test_namespace_lifecycle(engine: NoveltyEngine) -> None:
+    ns = engine.create_namespace("run-1")
+    assert ns.params == engine.default_params()
+    assert engine.create_namespace("run-1") is ns  # same parameters: no-op
+    other = IndexParams(mode=TokenMode.RAW)
+    with pytest.raises(InvalidArgument, match="exists with parameters"):
+        engine.create_namespace("run-1", other)
+    for bad in ("", "Upper", "-lead", "a" * 64, "x/y"):
+        with pytest.raises(InvalidArgument, match="invalid namespace name"):
+            engine.create_namespace(bad)
+    with pytest.raises(NotFound, match="unknown namespace 'nope'"):
+        engine.namespace("nope")
+    engine.check_and_add(SOURCES[0], "a", "run-1")
+    assert engine.delete_namespace("run-1") == 1
+    assert engine.store.list("novelty/run-1/") == []
+
+
+def test_verdicts(engine: NoveltyEngine) -> None:
+    engine.create_namespace("run")
+    first = engine.check_and_add(SOURCES[0], "a", "run")
+    assert first.novel and first.added and first.seq == 1
+    copy = engine.check_and_add(renamed(SOURCES[0]), "b", "run")
+    assert not copy.novel and not copy.added
+    assert copy.nearest_id == "a" and copy.nearest_namespace == "run"
+    assert copy.max_similarity >= 0.85
+    other = engine.check_and_add(SOURCES[1], "c", "run")
+    assert other.novel and other.added
+    read_only = engine.check(renamed(SOURCES[1]), ["run"])
+    assert not read_only.novel and read_only.nearest_id == "c"
+    assert len(engine.namespace("run").index) == 2
+    with pytest.raises(AlreadyExists):
+        engine.check_and_add(SOURCES[2], "a", "run")
+
+
+def test_consulting_the_corpus(engine: NoveltyEngine) -> None:
+    engine.create_namespace("corpus")
+    engine.create_namespace("run")
+    engine.add([("seed-0", SOURCES[0]), ("seed-1", SOURCES[1])], "corpus")
+    v = engine.check_and_add(renamed(SOURCES[1]), "g1", "run", consult=["corpus"])
+    assert not v.novel and v.nearest_namespace == "corpus" and v.nearest_id == "seed-1"
+    assert len(engine.namespace("run").index) == 0
+    raw = engine.create_namespace("raw", IndexParams(mode=TokenMode.RAW))
+    assert raw.params.mode is TokenMode.RAW
+    with pytest.raises(InvalidArgument, match="mismatched parameters"):
+        engine.check(SOURCES[3], ["run", "raw"])
+
+
+def test_batch_is_ordered_and_validated_first(engine: NoveltyEngine) -> None:
+    engine.create_namespace("run")
+    verdicts = engine.batch_check_and_add(
+        [("a", SOURCES[0]), ("b", renamed(SOURCES[0])), ("c", SOURCES[1])], "run"
+    )
+    assert [v.added for v in verdicts] == [True, False, True]
+    assert verdicts[1].nearest_id == "a"
+    # One bad item refuses the whole batch before anything changes.
+    with pytest.raises(InvalidArgument, match="item 1"):
+        engine.batch_check_and_add([("d", SOURCES[2]), ("e", "   ")], "run")
+    with pytest.raises(InvalidArgument, match="twice"):
+        engine.batch_check_and_add([("f", SOURCES[3]), ("f", SOURCES[4])], "run")
+    assert "d" not in engine.namespace("run").index
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [("", "empty"), (" \n\t", "empty"), ("x" * 300_000, "limit")],
+)
+def test_bad_code(engine: NoveltyEngine, code: str, message: str) -> None:
+    engine.create_namespace("run")
+    with pytest.raises(InvalidArgument, match=message):
+        engine.check_and_add(code, "a", "run")
+
+
+def test_bad_ids(engine: NoveltyEngine) -> None:
+    engine.create_namespace("run")
+    for bad in ("", "x" * 300, "tab\there"):
+        with pytest.raises(InvalidArgument, match="entry id"):
+            engine.check_and_add(SOURCES[0], bad, "run")
+
+
+def test_concurrent_near_duplicates_keep_exactly_one(engine: NoveltyEngine) -> None:
+    engine.create_namespace("run")
+    variants = [renamed(SOURCES[5], f"v{i}") for i in range(24)]
+    barrier = threading.Barrier(len(variants))
+    results = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results.append(engine.check_and_add(variants[i], f"id-{i}", "run"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(variants))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(v.added for v in results) == 1
+    assert len(engine.namespace("run").index) == 1
+
+
+def test_remove(engine: NoveltyEngine) -> None:
+    engine.create_namespace("run")
+    engine.add([("a", SOURCES[0]), ("b", SOURCES[1])], "run")
+    removed, missing = engine.remove("run", ["a", "zzz"])
+    assert (removed, missing) == (1, ["zzz"])
+    assert engine.check_and_add(renamed(SOURCES[0]), "a2", "run").added
+
+
+def test_restart_replays_the_journal_after_a_crash(local_store: LocalStore) -> None:
+    eng = reopen(local_store)
+    eng.create_namespace("run")
+    for i, code in enumerate(SOURCES[:10]):
+        eng.check_and_add(code, f"id-{i}", "run")
+    eng.remove("run", ["id-3"])
+    # No close(): a crash. Only the journal holds the state.
+    assert local_store.list("novelty/run/snapshot/") == []
+    again = reopen(local_store)
+    ns = again.namespace("run")
+    assert len(ns.index) == 9 and "id-3" not in ns.index and ns.seq == 11
+    assert not again.check(renamed(SOURCES[4]), ["run"]).novel
+    assert again.check_and_add(SOURCES[3], "id-3b", "run").seq == 12
+    again.close()
+
+
+def test_snapshot_compacts_and_restores(local_store: LocalStore) -> None:
+    eng = reopen(local_store)
+    eng.create_namespace("run")
+    eng.add([(f"id-{i}", c) for i, c in enumerate(SOURCES[:20])], "run")
+    eng.snapshot(["run"])
+    assert local_store.list("novelty/run/journal/") == []
+    eng.check_and_add(SOURCES[30], "late", "run")  # after the snapshot: journal only
+    ns = eng.namespace("run")
+    assert ns.snapshot_seq == 20 and ns.seq == 21
+    again = reopen(local_store)  # crash after the snapshot
+    restored = again.namespace("run")
+    assert len(restored.index) == 21 and "late" in restored.index
+    assert restored.snapshot_seq == 20
+    again.close()  # clean stop: final snapshot, empty journal
+    assert local_store.list("novelty/run/journal/") == []
+    assert len(reopen(local_store).namespace("run").index) == 21
+
+
+def test_incomplete_snapshot_is_ignored(local_store: LocalStore) -> None:
+    eng = reopen(local_store)
+    eng.create_namespace("run")
+    eng.add([("a", SOURCES[0])], "run")
+    # A snapshot whose manifest never landed (crash mid-write) must not be trusted.
+    local_store.put_bytes("novelty/run/snapshot/000000000099/ids.json", b'["ghost"]')
+    again = reopen(local_store)
+    assert list(again.namespace("run").index.export()[0]) == ["a"]
+
+
+class FailingJournal(LocalStore):
+    """A local store whose journal writes fail: the engine must not acknowledge or keep them."""
+
+    fail = True
+
+    def put_bytes(self, key: str, data: bytes):  # type: ignore[override]
+        if self.fail and "/journal/" in key:
+            raise StoreError(f"injected failure writing {key}")
+        return super().put_bytes(key, data)
+
+
+def test_failed_journal_write_is_not_acknowledged(tmp_path) -> None:
+    store = FailingJournal(tmp_path / "s")
+    eng = reopen(store)
+    eng.create_namespace("run")
+    with pytest.raises(Unavailable, match="could not persist"):
+        eng.check_and_add(SOURCES[0], "a", "run")
+    assert "a" not in eng.namespace("run").index  # undone in memory
+    store.fail = False
+    assert eng.check_and_add(SOURCES[0], "a", "run").added  # and the service goes on
+    eng.close()
+    assert "a" in reopen(store).namespace("run").index
