@@ -72,6 +72,9 @@ class NoveltyConfig(_Section):
     port: int = Field(50053, ge=0, le=65535)
     max_code_bytes: int = Field(256 * 1024, ge=1, description="larger code is refused")
     max_batch: int = Field(1024, ge=1, description="items per batch RPC")
+    fingerprint_workers: int = Field(
+        2, ge=0, le=64, description="processes computing fingerprints; 0 = the calling thread"
+    )
     snapshot_interval_s: float = Field(300.0, gt=0, description="periodic snapshot period")
     snapshot_every_ops: int = Field(
         20000, ge=1, description="snapshot a namespace after this many journalled ops"

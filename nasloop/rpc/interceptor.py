@@ -117,7 +117,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self._metrics.observe(service, method, code, seconds)
         if service.startswith("grpc."):
             return  # health checks and reflection: metrics only, no log noise
-        log.info(
+        # Successful calls at DEBUG (they can be thousands a second); failures at INFO.
+        log.log(
+            logging.DEBUG if code is grpc.StatusCode.OK else logging.INFO,
             "rpc",
             extra={
                 "service": service,

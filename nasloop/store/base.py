@@ -100,6 +100,17 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""
 
+    # -- optional: appendable objects (a local directory has them; S3 does not) --------------
+    supports_append: bool = False
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        """Append ``data`` to the object at ``key`` (created if missing), durably.
+
+        Only where :attr:`supports_append` is true. A crash may leave a torn tail, never a
+        corrupt middle: callers that append records must tolerate a partial last record.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot append to objects")
+
     # -- conveniences built on the primitives ------------------------------------------------
     def put_file(self, key: str, path: str | Path) -> ObjectInfo:
         return self.put_bytes(key, Path(path).read_bytes())

@@ -62,6 +62,19 @@ class LocalStore(ObjectStore):
             raise StoreError(f"cannot write {key!r} under {self.root}: {e}") from e
         return ObjectInfo(key=key, size=len(data), sha256=sha256_hex(data))
 
+    supports_append = True
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise StoreError(f"cannot append to {key!r} under {self.root}: {e}") from e
+
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:

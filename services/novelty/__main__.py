@@ -4,4 +4,5 @@ import sys
 
 from nasloop.cli import main
 
-sys.exit(main(["serve", "novelty", *sys.argv[1:]]))
+if __name__ == "__main__":  # guarded: worker processes import the main module
+    sys.exit(main(["serve", "novelty", *sys.argv[1:]]))

@@ -3,9 +3,11 @@
 Plain Python, no gRPC: the servicer translates messages, this module decides. Errors are
 ``nasloop.rpc.errors`` exceptions carrying the status the caller should see.
 
-Concurrency: fingerprints are computed outside the lock; every read and change of an index
-happens under one engine lock, so a check and the add that follows it are atomic and two
-concurrent near-duplicates can never both be added. Durability: see ``committer.py``.
+Concurrency: fingerprints are computed outside the lock, in a pool of worker processes
+(``fingerprint_workers``; tokenising is pure Python and would otherwise hold the GIL that the
+gRPC server needs); every read and change of an index happens under one engine lock, so a
+check and the add that follows it are atomic and two concurrent near-duplicates can never both
+be added. Durability: see ``committer.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -24,9 +26,10 @@ from nasloop.config import NoveltyConfig
 from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from nasloop.store import ObjectStore, StoreError
 from services.novelty.committer import Committer
-from services.novelty.fingerprint import TokenMode, shingles, tokens
+from services.novelty.fingerprint import TokenMode, minhash, shingles, tokens
 from services.novelty.index import IndexParams, MinHashIndex
 from services.novelty.persistence import NamespaceStore, decode_vector, encode_vector
+from services.novelty.workers import FingerprintPool, WorkerDied
 
 log = logging.getLogger("nasloop.novelty")
 
@@ -44,6 +47,7 @@ class Namespace:
     snapshot_seq: int = 0
     ops_since_snapshot: int = 0
     last_snapshot: float = field(default_factory=time.monotonic)
+    deleted: bool = False
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_seq(self) -> int:
@@ -80,6 +84,7 @@ class NoveltyEngine:
         self._committer: Committer | None = None
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
+        self._pool: FingerprintPool | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -87,6 +92,8 @@ class NoveltyEngine:
         for name in NamespaceStore.list_names(self.store):
             self._namespaces[name] = self._restore(name)
         self._committer = Committer(self._lock)
+        if self.cfg.fingerprint_workers:
+            self._pool = FingerprintPool(self.cfg.fingerprint_workers)
         self._snapshotter = threading.Thread(
             target=self._snapshot_loop, name="novelty-snapshots", daemon=True
         )
@@ -98,7 +105,9 @@ class NoveltyEngine:
         if self._snapshotter is not None:
             self._snapshotter.join()
         if self._committer is not None:
-            self._committer.close()
+            self._committer.flush()
+        if self._pool is not None:
+            self._pool.close()
         for ns in list(self._namespaces.values()):
             if ns.ops_since_snapshot:
                 self._snapshot(ns)
@@ -166,6 +175,7 @@ class NoveltyEngine:
                 return existing
             ns = Namespace(name, params, MinHashIndex(params), NamespaceStore(self.store, name))
             try:
+                ns.store.delete()  # leftovers of an interrupted delete must not come back
                 ns.store.write_meta(params.to_dict())
             except StoreError as e:
                 raise Unavailable(f"cannot persist namespace {name!r}: {e}") from e
@@ -185,28 +195,55 @@ class NoveltyEngine:
     def delete_namespace(self, name: str) -> int:
         with self._lock:
             ns = self.namespace(name)
-            with ns.snapshot_lock:
-                try:
-                    ns.store.delete()
-                except StoreError as e:
-                    raise Unavailable(f"cannot delete namespace {name!r}: {e}") from e
-                del self._namespaces[name]
-                return len(ns.index)
+            del self._namespaces[name]
+            ns.deleted = True  # callers that resolved it before now get NOT_FOUND
+        if self._committer is not None:
+            self._committer.flush()  # no journal write of this namespace may land after this
+        with ns.snapshot_lock:
+            try:
+                ns.store.delete()
+            except StoreError as e:
+                with self._lock:
+                    ns.deleted = False
+                    self._namespaces[name] = ns
+                raise Unavailable(f"cannot delete namespace {name!r}: {e}") from e
+        return len(ns.index)
 
     # -- fingerprints ------------------------------------------------------------------------
-    def _validate_code(self, code: str) -> None:
+    def _validate_code(self, code: str, position: int | None = None) -> None:
+        where = "" if position is None else f"item {position}: "
         if not code or not code.strip():
-            raise InvalidArgument("code is empty")
+            raise InvalidArgument(f"{where}code is empty")
         size = len(code.encode("utf-8", "surrogatepass"))
         if size > self.cfg.max_code_bytes:
-            raise InvalidArgument(f"code is {size} bytes; the limit is {self.cfg.max_code_bytes}")
+            raise InvalidArgument(
+                f"{where}code is {size} bytes; the limit is {self.cfg.max_code_bytes}"
+            )
 
     def fingerprint(self, code: str, params: IndexParams) -> np.ndarray:
-        self._validate_code(code)
-        try:
-            return params.fingerprint(code)
-        except ValueError as e:
-            raise InvalidArgument(f"cannot fingerprint code: {e}") from e
+        return self.fingerprints([code], params)[0]
+
+    def fingerprints(self, codes: Sequence[str], params: IndexParams) -> list[np.ndarray]:
+        """Fingerprints of ``codes``, by the worker processes when there are any."""
+        for position, code in enumerate(codes):
+            self._validate_code(code, position if len(codes) > 1 else None)
+        out = []
+        for position, code in enumerate(codes):
+            try:
+                out.append(self._minhash(code, params))
+            except ValueError as e:
+                where = f"item {position}: " if len(codes) > 1 else ""
+                raise InvalidArgument(f"{where}cannot fingerprint code: {e}") from None
+        return out
+
+    def _minhash(self, code: str, params: IndexParams) -> np.ndarray:
+        args = (code, params.mode, params.shingle_size, params.num_perm)
+        if self._pool is not None:
+            try:
+                return self._pool.minhash(*args)
+            except WorkerDied:
+                log.warning("fingerprint computed in the request thread after a worker died")
+        return minhash(*args)
 
     def tokens(self, code: str, params: IndexParams) -> tuple[list[str], int]:
         self._validate_code(code)
@@ -250,6 +287,7 @@ class NoveltyEngine:
         namespaces = self._resolve(names)
         hv = self.fingerprint(code, namespaces[0].params)
         with self._lock:
+            self._check_live(namespaces)
             sim, nearest, where = self._nearest(hv, namespaces, exhaustive)
             self.counters.checks += 1
         return Verdict("", sim < namespaces[0].params.threshold, False, sim, nearest, where)
@@ -269,6 +307,7 @@ class NoveltyEngine:
         verdicts: list[Verdict] = []
         futures: list[Future] = []
         with self._lock:
+            self._check_live(namespaces)
             self._check_not_present(target, [i for i, _ in items])
             for (entry_id, _), hv in zip(items, vectors, strict=True):
                 sim, nearest, where = self._nearest(hv, namespaces, exhaustive=False)
@@ -289,6 +328,7 @@ class NoveltyEngine:
         vectors = self._prepare(items, target)
         futures: list[Future] = []
         with self._lock:
+            self._check_live([target])
             self._check_not_present(target, [i for i, _ in items])
             for (entry_id, _), hv in zip(items, vectors, strict=True):
                 self._add_locked(target, entry_id, hv, futures)
@@ -301,6 +341,7 @@ class NoveltyEngine:
         futures: list[Future] = []
         not_found: list[str] = []
         with self._lock:
+            self._check_live([target])
             for entry_id in ids:
                 hv = target.index.vector(entry_id) if entry_id in target.index else None
                 if hv is None:
@@ -321,18 +362,17 @@ class NoveltyEngine:
         if len(items) > self.cfg.max_batch:
             raise InvalidArgument(f"{len(items)} items; the limit is {self.cfg.max_batch}")
         seen: set[str] = set()
-        vectors = []
-        for position, (entry_id, code) in enumerate(items):
+        for entry_id, _ in items:
             self._validate_id(entry_id)
             if entry_id in seen:
                 raise InvalidArgument(f"id {entry_id!r} appears twice in the request")
             seen.add(entry_id)
-            try:
-                vectors.append(self.fingerprint(code, target.params))
-            except InvalidArgument as e:
-                where = f"item {position} ({entry_id!r}): " if len(items) > 1 else ""
-                raise InvalidArgument(where + e.message) from None
-        return vectors
+        return self.fingerprints([code for _, code in items], target.params)
+
+    def _check_live(self, namespaces: Sequence[Namespace]) -> None:
+        for ns in namespaces:
+            if ns.deleted:
+                raise NotFound(f"namespace {ns.name!r} was deleted")
 
     def _check_not_present(self, target: Namespace, ids: Sequence[str]) -> None:
         for entry_id in ids:
@@ -349,12 +389,14 @@ class NoveltyEngine:
         futures.append(self._submit(target, op, lambda: target.index.remove(entry_id)))
         return seq
 
-    def _submit(self, target: Namespace, op: dict, undo) -> Future:  # type: ignore[no-untyped-def]
+    def _submit(self, target: Namespace, op: dict, undo: Callable[[], object]) -> Future:
         if self._committer is None:
             raise Unavailable("novelty engine is not open")
         return self._committer.submit(target.store, op, undo)
 
     def _wait_durable(self, futures: list[Future], target: Namespace) -> None:
+        assert self._committer is not None
+        self._committer.wait(futures)
         errors = [f.exception() for f in futures]
         failed = [e for e in errors if e is not None]
         if failed:
@@ -376,8 +418,8 @@ class NoveltyEngine:
     def _snapshot(self, ns: Namespace) -> None:
         with ns.snapshot_lock:
             with self._lock:
-                if ns.name not in self._namespaces:
-                    return  # deleted meanwhile
+                if ns.deleted:
+                    return
                 seq, covered = ns.seq, ns.ops_since_snapshot
                 ids, matrix = ns.index.export()
             started = time.perf_counter()

@@ -294,7 +294,8 @@ def minhash_of_hashes(hashes: np.ndarray, num_perm: int) -> np.ndarray:
     if len(hashes) == 0:
         raise ValueError("cannot fingerprint an empty set")
     a, b = permutations(num_perm)
-    mixed = _fmix64(np.asarray(hashes, dtype=np.uint64))[:, None]
+    # A MinHash is of a set: repeated shingles (common in code) change nothing, so drop them.
+    mixed = _fmix64(np.unique(np.asarray(hashes, dtype=np.uint64)))[:, None]
     out = np.full(num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
     # One reused block buffer: numpy temporaries of this size cost more than the arithmetic.
     buf = np.empty((min(len(mixed), _CHUNK), num_perm), dtype=np.uint64)

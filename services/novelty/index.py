@@ -16,7 +16,7 @@ Memory: the matrix takes 8 * num_perm bytes an entry, datasketch's dict-based LS
 about four times as much (~5 KB an entry in all at the defaults).
 
 Not thread-safe: no locking inside. The caller serialises all calls on one index (the novelty
-service holds a lock per namespace, which also makes check-and-add atomic).
+engine holds one lock around every index call, which also makes check-and-add atomic).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Layout (DESIGN.md keys, under ``novelty/<namespace>/``)::
 
     namespace.json                       name and fingerprint parameters (written at creation)
-    journal/<first>-<last>.json          ops with sequence numbers first..last (write-ahead)
+    journal/<first>-<last>.json          ops with sequence numbers first..last (write-ahead), or,
+    journal/<first>.log                  where the store can append (a local directory): one
+                                         JSON line per write, from op <first> on
     snapshot/<seq>/{ids.json, hashvalues.npy, manifest.json}
                                          every entry as of op <seq>; manifest written last
 
@@ -17,6 +19,7 @@ import base64
 import io
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,8 @@ class NamespaceStore:
         self.store = store
         self.name = name
         self.prefix = join_key(ROOT, name)
+        self._segment: str | None = None  # journal segment being appended to
+        self._segment_lock = threading.Lock()
 
     @staticmethod
     def list_names(store: ObjectStore) -> list[str]:
@@ -75,8 +80,42 @@ class NamespaceStore:
 
     def append_journal(self, ops: list[dict[str, Any]]) -> None:
         first, last = ops[0]["seq"], ops[-1]["seq"]
-        key = join_key(self.prefix, "journal", f"{first:0{SEQ_WIDTH}d}-{last:0{SEQ_WIDTH}d}.json")
-        self.store.put_bytes(key, json.dumps(ops, separators=(",", ":")).encode())
+        if not self.store.supports_append:
+            name = f"{first:0{SEQ_WIDTH}d}-{last:0{SEQ_WIDTH}d}.json"
+            self.store.put_bytes(self._journal_key(name), json.dumps(ops).encode())
+            return
+        # One append per write instead of one new object: far cheaper on a local disk.
+        with self._segment_lock:
+            if self._segment is None:
+                self._segment = self._journal_key(f"{first:0{SEQ_WIDTH}d}.log")
+            try:
+                self.store.append_bytes(self._segment, json.dumps(ops).encode() + b"\n")
+            except Exception:
+                self._segment = None  # a torn write must stay the last line of its segment
+                raise
+
+    def _journal_key(self, name: str) -> str:
+        return join_key(self.prefix, "journal", name)
+
+    def _journal_keys(self) -> list[str]:
+        return self.store.list(join_key(self.prefix, "journal") + "/")
+
+    def _read_journal(self, key: str) -> list[dict[str, Any]]:
+        if key.endswith(".json"):
+            return json.loads(self.store.get_bytes(key))
+        ops: list[dict[str, Any]] = []
+        lines = self.store.get_bytes(key).split(b"\n")
+        for number, line in enumerate(lines):
+            if not line:
+                continue
+            try:
+                ops.extend(json.loads(line))
+            except ValueError:
+                if number < len(lines) - 1:
+                    raise
+                # A torn last line: that write never completed, so it was never acknowledged.
+                log.warning("torn journal tail ignored", extra={"key": key})
+        return ops
 
     def write_snapshot(self, seq: int, ids: list[str], matrix: np.ndarray) -> None:
         buf = io.BytesIO()
@@ -89,10 +128,15 @@ class NamespaceStore:
 
     def compact(self, seq: int) -> None:
         """Drop journal objects and older snapshots that the snapshot at ``seq`` covers."""
-        for key in self.store.list(join_key(self.prefix, "journal") + "/"):
-            last = _journal_range(key)[1]
-            if last is not None and last <= seq:
-                self.store.delete(key)
+        with self._segment_lock:
+            self._segment = None  # the next write starts a new segment
+        for key in self._journal_keys():
+            ops = self._read_journal(key)
+            if ops and ops[-1]["seq"] > seq:
+                continue
+            with self._segment_lock:
+                if key != self._segment:  # never the segment a write is appending to
+                    self.store.delete(key)
         for other in self._snapshot_seqs():
             if other < seq:
                 self.store.delete_prefix(
@@ -126,22 +170,9 @@ class NamespaceStore:
             matrix = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.uint64)
             restored.snapshot_seq, restored.ids, restored.matrix = seq, ids, matrix
             break
-        for key in self.store.list(join_key(self.prefix, "journal") + "/"):
-            last = _journal_range(key)[1]
-            if last is None or last <= restored.snapshot_seq:
-                continue
+        for key in self._journal_keys():
             restored.ops.extend(
-                op
-                for op in json.loads(self.store.get_bytes(key))
-                if op["seq"] > restored.snapshot_seq
+                op for op in self._read_journal(key) if op["seq"] > restored.snapshot_seq
             )
         restored.ops.sort(key=lambda op: op["seq"])
         return restored
-
-
-def _journal_range(key: str) -> tuple[int | None, int | None]:
-    name = key.rsplit("/", 1)[-1].removesuffix(".json")
-    first, _, last = name.partition("-")
-    if not (first.isdigit() and last.isdigit()):
-        return None, None
-    return int(first), int(last)

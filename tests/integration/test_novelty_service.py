@@ -3,16 +3,8 @@ real S3 endpoint (moto's server) and called with the real client over a loopback
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -21,67 +13,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from s3server import free_port
+from servers import Server, novelty_server
 
-from nasloop.rpc import connect, wait_until_serving
+from nasloop.rpc import connect
 from nasloop.v1 import novelty_pb2 as pb
 from nasloop.v1 import novelty_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
 SOURCES = list(generate_sources(30, seed=11))
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    address: str
-    log: Path
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-
-@contextmanager
-def novelty_server(env: dict[str, str], log: Path) -> Iterator[Server]:
-    port = free_port()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nasloop", "serve", "novelty", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, f"127.0.0.1:{port}", log)
-    try:
-        with connect(server.address) as ch:
-            wait_until_serving(ch, "nasloop.v1.Novelty", timeout_s=60)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint: str) -> dict[str, str]:
-    return {
-        "NASLOOP_STORE__URL": f"s3://novelty-{uuid.uuid4().hex[:12]}/state",
-        "NASLOOP_STORE__ENDPOINT": s3_endpoint,
-        "NASLOOP_STORE__ACCESS_KEY": "testing",
-        "NASLOOP_STORE__SECRET_KEY": "testing",
-        "NASLOOP_STORE__REGION": "us-east-1",
-        "NASLOOP_SERVER__HOST": "127.0.0.1",
-        "NASLOOP_SERVER__GRACE_S": "5",
-    }
-
-
-@pytest.fixture
-def server(s3_env, tmp_path) -> Iterator[Server]:
-    with novelty_server(s3_env, tmp_path / "server.log") as s:
-        yield s
-        assert s.stop() == 0, s.log.read_text()[-3000:]
 
 
 def stub_for(server: Server) -> tuple[grpc.Channel, pb_grpc.NoveltyStub]:

@@ -17,16 +17,19 @@ from services.novelty.index import IndexParams
 SOURCES = list(generate_sources(40, seed=7))
 
 
+IN_THREAD = NoveltyConfig(fingerprint_workers=0)
+
+
 @pytest.fixture
 def engine(local_store: LocalStore):
-    eng = NoveltyEngine(local_store, NoveltyConfig())
+    eng = NoveltyEngine(local_store, IN_THREAD)
     eng.open()
     yield eng
     eng.close()
 
 
 def reopen(store: ObjectStore, cfg: NoveltyConfig | None = None) -> NoveltyEngine:
-    eng = NoveltyEngine(store, cfg or NoveltyConfig())
+    eng = NoveltyEngine(store, cfg or IN_THREAD)
     eng.open()
     return eng
 
@@ -191,6 +194,11 @@ class FailingJournal(LocalStore):
             raise StoreError(f"injected failure writing {key}")
         return super().put_bytes(key, data)
 
+    def append_bytes(self, key: str, data: bytes) -> None:
+        if self.fail and "/journal/" in key:
+            raise StoreError(f"injected failure appending to {key}")
+        super().append_bytes(key, data)
+
 
 def test_failed_journal_write_is_not_acknowledged(tmp_path) -> None:
     store = FailingJournal(tmp_path / "s")
@@ -203,3 +211,86 @@ def test_failed_journal_write_is_not_acknowledged(tmp_path) -> None:
     assert eng.check_and_add(SOURCES[0], "a", "run").added  # and the service goes on
     eng.close()
     assert "a" in reopen(store).namespace("run").index
+
+
+def test_recreated_namespace_starts_empty(local_store: LocalStore) -> None:
+    eng = reopen(local_store)
+    eng.create_namespace("run")
+    eng.add([("a", SOURCES[0])], "run")
+    eng.delete_namespace("run")
+    # Leftovers of an interrupted delete (namespace.json gone, journal still there).
+    local_store.put_bytes("novelty/gone/journal/000000000001-000000000001.json", b"[]")
+    eng.create_namespace("run")
+    eng.create_namespace("gone")
+    assert local_store.list("novelty/gone/journal/") == []
+    again = reopen(local_store)
+    assert len(again.namespace("run").index) == 0
+    assert again.check(SOURCES[0], ["run"]).novel
+
+
+def test_calls_on_a_deleted_namespace_are_not_found(engine: NoveltyEngine) -> None:
+    ns = engine.create_namespace("run")
+    engine.delete_namespace("run")
+    with pytest.raises(NotFound, match="was deleted"):
+        engine._check_live([ns])
+    with pytest.raises(NotFound):
+        engine.check_and_add(SOURCES[0], "a", "run")
+
+
+class ObjectOnlyStore(LocalStore):
+    """A local store that cannot append, like S3: the journal is one object per write."""
+
+    supports_append = False
+
+
+@pytest.mark.parametrize("store_class", [LocalStore, ObjectOnlyStore])
+def test_journal_layouts_survive_a_crash(tmp_path, store_class) -> None:
+    store = store_class(tmp_path / "s")
+    eng = reopen(store)
+    eng.create_namespace("run")
+    for i, code in enumerate(SOURCES[:6]):
+        eng.check_and_add(code, f"id-{i}", "run")
+    journal = store.list("novelty/run/journal/")
+    suffix = ".log" if store.supports_append else ".json"
+    assert journal and all(k.endswith(suffix) for k in journal)
+    assert len(reopen(store).namespace("run").index) == 6  # crash: journal only
+    eng.snapshot(["run"])
+    eng.check_and_add(SOURCES[7], "late", "run")
+    # The snapshot dropped the covered journal; only the write after it is left.
+    assert len(store.list("novelty/run/journal/")) == 1
+    assert len(reopen(store).namespace("run").index) == 7
+
+
+def test_torn_journal_tail_is_ignored(local_store: LocalStore) -> None:
+    eng = reopen(local_store)
+    eng.create_namespace("run")
+    eng.check_and_add(SOURCES[0], "a", "run")
+    [segment] = local_store.list("novelty/run/journal/")
+    local_store.append_bytes(segment, b'[{"seq": 2, "op": "add", "id": "b", "hv": "AA')  # crash
+    again = reopen(local_store)
+    assert list(again.namespace("run").index.export()[0]) == ["a"]
+    assert again.check_and_add(SOURCES[1], "b", "run").seq == 2
+
+
+def test_fingerprint_pool_matches_and_survives_a_dead_worker(local_store: LocalStore) -> None:
+    eng = reopen(local_store, NoveltyConfig(fingerprint_workers=2))
+    try:
+        params = eng.default_params()
+        pooled = eng.fingerprints(SOURCES[:8], params)
+        for code, hv in zip(SOURCES[:8], pooled, strict=True):
+            assert (hv == params.fingerprint(code)).all()
+        with pytest.raises(InvalidArgument, match="item 1: code is empty"):
+            eng.fingerprints([SOURCES[0], ""], params)
+        eng.create_namespace("run")
+        before = eng._pool.processes
+        for process in before:
+            process.kill()  # e.g. the OOM killer
+            process.join()
+        # Calls that meet a dead worker are still answered, and the workers are replaced.
+        assert eng.check_and_add(SOURCES[0], "a", "run").added
+        assert eng.check_and_add(renamed(SOURCES[0]), "b", "run").nearest_id == "a"
+        after = eng._pool.processes
+        assert len(after) == 2 and all(p.is_alive() for p in after)
+        assert not set(after) & set(before)
+    finally:
+        eng.close()

@@ -391,3 +391,19 @@ def test_open_store_bad_config() -> None:
         open_store(StoreConfig(url="s3://Bad_Bucket", endpoint="127.0.0.1:1"))
     with pytest.raises(InvalidKey):
         S3Store("127.0.0.1:1", "bucket", "a/../b")
+
+
+def test_local_append(local_store: LocalStore) -> None:
+    assert local_store.supports_append
+    local_store.append_bytes("j/seg.log", b"one\n")
+    local_store.append_bytes("j/seg.log", b"two\n")
+    assert local_store.get_bytes("j/seg.log") == b"one\ntwo\n"
+    assert local_store.list("j/") == ["j/seg.log"]
+    with pytest.raises(InvalidKey):
+        local_store.append_bytes("../escape", b"x")
+
+
+def test_s3_cannot_append(s3_store: S3Store) -> None:
+    assert not s3_store.supports_append
+    with pytest.raises(NotImplementedError):
+        s3_store.append_bytes("j/seg.log", b"x")

@@ -1,0 +1,51 @@
+"""Services as real processes on loopback sockets, for the integration tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from s3server import free_port
+
+from nasloop.rpc import connect, wait_until_serving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    address: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@contextmanager
+def novelty_server(env: dict[str, str], log: Path, timeout_s: float = 60) -> Iterator[Server]:
+    port = free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nasloop", "serve", "novelty", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, f"127.0.0.1:{port}", log)
+    try:
+        with connect(server.address) as ch:
+            wait_until_serving(ch, "nasloop.v1.Novelty", timeout_s=timeout_s)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
