@@ -21,8 +21,10 @@ engine holds one lock around every index call, which also makes check-and-add at
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -202,13 +204,16 @@ class MinHashIndex:
         lsh = index._lsh
         lsh.insert(ids[0], cls._lean(index._matrix[0]), check_duplication=False)
         band_keys = index._band_keys(index._matrix[1:])
-        for table, keys in zip(lsh.hashtables, band_keys, strict=True):
-            insert = table.insert
-            for key, entry_id in zip(keys, ids[1:], strict=True):
-                insert(key, entry_id)
-        insert = lsh.keys.insert
-        for entry_id, *keys in zip(ids[1:], *band_keys, strict=True):
-            insert(entry_id, *keys)
+        # Millions of new sets would trigger full garbage collections over and over (most of
+        # the restore time); none of them can be garbage yet.
+        with _gc_paused():
+            for table, keys in zip(lsh.hashtables, band_keys, strict=True):
+                insert = table.insert
+                for key, entry_id in zip(keys, ids[1:], strict=True):
+                    insert(key, entry_id)
+            insert = lsh.keys.insert
+            for entry_id, *keys in zip(ids[1:], *band_keys, strict=True):
+                insert(entry_id, *keys)
         return index
 
     def _band_keys(self, matrix: np.ndarray) -> list[list[bytes]]:
@@ -267,3 +272,14 @@ class MinHashIndex:
         lean = LeanMinHash.__new__(LeanMinHash)
         lean.seed, lean.scheme, lean.hashvalues = MINHASH_SEED, MINHASH_SCHEME, hv
         return lean
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

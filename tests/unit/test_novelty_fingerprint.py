@@ -416,11 +416,3 @@ def test_fingerprints_are_deterministic_across_processes() -> None:
     here = [minhash(DIFFERENT).tobytes().hex(), minhash(DIFFERENT, TokenMode.RAW).tobytes().hex()]
     assert out[:2] == here
     assert out[2] == "False"  # the torch vocabulary comes from torch_names.txt, not torch
-
-
-def test_fingerprint_is_fast() -> None:
-    minhash(DIFFERENT)
-    start = time.perf_counter()
-    for _ in range(50):
-        minhash(DIFFERENT)
-    assert (time.perf_counter() - start) / 50 < 0.02  # ~1 ms here; generous for loaded CI
