@@ -32,7 +32,7 @@ format: $(STAMP)
 bench: bench-novelty
 
 bench-novelty: $(STAMP)
-	$(PY) benchmarks/novelty_bench.py
+	$(PY) benchmarks/novelty_bench.py --s3
 
 serve-novelty: $(STAMP)
 	$(PY) -m nasloop serve novelty

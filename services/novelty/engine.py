@@ -81,7 +81,7 @@ class NoveltyEngine:
         self.counters = Counters()
         self._lock = threading.RLock()
         self._namespaces: dict[str, Namespace] = {}
-        self._committer: Committer | None = None
+        self._committer = Committer(self._lock)
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
         self._pool: FingerprintPool | None = None
@@ -91,7 +91,6 @@ class NoveltyEngine:
         """Restore every namespace from the store, then start the background threads."""
         for name in NamespaceStore.list_names(self.store):
             self._namespaces[name] = self._restore(name)
-        self._committer = Committer(self._lock)
         if self.cfg.fingerprint_workers:
             self._pool = FingerprintPool(self.cfg.fingerprint_workers)
         self._snapshotter = threading.Thread(
@@ -104,8 +103,7 @@ class NoveltyEngine:
         self._stop.set()
         if self._snapshotter is not None:
             self._snapshotter.join()
-        if self._committer is not None:
-            self._committer.flush()
+        self._committer.flush()
         if self._pool is not None:
             self._pool.close()
         for ns in list(self._namespaces.values()):
@@ -197,8 +195,7 @@ class NoveltyEngine:
             ns = self.namespace(name)
             del self._namespaces[name]
             ns.deleted = True  # callers that resolved it before now get NOT_FOUND
-        if self._committer is not None:
-            self._committer.flush()  # no journal write of this namespace may land after this
+        self._committer.flush()  # no journal write of this namespace may land after this
         with ns.snapshot_lock:
             try:
                 ns.store.delete()
@@ -390,12 +387,9 @@ class NoveltyEngine:
         return seq
 
     def _submit(self, target: Namespace, op: dict, undo: Callable[[], object]) -> Future:
-        if self._committer is None:
-            raise Unavailable("novelty engine is not open")
         return self._committer.submit(target.store, op, undo)
 
     def _wait_durable(self, futures: list[Future], target: Namespace) -> None:
-        assert self._committer is not None
         self._committer.wait(futures)
         errors = [f.exception() for f in futures]
         failed = [e for e in errors if e is not None]

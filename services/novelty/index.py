@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import math
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -206,14 +207,23 @@ class MinHashIndex:
         band_keys = index._band_keys(index._matrix[1:])
         # Millions of new sets would trigger full garbage collections over and over (most of
         # the restore time); none of them can be garbage yet.
+        rest = ids[1:]
         with _gc_paused():
             for table, keys in zip(lsh.hashtables, band_keys, strict=True):
-                insert = table.insert
-                for key, entry_id in zip(keys, ids[1:], strict=True):
-                    insert(key, entry_id)
-            insert = lsh.keys.insert
-            for entry_id, *keys in zip(ids[1:], *band_keys, strict=True):
-                insert(entry_id, *keys)
+                sets = _plain_dict(table, set)
+                if sets is None:
+                    for key, entry_id in zip(keys, rest, strict=True):
+                        table.insert(key, entry_id)
+                else:  # in-memory storage: skip a method call per entry and band
+                    for key, entry_id in zip(keys, rest, strict=True):
+                        sets[key].add(entry_id)
+            per_entry = zip(rest, map(list, zip(*band_keys, strict=True)), strict=True)
+            lists = _plain_dict(lsh.keys, list)
+            if lists is None:
+                for entry_id, keys in per_entry:
+                    lsh.keys.insert(entry_id, *keys)
+            else:
+                lists.update(per_entry)
         return index
 
     def _band_keys(self, matrix: np.ndarray) -> list[list[bytes]]:
@@ -283,3 +293,9 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _plain_dict(storage: object, kind: type) -> defaultdict | None:
+    """The ``defaultdict(kind)`` behind datasketch's in-memory storage, if that is what it is."""
+    d = getattr(storage, "_dict", None)
+    return d if isinstance(d, defaultdict) and d.default_factory is kind else None

@@ -220,6 +220,12 @@ def test_export_restore_round_trip_gives_identical_answers() -> None:
     restored.add("extra", matrix[1_000])
     assert restored.nearest(matrix[1_000]) == ("extra", 1.0)
     assert restored.remove(exported_ids[0]) and exported_ids[0] not in restored
+    # an entry that went in through the bulk path leaves the LSH tables too
+    bulk_id, bulk_hv = exported_ids[5], exported[5]
+    assert bulk_id in restored._lsh.query(restored._lean(bulk_hv))
+    assert restored.remove(bulk_id)
+    assert bulk_id not in restored._lsh.query(restored._lean(bulk_hv))
+    assert restored.nearest(bulk_hv)[0] != bulk_id
     exported[0, 0] ^= np.uint64(1)  # export is a copy
     assert built.export()[1][0, 0] != exported[0, 0]
 
