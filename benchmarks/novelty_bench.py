@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,26 @@ def in_process_check_and_add(engine: NoveltyEngine, fresh: list[str], label: str
     report("  fingerprint alone (calling thread), p50", statistics.median(fp) * 1e3, "ms")
 
 
+def _rate(threads: int, seconds: float, call: Callable[[], bool]) -> float:
+    """Calls per second from ``threads`` threads for ``seconds`` (``call`` False: stop)."""
+    done: list[int] = []
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        n = 0
+        while time.perf_counter() < deadline and call():
+            n += 1
+        done.append(n)
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
 def grpc_throughput(
     store_dir: Path, fresh: list[str], threads: int, seconds: float, rounds: int
 ) -> None:
@@ -146,38 +167,33 @@ def grpc_throughput(
         lock = threading.Lock()
         with connect(server.address) as ch:
             stub = pb_grpc.NoveltyStub(ch)
-            rates = []
-            for _ in range(rounds):
-                done: list[int] = []
-                deadline = time.perf_counter() + seconds
 
-                def worker(done: list[int] = done, deadline: float = deadline) -> None:
-                    n = 0
-                    while time.perf_counter() < deadline:
-                        with lock:
-                            i = next(counter, None)
-                        if i is None:
-                            break
-                        stub.CheckAndAdd(
-                            pb.CheckAndAddRequest(code=fresh[i], id=f"grpc-{i}", namespace="bench")
-                        )
-                        n += 1
-                    done.append(n)
+            def check_and_add() -> bool:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return False
+                stub.CheckAndAdd(
+                    pb.CheckAndAddRequest(code=fresh[i], id=f"grpc-{i}", namespace="bench")
+                )
+                return True
 
-                start = time.perf_counter()
-                pool = [threading.Thread(target=worker) for _ in range(threads)]
-                for t in pool:
-                    t.start()
-                for t in pool:
-                    t.join()
-                rates.append(sum(done) / (time.perf_counter() - start))
+            def baseline() -> bool:  # the same path through client and server, no work
+                stub.GetNamespace(pb.GetNamespaceRequest(name="bench"))
+                return True
+
+            rates = [_rate(threads, seconds, check_and_add) for _ in range(rounds)]
+            floor = _rate(threads, seconds, baseline)
+        median = statistics.median(rates)
         rounds_text = ", ".join(f"{r:.0f}" for r in rates)
         report(
             f"check-and-add via gRPC, {threads} client threads (median)",
-            statistics.median(rates),
+            median,
             "ops/s",
             f"target >= 500; rounds: {rounds_text}",
         )
+        report(f"GetNamespace via gRPC, {threads} client threads (baseline)", floor, "ops/s")
+        report("check-and-add / baseline", median / floor, "ratio")
         server.stop()
 
 
