@@ -51,11 +51,7 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         tmp = path.with_name(f".{uuid.uuid4().hex}{TMP_SUFFIX}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(tmp, data, "wb")
             os.replace(tmp, path)
         except OSError as e:
             tmp.unlink(missing_ok=True)
@@ -65,13 +61,8 @@ class LocalStore(ObjectStore):
     supports_append = True
 
     def append_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(self._path(key), data, "ab")
         except OSError as e:
             raise StoreError(f"cannot append to {key!r} under {self.root}: {e}") from e
 
@@ -109,3 +100,12 @@ class LocalStore(ObjectStore):
             pass  # missing, or a "directory" (a prefix, not an object)
         except OSError as e:
             raise StoreError(f"cannot delete {key!r} under {self.root}: {e}") from e
+
+
+def _write_synced(path: Path, data: bytes, mode: str) -> None:
+    """Write (``wb``) or append (``ab``) ``data`` and wait until it is on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
