@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from pydantic import ValidationError
+
 from nasloop.config import ConfigError, load_config
 from nasloop.logs import setup_logging
 
@@ -15,12 +17,15 @@ SERVICES = ("novelty",)
 def _serve(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
+        if args.port is not None:
+            cfg = cfg.model_copy(deep=True)
+            getattr(cfg, args.service).port = args.port  # validated on assignment
     except ConfigError as e:
         print(f"nasloop: {e}", file=sys.stderr)
         return 2
-    if args.port is not None:
-        section = getattr(cfg, args.service)
-        section.port = args.port
+    except ValidationError as e:  # --port out of range
+        print(f"nasloop: invalid --port: {e.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     setup_logging(cfg.server.log_level, cfg.server.log_format)
     module = importlib.import_module(f"services.{args.service}.server")
     module.serve(cfg)

@@ -119,8 +119,13 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_FILE or "__" not in key:
+        if not key.startswith(ENV_PREFIX) or key == ENV_FILE:
             continue
+        if "__" not in key:
+            raise ConfigError(
+                f"unknown configuration variable {key}: use {ENV_PREFIX}<SECTION>__<KEY> "
+                f"(two underscores), e.g. {ENV_PREFIX}STORE__URL"
+            )
         path = key[len(ENV_PREFIX) :].lower().split("__")
         if any(not part for part in path):
             raise ConfigError(f"malformed configuration variable {key}")

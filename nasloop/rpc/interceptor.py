@@ -8,6 +8,7 @@ traceback goes to the log, never to the caller), so one bad request cannot crash
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -76,8 +77,12 @@ def _split(full_method: str) -> tuple[str, str]:
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: RpcMetrics) -> None:
+    """``ready``: until it is set, the service's own RPCs are refused with UNAVAILABLE (health
+    and reflection still answer), so no request sees state that is still being loaded."""
+
+    def __init__(self, metrics: RpcMetrics, ready: threading.Event) -> None:
         self._metrics = metrics
+        self._ready = ready
 
     def intercept_service(
         self,
@@ -88,6 +93,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         service, method = _split(handler_call_details.method)
+        gate = None if service.startswith("grpc.") else self._ready
         if handler.unary_unary:
             wrap, make = self._wrap_unary, grpc.unary_unary_rpc_method_handler
             behaviour = handler.unary_unary
@@ -104,7 +110,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary or handler.unary_stream:
             request_deserializer = _tolerant(request_deserializer)
         return make(
-            wrap(behaviour, service, method),
+            wrap(behaviour, service, method, gate),
             request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -135,10 +141,13 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         log.exception("unhandled error in %s", method)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: see server log")
 
-    def _wrap_unary(self, behaviour: Callable, service: str, method: str) -> Callable:
+    def _wrap_unary(
+        self, behaviour: Callable, service: str, method: str, gate: threading.Event | None
+    ) -> Callable:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             start, exc = time.perf_counter(), None
             try:
+                _refuse_until_ready(gate, context)
                 _refuse_undecodable(request, context)
                 return behaviour(request, context)
             except Exception as e:
@@ -151,10 +160,13 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behaviour: Callable, service: str, method: str) -> Callable:
+    def _wrap_stream(
+        self, behaviour: Callable, service: str, method: str, gate: threading.Event | None
+    ) -> Callable:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start, exc = time.perf_counter(), None
             try:
+                _refuse_until_ready(gate, context)
                 _refuse_undecodable(request, context)
                 yield from behaviour(request, context)
             except Exception as e:
@@ -187,6 +199,13 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return _Undecodable(e)
 
     return deserialize
+
+
+def _refuse_until_ready(gate: threading.Event | None, context: grpc.ServicerContext) -> None:
+    if gate is not None and not gate.is_set():
+        context.abort(
+            grpc.StatusCode.UNAVAILABLE, "service is starting: its state is not loaded yet"
+        )
 
 
 def _refuse_undecodable(request: Any, context: grpc.ServicerContext) -> None:

@@ -56,11 +56,12 @@ class ServiceHost:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._metrics_server: Any = None
         self._stopped = threading.Event()
+        self._ready = threading.Event()
         self._stop_lock = threading.Lock()
         limit = cfg.max_message_bytes
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix=name),
-            interceptors=[ServiceInterceptor(RpcMetrics(self.registry))],
+            interceptors=[ServiceInterceptor(RpcMetrics(self.registry), self._ready)],
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
@@ -88,7 +89,8 @@ class ServiceHost:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> int:
-        """Bind and start serving RPCs (health still NOT_SERVING). Returns the bound port."""
+        """Bind and answer health and reflection; the service's own RPCs wait for
+        :meth:`set_serving`. Returns the bound port."""
         address = f"{self.cfg.host}:{self.requested_port}"
         try:
             self.port = self.server.add_insecure_port(address)
@@ -107,6 +109,11 @@ class ServiceHost:
         return self.port
 
     def set_serving(self, serving: bool = True) -> None:
+        """Health SERVING and the service's RPCs accepted (until then they get UNAVAILABLE)."""
+        if serving:
+            self._ready.set()
+        else:
+            self._ready.clear()
         self._set_status(
             health_pb2.HealthCheckResponse.SERVING
             if serving

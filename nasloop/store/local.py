@@ -53,6 +53,7 @@ class LocalStore(ObjectStore):
         try:
             _write_synced(tmp, data, "wb")
             os.replace(tmp, path)
+            _sync_dir(path.parent)  # the rename itself must survive a power loss
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {key!r} under {self.root}: {e}") from e
@@ -61,8 +62,12 @@ class LocalStore(ObjectStore):
     supports_append = True
 
     def append_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
         try:
-            _write_synced(self._path(key), data, "ab")
+            created = not path.exists()
+            _write_synced(path, data, "ab")
+            if created:
+                _sync_dir(path.parent)
         except OSError as e:
             raise StoreError(f"cannot append to {key!r} under {self.root}: {e}") from e
 
@@ -109,3 +114,11 @@ def _write_synced(path: Path, data: bytes, mode: str) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -47,6 +47,7 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATUS_EVAL_EXCEPTION: _ClassVar[Status]
     STATUS_CANCELLED: _ClassVar[Status]
     STATUS_INTERNAL_ERROR: _ClassVar[Status]
+    STATUS_EVICTED: _ClassVar[Status]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -88,6 +89,7 @@ STATUS_LOW_ACCURACY: Status
 STATUS_EVAL_EXCEPTION: Status
 STATUS_CANCELLED: Status
 STATUS_INTERNAL_ERROR: Status
+STATUS_EVICTED: Status
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -106,7 +108,7 @@ class ObjectRef(_message.Message):
     def __init__(self, key: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class AdapterRef(_message.Message):
-    __slots__ = ("name", "prefix", "sha256", "base_model", "rank", "run", "cycle")
+    __slots__ = ("name", "prefix", "sha256", "base_model", "rank", "run", "cycle", "base_model_sha256", "parent_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +116,8 @@ class AdapterRef(_message.Message):
     RANK_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     prefix: str
     sha256: str
@@ -121,7 +125,9 @@ class AdapterRef(_message.Message):
     rank: int
     run: str
     cycle: int
-    def __init__(self, name: _Optional[str] = ..., prefix: _Optional[str] = ..., sha256: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ...) -> None: ...
+    base_model_sha256: str
+    parent_sha256: str
+    def __init__(self, name: _Optional[str] = ..., prefix: _Optional[str] = ..., sha256: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ..., base_model_sha256: _Optional[str] = ..., parent_sha256: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("source", "run", "cycle", "model", "adapter_name", "adapter_sha256", "seed", "prompt_sha256", "created")
@@ -244,7 +250,7 @@ class ValidationResult(_message.Message):
     def __init__(self, last_stage: _Optional[_Union[Stage, str]] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., metrics: _Optional[_Union[CandidateMetrics, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
 
 class EvaluationProtocol(_message.Message):
-    __slots__ = ("dataset", "epochs", "batch_size", "lr", "momentum", "dropout", "hyperparameters", "seed", "train_subset", "failure_floor", "time_limit_s", "max_parameters", "device")
+    __slots__ = ("dataset", "epochs", "batch_size", "lr", "momentum", "dropout", "hyperparameters", "seed", "train_subset", "failure_floor", "time_limit_s", "max_parameters", "device", "name", "test_subset", "dataset_source")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +271,9 @@ class EvaluationProtocol(_message.Message):
     TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
     MAX_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEST_SUBSET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_SOURCE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     epochs: int
     batch_size: int
@@ -278,4 +287,7 @@ class EvaluationProtocol(_message.Message):
     time_limit_s: float
     max_parameters: int
     device: str
-    def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., dropout: _Optional[float] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., seed: _Optional[int] = ..., train_subset: _Optional[int] = ..., failure_floor: _Optional[float] = ..., time_limit_s: _Optional[float] = ..., max_parameters: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    name: str
+    test_subset: int
+    dataset_source: str
+    def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., dropout: _Optional[float] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., seed: _Optional[int] = ..., train_subset: _Optional[int] = ..., failure_floor: _Optional[float] = ..., time_limit_s: _Optional[float] = ..., max_parameters: _Optional[int] = ..., device: _Optional[str] = ..., name: _Optional[str] = ..., test_subset: _Optional[int] = ..., dataset_source: _Optional[str] = ...) -> None: ...

@@ -23,7 +23,7 @@ EXTRACTION_FENCED_BLOCK: Extraction
 EXTRACTION_NONE: Extraction
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("spec", "raw_prompt", "n", "sampling", "adapter", "run", "cycle")
+    __slots__ = ("spec", "raw_prompt", "n", "sampling", "adapter", "run", "cycle", "id_prefix")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     RAW_PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class GenerateRequest(_message.Message):
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
+    ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.TaskSpec
     raw_prompt: str
     n: int
@@ -38,7 +39,8 @@ class GenerateRequest(_message.Message):
     adapter: str
     run: str
     cycle: int
-    def __init__(self, spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., raw_prompt: _Optional[str] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ...) -> None: ...
+    id_prefix: str
+    def __init__(self, spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., raw_prompt: _Optional[str] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ..., id_prefix: _Optional[str] = ...) -> None: ...
 
 class GeneratedCandidate(_message.Message):
     __slots__ = ("index", "candidate", "extraction", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s")
@@ -131,3 +133,19 @@ class ModelInfoResponse(_message.Message):
     prompt_template: str
     adapters: _containers.RepeatedCompositeFieldContainer[AdapterInfo]
     def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., max_context: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., max_loras: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., prompt_template: _Optional[str] = ..., adapters: _Optional[_Iterable[_Union[AdapterInfo, _Mapping]]] = ...) -> None: ...
+
+class RenderPromptRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _common_pb2.TaskSpec
+    def __init__(self, spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
+
+class RenderPromptResponse(_message.Message):
+    __slots__ = ("prompt", "template", "prompt_tokens")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    template: str
+    prompt_tokens: int
+    def __init__(self, prompt: _Optional[str] = ..., template: _Optional[str] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,11 @@ class GeneratorStub:
                 request_serializer=nasloop_dot_v1_dot_generator__pb2.ModelInfoRequest.SerializeToString,
                 response_deserializer=nasloop_dot_v1_dot_generator__pb2.ModelInfoResponse.FromString,
                 _registered_method=True)
+        self.RenderPrompt = channel.unary_unary(
+                '/nasloop.v1.Generator/RenderPrompt',
+                request_serializer=nasloop_dot_v1_dot_generator__pb2.RenderPromptRequest.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_generator__pb2.RenderPromptResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServicer:
@@ -101,6 +106,14 @@ class GeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenderPrompt(self, request, context):
+        """The exact prompt text Generate would send for a TaskSpec: the one template definition that
+        the trainer's prompt→code pairs are built with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_GeneratorServicer_to_server(servicer, server):
                     servicer.ModelInfo,
                     request_deserializer=nasloop_dot_v1_dot_generator__pb2.ModelInfoRequest.FromString,
                     response_serializer=nasloop_dot_v1_dot_generator__pb2.ModelInfoResponse.SerializeToString,
+            ),
+            'RenderPrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenderPrompt,
+                    request_deserializer=nasloop_dot_v1_dot_generator__pb2.RenderPromptRequest.FromString,
+                    response_serializer=nasloop_dot_v1_dot_generator__pb2.RenderPromptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class Generator:
             '/nasloop.v1.Generator/ModelInfo',
             nasloop_dot_v1_dot_generator__pb2.ModelInfoRequest.SerializeToString,
             nasloop_dot_v1_dot_generator__pb2.ModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenderPrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nasloop.v1.Generator/RenderPrompt',
+            nasloop_dot_v1_dot_generator__pb2.RenderPromptRequest.SerializeToString,
+            nasloop_dot_v1_dot_generator__pb2.RenderPromptResponse.FromString,
             options,
             channel_credentials,
             insecure,

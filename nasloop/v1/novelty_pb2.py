@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nasloop/v1/novelty.proto\x12\nnasloop.v1\"q\n\x0fNamespaceParams\x12#\n\x04mode\x18\x01 \x01(\x0e\x32\x15.nasloop.v1.TokenMode\x12\x14\n\x0cshingle_size\x18\x02 \x01(\r\x12\x10\n\x08num_perm\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"\x83\x01\n\rNamespaceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x14\n\x0csnapshot_seq\x18\x05 \x01(\x04\"S\n\x16\x43reateNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\"#\n\x13GetNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15ListNamespacesRequest\"G\n\x16ListNamespacesResponse\x12-\n\nnamespaces\x18\x01 \x03(\x0b\x32\x19.nasloop.v1.NamespaceInfo\"&\n\x16\x44\x65leteNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"2\n\x17\x44\x65leteNamespaceResponse\x12\x17\n\x0fremoved_entries\x18\x01 \x01(\x04\"D\n\x0c\x43heckRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nnamespaces\x18\x02 \x03(\t\x12\x12\n\nexhaustive\x18\x03 \x01(\x08\"R\n\x12\x43heckAndAddRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0f\n\x07\x63onsult\x18\x04 \x03(\t\"\x8b\x01\n\x0b\x43heckResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05novel\x18\x02 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x01(\x08\x12\x16\n\x0emax_similarity\x18\x04 \x01(\x01\x12\x12\n\nnearest_id\x18\x05 \x01(\t\x12\x19\n\x11nearest_namespace\x18\x06 \x01(\t\x12\x0b\n\x03seq\x18\x07 \x01(\x04\"<\n\x11\x42\x61tchCheckRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.nasloop.v1.CheckRequest\"\x98\x01\n\x17\x42\x61tchCheckAndAddRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07\x63onsult\x18\x02 \x03(\t\x12\x37\n\x05items\x18\x03 \x03(\x0b\x32(.nasloop.v1.BatchCheckAndAddRequest.Item\x1a \n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\">\n\x12\x42\x61tchCheckResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.nasloop.v1.CheckResult\"X\n\nAddRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x37\n\x05items\x18\x02 \x03(\x0b\x32(.nasloop.v1.BatchCheckAndAddRequest.Item\".\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\"/\n\rRemoveRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"4\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\x12\x11\n\tnot_found\x18\x02 \x03(\t\"\x0e\n\x0cStatsRequest\"\x90\x01\n\rStatsResponse\x12-\n\nnamespaces\x18\x01 \x03(\x0b\x32\x19.nasloop.v1.NamespaceInfo\x12\x15\n\rtotal_entries\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hecks\x18\x03 \x01(\x04\x12\x0c\n\x04\x61\x64\x64s\x18\x04 \x01(\x04\x12\x1b\n\x13rejected_duplicates\x18\x05 \x01(\x04\"%\n\x0fSnapshotRequest\x12\x12\n\nnamespaces\x18\x01 \x03(\t\"A\n\x10SnapshotResponse\x12-\n\nnamespaces\x18\x01 \x03(\x0b\x32\x19.nasloop.v1.NamespaceInfo\"O\n\x12\x46ingerprintRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\"7\n\x13\x46ingerprintResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x10\n\x08shingles\x18\x02 \x01(\r*U\n\tTokenMode\x12\x1a\n\x16TOKEN_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14TOKEN_MODE_CANONICAL\x10\x01\x12\x12\n\x0eTOKEN_MODE_RAW\x10\x02\x32\xd4\x07\n\x07Novelty\x12P\n\x0f\x43reateNamespace\x12\".nasloop.v1.CreateNamespaceRequest\x1a\x19.nasloop.v1.NamespaceInfo\x12J\n\x0cGetNamespace\x12\x1f.nasloop.v1.GetNamespaceRequest\x1a\x19.nasloop.v1.NamespaceInfo\x12W\n\x0eListNamespaces\x12!.nasloop.v1.ListNamespacesRequest\x1a\".nasloop.v1.ListNamespacesResponse\x12Z\n\x0f\x44\x65leteNamespace\x12\".nasloop.v1.DeleteNamespaceRequest\x1a#.nasloop.v1.DeleteNamespaceResponse\x12:\n\x05\x43heck\x12\x18.nasloop.v1.CheckRequest\x1a\x17.nasloop.v1.CheckResult\x12\x46\n\x0b\x43heckAndAdd\x12\x1e.nasloop.v1.CheckAndAddRequest\x1a\x17.nasloop.v1.CheckResult\x12K\n\nBatchCheck\x12\x1d.nasloop.v1.BatchCheckRequest\x1a\x1e.nasloop.v1.BatchCheckResponse\x12W\n\x10\x42\x61tchCheckAndAdd\x12#.nasloop.v1.BatchCheckAndAddRequest\x1a\x1e.nasloop.v1.BatchCheckResponse\x12\x36\n\x03\x41\x64\x64\x12\x16.nasloop.v1.AddRequest\x1a\x17.nasloop.v1.AddResponse\x12?\n\x06Remove\x12\x19.nasloop.v1.RemoveRequest\x1a\x1a.nasloop.v1.RemoveResponse\x12<\n\x05Stats\x12\x18.nasloop.v1.StatsRequest\x1a\x19.nasloop.v1.StatsResponse\x12\x45\n\x08Snapshot\x12\x1b.nasloop.v1.SnapshotRequest\x1a\x1c.nasloop.v1.SnapshotResponse\x12N\n\x0b\x46ingerprint\x12\x1e.nasloop.v1.FingerprintRequest\x1a\x1f.nasloop.v1.FingerprintResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nasloop/v1/novelty.proto\x12\nnasloop.v1\"q\n\x0fNamespaceParams\x12#\n\x04mode\x18\x01 \x01(\x0e\x32\x15.nasloop.v1.TokenMode\x12\x14\n\x0cshingle_size\x18\x02 \x01(\r\x12\x10\n\x08num_perm\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"\x83\x01\n\rNamespaceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x14\n\x0csnapshot_seq\x18\x05 \x01(\x04\"S\n\x16\x43reateNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\"#\n\x13GetNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15ListNamespacesRequest\"G\n\x16ListNamespacesResponse\x12-\n\nnamespaces\x18\x01 \x03(\x0b\x32\x19.nasloop.v1.NamespaceInfo\"&\n\x16\x44\x65leteNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"2\n\x17\x44\x65leteNamespaceResponse\x12\x17\n\x0fremoved_entries\x18\x01 \x01(\x04\"D\n\x0c\x43heckRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nnamespaces\x18\x02 \x03(\t\x12\x12\n\nexhaustive\x18\x03 \x01(\x08\"R\n\x12\x43heckAndAddRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0f\n\x07\x63onsult\x18\x04 \x03(\t\"\x8b\x01\n\x0b\x43heckResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05novel\x18\x02 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x01(\x08\x12\x16\n\x0emax_similarity\x18\x04 \x01(\x01\x12\x12\n\nnearest_id\x18\x05 \x01(\t\x12\x19\n\x11nearest_namespace\x18\x06 \x01(\t\x12\x0b\n\x03seq\x18\x07 \x01(\x04\"<\n\x11\x42\x61tchCheckRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.nasloop.v1.CheckRequest\"\x98\x01\n\x17\x42\x61tchCheckAndAddRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07\x63onsult\x18\x02 \x03(\t\x12\x37\n\x05items\x18\x03 \x03(\x0b\x32(.nasloop.v1.BatchCheckAndAddRequest.Item\x1a \n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\">\n\x12\x42\x61tchCheckResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.nasloop.v1.CheckResult\"o\n\nAddRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x37\n\x05items\x18\x02 \x03(\x0b\x32(.nasloop.v1.BatchCheckAndAddRequest.Item\x12\x15\n\rskip_existing\x18\x03 \x01(\x08\".\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\"/\n\rRemoveRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"4\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\x12\x11\n\tnot_found\x18\x02 \x03(\t\"\x0e\n\x0cStatsRequest\"\x90\x01\n\rStatsResponse\x12-\n\nnamespaces\x18\x01 \x03(\x0b\x32\x19.nasloop.v1.NamespaceInfo\x12\x15\n\rtotal_entries\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hecks\x18\x03 \x01(\x04\x12\x0c\n\x04\x61\x64\x64s\x18\x04 \x01(\x04\x12\x1b\n\x13rejected_duplicates\x18\x05 \x01(\x04\"%\n\x0fSnapshotRequest\x12\x12\n\nnamespaces\x18\x01 \x03(\t\"A\n\x10SnapshotResponse\x12-\n\nnamespaces\x18\x01 \x03(\x0b\x32\x19.nasloop.v1.NamespaceInfo\"O\n\x12\x46ingerprintRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\"7\n\x13\x46ingerprintResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x10\n\x08shingles\x18\x02 \x01(\r*U\n\tTokenMode\x12\x1a\n\x16TOKEN_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14TOKEN_MODE_CANONICAL\x10\x01\x12\x12\n\x0eTOKEN_MODE_RAW\x10\x02\x32\xd4\x07\n\x07Novelty\x12P\n\x0f\x43reateNamespace\x12\".nasloop.v1.CreateNamespaceRequest\x1a\x19.nasloop.v1.NamespaceInfo\x12J\n\x0cGetNamespace\x12\x1f.nasloop.v1.GetNamespaceRequest\x1a\x19.nasloop.v1.NamespaceInfo\x12W\n\x0eListNamespaces\x12!.nasloop.v1.ListNamespacesRequest\x1a\".nasloop.v1.ListNamespacesResponse\x12Z\n\x0f\x44\x65leteNamespace\x12\".nasloop.v1.DeleteNamespaceRequest\x1a#.nasloop.v1.DeleteNamespaceResponse\x12:\n\x05\x43heck\x12\x18.nasloop.v1.CheckRequest\x1a\x17.nasloop.v1.CheckResult\x12\x46\n\x0b\x43heckAndAdd\x12\x1e.nasloop.v1.CheckAndAddRequest\x1a\x17.nasloop.v1.CheckResult\x12K\n\nBatchCheck\x12\x1d.nasloop.v1.BatchCheckRequest\x1a\x1e.nasloop.v1.BatchCheckResponse\x12W\n\x10\x42\x61tchCheckAndAdd\x12#.nasloop.v1.BatchCheckAndAddRequest\x1a\x1e.nasloop.v1.BatchCheckResponse\x12\x36\n\x03\x41\x64\x64\x12\x16.nasloop.v1.AddRequest\x1a\x17.nasloop.v1.AddResponse\x12?\n\x06Remove\x12\x19.nasloop.v1.RemoveRequest\x1a\x1a.nasloop.v1.RemoveResponse\x12<\n\x05Stats\x12\x18.nasloop.v1.StatsRequest\x1a\x19.nasloop.v1.StatsResponse\x12\x45\n\x08Snapshot\x12\x1b.nasloop.v1.SnapshotRequest\x1a\x1c.nasloop.v1.SnapshotResponse\x12N\n\x0b\x46ingerprint\x12\x1e.nasloop.v1.FingerprintRequest\x1a\x1f.nasloop.v1.FingerprintResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nasloop.v1.novelty_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENMODE']._serialized_start=1826
-  _globals['_TOKENMODE']._serialized_end=1911
+  _globals['_TOKENMODE']._serialized_start=1849
+  _globals['_TOKENMODE']._serialized_end=1934
   _globals['_NAMESPACEPARAMS']._serialized_start=40
   _globals['_NAMESPACEPARAMS']._serialized_end=153
   _globals['_NAMESPACEINFO']._serialized_start=156
@@ -64,25 +64,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHCHECKRESPONSE']._serialized_start=1114
   _globals['_BATCHCHECKRESPONSE']._serialized_end=1176
   _globals['_ADDREQUEST']._serialized_start=1178
-  _globals['_ADDREQUEST']._serialized_end=1266
-  _globals['_ADDRESPONSE']._serialized_start=1268
-  _globals['_ADDRESPONSE']._serialized_end=1314
-  _globals['_REMOVEREQUEST']._serialized_start=1316
-  _globals['_REMOVEREQUEST']._serialized_end=1363
-  _globals['_REMOVERESPONSE']._serialized_start=1365
-  _globals['_REMOVERESPONSE']._serialized_end=1417
-  _globals['_STATSREQUEST']._serialized_start=1419
-  _globals['_STATSREQUEST']._serialized_end=1433
-  _globals['_STATSRESPONSE']._serialized_start=1436
-  _globals['_STATSRESPONSE']._serialized_end=1580
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1582
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1619
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1621
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1686
-  _globals['_FINGERPRINTREQUEST']._serialized_start=1688
-  _globals['_FINGERPRINTREQUEST']._serialized_end=1767
-  _globals['_FINGERPRINTRESPONSE']._serialized_start=1769
-  _globals['_FINGERPRINTRESPONSE']._serialized_end=1824
-  _globals['_NOVELTY']._serialized_start=1914
-  _globals['_NOVELTY']._serialized_end=2894
+  _globals['_ADDREQUEST']._serialized_end=1289
+  _globals['_ADDRESPONSE']._serialized_start=1291
+  _globals['_ADDRESPONSE']._serialized_end=1337
+  _globals['_REMOVEREQUEST']._serialized_start=1339
+  _globals['_REMOVEREQUEST']._serialized_end=1386
+  _globals['_REMOVERESPONSE']._serialized_start=1388
+  _globals['_REMOVERESPONSE']._serialized_end=1440
+  _globals['_STATSREQUEST']._serialized_start=1442
+  _globals['_STATSREQUEST']._serialized_end=1456
+  _globals['_STATSRESPONSE']._serialized_start=1459
+  _globals['_STATSRESPONSE']._serialized_end=1603
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1605
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1642
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1644
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1709
+  _globals['_FINGERPRINTREQUEST']._serialized_start=1711
+  _globals['_FINGERPRINTREQUEST']._serialized_end=1790
+  _globals['_FINGERPRINTRESPONSE']._serialized_start=1792
+  _globals['_FINGERPRINTRESPONSE']._serialized_end=1847
+  _globals['_NOVELTY']._serialized_start=1937
+  _globals['_NOVELTY']._serialized_end=2917
 # @@protoc_insertion_point(module_scope)

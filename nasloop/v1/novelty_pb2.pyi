@@ -148,12 +148,14 @@ class BatchCheckResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ...) -> None: ...
 
 class AddRequest(_message.Message):
-    __slots__ = ("namespace", "items")
+    __slots__ = ("namespace", "items", "skip_existing")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_EXISTING_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     items: _containers.RepeatedCompositeFieldContainer[BatchCheckAndAddRequest.Item]
-    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[BatchCheckAndAddRequest.Item, _Mapping]]] = ...) -> None: ...
+    skip_existing: bool
+    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[BatchCheckAndAddRequest.Item, _Mapping]]] = ..., skip_existing: _Optional[bool] = ...) -> None: ...
 
 class AddResponse(_message.Message):
     __slots__ = ("added", "last_seq")

@@ -2,12 +2,12 @@
 
 A caller applies its op in memory (under the engine lock, so decisions stay atomic), then
 ``submit``s it here and, after releasing the engine lock, ``wait``s for it before it answers.
-Whoever waits while no write is in flight becomes the leader: it writes everything pending, one
-journal write per namespace, and goes on with what queued up meanwhile until nothing is left;
-the others sleep on their own op's future. No background thread and no broadcast wake-ups, so
-an uncontended op pays no thread hand-off and a busy one few context switches. When a write
-fails, that round's ops for the namespace are undone in memory (newest first) and their callers
-get the error: nothing is acknowledged that is not durable.
+Whoever waits while no write is in flight becomes the leader for one round: it writes
+everything pending, one journal write per namespace, then wakes the others; a caller whose op
+is still pending leads the next round. No background thread, so an uncontended op pays no
+thread hand-off, and no caller writes more than the round it joined. When a write fails, that
+round's ops for the namespace are undone in memory (newest first), ``on_failure`` is told, and
+their callers get the error: nothing is acknowledged that is not durable.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ class _Pending:
 
 
 class Committer:
-    def __init__(self, undo_lock: threading.RLock) -> None:
+    def __init__(
+        self, undo_lock: threading.RLock, on_failure: Callable[[Journal], None] | None = None
+    ) -> None:
         self._undo_lock = undo_lock
+        self._on_failure = on_failure
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._writing = False
@@ -48,38 +51,30 @@ class Committer:
         return future
 
     def wait(self, futures: Iterable[Future]) -> None:
-        """Return once each future is settled, leading the writes when no one else is."""
+        """Return once each future is settled, leading a round when no one else is writing."""
         for future in futures:
-            if not future.done():
-                self._lead()
-                future.exception()  # settled by us, or by the leader who took it
+            with self._cond:
+                while not future.done():
+                    if self._writing or not self._queue:
+                        self._cond.wait()
+                        continue
+                    batch, self._queue, self._writing = self._queue, [], True
+                    self._cond.release()
+                    try:
+                        self._write(batch)
+                    finally:
+                        self._cond.acquire()
+                        self._writing = False
+                        self._cond.notify_all()
 
     def flush(self) -> None:
         """Return once everything submitted so far is written (or has failed)."""
-        self._lead()
         with self._cond:
-            while self._writing or self._queue:
+            pending = [p.future for p in self._queue]
+        self.wait(pending)
+        with self._cond:  # and a round that was in flight
+            while self._writing:
                 self._cond.wait()
-
-    def _lead(self) -> None:
-        with self._cond:
-            if self._writing:
-                return  # the leader takes whatever is queued before it stops
-            self._writing = True
-        try:
-            while True:
-                with self._cond:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._writing = False
-                        self._cond.notify_all()  # only flush() waits on this
-                        return
-                self._write(batch)
-        except BaseException:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-            raise
 
     def _write(self, batch: list[_Pending]) -> None:
         by_journal: dict[int, list[_Pending]] = {}
@@ -90,11 +85,21 @@ class Committer:
                 group[0].journal.append_journal([p.op for p in group])
             except Exception as e:
                 log.error("journal write failed; undoing %d ops", len(group), exc_info=True)
-                with self._undo_lock:
-                    for p in reversed(group):
-                        p.undo()
-                for p in group:
-                    p.future.set_exception(e)
+                try:
+                    self._undo(group)
+                finally:
+                    for p in group:
+                        p.future.set_exception(e)
             else:
                 for p in group:
                     p.future.set_result(None)
+
+    def _undo(self, group: list[_Pending]) -> None:
+        with self._undo_lock:
+            for p in reversed(group):
+                try:
+                    p.undo()
+                except Exception:  # e.g. the id was added again meanwhile: nothing to restore
+                    log.warning("could not undo op %s", p.op.get("seq"), exc_info=True)
+        if self._on_failure is not None:
+            self._on_failure(group[0].journal)

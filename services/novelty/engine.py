@@ -48,6 +48,7 @@ class Namespace:
     ops_since_snapshot: int = 0
     last_snapshot: float = field(default_factory=time.monotonic)
     deleted: bool = False
+    failed_writes: int = 0  # journal writes that failed and were rolled back
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_seq(self) -> int:
@@ -80,8 +81,9 @@ class NoveltyEngine:
         self.cfg = cfg
         self.counters = Counters()
         self._lock = threading.RLock()
+        self._admin_lock = threading.Lock()
         self._namespaces: dict[str, Namespace] = {}
-        self._committer = Committer(self._lock)
+        self._committer = Committer(self._lock, on_failure=self._journal_failed)
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
         self._pool: FingerprintPool | None = None
@@ -162,8 +164,11 @@ class NoveltyEngine:
                 f"invalid namespace name {name!r}: use [a-z0-9][a-z0-9._-]{{0,62}}"
             )
         params = params or self.default_params()
-        with self._lock:
-            existing = self._namespaces.get(name)
+        # Creations and deletions take turns; their store I/O runs outside the engine lock so
+        # that checks on other namespaces never wait for it.
+        with self._admin_lock:
+            with self._lock:
+                existing = self._namespaces.get(name)
             if existing is not None:
                 if existing.params != params:
                     raise InvalidArgument(
@@ -177,7 +182,8 @@ class NoveltyEngine:
                 ns.store.write_meta(params.to_dict())
             except StoreError as e:
                 raise Unavailable(f"cannot persist namespace {name!r}: {e}") from e
-            self._namespaces[name] = ns
+            with self._lock:
+                self._namespaces[name] = ns
             return ns
 
     def namespace(self, name: str) -> Namespace:
@@ -191,20 +197,31 @@ class NoveltyEngine:
             return sorted(self._namespaces.values(), key=lambda n: n.name)
 
     def delete_namespace(self, name: str) -> int:
-        with self._lock:
-            ns = self.namespace(name)
-            del self._namespaces[name]
-            ns.deleted = True  # callers that resolved it before now get NOT_FOUND
-        self._committer.flush()  # no journal write of this namespace may land after this
-        with ns.snapshot_lock:
-            try:
-                ns.store.delete()
-            except StoreError as e:
-                with self._lock:
-                    ns.deleted = False
-                    self._namespaces[name] = ns
-                raise Unavailable(f"cannot delete namespace {name!r}: {e}") from e
-        return len(ns.index)
+        """Drop a namespace. It is gone once its namespace.json is; leftovers of a delete that
+        failed after that are wiped when the name is created again, and ignored at start."""
+        with self._admin_lock:
+            with self._lock:
+                ns = self.namespace(name)
+                del self._namespaces[name]
+                ns.deleted = True  # callers that resolved it before now get NOT_FOUND
+            self._committer.flush()  # no journal write of this namespace may land after this
+            with ns.snapshot_lock:
+                try:
+                    ns.store.delete_meta()
+                except StoreError as e:
+                    with self._lock:  # nothing was removed: it is still there
+                        ns.deleted = False
+                        self._namespaces[name] = ns
+                    raise Unavailable(f"cannot delete namespace {name!r}: {e}") from e
+                try:
+                    ns.store.delete()
+                except StoreError:
+                    log.warning(
+                        "leftovers of deleted namespace %s stay until it is re-created",
+                        name,
+                        exc_info=True,
+                    )
+            return len(ns.index)
 
     # -- fingerprints ------------------------------------------------------------------------
     def _validate_code(self, code: str, position: int | None = None) -> None:
@@ -281,13 +298,29 @@ class NoveltyEngine:
         return best
 
     def check(self, code: str, names: Sequence[str], exhaustive: bool = False) -> Verdict:
-        namespaces = self._resolve(names)
-        hv = self.fingerprint(code, namespaces[0].params)
+        return self.batch_check([(code, names, exhaustive)])[0]
+
+    def batch_check(self, items: Sequence[tuple[str, Sequence[str], bool]]) -> list[Verdict]:
+        """Read-only checks of (code, namespaces, exhaustive) items, in order."""
+        if len(items) > self.cfg.max_batch:
+            raise InvalidArgument(f"{len(items)} items; the limit is {self.cfg.max_batch}")
+        resolved = [self._resolve(names) for _, names, _ in items]
+        vectors = []
+        for position, ((code, _, _), namespaces) in enumerate(zip(items, resolved, strict=True)):
+            try:
+                vectors.append(self.fingerprint(code, namespaces[0].params))
+            except InvalidArgument as e:
+                where = f"item {position}: " if len(items) > 1 else ""
+                raise InvalidArgument(where + e.message) from None
+        verdicts = []
         with self._lock:
-            self._check_live(namespaces)
-            sim, nearest, where = self._nearest(hv, namespaces, exhaustive)
-            self.counters.checks += 1
-        return Verdict("", sim < namespaces[0].params.threshold, False, sim, nearest, where)
+            for (_, _, exhaustive), namespaces, hv in zip(items, resolved, vectors, strict=True):
+                self._check_live(namespaces)
+                sim, nearest, where = self._nearest(hv, namespaces, exhaustive)
+                self.counters.checks += 1
+                novel = namespaces[0].index.is_novel(sim)
+                verdicts.append(Verdict("", novel, False, sim, nearest, where))
+        return verdicts
 
     def check_and_add(
         self, code: str, entry_id: str, name: str, consult: Sequence[str] = ()
@@ -309,7 +342,7 @@ class NoveltyEngine:
             for (entry_id, _), hv in zip(items, vectors, strict=True):
                 sim, nearest, where = self._nearest(hv, namespaces, exhaustive=False)
                 self.counters.checks += 1
-                novel = sim < target.params.threshold
+                novel = target.index.is_novel(sim)
                 seq = 0
                 if novel:
                     seq = self._add_locked(target, entry_id, hv, futures)
@@ -319,19 +352,26 @@ class NoveltyEngine:
         self._wait_durable(futures, target)
         return verdicts
 
-    def add(self, items: Sequence[tuple[str, str]], name: str) -> tuple[int, int]:
-        """Add every (id, code) unconditionally (corpus seeding). Returns (added, last seq)."""
+    def add(
+        self, items: Sequence[tuple[str, str]], name: str, skip_existing: bool = False
+    ) -> tuple[int, int]:
+        """Add every (id, code) unconditionally (corpus seeding). Returns (added, last seq).
+
+        An id already present is ALREADY_EXISTS (nothing added), or skipped with
+        ``skip_existing`` (re-seeding a corpus)."""
         target = self.namespace(name)
         vectors = self._prepare(items, target)
         futures: list[Future] = []
         with self._lock:
             self._check_live([target])
-            self._check_not_present(target, [i for i, _ in items])
+            if not skip_existing:
+                self._check_not_present(target, [i for i, _ in items])
             for (entry_id, _), hv in zip(items, vectors, strict=True):
-                self._add_locked(target, entry_id, hv, futures)
+                if entry_id not in target.index:
+                    self._add_locked(target, entry_id, hv, futures)
             last = target.seq
         self._wait_durable(futures, target)
-        return len(items), last
+        return len(futures), last
 
     def remove(self, name: str, ids: Sequence[str]) -> tuple[int, list[str]]:
         target = self.namespace(name)
@@ -409,13 +449,26 @@ class NoveltyEngine:
                 raise Unavailable(f"snapshot of {ns.name!r} failed: {e}") from e
         return targets
 
+    def _journal_failed(self, journal: object) -> None:
+        for ns in self._namespaces.values():
+            if ns.store is journal:
+                ns.failed_writes += 1
+
     def _snapshot(self, ns: Namespace) -> None:
         with ns.snapshot_lock:
             with self._lock:
                 if ns.deleted:
                     return
-                seq, covered = ns.seq, ns.ops_since_snapshot
+                seq, covered, failed = ns.seq, ns.ops_since_snapshot, ns.failed_writes
                 ids, matrix = ns.index.export()
+            # Every op in the export must be durable before the snapshot may stand for it.
+            self._committer.flush()
+            if ns.failed_writes != failed:
+                log.warning(
+                    "snapshot skipped: a write it holds was rolled back",
+                    extra={"namespace": ns.name, "seq": seq},
+                )
+                return
             started = time.perf_counter()
             ns.store.write_snapshot(seq, ids, matrix)
             ns.store.compact(seq)

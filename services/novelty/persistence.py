@@ -4,7 +4,7 @@ Layout (DESIGN.md keys, under ``novelty/<namespace>/``)::
 
     namespace.json                       name and fingerprint parameters (written at creation)
     journal/<first>-<last>.json          ops with sequence numbers first..last (write-ahead), or,
-    journal/<first>.log                  where the store can append (a local directory): one
+    journal/<first>-<tag>.log            where the store can append (a local directory): one
                                          JSON line per write, from op <first> on
     snapshot/<seq>/{ids.json, hashvalues.npy, manifest.json}
                                          every entry as of op <seq>; manifest written last
@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,9 @@ class NamespaceStore:
         # One append per write instead of one new object: far cheaper on a local disk.
         with self._segment_lock:
             if self._segment is None:
-                self._segment = self._journal_key(f"{first:0{SEQ_WIDTH}d}.log")
+                # Unique even when a restart reuses `first` (after a torn, unacknowledged write).
+                name = f"{first:0{SEQ_WIDTH}d}-{uuid.uuid4().hex[:8]}.log"
+                self._segment = self._journal_key(name)
             try:
                 self.store.append_bytes(self._segment, json.dumps(ops).encode() + b"\n")
             except Exception:
@@ -117,6 +120,13 @@ class NamespaceStore:
                 log.warning("torn journal tail ignored", extra={"key": key})
         return ops
 
+    def _last_seq(self, key: str) -> int:
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(".json"):  # <first>-<last>.json: no need to read it
+            return int(name.removesuffix(".json").partition("-")[2])
+        ops = self._read_journal(key)
+        return ops[-1]["seq"] if ops else 0
+
     def write_snapshot(self, seq: int, ids: list[str], matrix: np.ndarray) -> None:
         buf = io.BytesIO()
         np.save(buf, matrix.astype("<u8"), allow_pickle=False)
@@ -131,8 +141,7 @@ class NamespaceStore:
         with self._segment_lock:
             self._segment = None  # the next write starts a new segment
         for key in self._journal_keys():
-            ops = self._read_journal(key)
-            if ops and ops[-1]["seq"] > seq:
+            if self._last_seq(key) > seq:
                 continue
             with self._segment_lock:
                 if key != self._segment:  # never the segment a write is appending to
@@ -143,9 +152,13 @@ class NamespaceStore:
                     join_key(self.prefix, "snapshot", f"{other:0{SEQ_WIDTH}d}") + "/"
                 )
 
+    def delete_meta(self) -> None:
+        """Remove namespace.json: from then on the namespace does not exist for a restart."""
+        self.store.delete(join_key(self.prefix, "namespace.json"))
+
     def delete(self) -> None:
         # namespace.json first: a crash half-way leaves no namespace, only garbage keys.
-        self.store.delete(join_key(self.prefix, "namespace.json"))
+        self.delete_meta()
         self.store.delete_prefix(self.prefix + "/")
 
     def _snapshot_seqs(self) -> list[int]:

@@ -103,15 +103,9 @@ class NoveltyServicer(pb_grpc.NoveltyServicer):
         )
 
     def BatchCheck(self, request, context):  # type: ignore[no-untyped-def]
-        if len(request.items) > self.engine.cfg.max_batch:
-            raise InvalidArgument(
-                f"{len(request.items)} items; the limit is {self.engine.cfg.max_batch}"
-            )
+        items = [(i.code, list(i.namespaces), i.exhaustive) for i in request.items]
         return pb.BatchCheckResponse(
-            results=[
-                verdict_to_pb(self.engine.check(i.code, list(i.namespaces), i.exhaustive))
-                for i in request.items
-            ]
+            results=[verdict_to_pb(v) for v in self.engine.batch_check(items)]
         )
 
     def BatchCheckAndAdd(self, request, context):  # type: ignore[no-untyped-def]
@@ -120,7 +114,9 @@ class NoveltyServicer(pb_grpc.NoveltyServicer):
         return pb.BatchCheckResponse(results=[verdict_to_pb(v) for v in verdicts])
 
     def Add(self, request, context):  # type: ignore[no-untyped-def]
-        added, last = self.engine.add([(i.id, i.code) for i in request.items], request.namespace)
+        added, last = self.engine.add(
+            [(i.id, i.code) for i in request.items], request.namespace, request.skip_existing
+        )
         return pb.AddResponse(added=added, last_seq=last)
 
     def Remove(self, request, context):  # type: ignore[no-untyped-def]

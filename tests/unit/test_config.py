@@ -46,6 +46,7 @@ def test_secrets_stay_strings_and_empty_means_unset() -> None:
         ({"NASLOOP_STORE__URL": "ftp://x"}, "store.url"),
         ({"NASLOOP_STORE__URL": "s3://"}, "bucket"),
         ({"NASLOOP_BOGUS__X": "1"}, "bogus"),
+        ({"NASLOOP_STORE_URL": "s3://b"}, "two underscores"),
     ],
 )
 def test_invalid_values_name_the_key(env, fragment) -> None:
@@ -64,3 +65,21 @@ def test_unreadable_or_malformed_file(tmp_path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar, env={})
+
+
+def test_cli_refuses_bad_configuration(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    for args, env, fragment in [
+        (["--port", "70000"], {}, "invalid --port"),
+        ([], {"NASLOOP_NOVELTY__THRESHOLD": "7"}, "novelty.threshold"),
+    ]:
+        out = subprocess.run(
+            [sys.executable, "-m", "nasloop", "serve", "novelty", *args],
+            env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2 and fragment in out.stderr, out.stderr

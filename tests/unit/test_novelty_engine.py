@@ -294,3 +294,78 @@ def test_fingerprint_pool_matches_and_survives_a_dead_worker(local_store: LocalS
         assert not set(after) & set(before)
     finally:
         eng.close()
+
+
+def test_torn_first_write_of_a_segment_survives_two_restarts(local_store: LocalStore) -> None:
+    eng = reopen(local_store)
+    eng.create_namespace("run")
+    eng.check_and_add(SOURCES[0], "a", "run")
+    # A crash during the first write of the next segment: only a partial line, never acked.
+    local_store.append_bytes(
+        "novelty/run/journal/000000000002-0badc0de.log", b'[{"seq": 2, "op": "add", "id": "x'
+    )
+    again = reopen(local_store)
+    assert again.check_and_add(SOURCES[1], "b", "run").seq == 2  # seq 2 is reused, not its file
+    third = reopen(local_store)
+    assert sorted(third.namespace("run").index.export()[0]) == ["a", "b"]
+
+
+class FailingDeletes(LocalStore):
+    fail_on = ""
+
+    def delete(self, key: str) -> None:
+        if self.fail_on and key.endswith(self.fail_on):
+            raise StoreError(f"injected failure deleting {key}")
+        super().delete(key)
+
+
+def test_delete_namespace_failures(tmp_path) -> None:
+    store = FailingDeletes(tmp_path / "s")
+    eng = reopen(store)
+    eng.create_namespace("run")
+    eng.add([("a", SOURCES[0])], "run")
+    store.fail_on = "namespace.json"  # nothing could be removed: the namespace stays, usable
+    with pytest.raises(Unavailable, match="cannot delete"):
+        eng.delete_namespace("run")
+    assert eng.check_and_add(SOURCES[1], "b", "run").added
+    store.fail_on = ".npy"  # namespace.json went, a later file did not: deleted all the same
+    eng.snapshot(["run"])
+    assert eng.delete_namespace("run") == 2
+    assert "run" not in [ns.name for ns in reopen(store).namespaces()]
+    store.fail_on = ""
+    eng.create_namespace("run")  # leftovers are wiped, nothing comes back
+    assert len(reopen(store).namespace("run").index) == 0
+
+
+def test_snapshot_is_skipped_when_a_write_it_holds_is_rolled_back(engine) -> None:
+    ns = engine.create_namespace("run")
+    engine.add([("a", SOURCES[0])], "run")
+    real_flush = engine._committer.flush
+
+    def flush_with_a_failure() -> None:  # a write fails while the snapshot is being taken
+        real_flush()
+        ns.failed_writes += 1
+
+    engine._committer.flush = flush_with_a_failure
+    engine.snapshot(["run"])
+    assert engine.store.list("novelty/run/snapshot/") == []
+    engine._committer.flush = real_flush
+    engine.snapshot(["run"])
+    assert engine.store.list("novelty/run/snapshot/")
+
+
+def test_add_skip_existing_and_batch_check(engine: NoveltyEngine) -> None:
+    engine.create_namespace("corpus")
+    assert engine.add([("a", SOURCES[0]), ("b", SOURCES[1])], "corpus") == (2, 2)
+    with pytest.raises(AlreadyExists):
+        engine.add([("b", SOURCES[1]), ("c", SOURCES[2])], "corpus")
+    assert engine.add([("b", SOURCES[1]), ("c", SOURCES[2])], "corpus", skip_existing=True) == (
+        1,
+        3,
+    )
+    verdicts = engine.batch_check(
+        [(renamed(SOURCES[2]), ["corpus"], False), (SOURCES[3], ["corpus"], True)]
+    )
+    assert [v.novel for v in verdicts] == [False, True] and verdicts[0].nearest_id == "c"
+    with pytest.raises(InvalidArgument, match="item 1: code is empty"):
+        engine.batch_check([(SOURCES[0], ["corpus"], False), ("", ["corpus"], False)])

@@ -73,6 +73,7 @@ def toy_host() -> Iterator[tuple[ServiceHost, Toy]]:
     cfg = ServerConfig(host="127.0.0.1", metrics_port=0, max_message_bytes=64 * 1024, grace_s=2)
     host = ServiceHost("toy", cfg, 0, [Registration(_add, toy, SERVICE)])
     host.start()
+    host.set_serving()
     yield host, toy
     host.stop(0)
 
@@ -86,16 +87,23 @@ def _echo(channel: grpc.Channel, code: str, **kw) -> novelty_pb2.CheckResult:
     return call(novelty_pb2.CheckRequest(code=code), **kw)
 
 
-def test_health_not_serving_until_ready(toy_host) -> None:
-    host, _ = toy_host
+def test_not_serving_until_ready(toy_host) -> None:
+    """Until set_serving(), health says NOT_SERVING and the service's RPCs are refused."""
+    host, toy = toy_host
+    host.set_serving(False)
     with grpc.insecure_channel(host.address) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         for service in ("", SERVICE):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            _echo(ch, "early", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "starting" in info.value.details() and toy.calls == 0
         host.set_serving()
         reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert _echo(ch, "ready", timeout=5).id == "ready"
 
 
 def test_service_errors_map_to_status_and_server_keeps_serving(toy_host) -> None:
@@ -186,7 +194,6 @@ def test_message_size_limit(toy_host) -> None:
 
 def test_graceful_stop_lets_calls_in_flight_finish(toy_host) -> None:
     host, _ = toy_host
-    host.set_serving()
     result: dict[str, object] = {}
     with connect(host.address) as ch:
         t = threading.Thread(target=lambda: result.update(r=_echo(ch, "sleep:0.5")))
