@@ -338,8 +338,11 @@ class NoveltyEngine:
         futures: list[Future] = []
         with self._lock:
             self._check_live(namespaces)
-            self._check_not_present(target, [i for i, _ in items])
+            replays = self._replays(target, items, vectors)
             for (entry_id, _), hv in zip(items, vectors, strict=True):
+                if entry_id in replays:  # a retry of an add that was acknowledged
+                    verdicts.append(Verdict(entry_id, True, True, 0.0, "", ""))
+                    continue
                 sim, nearest, where = self._nearest(hv, namespaces, exhaustive=False)
                 self.counters.checks += 1
                 novel = target.index.is_novel(sim)
@@ -410,6 +413,21 @@ class NoveltyEngine:
         for ns in namespaces:
             if ns.deleted:
                 raise NotFound(f"namespace {ns.name!r} was deleted")
+
+    def _replays(
+        self, target: Namespace, items: Sequence[tuple[str, str]], vectors: Sequence[np.ndarray]
+    ) -> set[str]:
+        """Ids already present with the very same fingerprint: a client retrying after a lost
+        reply. The same id with other code is ALREADY_EXISTS."""
+        replays = set()
+        for (entry_id, _), hv in zip(items, vectors, strict=True):
+            if entry_id in target.index:
+                if not np.array_equal(target.index.vector(entry_id), hv):
+                    raise AlreadyExists(
+                        f"id {entry_id!r} is already in namespace {target.name!r} with other code"
+                    )
+                replays.add(entry_id)
+        return replays
 
     def _check_not_present(self, target: Namespace, ids: Sequence[str]) -> None:
         for entry_id in ids:

@@ -64,8 +64,12 @@ def test_verdicts(engine: NoveltyEngine) -> None:
     read_only = engine.check(renamed(SOURCES[1]), ["run"])
     assert not read_only.novel and read_only.nearest_id == "c"
     assert len(engine.namespace("run").index) == 2
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExists, match="other code"):
         engine.check_and_add(SOURCES[2], "a", "run")
+    # A retry of an acknowledged add (lost reply) is answered, not refused, and adds nothing.
+    replay = engine.check_and_add(SOURCES[0], "a", "run")
+    assert replay.added and replay.novel and replay.seq == 0
+    assert len(engine.namespace("run").index) == 2
 
 
 def test_consulting_the_corpus(engine: NoveltyEngine) -> None:
