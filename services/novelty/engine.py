@@ -224,8 +224,7 @@ class NoveltyEngine:
             return len(ns.index)
 
     # -- fingerprints ------------------------------------------------------------------------
-    def _validate_code(self, code: str, position: int | None = None) -> None:
-        where = "" if position is None else f"item {position}: "
+    def _validate_code(self, code: str, where: str = "") -> None:
         if not code or not code.strip():
             raise InvalidArgument(f"{where}code is empty")
         size = len(code.encode("utf-8", "surrogatepass"))
@@ -240,13 +239,13 @@ class NoveltyEngine:
     def fingerprints(self, codes: Sequence[str], params: IndexParams) -> list[np.ndarray]:
         """Fingerprints of ``codes``, by the worker processes when there are any."""
         for position, code in enumerate(codes):
-            self._validate_code(code, position if len(codes) > 1 else None)
+            self._validate_code(code, _item(position, len(codes)))
         out = []
         for position, code in enumerate(codes):
             try:
                 out.append(self._minhash(code, params))
             except ValueError as e:
-                where = f"item {position}: " if len(codes) > 1 else ""
+                where = _item(position, len(codes))
                 raise InvalidArgument(f"{where}cannot fingerprint code: {e}") from None
         return out
 
@@ -302,16 +301,14 @@ class NoveltyEngine:
 
     def batch_check(self, items: Sequence[tuple[str, Sequence[str], bool]]) -> list[Verdict]:
         """Read-only checks of (code, namespaces, exhaustive) items, in order."""
-        if len(items) > self.cfg.max_batch:
-            raise InvalidArgument(f"{len(items)} items; the limit is {self.cfg.max_batch}")
+        self._check_batch_size(items)
         resolved = [self._resolve(names) for _, names, _ in items]
         vectors = []
         for position, ((code, _, _), namespaces) in enumerate(zip(items, resolved, strict=True)):
             try:
                 vectors.append(self.fingerprint(code, namespaces[0].params))
             except InvalidArgument as e:
-                where = f"item {position}: " if len(items) > 1 else ""
-                raise InvalidArgument(where + e.message) from None
+                raise InvalidArgument(_item(position, len(items)) + e.message) from None
         verdicts = []
         with self._lock:
             for (_, _, exhaustive), namespaces, hv in zip(items, resolved, vectors, strict=True):
@@ -399,8 +396,7 @@ class NoveltyEngine:
     def _prepare(self, items: Sequence[tuple[str, str]], target: Namespace) -> list[np.ndarray]:
         if not items:
             raise InvalidArgument("no items given")
-        if len(items) > self.cfg.max_batch:
-            raise InvalidArgument(f"{len(items)} items; the limit is {self.cfg.max_batch}")
+        self._check_batch_size(items)
         seen: set[str] = set()
         for entry_id, _ in items:
             self._validate_id(entry_id)
@@ -408,6 +404,10 @@ class NoveltyEngine:
                 raise InvalidArgument(f"id {entry_id!r} appears twice in the request")
             seen.add(entry_id)
         return self.fingerprints([code for _, code in items], target.params)
+
+    def _check_batch_size(self, items: Sequence[object]) -> None:
+        if len(items) > self.cfg.max_batch:
+            raise InvalidArgument(f"{len(items)} items; the limit is {self.cfg.max_batch}")
 
     def _check_live(self, namespaces: Sequence[Namespace]) -> None:
         for ns in namespaces:
@@ -518,3 +518,8 @@ class NoveltyEngine:
                         self._snapshot(ns)
                     except Exception:
                         log.exception("periodic snapshot of %s failed", ns.name)
+
+
+def _item(position: int, count: int) -> str:
+    """The prefix that names the offending item of a batch in an error message."""
+    return f"item {position}: " if count > 1 else ""
