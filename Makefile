@@ -5,20 +5,26 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup proto test lint format bench bench-novelty serve-novelty clean
+.PHONY: system-deps setup proto test lint format bench bench-novelty serve-novelty clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,evaluator]'
 	touch $(STAMP)
+
+# System packages the strict evaluator sandbox needs (Debian), installed when missing.
+system-deps:
+	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
+	  apt-get install -y -q bubblewrap >/dev/null; } || \
+	  { echo 'the strict sandbox needs bubblewrap: apt-get install bubblewrap'; exit 1; }
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not cluster and not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP)

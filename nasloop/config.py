@@ -89,8 +89,59 @@ class GeneratorConfig(_Section):
     port: int = Field(50051, ge=0, le=65535)
 
 
+class KubernetesConfig(_Section):
+    """Cluster mode: each evaluation is a hardened Job (services/evaluator/kube/)."""
+
+    namespace: str = "nasloop"
+    image: str = Field("nasloop/evaluator:latest", description="image with nasloop + torch")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    runtime_class: str | None = Field(None, description="e.g. gvisor; None = cluster default")
+    gpus: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per Job; 0 = CPU-only Job")
+    cpu: str = "2"
+    memory: str = "8Gi"
+    ephemeral_storage: str = "2Gi"
+    tmp_size: str = Field("1Gi", description="size limit of the pod's writable /tmp emptyDir")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerate_gpu_taint: bool = True
+    ttl_after_finished_s: int = Field(300, ge=0)
+    # Headroom on top of the protocol's per-candidate time limit (image pull, data download).
+    deadline_slack_s: int = Field(120, ge=0)
+    url_expiry_s: int = Field(900, ge=60, le=7 * 24 * 3600)
+    poll_interval_s: float = Field(1.0, gt=0)
+    # Store endpoint as pods reach it (presigned URLs are signed for this host); None = the
+    # store's own endpoint.
+    pod_store_endpoint: str | None = None
+
+
 class EvaluatorConfig(_Section):
     port: int = Field(50052, ge=0, le=65535)
+    executor: Literal["local", "kubernetes"] = "local"
+    workers: int = Field(2, ge=1, le=256, description="candidates evaluated in parallel")
+    threads_per_candidate: int = Field(1, ge=1, le=64, description="torch threads per child")
+    sandbox: Literal["strict", "weak"] = Field(
+        "strict", description="strict = bubblewrap + seccomp + rlimits + non-root uid"
+    )
+    sandbox_uid: int = Field(65534, ge=1, description="uid candidates run as (never 0)")
+    sandbox_gid: int = Field(65534, ge=1)
+    memory_bytes: int = Field(4 << 30, ge=64 << 20, description="address space per candidate")
+    tmp_bytes: int = Field(256 << 20, ge=1 << 20, description="size of a worker's private /tmp")
+    file_bytes: int = Field(64 << 20, ge=1 << 20, description="largest file a candidate writes")
+    open_files: int = Field(256, ge=16, le=65536)
+    output_tail_bytes: int = Field(4096, ge=0, le=16 * 1024)
+    probe_time_limit_s: float = Field(60.0, gt=0, description="wall limit of a Validate probe")
+    max_candidates: int = Field(512, ge=1, description="candidates per Validate/Evaluate call")
+    max_calls: int = Field(8, ge=1, description="concurrent Validate/Evaluate calls")
+    max_code_bytes: int = Field(256 * 1024, ge=1)
+    data_dir: str = Field(".nasloop/evaluator", description="prepared dataset cache")
+    cifar10_source: str | None = Field(
+        None, description="CIFAR-10 python tarball: a local path or an object-store key"
+    )
+    # Defaults of the protocol (DESIGN.md, paper settings); requests refine them.
+    dataset: str = "digits"
+    device: Literal["cpu", "cuda"] = "cpu"
+    time_limit_s: float = Field(300.0, gt=0, le=24 * 3600)
+    max_parameters: int = Field(20_000_000, ge=1)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
 
 class TrainerConfig(_Section):

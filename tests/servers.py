@@ -29,12 +29,18 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
+SERVICE_NAMES = {"novelty": "nasloop.v1.Novelty", "evaluator": "nasloop.v1.Evaluator"}
+
+
 @contextmanager
-def novelty_server(env: dict[str, str], log: Path, timeout_s: float = 60) -> Iterator[Server]:
+def service_server(
+    service: str, env: dict[str, str], log: Path, timeout_s: float = 60
+) -> Iterator[Server]:
+    """``nasloop serve <service>`` on a free loopback port, SERVING before it is yielded."""
     port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nasloop", "serve", "novelty", "--port", str(port)],
+            [sys.executable, "-m", "nasloop", "serve", service, "--port", str(port)],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,
@@ -43,9 +49,13 @@ def novelty_server(env: dict[str, str], log: Path, timeout_s: float = 60) -> Ite
     server = Server(proc, f"127.0.0.1:{port}", log)
     try:
         with connect(server.address) as ch:
-            wait_until_serving(ch, "nasloop.v1.Novelty", timeout_s=timeout_s)
+            wait_until_serving(ch, SERVICE_NAMES[service], timeout_s=timeout_s)
         yield server
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def novelty_server(env: dict[str, str], log: Path, timeout_s: float = 60):  # type: ignore[no-untyped-def]
+    return service_server("novelty", env, log, timeout_s)

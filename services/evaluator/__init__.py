@@ -1,0 +1,1 @@
+"""The evaluator: staged validation and sandboxed training of untrusted candidate networks."""

@@ -1,0 +1,295 @@
+"""Run one candidate in a confined child process and collect its report.
+
+The caller (a warm sandbox worker, or the runner in a Kubernetes pod) has already imported
+torch and loaded the data. For each candidate it forks one child, which confines itself —
+new session, closed file descriptors, clean environment, rlimits, a non-root uid, the seccomp
+filter — then runs the harness and writes its report to a pipe. The parent enforces the
+wall-clock limit with SIGKILL and turns how the child ended into a status. No child ever serves
+two candidates.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nasloop.config import EvaluatorConfig
+from nasloop.v1 import common_pb2 as common
+from services.evaluator import report as wire
+from services.evaluator import seccomp_filter
+from services.evaluator.datasets import SandboxData
+from services.evaluator.report import Report
+from services.evaluator.task import Task
+
+MAX_RESULT_BYTES = 256 << 20
+DRAIN_AFTER_EXIT_S = 2.0
+CHILD_ENV = {"HOME": "/tmp", "PATH": "/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float
+    cpu_s: float
+    memory_bytes: int
+    file_bytes: int
+    open_files: int
+    uid: int | None  # drop to this uid/gid in the child; None = keep
+    gid: int | None
+    seccomp: bool
+    output_tail_bytes: int = 4096
+
+
+def limits_for(task: Task, cfg: EvaluatorConfig, uid: int | None, seccomp: bool) -> Limits:
+    wall = task.wall_limit_s(cfg.probe_time_limit_s)
+    return Limits(
+        wall_s=wall,
+        cpu_s=wall * task.threads + 5,
+        memory_bytes=cfg.memory_bytes,
+        file_bytes=cfg.file_bytes,
+        open_files=cfg.open_files,
+        uid=uid,
+        gid=cfg.sandbox_gid if uid is not None else None,
+        seccomp=seccomp,
+        output_tail_bytes=cfg.output_tail_bytes,
+    )
+
+
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack(">I", len(payload)) + payload
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _confine(limits: Limits, keep_fds: tuple[int, ...], cuda: bool) -> None:
+    os.setsid()
+    os.closerange(3, min(keep_fds))
+    for fd in range(min(keep_fds) + 1, 1024):
+        if fd not in keep_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.environ.clear()
+    os.environ.update(CHILD_ENV)
+    os.chdir("/tmp" if os.path.isdir("/tmp") else "/")
+    soft_cpu = max(1, int(limits.cpu_s))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft_cpu, soft_cpu + 2))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if not cuda:  # CUDA reserves huge address ranges; on GPU the pod's cgroup bounds memory
+        cap = _vm_size() + limits.memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    if limits.gid is not None:
+        os.setgroups([])
+        os.setresgid(limits.gid, limits.gid, limits.gid)
+    if limits.uid is not None:
+        os.setresuid(limits.uid, limits.uid, limits.uid)
+        resource.setrlimit(resource.RLIMIT_NPROC, (256, 256))
+    if limits.seccomp:
+        seccomp_filter.install()
+
+
+def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd: int) -> None:
+    """Runs in the forked child; never returns."""
+    code = 0
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.close(devnull)
+        if out_fd > 2:
+            os.close(out_fd)
+        import torch
+
+        cuda = task.protocol.device == "cuda"
+        _confine(limits, (result_fd,), cuda)
+        torch.set_num_threads(task.threads)
+        if cuda:
+            data = SandboxData(
+                data.train_x.cuda(), data.train_y.cuda(), data.test_x.cuda(), data.num_classes
+            )
+        from services.evaluator.harness import Harness
+
+        def progress(r: Report) -> None:
+            _write_all(result_fd, _frame(b"P", wire.encode(r)))
+
+        report = Harness(task, data, progress).run()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _write_all(result_fd, _frame(b"R", wire.encode(report)))
+    except BaseException as e:  # the confinement itself failed: not the candidate's fault
+        code = 70
+        try:
+            r = Report().fail(common.STATUS_INTERNAL_ERROR, f"sandbox setup failed: {e!r}")
+            _write_all(result_fd, _frame(b"R", wire.encode(r)))
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _parse_frames(buf: bytes) -> tuple[Report | None, Report | None]:
+    """(last progress report, final report) from the child's frames; bad frames end parsing."""
+    progress = final = None
+    pos = 0
+    while pos + 5 <= len(buf):
+        kind = buf[pos : pos + 1]
+        (n,) = struct.unpack(">I", buf[pos + 1 : pos + 5])
+        payload = buf[pos + 5 : pos + 5 + n]
+        if len(payload) < n or kind not in (b"P", b"R"):
+            break
+        pos += 5 + n
+        try:
+            r = wire.decode(payload)
+        except wire.ReportError:
+            break
+        if kind == b"R":
+            final = r
+            break  # the first final report counts
+        progress = r
+    return progress, final
+
+
+def _from_exit(status: int, rusage: resource.struct_rusage, limits: Limits) -> tuple[int, str]:
+    cpu = rusage.ru_utime + rusage.ru_stime
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGSYS:
+            return common.STATUS_SANDBOX_VIOLATION, "killed for a forbidden system call (seccomp)"
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= int(limits.cpu_s)):
+            return common.STATUS_CPU_TIMEOUT, f"CPU time limit of {int(limits.cpu_s)} s reached"
+        if sig == signal.SIGXFSZ:
+            return common.STATUS_NO_RESULT, "file size limit exceeded"
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+        return common.STATUS_NO_RESULT, f"the sandbox ended by signal {name} without a result"
+    code = os.WEXITSTATUS(status)
+    return common.STATUS_NO_RESULT, f"the sandbox exited with code {code} without a result"
+
+
+def run_confined(
+    task: Task,
+    data: SandboxData,
+    limits: Limits,
+    watch_fd: int | None = None,
+    on_watch: Callable[[], bool] | None = None,
+) -> Report:
+    """Fork a confined child for ``task`` and return its report.
+
+    ``watch_fd`` is polled while the child runs; when it is readable ``on_watch()`` is called and
+    a True answer cancels the run (STATUS_CANCELLED).
+    """
+    result_r, result_w = os.pipe()
+    out_r, out_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(result_r)
+        os.close(out_r)
+        if watch_fd is not None:
+            os.close(watch_fd)
+        _child(task, data, limits, result_w, out_w)
+    os.close(result_w)
+    os.close(out_w)
+    started = time.monotonic()
+    deadline = started + limits.wall_s
+    result = bytearray()
+    tail = bytearray()
+    open_fds = {result_r, out_r}
+    killed_for: tuple[int, str] | None = None
+    exited: tuple[int, resource.struct_rusage] | None = None
+    exit_time = 0.0
+
+    def kill(status: int, message: str) -> None:
+        nonlocal killed_for
+        if killed_for is None:
+            killed_for = (status, message)
+        for target in (
+            lambda: os.killpg(pid, signal.SIGKILL),
+            lambda: os.kill(pid, signal.SIGKILL),
+        ):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    try:
+        while open_fds or exited is None:
+            now = time.monotonic()
+            if exited is None and now >= deadline:
+                kill(common.STATUS_WALL_TIMEOUT, f"wall-clock limit of {limits.wall_s:g} s reached")
+            if exited is not None and now - exit_time > DRAIN_AFTER_EXIT_S:
+                break  # something (a leaked descendant in weak mode) still holds the pipes
+            watch = [watch_fd] if watch_fd is not None else []
+            ready, _, _ = select.select([*open_fds, *watch], [], [], 0.05)
+            for fd in ready:
+                if fd == watch_fd:
+                    if on_watch is not None and on_watch():
+                        kill(common.STATUS_CANCELLED, "cancelled by the caller")
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == result_r:
+                    result += chunk
+                    if len(result) > MAX_RESULT_BYTES:
+                        kill(common.STATUS_NO_RESULT, "the sandbox sent an oversized result")
+                        open_fds.discard(fd)
+                else:
+                    tail += chunk
+                    if len(tail) > 2 * limits.output_tail_bytes:
+                        del tail[: len(tail) - limits.output_tail_bytes]
+            if exited is None:
+                wpid, status, rusage = os.wait4(pid, os.WNOHANG)
+                if wpid:
+                    exited = (status, rusage)
+                    exit_time = time.monotonic()
+                    try:
+                        os.killpg(pid, signal.SIGKILL)  # leftovers of its session (weak mode)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+    finally:
+        for fd in (result_r, out_r):
+            os.close(fd)
+        if exited is None:
+            kill(common.STATUS_INTERNAL_ERROR, "the evaluator stopped the run")
+            _, status, rusage = os.wait4(pid, 0)
+            exited = (status, rusage)
+
+    progress, final = _parse_frames(bytes(result))
+    status, rusage = exited
+    if killed_for is not None:
+        report = progress or Report(last_stage=common.STAGE_POLICY)
+        report.outputs = None
+        report.fail(*killed_for)
+    elif final is not None and os.WIFEXITED(status):
+        report = final
+    else:
+        report = progress or Report(last_stage=common.STAGE_POLICY)
+        report.outputs = None
+        report.fail(*_from_exit(status, rusage, limits))
+    report.peak_memory_bytes = max(report.peak_memory_bytes, rusage.ru_maxrss * 1024)
+    keep = limits.output_tail_bytes
+    report.output_tail = bytes(tail[-keep:] if keep else b"").decode("utf-8", "replace")
+    return report

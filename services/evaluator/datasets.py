@@ -1,0 +1,250 @@
+"""Datasets for candidate training, and the split of what may enter a sandbox.
+
+A prepared dataset is two files: ``sandbox/<name>-<digest>.npz`` (training inputs and labels,
+test inputs, normalisation constants) which sandboxes may read, and ``labels/<name>-<digest>.npy``
+(test labels) which only the evaluator reads. Accuracy is computed outside the sandbox.
+
+* ``digits``: scikit-learn's 8x8 handwritten digits (bundled with scikit-learn, so offline),
+  upsampled to 3x32x32 by pixel repetition, a fixed 80/20 split.
+* ``cifar10``: the standard python-version tarball (``cifar-10-python.tar.gz``), from a local
+  path or an object-store key. Its pickles are read by a restricted unpickler that builds only
+  plain containers and numpy arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasloop.store import ObjectStore
+
+NORMALISATION = "per-channel mean/std of the training split"
+BUILTIN = ("digits", "cifar10")
+
+
+class DatasetError(ValueError):
+    """The dataset is unknown or its source is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    train_size: int
+    test_size: int
+    normalisation: str = NORMALISATION
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A dataset ready for sandboxes: the sandbox file, and the test labels kept outside."""
+
+    info: DatasetInfo
+    digest: str
+    sandbox_file: Path
+    test_labels: np.ndarray
+
+    @property
+    def key(self) -> str:
+        """Object-store key of the sandbox file (for Kubernetes pods)."""
+        return f"datasets/{self.info.name}/{self.digest}/sandbox.npz"
+
+
+def _normalised_split(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray, DatasetInfo]:
+    """Inputs are uint8 (N, C, H, W); normalisation constants come from the training split."""
+    scaled = train_x.astype(np.float64) / 255.0
+    mean = scaled.mean(axis=(0, 2, 3)).astype(np.float32)
+    std = np.maximum(scaled.std(axis=(0, 2, 3)), 1e-6).astype(np.float32)
+    arrays = {
+        "train_x": np.ascontiguousarray(train_x, dtype=np.uint8),
+        "train_y": np.ascontiguousarray(train_y, dtype=np.int64),
+        "test_x": np.ascontiguousarray(test_x, dtype=np.uint8),
+        "mean": mean,
+        "std": std,
+        "scale": np.array(1.0 / 255.0, dtype=np.float32),
+        "num_classes": np.array(num_classes, dtype=np.int64),
+    }
+    info = DatasetInfo(
+        name,
+        tuple(train_x.shape[1:]),
+        num_classes,
+        len(train_x),
+        len(test_x),  # type: ignore[arg-type]
+    )
+    return arrays, np.ascontiguousarray(test_y, dtype=np.int64), info
+
+
+def build_digits() -> tuple[dict[str, np.ndarray], np.ndarray, DatasetInfo]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8), 0..16 → 0..255
+    big = images.repeat(4, axis=1).repeat(4, axis=2)  # (N, 32, 32)
+    x = np.repeat(big[:, None, :, :], 3, axis=1)  # (N, 3, 32, 32)
+    y = d.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))  # the fixed split
+    n_test = len(x) // 5
+    test, train = order[:n_test], order[n_test:]
+    return _normalised_split("digits", x[train], y[train], x[test], y[test], 10)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches without running arbitrary code from the file."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name} in CIFAR-10 batch")
+
+
+def _cifar_batch(tar: tarfile.TarFile, member: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        f = tar.extractfile(f"cifar-10-batches-py/{member}")
+    except KeyError:
+        raise DatasetError(f"CIFAR-10 tarball lacks cifar-10-batches-py/{member}") from None
+    if f is None:
+        raise DatasetError(f"CIFAR-10 member {member} is not a file")
+    try:
+        batch = _CifarUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as e:
+        raise DatasetError(f"CIFAR-10 member {member} is malformed: {e}") from None
+    if len(labels) != len(data) or labels.min() < 0 or labels.max() > 9:
+        raise DatasetError(f"CIFAR-10 member {member} has bad labels")
+    return data, labels
+
+
+def build_cifar10(tarball: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, DatasetInfo]:
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(tarball), mode="r:*")
+    except tarfile.TarError as e:
+        raise DatasetError(f"CIFAR-10 source is not a tarball: {e}") from None
+    with tar:
+        parts = [_cifar_batch(tar, f"data_batch_{i}") for i in range(1, 6)]
+        test_x, test_y = _cifar_batch(tar, "test_batch")
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    return _normalised_split("cifar10", train_x, train_y, test_x, test_y, 10)
+
+
+def _read_source(source: str, store: ObjectStore | None) -> bytes:
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path.read_bytes()
+    if store is not None and not os.path.isabs(source):
+        from nasloop.store import ObjectNotFound
+
+        try:
+            return store.get(source)
+        except ObjectNotFound:
+            pass
+    raise DatasetError(f"dataset source {source!r} is neither a local file nor a store object")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # sandboxes run as another uid and must read it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class DatasetCache:
+    """Builds each dataset once per process and keeps its files under ``data_dir``."""
+
+    def __init__(self, data_dir: str | Path, store: ObjectStore | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.sandbox_dir = self.data_dir / "sandbox"
+        self.sandbox_dir.mkdir(parents=True, exist_ok=True)  # sandboxes bind it at start
+        os.chmod(self.sandbox_dir, 0o755)
+        self.store = store
+        self._lock = threading.Lock()
+        self._prepared: dict[tuple[str, str], Prepared] = {}
+
+    def get(self, name: str, source: str = "") -> Prepared:
+        if name not in BUILTIN:
+            raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(BUILTIN)}")
+        if name == "cifar10" and not source:
+            raise DatasetError("cifar10 needs a source: set evaluator.cifar10_source")
+        with self._lock:
+            if (name, source) not in self._prepared:
+                self._prepared[(name, source)] = self._prepare(name, source)
+            return self._prepared[(name, source)]
+
+    def _prepare(self, name: str, source: str) -> Prepared:
+        if name == "digits":
+            arrays, test_y, info = build_digits()
+        else:
+            arrays, test_y, info = build_cifar10(_read_source(source, self.store))
+        h = hashlib.sha256()
+        for k in sorted(arrays):
+            h.update(k.encode())
+            h.update(arrays[k].tobytes())
+        h.update(test_y.tobytes())
+        digest = h.hexdigest()[:16]
+        sandbox_file = self.sandbox_dir / f"{name}-{digest}.npz"
+        if not sandbox_file.exists():
+            _atomic_write(sandbox_file, lambda f: np.savez(f, **arrays))
+        labels = self.data_dir / "labels" / f"{name}-{digest}.npy"
+        if not labels.exists():
+            _atomic_write(labels, lambda f: np.save(f, test_y))
+        return Prepared(info, digest, sandbox_file, test_y)
+
+
+class SandboxData:
+    """What a sandbox holds: normalised training tensors and test inputs (never test labels)."""
+
+    def __init__(self, train_x: Any, train_y: Any, test_x: Any, num_classes: int) -> None:
+        self.train_x, self.train_y, self.test_x = train_x, train_y, test_x
+        self.num_classes = num_classes
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> SandboxData:
+        import torch
+
+        with np.load(path, allow_pickle=False) as z:
+            mean = torch.from_numpy(z["mean"]).view(1, -1, 1, 1)
+            std = torch.from_numpy(z["std"]).view(1, -1, 1, 1)
+            scale = float(z["scale"])
+
+            def norm(x: np.ndarray) -> torch.Tensor:
+                t = torch.from_numpy(x).to(torch.float32).mul_(scale)
+                return t.sub_(mean).div_(std).contiguous()
+
+            k = int(z["num_classes"])
+            data = cls(norm(z["train_x"]), torch.from_numpy(z["train_y"]), norm(z["test_x"]), k)
+        if device != "cpu":
+            tensors = (t.to(device) for t in (data.train_x, data.train_y, data.test_x))
+            data = cls(*tensors, k)
+        return data

@@ -1,0 +1,173 @@
+"""The evaluator's logic: static stages here, the rest in an executor, scoring here again.
+
+Plain Python, no gRPC: the servicer turns messages into calls of :class:`Evaluator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Protocol as Interface
+
+import numpy as np
+
+from nasloop.config import EvaluatorConfig
+from nasloop.rpc import InvalidArgument, ResourceExhausted
+from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import evaluator_pb2 as pb
+from services.evaluator.datasets import DatasetCache, DatasetError, DatasetInfo, Prepared
+from services.evaluator.policy import static_check
+from services.evaluator.report import Report
+from services.evaluator.task import Mode, Protocol, Task
+
+log = logging.getLogger("nasloop.evaluator")
+
+
+class Executor(Interface):
+    """Where candidates run: local sandbox workers or Kubernetes Jobs."""
+
+    kind: int  # evaluator_pb2.Executor
+
+    def run(
+        self, task: Task, dataset: Prepared, cancelled: threading.Event
+    ) -> tuple[Report, str]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Outcome:
+    index: int
+    candidate_id: str
+    report: Report
+    executor: int
+    executor_ref: str = ""
+
+
+def score(report: Report, labels: np.ndarray, floor: float) -> Report:
+    """Turn a sandbox's test outputs into accuracy, here where the labels are."""
+    outputs, report.outputs = report.outputs, None
+    if report.status != common.STATUS_OK:
+        return report
+    if outputs is None or outputs.shape[0] != len(labels):
+        report.last_stage = min(report.last_stage, common.STAGE_TRAINED)
+        return report.fail(common.STATUS_NO_RESULT, "the sandbox returned no usable test outputs")
+    accuracy = float((outputs.argmax(axis=1) == labels).mean())
+    report.last_stage = common.STAGE_EVALUATED
+    report.timings.append((common.STAGE_EVALUATED, report.eval_seconds))
+    report.accuracy = accuracy
+    if accuracy <= floor:
+        return report.fail(
+            common.STATUS_LOW_ACCURACY, f"accuracy {accuracy:.4f} is at or below {floor:g}"
+        )
+    return report
+
+
+class Evaluator:
+    def __init__(self, cfg: EvaluatorConfig, executor: Executor, datasets: DatasetCache) -> None:
+        self.cfg = cfg
+        self.executor = executor
+        self.datasets = datasets
+        self._calls = threading.BoundedSemaphore(cfg.max_calls)
+
+    def dataset(self, protocol: Protocol) -> Prepared:
+        source = protocol.dataset_source
+        if protocol.dataset == "cifar10" and not source:
+            source = self.cfg.cifar10_source or ""
+        try:
+            return self.datasets.get(protocol.dataset, source)
+        except DatasetError as e:
+            raise InvalidArgument(str(e)) from None
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        infos = [self.datasets.get("digits").info]
+        if self.cfg.cifar10_source:
+            try:
+                infos.append(self.datasets.get("cifar10", self.cfg.cifar10_source).info)
+            except DatasetError as e:
+                log.warning("cifar10 is configured but unavailable: %s", e)
+        return infos
+
+    def _check_batch(self, candidates: list[tuple[str, str]]) -> None:
+        if not candidates:
+            raise InvalidArgument("no candidates")
+        if len(candidates) > self.cfg.max_candidates:
+            raise InvalidArgument(
+                f"{len(candidates)} candidates in one call; the limit is {self.cfg.max_candidates}"
+            )
+
+    def run(
+        self,
+        candidates: list[tuple[str, str]],
+        protocol: Protocol,
+        mode: Mode,
+        cancelled: threading.Event,
+        max_parallel: int = 0,
+    ) -> Iterator[Outcome]:
+        """Yield each candidate's outcome as it completes (static failures first)."""
+        self._check_batch(candidates)
+        prepared = self.dataset(protocol)
+        if not self._calls.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"the evaluator is running {self.cfg.max_calls} calls; retry later"
+            )
+        try:
+            yield from self._run(candidates, protocol, mode, cancelled, max_parallel, prepared)
+        finally:
+            self._calls.release()
+
+    def _run(
+        self,
+        candidates: list[tuple[str, str]],
+        protocol: Protocol,
+        mode: Mode,
+        cancelled: threading.Event,
+        max_parallel: int,
+        prepared: Prepared,
+    ) -> Iterator[Outcome]:
+        runnable: list[tuple[int, Task]] = []
+        for i, (cid, code) in enumerate(candidates):
+            static = static_check(code, self.cfg.max_code_bytes)
+            if static.status != common.STATUS_OK:
+                yield Outcome(i, cid, static, pb.EXECUTOR_STATIC)
+            else:
+                task = Task(cid, code, protocol, mode, self.cfg.threads_per_candidate)
+                runnable.append((i, task))
+        if not runnable:
+            return
+        parallel = min(max_parallel or self.cfg.workers, self.cfg.workers, len(runnable))
+        labels = prepared.test_labels
+        if protocol.test_subset:
+            labels = labels[: protocol.test_subset]
+
+        def one(i: int, task: Task) -> Outcome:
+            if cancelled.is_set():
+                r = Report(last_stage=common.STAGE_POLICY)
+                r.fail(common.STATUS_CANCELLED, "cancelled before it started")
+                return Outcome(i, task.candidate_id, r, self.executor.kind)
+            try:
+                report, ref = self.executor.run(task, prepared, cancelled)
+            except Exception as e:  # the executor failed, not the candidate
+                log.exception("executor failed on %s", task.candidate_id)
+                report = Report(last_stage=common.STAGE_POLICY).fail(
+                    common.STATUS_INTERNAL_ERROR, f"evaluator error: {type(e).__name__}"
+                )
+                ref = ""
+            if mode == "evaluate":
+                report = score(report, labels, protocol.failure_floor)
+            else:
+                report.outputs = None
+            return Outcome(i, task.candidate_id, report, self.executor.kind, ref)
+
+        with ThreadPoolExecutor(parallel, thread_name_prefix="evaluate") as pool:
+            pending: set[Future[Outcome]] = {pool.submit(one, i, t) for i, t in runnable}
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        yield f.result()
+            finally:  # the caller went away (cancel, deadline): stop what still runs
+                cancelled.set()

@@ -1,0 +1,250 @@
+"""The candidate's side of an evaluation: import → instantiate → forward probe → train → predict.
+
+Runs inside the sandbox, in a child that serves exactly one candidate. It never sees test labels:
+it returns the network's outputs on the test inputs and the evaluator scores them. Nothing is
+repaired; the first failure ends the run with its status.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasloop.v1 import common_pb2 as common
+from services.evaluator.datasets import SandboxData
+from services.evaluator.report import Report, short
+from services.evaluator.task import Task
+
+Progress = Callable[[Report], None]
+REQUIRED_METHODS = ("train_setup", "learn", "forward")
+PROBE_BATCH = 4
+EVAL_BATCH = 256
+
+
+class _Stop(Exception):
+    """Ends the run; the report already holds the failure."""
+
+
+def _classify(exc: BaseException, default: int) -> int:
+    """Map an exception raised by candidate code to a status."""
+    if isinstance(exc, MemoryError):
+        return common.STATUS_OUT_OF_MEMORY
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+        return common.STATUS_CUDA_OUT_OF_MEMORY
+    if isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text
+    ):
+        return common.STATUS_OUT_OF_MEMORY
+    return default
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) raised by the candidate"
+    return f"{type(exc).__name__}: {short(str(exc))}" if str(exc) else type(exc).__name__
+
+
+class _LossRecorder:
+    """Wraps a loss function to record the loss values the candidate's learn() computes."""
+
+    def __init__(self, fn: Any, sink: list[torch.Tensor]) -> None:
+        self._fn, self._sink = fn, sink
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self._fn(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            self._sink.append(out.detach().reshape(()))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fn, name)
+
+
+def _record_losses(net: nn.Module, sink: list[torch.Tensor]) -> None:
+    crit = getattr(net, "criteria", None)
+    if isinstance(crit, tuple | list):
+        wrapped = [_LossRecorder(c, sink) if callable(c) else c for c in crit]
+        object.__setattr__(net, "criteria", type(crit)(wrapped))
+    elif callable(crit):
+        object.__setattr__(net, "criteria", _LossRecorder(crit, sink))
+
+
+def batches(data: SandboxData, task: Task, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """One epoch of shuffled (inputs, labels) batches, reproducible from the protocol's seed."""
+    p = task.protocol
+    n = len(data.train_x) if not p.train_subset else min(p.train_subset, len(data.train_x))
+    g = torch.Generator().manual_seed(p.seed + epoch)
+    order = torch.randperm(n, generator=g).to(data.train_x.device)
+    for i in range(0, n, p.batch_size):
+        idx = order[i : i + p.batch_size]
+        yield data.train_x[idx], data.train_y[idx]
+
+
+class Harness:
+    def __init__(self, task: Task, data: SandboxData, progress: Progress | None = None) -> None:
+        self.task, self.data = task, data
+        self.progress = progress or (lambda r: None)
+        self.report = Report()
+        self.device = torch.device(task.protocol.device)
+
+    def _stage(self, stage: int, fn: Callable[[], Any], status: int) -> Any:
+        """Run one stage; record it as passed or fail the report with ``status``."""
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+        except _Stop:
+            raise
+        except BaseException as e:  # SystemExit and friends are candidate failures too
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            self.report.fail(_classify(e, status), _describe(e))
+            raise _Stop from None
+        self.report.passed(stage, time.perf_counter() - t0)
+        self.progress(self.report)
+        return out
+
+    def _fail(self, status: int, message: str) -> None:
+        self.report.fail(status, message)
+        raise _Stop
+
+    def run(self) -> Report:
+        # The static stages ran in the evaluator; record them as passed.
+        self.report.last_stage = common.STAGE_POLICY
+        try:
+            module = self._stage(common.STAGE_IMPORTED, self._import, common.STATUS_IMPORT_ERROR)
+            net = self._stage(
+                common.STAGE_INSTANTIATED, lambda: self._build(module), common.STATUS_INIT_EXCEPTION
+            )
+            self._stage(
+                common.STAGE_FORWARD_PROBE,
+                lambda: self._probe(net),
+                common.STATUS_FORWARD_EXCEPTION,
+            )
+            if self.task.mode == "validate":
+                self.report.status = common.STATUS_OK
+                return self.report
+            self._stage(
+                common.STAGE_TRAINED, lambda: self._train(net), common.STATUS_TRAIN_EXCEPTION
+            )
+            self._predict(net)
+            self.report.status = common.STATUS_OK
+        except _Stop:
+            pass
+        finally:
+            self.report.peak_memory_bytes = (
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            )
+        return self.report
+
+    def _import(self) -> types.ModuleType:
+        module = types.ModuleType("candidate")
+        exec(compile(self.task.code, "<candidate>", "exec"), module.__dict__)
+        hp = getattr(module, "supported_hyperparameters", None)
+        net_cls = getattr(module, "Net", None)
+        if not callable(hp):
+            self._fail(common.STATUS_MISSING_ENTRY_POINT, "no supported_hyperparameters() function")
+        if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+            self._fail(common.STATUS_MISSING_ENTRY_POINT, "no class Net(nn.Module)")
+        missing = [m for m in REQUIRED_METHODS if not callable(getattr(net_cls, m, None))]
+        if missing:
+            self._fail(common.STATUS_MISSING_ENTRY_POINT, f"Net lacks {', '.join(missing)}")
+        return module
+
+    def _build(self, module: types.ModuleType) -> nn.Module:
+        p = self.task.protocol
+        torch.manual_seed(p.seed)
+        in_shape = (p.batch_size, *self.data.train_x.shape[1:])
+        out_shape = (int(self.data.num_classes),)
+        net = module.Net(in_shape, out_shape, p.prm(), self.device)
+        if not isinstance(net, nn.Module):
+            self._fail(common.STATUS_INIT_EXCEPTION, "Net(...) did not return an nn.Module")
+        count = sum(t.numel() for t in net.parameters() if t.requires_grad)
+        self.report.parameter_count = int(count)
+        if count > p.max_parameters:
+            self._fail(
+                common.STATUS_PARAMETER_LIMIT,
+                f"{count:,} trainable parameters, limit {p.max_parameters:,}",
+            )
+        return net.to(self.device)
+
+    def _probe(self, net: nn.Module) -> None:
+        x = self.data.train_x[: min(PROBE_BATCH, len(self.data.train_x))]
+        net.eval()
+        with torch.no_grad():
+            out = net(x)
+        want = (len(x), int(self.data.num_classes))
+        if not isinstance(out, torch.Tensor):
+            self._fail(common.STATUS_WRONG_OUTPUT_SHAPE, f"forward returned {type(out).__name__}")
+        if tuple(out.shape) != want:
+            self._fail(
+                common.STATUS_WRONG_OUTPUT_SHAPE,
+                f"output shape {tuple(out.shape)}, expected {want}",
+            )
+
+    def _train(self, net: nn.Module) -> None:
+        t0 = time.perf_counter()
+        net.train()
+        net.train_setup(self.task.protocol.prm())
+        losses: list[torch.Tensor] = []
+        _record_losses(net, losses)
+        for epoch in range(self.task.protocol.epochs):
+            losses.clear()
+            net.train()
+            net.learn(batches(self.data, self.task, epoch))
+        if losses:
+            values = torch.stack([v.float().cpu() for v in losses])
+            loss = float(values.mean())
+            finite = bool(torch.isfinite(values).all())
+        else:  # the candidate's learn() did not use self.criteria: measure the loss ourselves
+            loss, finite = self._own_loss(net)
+        self.report.loss = loss if math.isfinite(loss) else 0.0
+        self.report.train_seconds = time.perf_counter() - t0
+        if not finite:
+            self._fail(common.STATUS_NON_FINITE_LOSS, f"training loss is not finite ({loss})")
+
+    def _own_loss(self, net: nn.Module) -> tuple[float, bool]:
+        net.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for x, y in batches(self.data, self.task, 0):
+                total += float(nn.functional.cross_entropy(net(x), y, reduction="sum"))
+                count += len(y)
+                if count >= 1024:
+                    break
+        loss = total / max(count, 1)
+        return loss, math.isfinite(loss)
+
+    def _predict(self, net: nn.Module) -> None:
+        t0 = time.perf_counter()
+        p = self.task.protocol
+        test_x = self.data.test_x if not p.test_subset else self.data.test_x[: p.test_subset]
+        outs = []
+        try:
+            net.eval()
+            with torch.no_grad():
+                for i in range(0, len(test_x), EVAL_BATCH):
+                    out = net(test_x[i : i + EVAL_BATCH])
+                    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                        self._fail(common.STATUS_EVAL_EXCEPTION, "forward gave no 2-D tensor")
+                    outs.append(out.detach().float().cpu())
+            outputs = torch.cat(outs)
+        except _Stop:
+            raise
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            self._fail(_classify(e, common.STATUS_EVAL_EXCEPTION), _describe(e))
+        if tuple(outputs.shape) != (len(test_x), int(self.data.num_classes)):
+            self._fail(common.STATUS_EVAL_EXCEPTION, f"test outputs shape {tuple(outputs.shape)}")
+        if not bool(torch.isfinite(outputs).all()):
+            self._fail(common.STATUS_EVAL_EXCEPTION, "test outputs are not finite")
+        self.report.outputs = outputs.numpy()
+        self.report.eval_seconds = time.perf_counter() - t0

@@ -1,0 +1,179 @@
+"""Entry point of an evaluation pod in cluster mode: ``python -m services.evaluator.pod``.
+
+The pod holds no credentials. It reads three presigned URLs from its environment (task JSON,
+sandbox dataset, report upload), runs the candidate confined in a child process and uploads
+the encoded report. The exit code says whether the pod's own plumbing worked; what the candidate
+did is in the report. When the plumbing fails the pod still tries to upload a report saying so
+(``STATUS_INTERNAL_ERROR``), so the evaluator can tell "our fault" from "the candidate's fault".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from nasloop.config import EvaluatorConfig, load_config
+from nasloop.v1 import common_pb2 as common
+from services.evaluator import report as wire
+from services.evaluator.kube.manifests import ENV_DATA_URL, ENV_RESULT_URL, ENV_TASK_URL
+from services.evaluator.report import Report
+from services.evaluator.task import Task
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # the pod's environment lacks a URL
+EXIT_DOWNLOAD = 3  # the task or the dataset could not be fetched or parsed
+EXIT_RUN = 4  # loading the data or running the sandbox failed (not the candidate's doing)
+EXIT_UPLOAD = 5  # the report could not be uploaded
+
+SETTINGS_PREFIX = "NASLOOP_EVALUATOR__"
+HTTP_TIMEOUT_S = 60.0
+ATTEMPTS = 4
+MAX_TASK_BYTES = 16 << 20
+
+
+class PlumbingError(RuntimeError):
+    """The pod could not do its own part (download, upload, load); carries the exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _retry(what: str, fn: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    """Retry network errors and HTTP 5xx with backoff; a 4xx (expired URL...) fails at once."""
+    delay = 0.5
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except urllib.error.HTTPError as e:
+            if e.code < 500 or attempt + 1 == attempts:
+                raise OSError(f"{what}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError) as e:
+            if attempt + 1 == attempts:
+                raise OSError(f"{what}: {e}") from None
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+def http_get(url: str, dest: Path | None = None, max_bytes: int | None = None) -> bytes:
+    """GET ``url``; into ``dest`` when given (streamed, returns b"") else into memory."""
+
+    def fetch() -> bytes:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
+            if dest is None:
+                data = resp.read(max_bytes + 1 if max_bytes else -1)
+                if max_bytes and len(data) > max_bytes:
+                    raise ValueError(f"object larger than {max_bytes} bytes")
+                return data
+            with open(dest, "wb") as f:
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+            return b""
+
+    return _retry("download", fetch)
+
+
+def http_put(url: str, data: bytes) -> None:
+    def put() -> None:
+        req = urllib.request.Request(
+            url,
+            data=data,
+            method="PUT",
+            # The presigned PUT is checked against this content type by some S3 servers.
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            resp.read()
+
+    _retry("upload", put)
+
+
+def evaluator_settings(env: dict[str, str]) -> EvaluatorConfig:
+    """The evaluator's sandbox settings forwarded by the launcher as NASLOOP_EVALUATOR__*."""
+    only = {k: v for k, v in env.items() if k.startswith(SETTINGS_PREFIX)}
+    return load_config(env=only).evaluator
+
+
+def evaluate(task: Task, data_path: Path, env: dict[str, str]) -> Report:
+    """Load the sandbox data and run the candidate confined; the pod itself is non-root."""
+    from services.evaluator.confine import limits_for, run_confined
+    from services.evaluator.datasets import SandboxData
+
+    # CPU tensors: CUDA must not be initialised in this process before the sandbox child is
+    # forked; the child puts the data on task.protocol.device.
+    data = SandboxData.load(data_path, device="cpu")
+    limits = limits_for(task, evaluator_settings(env), uid=None, seccomp=True)
+    return run_confined(task, data, limits)
+
+
+def internal_error(message: str) -> Report:
+    return Report(last_stage=common.STAGE_POLICY).fail(common.STATUS_INTERNAL_ERROR, message)
+
+
+def run(env: dict[str, str], workdir: Path) -> int:
+    task_url, data_url = env.get(ENV_TASK_URL), env.get(ENV_DATA_URL)
+    result_url = env.get(ENV_RESULT_URL)
+    try:
+        if not (task_url and data_url and result_url):
+            raise PlumbingError(
+                EXIT_USAGE, f"{ENV_TASK_URL}, {ENV_DATA_URL} and {ENV_RESULT_URL} must be set"
+            )
+        try:
+            task = Task.from_json(http_get(task_url, max_bytes=MAX_TASK_BYTES))
+            data_path = workdir / "sandbox.npz"
+            http_get(data_url, dest=data_path)
+        except (OSError, ValueError, TypeError) as e:
+            raise PlumbingError(EXIT_DOWNLOAD, f"pod could not fetch its inputs: {e}") from e
+        try:
+            report = evaluate(task, data_path, env)
+        except Exception as e:
+            raise PlumbingError(
+                EXIT_RUN, f"pod could not run the sandbox: {type(e).__name__}: {e}"
+            ) from e
+    except PlumbingError as e:
+        print(f"nasloop pod: {e}", file=sys.stderr)
+        if result_url:
+            try:
+                http_put(result_url, wire.encode(internal_error(str(e))))
+            except OSError as up:
+                print(f"nasloop pod: could not upload the error report: {up}", file=sys.stderr)
+        return e.code
+
+    # The report's wire format has no room for the output tail; the pod log carries it and
+    # the launcher reads it from there.
+    if report.output_tail:
+        sys.stdout.write(report.output_tail.rstrip("\n") + "\n")
+    try:
+        http_put(result_url, wire.encode(report))
+    except OSError as e:
+        print(f"nasloop pod: could not upload the report: {e}", file=sys.stderr)
+        return EXIT_UPLOAD
+    print(
+        f"nasloop pod: {task.candidate_id}: stage {report.last_stage}, status {report.status}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def main() -> int:
+    env = dict(os.environ)
+    # The candidate runs in a child of this process: it must not inherit the URLs (with the
+    # result URL it could overwrite the report after this process wrote it).
+    for key in (ENV_TASK_URL, ENV_DATA_URL, ENV_RESULT_URL):
+        os.environ.pop(key, None)
+    with tempfile.TemporaryDirectory(prefix="nasloop-pod-") as workdir:
+        return run(env, Path(workdir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

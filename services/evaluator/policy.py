@@ -1,0 +1,87 @@
+"""The static stages: extracted → parsed → policy.
+
+The policy check is a courtesy that turns clearly forbidden constructs into an early, readable
+error. It is not the security boundary (the sandbox is): obfuscated code can always get past an
+AST check, and the sandbox must hold when it does.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+
+from nasloop.v1 import common_pb2 as common
+from services.evaluator.report import Report
+
+FORBIDDEN_MODULES = frozenset(
+    {
+        "builtins", "code", "codeop", "ctypes", "gc", "importlib", "inspect", "io", "marshal",
+        "mmap", "multiprocessing", "os", "pathlib", "pickle", "pty", "resource", "shutil",
+        "signal", "socket", "ssl", "subprocess", "sys", "tempfile", "threading", "_thread",
+        "urllib", "http", "requests", "asyncio", "concurrent", "select", "selectors", "fcntl",
+        "posix", "shelve", "sqlite3", "webbrowser", "zipimport", "runpy", "atexit",
+    }
+)  # fmt: skip
+FORBIDDEN_CALLS = frozenset(
+    {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars",
+     "breakpoint", "input", "exit", "quit", "setattr", "delattr"}
+)  # fmt: skip
+# Attribute names that reach interpreter internals or the process.
+FORBIDDEN_ATTRIBUTES = frozenset(
+    {"__subclasses__", "__globals__", "__builtins__", "__code__", "__closure__", "__bases__",
+     "__mro__", "__dict__", "__getattribute__", "__class__", "__reduce__", "__reduce_ex__",
+     "f_globals", "f_locals", "f_back", "gi_frame", "system", "popen", "fork"}
+)  # fmt: skip
+
+
+def _violation(tree: ast.AST) -> str | None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in FORBIDDEN_MODULES:
+                    return f"line {node.lineno}: import of {alias.name!r} is not allowed"
+        elif isinstance(node, ast.ImportFrom):
+            root = (node.module or "").split(".")[0]
+            if node.level or root in FORBIDDEN_MODULES:
+                return f"line {node.lineno}: import from {node.module or '.'!r} is not allowed"
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in FORBIDDEN_CALLS:
+                return f"line {node.lineno}: call of {node.func.id}() is not allowed"
+        elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
+            return f"line {node.lineno}: attribute {node.attr!r} is not allowed"
+        elif isinstance(node, ast.Name) and node.id in ("__builtins__", "__loader__", "__spec__"):
+            return f"line {node.lineno}: name {node.id!r} is not allowed"
+        elif isinstance(node, ast.Global | ast.Nonlocal) and any(
+            n.startswith("__") for n in node.names
+        ):
+            return f"line {node.lineno}: global dunder names are not allowed"
+    return None
+
+
+def static_check(code: str, max_code_bytes: int) -> Report:
+    """Run the static stages; the report's status is OK when all of them passed."""
+    report = Report()
+    t0 = time.perf_counter()
+    if not code.strip():
+        return report.fail(common.STATUS_NO_CODE, "no code was extracted from the answer")
+    if len(code.encode("utf-8", "surrogatepass")) > max_code_bytes:
+        report.passed(common.STAGE_EXTRACTED, time.perf_counter() - t0)
+        return report.fail(
+            common.STATUS_SYNTAX_ERROR, f"code is larger than {max_code_bytes} bytes"
+        )
+    report.passed(common.STAGE_EXTRACTED, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    try:
+        tree = ast.parse(code, filename="<candidate>")
+    except SyntaxError as e:
+        return report.fail(common.STATUS_SYNTAX_ERROR, f"line {e.lineno}: {e.msg}")
+    except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+        return report.fail(common.STATUS_SYNTAX_ERROR, f"unparseable code: {e}")
+    report.passed(common.STAGE_PARSED, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    why = _violation(tree)
+    if why is not None:
+        return report.fail(common.STATUS_FORBIDDEN_CONSTRUCT, why)
+    report.passed(common.STAGE_POLICY, time.perf_counter() - t0)
+    report.status = common.STATUS_OK
+    return report

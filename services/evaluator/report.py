@@ -1,0 +1,146 @@
+"""The report a sandboxed run sends back, and its wire format.
+
+A report is untrusted: the candidate's code ran in the same process that wrote it and could have
+forged any field. The evaluator therefore trusts only what it can check: the outputs are parsed
+strictly and scored against labels that never entered the sandbox; every other field is
+informative and bounded.
+
+Wire format: ``NLR1`` · 4-byte big-endian header length · JSON header · raw float32 outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nasloop.v1 import common_pb2 as common
+
+MAGIC = b"NLR1"
+MAX_HEADER_BYTES = 64 * 1024
+MAX_MESSAGE_CHARS = 300
+MAX_TAIL_CHARS = 16 * 1024
+
+
+class ReportError(ValueError):
+    """The bytes are not a well-formed report."""
+
+
+@dataclass
+class Report:
+    last_stage: int = common.STAGE_UNSPECIFIED
+    status: int = common.STATUS_UNSPECIFIED
+    message: str = ""
+    parameter_count: int = 0
+    loss: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    timings: list[tuple[int, float]] = field(default_factory=list)
+    # Network outputs on the test inputs (N x classes), in test order; None before evaluation.
+    outputs: np.ndarray | None = None
+    # Filled by the side that ran the sandbox, not by the sandbox itself.
+    output_tail: str = ""
+    # Filled by the evaluator from the outputs and the test labels; never sent by a sandbox.
+    accuracy: float = 0.0
+
+    def fail(self, status: int, message: str) -> Report:
+        self.status = status
+        self.message = short(message)
+        return self
+
+    def passed(self, stage: int, seconds: float) -> None:
+        self.last_stage = stage
+        self.timings.append((stage, round(seconds, 6)))
+
+
+def short(message: str) -> str:
+    """One line, bounded: the last non-empty line of a message."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def encode(report: Report) -> bytes:
+    outputs = b""
+    shape: list[int] = []
+    if report.outputs is not None:
+        arr = np.ascontiguousarray(report.outputs, dtype=np.float32)
+        shape = list(arr.shape)
+        outputs = arr.tobytes()
+    header = {
+        "last_stage": int(report.last_stage),
+        "status": int(report.status),
+        "message": report.message,
+        "parameter_count": int(report.parameter_count),
+        "loss": float(report.loss),
+        "train_seconds": float(report.train_seconds),
+        "eval_seconds": float(report.eval_seconds),
+        "peak_memory_bytes": int(report.peak_memory_bytes),
+        "timings": [[int(s), float(t)] for s, t in report.timings],
+        "outputs_shape": shape,
+        "output_tail": report.output_tail[-MAX_TAIL_CHARS:],
+    }
+    raw = json.dumps(header, allow_nan=True).encode()
+    return MAGIC + struct.pack(">I", len(raw)) + raw + outputs
+
+
+def _int(v: object, lo: int, hi: int, name: str) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise ReportError(f"bad {name}")
+    return v
+
+
+def _float(v: object, name: str) -> float:
+    if type(v) not in (int, float):
+        raise ReportError(f"bad {name}")
+    return float(v)
+
+
+def decode(data: bytes, max_outputs: int = 1 << 28) -> Report:
+    """Parse a report strictly; anything malformed raises :class:`ReportError`."""
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise ReportError("not a report")
+    (hlen,) = struct.unpack(">I", data[4:8])
+    if hlen > MAX_HEADER_BYTES or 8 + hlen > len(data):
+        raise ReportError("bad header length")
+    try:
+        h = json.loads(data[8 : 8 + hlen])
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f"bad header: {e}") from None
+    if not isinstance(h, dict):
+        raise ReportError("bad header")
+    stages, statuses = common.Stage.values(), common.Status.values()
+    r = Report(
+        last_stage=_int(h.get("last_stage"), min(stages), max(stages), "last_stage"),
+        status=_int(h.get("status"), min(statuses), max(statuses), "status"),
+        message=short(h.get("message", "")) if isinstance(h.get("message"), str) else "",
+        parameter_count=_int(h.get("parameter_count", 0), 0, 2**62, "parameter_count"),
+        loss=_float(h.get("loss", 0.0), "loss"),
+        train_seconds=_float(h.get("train_seconds", 0.0), "train_seconds"),
+        eval_seconds=_float(h.get("eval_seconds", 0.0), "eval_seconds"),
+        peak_memory_bytes=_int(h.get("peak_memory_bytes", 0), 0, 2**62, "peak_memory_bytes"),
+    )
+    tail = h.get("output_tail", "")
+    r.output_tail = tail[-MAX_TAIL_CHARS:] if isinstance(tail, str) else ""
+    timings = h.get("timings", [])
+    if not isinstance(timings, list) or len(timings) > 16:
+        raise ReportError("bad timings")
+    for t in timings:
+        if not (isinstance(t, list) and len(t) == 2):
+            raise ReportError("bad timings")
+        r.timings.append((_int(t[0], min(stages), max(stages), "timing stage"), _float(t[1], "t")))
+    shape = h.get("outputs_shape", [])
+    body = data[8 + hlen :]
+    if shape:
+        if not (isinstance(shape, list) and len(shape) == 2):
+            raise ReportError("outputs must be 2-D")
+        n, k = (_int(x, 1, 1 << 24, "outputs shape") for x in shape)
+        if n * k > max_outputs or len(body) != n * k * 4:
+            raise ReportError("outputs size does not match their shape")
+        r.outputs = np.frombuffer(body, dtype=np.float32).reshape(n, k).copy()
+    elif body:
+        raise ReportError("trailing bytes after the header")
+    return r

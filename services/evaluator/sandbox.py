@@ -1,0 +1,217 @@
+"""One warm sandbox worker process, and the bubblewrap command that confines it.
+
+Strict mode: the worker runs under bubblewrap in new network (no interfaces but loopback, which
+is down), PID, IPC, UTS and mount namespaces, sees a read-only view of only what Python needs
+(the system's /usr, the interpreter, the virtual environment, nasloop's own code and the
+prepared datasets), gets a size-limited private /tmp and a clean environment, and keeps only the
+capabilities it needs to drop each child to the sandbox uid and to clean up after it. Weak mode
+(no bubblewrap) runs the same worker as a plain subprocess; children still get rlimits, the
+seccomp filter where available, and the sandbox uid when the evaluator is root.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import services
+from nasloop.v1 import common_pb2 as common
+from services.evaluator import report as wire
+from services.evaluator.confine import Limits
+from services.evaluator.report import Report
+from services.evaluator.task import Task
+from services.evaluator.worker import read_frame, write_frame
+
+log = logging.getLogger("nasloop.evaluator.sandbox")
+
+PROJECT_ROOT = Path(services.__file__).resolve().parent.parent
+WORKER_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
+# Time a worker gets beyond a candidate's wall limit to report before it is itself killed.
+BACKSTOP_S = 30.0
+START_TIMEOUT_S = 180.0
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot be set up (e.g. bubblewrap is missing in strict mode)."""
+
+
+def _dedupe(paths: list[Path]) -> list[Path]:
+    """Drop paths inside another listed path; keep order."""
+    out: list[Path] = []
+    for p in sorted({p.resolve() for p in paths if p.exists()}, key=lambda p: len(p.parts)):
+        if not any(p == q or q in p.parents for q in out):
+            out.append(p)
+    return out
+
+
+def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
+    args = [
+        bwrap,
+        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        "--ro-bind", "/usr", "/usr",
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        args += ["--cap-drop", "ALL"]
+        for cap in WORKER_CAPS:
+            args += ["--cap-add", cap]
+    else:  # unprivileged bubblewrap needs a user namespace; the worker is already non-root
+        args += ["--unshare-user"]
+    for top in ("/bin", "/lib", "/lib32", "/lib64", "/sbin"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    if os.path.exists("/etc/ld.so.cache"):
+        args += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # /tmp first, so that binds below it (a data directory under /tmp) stay visible.
+    args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    code = [PROJECT_ROOT / "nasloop", PROJECT_ROOT / "services"]
+    binds = [Path(sys.base_prefix), Path(sys.prefix), *code, data_dir / "sandbox"]
+    made: set[Path] = set()
+    for path in _dedupe(binds):
+        # bubblewrap would create missing parents mode 0700, which the sandbox uid cannot enter.
+        for parent in reversed(path.parents):
+            if parent != Path("/") and parent not in made and parent != Path("/tmp"):
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        args += ["--ro-bind", str(path), str(path)]
+    args += [
+        "--proc", "/proc", "--dev", "/dev",
+        "--clearenv",
+        "--setenv", "PYTHONPATH", str(PROJECT_ROOT),
+        "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        "--setenv", "HOME", "/tmp",
+        "--setenv", "PATH", "/usr/bin:/bin",
+        "--setenv", "NASLOOP_SANDBOX_CLEAN_TMP", "1",
+        "--chdir", "/tmp",
+    ]  # fmt: skip
+    return args
+
+
+class SandboxWorker:
+    """A worker process and the frames exchanged with it; one candidate at a time."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.env,
+            start_new_session=True,
+            cwd="/tmp" if self.env is not None else None,
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT_S)
+        frame = read_frame(self.proc.stdout.fileno()) if ready else None
+        if frame is None or frame[0] != b"H":
+            self.kill()
+            raise SandboxError(f"sandbox worker {self.name} did not start")
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self.proc is None:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # end of input: the worker exits
+            self.proc.wait(timeout=timeout_s)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        self.kill()
+
+    def run(
+        self, task: Task, data_file: Path, limits: Limits, cancelled: threading.Event
+    ) -> Report:
+        """Run one candidate; a dead or stuck worker is killed and answers for itself."""
+        with self._lock:
+            if not self.alive():
+                self.start()
+            assert self.proc is not None and self.proc.stdin and self.proc.stdout
+            req = {"task": task.to_json(), "data": str(data_file), "limits": limits.__dict__}
+            try:
+                write_frame(self.proc.stdin.fileno(), b"T", json.dumps(req).encode())
+            except OSError:
+                self.kill()
+                return Report(last_stage=common.STAGE_POLICY).fail(
+                    common.STATUS_INTERNAL_ERROR, "the sandbox worker is gone"
+                )
+            out = self.proc.stdout.fileno()
+            backstop = time.monotonic() + limits.wall_s + BACKSTOP_S
+            cancel_sent = False
+            while True:
+                if cancelled.is_set() and not cancel_sent:
+                    cancel_sent = True
+                    try:
+                        write_frame(self.proc.stdin.fileno(), b"C", b"")
+                    except OSError:
+                        pass
+                if time.monotonic() > backstop:
+                    log.error("sandbox worker %s stopped answering; killing it", self.name)
+                    self.kill()
+                    return Report(last_stage=common.STAGE_POLICY).fail(
+                        common.STATUS_WALL_TIMEOUT, "the sandbox stopped answering"
+                    )
+                ready, _, _ = select.select([out], [], [], 0.1)
+                if not ready:
+                    continue
+                frame = read_frame(out)
+                if frame is None:
+                    log.error("sandbox worker %s died", self.name)
+                    self.kill()
+                    return Report(last_stage=common.STAGE_POLICY).fail(
+                        common.STATUS_INTERNAL_ERROR, "the sandbox worker died"
+                    )
+                if frame[0] == b"R":
+                    try:
+                        return wire.decode(frame[1])
+                    except wire.ReportError as e:
+                        return Report(last_stage=common.STAGE_POLICY).fail(
+                            common.STATUS_NO_RESULT, f"unreadable report: {e}"
+                        )
+
+
+def worker_argv(strict: bool, data_dir: Path, tmp_bytes: int) -> tuple[list[str], dict | None]:
+    """The worker's command line and environment (None = inherit)."""
+    python = [sys.executable, "-m", "services.evaluator.worker"]
+    if not strict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NASLOOP_", "AWS_"))}
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+        return python, env
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxError(
+            "strict sandbox needs bubblewrap (apt-get install bubblewrap); "
+            "set evaluator.sandbox=weak to run without it (unsafe)"
+        )
+    return bwrap_command(bwrap, data_dir, tmp_bytes) + ["--", *python], None
