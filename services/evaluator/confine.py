@@ -10,6 +10,7 @@ two candidates.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import select
@@ -84,10 +85,8 @@ def _confine(limits: Limits, keep_fds: tuple[int, ...], cuda: bool) -> None:
     os.closerange(3, min(keep_fds))
     for fd in range(min(keep_fds) + 1, 1024):
         if fd not in keep_fds:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
     os.environ.clear()
     os.environ.update(CHILD_ENV)
     os.chdir("/tmp" if os.path.isdir("/tmp") else "/")
@@ -229,10 +228,8 @@ def run_confined(
             lambda: os.killpg(pid, signal.SIGKILL),
             lambda: os.kill(pid, signal.SIGKILL),
         ):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 target()
-            except (ProcessLookupError, PermissionError):
-                pass
 
     try:
         while open_fds or exited is None:
@@ -265,10 +262,9 @@ def run_confined(
                 if wpid:
                     exited = (status, rusage)
                     exit_time = time.monotonic()
-                    try:
-                        os.killpg(pid, signal.SIGKILL)  # leftovers of its session (weak mode)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                    # Leftovers of its session (possible in weak mode only).
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
     finally:
         for fd in (result_r, out_r):
             os.close(fd)

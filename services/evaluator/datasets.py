@@ -142,12 +142,11 @@ def _cifar_batch(tar: tarfile.TarFile, member: str) -> tuple[np.ndarray, np.ndar
 
 def build_cifar10(tarball: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, DatasetInfo]:
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(tarball), mode="r:*")
+        with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:*") as tar:
+            parts = [_cifar_batch(tar, f"data_batch_{i}") for i in range(1, 6)]
+            test_x, test_y = _cifar_batch(tar, "test_batch")
     except tarfile.TarError as e:
-        raise DatasetError(f"CIFAR-10 source is not a tarball: {e}") from None
-    with tar:
-        parts = [_cifar_batch(tar, f"data_batch_{i}") for i in range(1, 6)]
-        test_x, test_y = _cifar_batch(tar, "test_batch")
+        raise DatasetError(f"CIFAR-10 source is not a readable tarball: {e}") from None
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     return _normalised_split("cifar10", train_x, train_y, test_x, test_y, 10)

@@ -11,6 +11,7 @@ seccomp filter where available, and the sandbox uid when the evaluator is root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,10 +131,8 @@ class SandboxWorker:
     def kill(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
@@ -172,10 +171,8 @@ class SandboxWorker:
             while True:
                 if cancelled.is_set() and not cancel_sent:
                     cancel_sent = True
-                    try:
+                    with contextlib.suppress(OSError):
                         write_frame(self.proc.stdin.fileno(), b"C", b"")
-                    except OSError:
-                        pass
                 if time.monotonic() > backstop:
                     log.error("sandbox worker %s stopped answering; killing it", self.name)
                     self.kill()
@@ -214,4 +211,4 @@ def worker_argv(strict: bool, data_dir: Path, tmp_bytes: int) -> tuple[list[str]
             "strict sandbox needs bubblewrap (apt-get install bubblewrap); "
             "set evaluator.sandbox=weak to run without it (unsafe)"
         )
-    return bwrap_command(bwrap, data_dir, tmp_bytes) + ["--", *python], None
+    return [*bwrap_command(bwrap, data_dir, tmp_bytes), "--", *python], None
