@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from s3server import running_s3_server
+from servers import Server, service_server
 
 from nasloop.store import LocalStore, S3Store
 
@@ -32,3 +33,27 @@ def s3_store(s3_endpoint: str) -> S3Store:
 @pytest.fixture
 def local_store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def evaluator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One evaluator service (strict sandbox, 2 workers) shared by the evaluator tests.
+
+    A canary environment variable is set in its environment: no candidate may ever see it.
+    """
+    from adversarial.cases import CANARY_ENV, CANARY_VALUE
+
+    root = tmp_path_factory.mktemp("evaluator")
+    env = {
+        "NASLOOP_STORE__URL": f"file://{root / 'store'}",
+        "NASLOOP_EVALUATOR__DATA_DIR": str(root / "data"),
+        "NASLOOP_EVALUATOR__WORKERS": "2",
+        "NASLOOP_EVALUATOR__SANDBOX": "strict",
+        "NASLOOP_EVALUATOR__MEMORY_BYTES": str(1 << 30),
+        "NASLOOP_EVALUATOR__TIME_LIMIT_S": "120",
+        "NASLOOP_EVALUATOR__MAX_CALLS": "3",
+        "NASLOOP_EVALUATOR__MAX_CANDIDATES": "64",
+        CANARY_ENV: CANARY_VALUE,
+    }
+    with service_server("evaluator", env, root / "server.log", timeout_s=180) as server:
+        yield server

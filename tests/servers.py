@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,8 +49,17 @@ def service_server(
         )
     server = Server(proc, f"127.0.0.1:{port}", log)
     try:
+        deadline = time.monotonic() + timeout_s
         with connect(server.address) as ch:
-            wait_until_serving(ch, SERVICE_NAMES[service], timeout_s=timeout_s)
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{service} exited with {proc.returncode}; see {log}")
+                try:
+                    wait_until_serving(ch, SERVICE_NAMES[service], timeout_s=2)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
         yield server
     finally:
         if proc.poll() is None:

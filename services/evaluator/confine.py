@@ -119,6 +119,9 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
         os.close(devnull)
         if out_fd > 2:
             os.close(out_fd)
+        # Whatever sys.stdout was in the parent (a capture, a redirect), prints go to the pipe.
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         import torch
 
         cuda = task.protocol.device == "cuda"

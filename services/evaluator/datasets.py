@@ -114,6 +114,7 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -160,7 +161,7 @@ def _read_source(source: str, store: ObjectStore | None) -> bytes:
         from nasloop.store import ObjectNotFound
 
         try:
-            return store.get(source)
+            return store.get_bytes(source)
         except ObjectNotFound:
             pass
     raise DatasetError(f"dataset source {source!r} is neither a local file nor a store object")

@@ -9,6 +9,7 @@ did is in the report. When the plumbing fails the pod still tries to upload a re
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import tempfile
@@ -38,6 +39,7 @@ SETTINGS_PREFIX = "NASLOOP_EVALUATOR__"
 HTTP_TIMEOUT_S = 60.0
 ATTEMPTS = 4
 MAX_TASK_BYTES = 16 << 20
+PR_SET_DUMPABLE = 4
 
 
 class PlumbingError(RuntimeError):
@@ -48,9 +50,9 @@ class PlumbingError(RuntimeError):
         self.code = code
 
 
-def _retry(what: str, fn: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+def _retry(what: str, fn: Callable[[], T]) -> T:
     """Retry network errors and HTTP 5xx with backoff; a 4xx (expired URL...) fails at once."""
-    delay = 0.5
+    attempts, delay = ATTEMPTS, 0.5
     for attempt in range(attempts):
         try:
             return fn()
@@ -149,8 +151,7 @@ def run(env: dict[str, str], workdir: Path) -> int:
                 print(f"nasloop pod: could not upload the error report: {up}", file=sys.stderr)
         return e.code
 
-    # The report's wire format has no room for the output tail; the pod log carries it and
-    # the launcher reads it from there.
+    # The report carries the output tail; it goes to the pod log too, for `kubectl logs`.
     if report.output_tail:
         sys.stdout.write(report.output_tail.rstrip("\n") + "\n")
     try:
@@ -165,12 +166,26 @@ def run(env: dict[str, str], workdir: Path) -> int:
     return EXIT_OK
 
 
+def _not_dumpable() -> None:
+    """Make this process's /proc files (environ, mem) unreadable to its own uid.
+
+    The candidate's child runs under the same uid; unsetting variables does not erase them from
+    /proc/<pid>/environ, which the child could otherwise read to find the result URL.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError) as e:  # not Linux: nothing to protect against here
+        print(f"nasloop pod: prctl(PR_SET_DUMPABLE) unavailable: {e}", file=sys.stderr)
+
+
 def main() -> int:
     env = dict(os.environ)
     # The candidate runs in a child of this process: it must not inherit the URLs (with the
     # result URL it could overwrite the report after this process wrote it).
     for key in (ENV_TASK_URL, ENV_DATA_URL, ENV_RESULT_URL):
         os.environ.pop(key, None)
+    _not_dumpable()
     with tempfile.TemporaryDirectory(prefix="nasloop-pod-") as workdir:
         return run(env, Path(workdir))
 

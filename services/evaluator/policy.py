@@ -19,7 +19,8 @@ FORBIDDEN_MODULES = frozenset(
         "mmap", "multiprocessing", "os", "pathlib", "pickle", "pty", "resource", "shutil",
         "signal", "socket", "ssl", "subprocess", "sys", "tempfile", "threading", "_thread",
         "urllib", "http", "requests", "asyncio", "concurrent", "select", "selectors", "fcntl",
-        "posix", "shelve", "sqlite3", "webbrowser", "zipimport", "runpy", "atexit",
+        "posix", "shelve", "sqlite3", "webbrowser", "zipimport", "runpy", "atexit", "nasloop",
+        "services",
     }
 )  # fmt: skip
 FORBIDDEN_CALLS = frozenset(

@@ -55,10 +55,13 @@ def _dedupe(paths: list[Path]) -> list[Path]:
 
 
 def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
+    # No --die-with-parent: its signal fires when the *thread* that started the worker ends,
+    # and workers are started from short-lived threads. A worker exits at the end of its stdin
+    # instead, so it still goes when the evaluator does.
     args = [
         bwrap,
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        "--unshare-cgroup-try", "--new-session", "--hostname", "sandbox",
         "--ro-bind", "/usr", "/usr",
     ]  # fmt: skip
     if os.geteuid() == 0:

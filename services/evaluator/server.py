@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nasloop.config import Config
 from nasloop.rpc import Registration, ServiceHost
-from nasloop.store import open_store
+from nasloop.store import ObjectStore, open_store
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
 from nasloop.v1 import evaluator_pb2_grpc as pb_grpc
@@ -95,21 +95,21 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
         )
 
 
-def make_executor(cfg: Config, datasets: DatasetCache) -> Executor:
+def make_executor(cfg: Config, store: ObjectStore, datasets: DatasetCache) -> Executor:
     if cfg.evaluator.executor == "kubernetes":
         from services.evaluator.kube.launcher import executor_from_config
 
-        return executor_from_config(cfg, datasets)
+        return executor_from_config(cfg, store)
     from services.evaluator.pool import LocalExecutor
 
     return LocalExecutor(cfg.evaluator, datasets.data_dir)
 
 
 def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Evaluator]:
-    """The evaluator service; call ``start_executor`` before reporting SERVING."""
+    """The evaluator service; ``serve`` starts the executor before reporting SERVING."""
     store = open_store(cfg.store)
     datasets = DatasetCache(Path(cfg.evaluator.data_dir), store)
-    executor = make_executor(cfg, datasets)
+    executor = make_executor(cfg, store, datasets)
     evaluator = Evaluator(cfg.evaluator, executor, datasets)
     host = ServiceHost(
         "evaluator",

@@ -1,0 +1,205 @@
+"""Hostile and broken candidates, each with the statuses the evaluator may answer.
+
+Most hostile cases reach for the process through modules the policy stage does not know about
+(``torch.serialization.os``, ``email.utils.socket``, ``numpy.ctypeslib.ctypes``...), because the
+policy is a courtesy: these cases test the sandbox itself. A few plain ones test the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from candidates import replace, with_prefix
+
+CANARY_ENV = "AWS_SECRET_ACCESS_KEY"
+CANARY_VALUE = "canary-7b1f0c"
+CANARY_FILE = ".adversarial-canary"  # created in the project root by the test
+
+OS = "_os = torch.serialization.os"
+SYSTEM = "getattr(_os, 'sys' + 'tem')"
+LEARN_LOOP = "for inputs, labels in train_data:"
+
+
+def in_learn(statements: str) -> str:
+    """The good network with ``statements`` at the start of ``learn``."""
+    body = "".join(f"{line}\n        " for line in statements.strip().splitlines())
+    return replace(LEARN_LOOP, body + LEARN_LOOP)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    code: str
+    expected: frozenset[str]
+    # Strings that must not appear in the candidate's output tail (leaked secrets).
+    not_in_output: tuple[str, ...] = field(default=())
+
+
+def case(name: str, code: str, *expected: str, not_in_output: tuple[str, ...] = ()) -> Case:
+    return Case(name, code, frozenset(expected), not_in_output)
+
+
+FAIL_OR_LOW = ("STATUS_OK", "STATUS_LOW_ACCURACY")  # ran, and the attack achieved nothing
+
+CASES = [
+    # --- broken code ---
+    case("syntax_error", "def broken(:\n    pass\n", "STATUS_SYNTAX_ERROR"),
+    case("empty_answer", "", "STATUS_NO_CODE"),
+    case("missing_net", "def supported_hyperparameters():\n    return set()\n",
+         "STATUS_MISSING_ENTRY_POINT"),
+    case("net_lacks_learn", replace("    def learn(self, train_data):", "    def _learn(self, d):"),
+         "STATUS_MISSING_ENTRY_POINT"),
+    case("exception_in_init", replace("super().__init__()", "super().__init__(); 1 / 0"),
+         "STATUS_INIT_EXCEPTION"),
+    case("import_error", with_prefix("import torchvision_that_does_not_exist"),
+         "STATUS_IMPORT_ERROR"),
+    case("wrong_output_shape", replace("nn.Linear(32, out_shape[0])", "nn.Linear(32, 7)"),
+         "STATUS_WRONG_OUTPUT_SHAPE"),
+    case("forward_returns_tuple",
+         replace("return self.head(torch.flatten(self.features(x), 1))", "return (x, x)"),
+         "STATUS_WRONG_OUTPUT_SHAPE"),
+    case("infinite_recursion",
+         replace("return self.head(torch.flatten(self.features(x), 1))", "return self.forward(x)"),
+         "STATUS_FORWARD_EXCEPTION"),
+    case("nan_loss", replace("loss = self.criteria[0](self(inputs), labels)",
+                             "loss = self.criteria[0](self(inputs), labels) * float('nan')"),
+         "STATUS_NON_FINITE_LOSS"),
+    case("exception_in_learn", in_learn("raise ValueError('nope')"),
+         "STATUS_TRAIN_EXCEPTION"),
+    case("shape_changes_after_probe",
+         replace("return self.head(torch.flatten(self.features(x), 1))",
+                 "out = self.head(torch.flatten(self.features(x), 1))\n"
+                 "        return out if self.training or x.shape[0] <= 4 else out[:, :3]"),
+         "STATUS_EVAL_EXCEPTION"),
+    case("billion_parameters",
+         replace("self.head = nn.Linear(32, out_shape[0])",
+                 "self.head = nn.Linear(32, out_shape[0])\n"
+                 "        self.huge = nn.Linear(100_000, 10_000, device='meta')"),
+         "STATUS_PARAMETER_LIMIT"),
+    case("billion_parameters_allocated",
+         replace("self.head = nn.Linear(32, out_shape[0])",
+                 "self.head = nn.Linear(32, out_shape[0])\n"
+                 "        self.huge = nn.Linear(100_000, 10_000)"),
+         "STATUS_OUT_OF_MEMORY", "STATUS_PARAMETER_LIMIT"),
+    case("memory_bomb", with_prefix("hog = [bytearray(1 << 28) for _ in range(64)]"),
+         "STATUS_OUT_OF_MEMORY"),
+    case("sys_exit", with_prefix("import torch.serialization\nraise SystemExit(3)"),
+         "STATUS_IMPORT_ERROR"),
+    case("os_exit", with_prefix(f"{OS}\n_os._exit(0)"), "STATUS_NO_RESULT"),
+    case("kill_self", with_prefix(f"{OS}\n_os.kill(_os.getpid(), 9)"), "STATUS_NO_RESULT"),
+    # --- time ---
+    case("infinite_loop_at_import", with_prefix("while True:\n    pass"), "STATUS_WALL_TIMEOUT"),
+    case("sleep_loop_in_learn", in_learn("import time\nwhile True:\n    time.sleep(1)"),
+         "STATUS_WALL_TIMEOUT"),
+    case("ignore_sigterm",
+         with_prefix("import torch.utils.data._utils.signal_handling as _sh\n"
+                     "_sh.signal.signal(_sh.signal.SIGTERM, _sh.signal.SIG_IGN)\n"
+                     "_sh.signal.signal(_sh.signal.SIGINT, _sh.signal.SIG_IGN)\n"
+                     "while True:\n    pass"),
+         "STATUS_WALL_TIMEOUT"),
+    # --- escapes: processes, exec, network, kernel ---
+    case("os_system_plain", "import os\nos.system('id')\n", "STATUS_FORBIDDEN_CONSTRUCT"),
+    case("subprocess_plain", "import subprocess\nsubprocess.run(['id'])\n",
+         "STATUS_FORBIDDEN_CONSTRUCT"),
+    case("eval_plain", "eval('1+1')\n", "STATUS_FORBIDDEN_CONSTRUCT"),
+    case("os_system_obfuscated", with_prefix(f"{OS}\n{SYSTEM}('id > /tmp/pwned')"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("subprocess_obfuscated",
+         with_prefix("import torch.utils.cpp_extension as _ce\n_ce.subprocess.run(['id'])"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("fork_bomb", with_prefix(f"{OS}\nwhile True:\n    getattr(_os, 'fo' + 'rk')()"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("socket_to_loopback",
+         with_prefix("import email.utils as _eu\n"
+                     "_s = _eu.socket.socket(_eu.socket.AF_INET, _eu.socket.SOCK_STREAM)\n"
+                     "_s.connect(('127.0.0.1', 22))"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("ctypes_raw_fork",
+         with_prefix("import numpy.ctypeslib as _nc\n"
+                     "getattr(_nc.ctypes.CDLL(None), 'fo' + 'rk')()"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("ctypes_ptrace",
+         with_prefix("import numpy.ctypeslib as _nc\n_nc.ctypes.CDLL(None).ptrace(16, 1, 0, 0)"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("dataloader_workers",
+         in_learn("ds = torch.utils.data.TensorDataset(torch.zeros(8, 3), torch.zeros(8))\n"
+                  "for _ in torch.utils.data.DataLoader(ds, num_workers=2):\n"
+                  "    pass"),
+         "STATUS_SANDBOX_VIOLATION", "STATUS_TRAIN_EXCEPTION"),
+    case("kill_the_parent", with_prefix(f"{OS}\n_os.kill(_os.getppid(), 9)"),
+         "STATUS_IMPORT_ERROR"),
+    case("kill_everyone", with_prefix(f"{OS}\ngetattr(_os, 'ki' + 'll')(-1, 9)"),
+         *FAIL_OR_LOW),  # as the sandbox uid, in its own PID namespace, there is no one to kill
+    # --- data: secrets, files, output ---
+    case("dump_environment",
+         with_prefix(f"{OS}\nprint(dict(_os.environ))"),
+         *FAIL_OR_LOW, not_in_output=(CANARY_VALUE,)),
+    case("read_service_account_token",
+         with_prefix("import numpy as _np\n"
+                     "print(_np.fromfile('/var/run/secrets/kubernetes.io/serviceaccount/token',"
+                     " dtype=_np.uint8))"),
+         "STATUS_IMPORT_ERROR"),
+    case("read_home_and_project_files",
+         with_prefix(f"{OS}\n"
+                     "for _p in ('/root/.bashrc', '/root/.ssh/id_rsa', "
+                     f"'/work/main/{CANARY_FILE}', _os.path.expanduser('~/.netrc')):\n"
+                     "    try:\n"
+                     "        print(_p, torch.serialization.os.read("
+                     "_os.open(_p, _os.O_RDONLY), 100))\n"
+                     "    except OSError as e:\n"
+                     "        print('denied', _p, type(e).__name__)"),
+         *FAIL_OR_LOW, not_in_output=(CANARY_VALUE,)),
+    case("look_for_test_labels",
+         with_prefix(f"{OS}\n"
+                     "_skip = ('usr', 'proc', 'sys', 'dev', 'lib', 'site-packages')\n"
+                     "for _root, _dirs, _files in _os.walk('/'):\n"
+                     "    _dirs[:] = [d for d in _dirs if d not in _skip]\n"
+                     "    for _f in _files:\n"
+                     "        if _f.endswith('.npy') or 'labels' in _root:\n"
+                     "            print('FOUND', _root, _f)"),
+         *FAIL_OR_LOW, not_in_output=("FOUND",)),
+    case("write_outside_tmp",
+         with_prefix("import numpy as _np\n_np.save('/work/main/pwned.npy', _np.zeros(3))"),
+         "STATUS_IMPORT_ERROR"),
+    case("fill_tmp",
+         with_prefix("import numpy as _np\n"
+                     "for _i in range(100):\n"
+                     "    _np.zeros(50 << 20, dtype=_np.uint8).tofile(f'/tmp/fill{_i}')"),
+         "STATUS_IMPORT_ERROR", "STATUS_NO_RESULT"),
+    case("stdout_flood", with_prefix("for _i in range(200_000):\n    print('x' * 200)"),
+         *FAIL_OR_LOW),
+    case("leftover_thread",
+         with_prefix("import torch.utils.data.dataloader as _dl\n"
+                     "import time as _t\n"
+                     "def _spin():\n"
+                     "    while True:\n"
+                     "        _t.sleep(0.05)\n"
+                     "_dl.threading.Thread(target=_spin, daemon=False).start()"),
+         *FAIL_OR_LOW),
+    case("del_trick",
+         with_prefix(f"{OS}\n"
+                     "class _Bomb:\n"
+                     "    def __del__(self):\n"
+                     "        _os._exit(0)\n"
+                     "_b = _Bomb()\n"
+                     "del _b"),
+         "STATUS_NO_RESULT"),
+    case("monkeypatch_loss_to_zero",
+         with_prefix("torch.nn.CrossEntropyLoss.forward = "
+                     "lambda self, a, b: (a * 0).sum()\n"
+                     "torch.isfinite = lambda t: torch.ones_like(t, dtype=torch.bool)"),
+         "STATUS_LOW_ACCURACY"),
+    case("forge_a_result",
+         with_prefix(f"{OS}\n"
+                     "import json as _json, struct as _struct\n"
+                     "_h = _json.dumps({'last_stage': 7, 'status': 1, 'message': 'forged',"
+                     " 'outputs_shape': [359, 10]}).encode()\n"
+                     "_body = b'NLR1' + _struct.pack('>I', len(_h)) + _h + b'\\0' * (359 * 40)\n"
+                     "for _fd in range(3, 64):\n"
+                     "    try:\n"
+                     "        _os.write(_fd, b'R' + _struct.pack('>I', len(_body)) + _body)\n"
+                     "    except OSError:\n"
+                     "        pass\n"
+                     "_os._exit(0)"),
+         "STATUS_LOW_ACCURACY", "STATUS_NO_RESULT"),
+]  # fmt: skip

@@ -1,0 +1,93 @@
+"""The adversarial suite: hostile and broken candidates through the real evaluator service.
+
+Strict sandbox (bubblewrap + seccomp + rlimits + non-root uid), real torch, real gRPC. Each
+candidate must end with one of its expected statuses, leak nothing, and leave the service able
+to evaluate a good network correctly with no stray process behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from candidates import GOOD_NET
+from servers import ROOT, Server
+
+from adversarial.cases import CANARY_FILE, CANARY_VALUE, CASES
+from nasloop.rpc import connect
+from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import evaluator_pb2 as pb
+from nasloop.v1 import evaluator_pb2_grpc as pb_grpc
+
+SANDBOX_UID = 65534
+PROTOCOL = common.EvaluationProtocol(dataset="digits", time_limit_s=8, seed=7)
+
+
+def _uid_processes(uid: int) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        if int(uids.split()[1]) == uid:
+            found.append(pid)
+    return found
+
+
+@pytest.fixture(scope="module")
+def suite_results(evaluator_server: Server) -> dict[str, pb.EvaluationResult]:
+    canary = ROOT / CANARY_FILE
+    canary.write_text(CANARY_VALUE)
+    try:
+        with connect(evaluator_server.address) as ch:
+            stub = pb_grpc.EvaluatorStub(ch)
+            request = pb.EvaluateRequest(
+                candidates=[common.Candidate(id=c.name, code=c.code) for c in CASES],
+                protocol=PROTOCOL,
+            )
+            results = {r.candidate_id: r for r in stub.Evaluate(request, timeout=600)}
+    finally:
+        canary.unlink()
+    return results
+
+
+def test_suite_is_large_enough() -> None:
+    assert len(CASES) >= 30
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_gets_its_status(case, suite_results) -> None:  # type: ignore[no-untyped-def]
+    r = suite_results[case.name]
+    status = common.Status.Name(r.result.status)
+    assert status in case.expected, (
+        f"{case.name}: {status} ({r.result.message}); expected one of {sorted(case.expected)}; "
+        f"output: {r.output_tail[-500:]!r}"
+    )
+    assert r.result.message or status == "STATUS_OK"
+    for secret in case.not_in_output:
+        assert secret not in r.output_tail
+    assert len(r.output_tail) <= 4096
+
+
+def test_nothing_escaped(suite_results) -> None:  # type: ignore[no-untyped-def]
+    assert not (ROOT / "pwned.npy").exists()
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_service_still_evaluates_a_good_network(evaluator_server: Server, suite_results) -> None:  # type: ignore[no-untyped-def]
+    with connect(evaluator_server.address) as ch:
+        stub = pb_grpc.EvaluatorStub(ch)
+        request = pb.EvaluateRequest(
+            candidates=[common.Candidate(id="good", code=GOOD_NET)], protocol=PROTOCOL
+        )
+        (r,) = list(stub.Evaluate(request, timeout=120))
+    assert r.result.status == common.STATUS_OK, r.result.message
+    assert r.result.last_stage == common.STAGE_EVALUATED
+    assert r.result.metrics.accuracy > 0.12  # above the failure floor
+    assert r.executor == pb.EXECUTOR_LOCAL_SANDBOX
+    # No candidate process outlived its run.
+    assert _uid_processes(SANDBOX_UID) == []

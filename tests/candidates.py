@@ -1,0 +1,54 @@
+"""Candidate sources shared by the evaluator tests and benchmarks."""
+
+from __future__ import annotations
+
+# A small, honest CNN in the candidate contract (LEMUR style: criteria is a tuple).
+GOOD_NET = """
+import torch
+from torch import nn
+
+
+def supported_hyperparameters():
+    return {"lr", "momentum"}
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        self.features = nn.Sequential(
+            nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(32, out_shape[0])
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+    def train_setup(self, prm):
+        self.to(self.device)
+        self.criteria = (nn.CrossEntropyLoss().to(self.device),)
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"], momentum=prm["momentum"])
+
+    def learn(self, train_data):
+        for inputs, labels in train_data:
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            self.optimizer.zero_grad()
+            loss = self.criteria[0](self(inputs), labels)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.parameters(), 3)
+            self.optimizer.step()
+"""
+
+
+def with_prefix(prefix: str, net: str = GOOD_NET) -> str:
+    """The good network with ``prefix`` run at import time (after its imports)."""
+    head, sep, rest = net.partition("\n\ndef supported_hyperparameters")
+    return f"{head}\n\n{prefix.strip()}\n{sep}{rest}"
+
+
+def replace(old: str, new: str, net: str = GOOD_NET) -> str:
+    assert old in net, old
+    return net.replace(old, new)

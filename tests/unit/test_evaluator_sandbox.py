@@ -1,0 +1,195 @@
+"""The candidate harness (in-process) and the confined child (forked, rlimits, seccomp, uid).
+
+Real torch and real fork/seccomp; no bubblewrap here (the service tests and the adversarial
+suite run the full strict sandbox).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+from candidates import GOOD_NET, replace, with_prefix
+
+from nasloop.v1 import common_pb2 as common
+from services.evaluator import seccomp_filter
+from services.evaluator.confine import Limits, run_confined
+from services.evaluator.datasets import SandboxData
+from services.evaluator.harness import Harness, batches
+from services.evaluator.task import Protocol, Task
+
+PROTOCOL = Protocol(
+    name="test", dataset="tiny", epochs=1, batch_size=8, lr=0.01, momentum=0.9, dropout=0.2,
+    seed=3, train_subset=0, test_subset=0, failure_floor=0.12, time_limit_s=30,
+    max_parameters=100_000, device="cpu",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data() -> SandboxData:
+    g = torch.Generator().manual_seed(0)
+    return SandboxData(
+        torch.randn(64, 3, 32, 32, generator=g),
+        torch.arange(64) % 10,
+        torch.randn(20, 3, 32, 32, generator=g),
+        10,
+    )
+
+
+def task(code: str = GOOD_NET, mode: str = "evaluate", **proto: object) -> Task:
+    from dataclasses import replace as dc_replace
+
+    return Task("t", code, dc_replace(PROTOCOL, **proto), mode)  # type: ignore[arg-type]
+
+
+def test_harness_runs_every_stage(data: SandboxData) -> None:
+    r = Harness(task(), data).run()
+    assert (r.status, r.last_stage) == (common.STATUS_OK, common.STAGE_TRAINED), r.message
+    assert r.outputs is not None and r.outputs.shape == (20, 10)
+    assert r.parameter_count == 5514 and 0 < r.loss < 10
+    assert [s for s, _ in r.timings] == [
+        common.STAGE_IMPORTED, common.STAGE_INSTANTIATED, common.STAGE_FORWARD_PROBE,
+        common.STAGE_TRAINED,
+    ]  # fmt: skip
+
+
+def test_harness_is_reproducible(data: SandboxData) -> None:
+    a, b = Harness(task(), data).run(), Harness(task(), data).run()
+    assert a.loss == b.loss and (a.outputs == b.outputs).all()
+
+
+def test_validate_mode_stops_after_the_probe(data: SandboxData) -> None:
+    r = Harness(task(mode="validate"), data).run()
+    assert (r.status, r.last_stage, r.outputs) == (
+        common.STATUS_OK,
+        common.STAGE_FORWARD_PROBE,
+        None,
+    )
+
+
+def test_loss_is_measured_when_learn_ignores_criteria(data: SandboxData) -> None:
+    code = replace(
+        "loss = self.criteria[0](self(inputs), labels)",
+        "loss = nn.functional.cross_entropy(self(inputs), labels)",
+    )
+    r = Harness(task(code), data).run()
+    assert r.status == common.STATUS_OK and 0 < r.loss < 10
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "stage"),
+    [
+        ("x = 1\n", common.STATUS_MISSING_ENTRY_POINT, common.STAGE_POLICY),
+        ("raise RuntimeError('at import')\n", common.STATUS_IMPORT_ERROR, common.STAGE_POLICY),
+        (replace("super().__init__()", "super().__init__(); {}['k']"),
+         common.STATUS_INIT_EXCEPTION, common.STAGE_IMPORTED),
+        (replace("nn.Linear(32, out_shape[0])", "nn.Linear(32, out_shape[0] * 1000)"),
+         common.STATUS_PARAMETER_LIMIT, common.STAGE_IMPORTED),
+        (replace("nn.Linear(32, out_shape[0])", "nn.Linear(32, 5)"),
+         common.STATUS_WRONG_OUTPUT_SHAPE, common.STAGE_INSTANTIATED),
+        (replace("self.optimizer.step()", "self.optimizer.step(); loss / 0 + 1 / 0"),
+         common.STATUS_TRAIN_EXCEPTION, common.STAGE_FORWARD_PROBE),
+        (replace("labels)\n", "labels) * float('inf')\n"),
+         common.STATUS_NON_FINITE_LOSS, common.STAGE_FORWARD_PROBE),
+        (with_prefix("x = bytearray(1 << 62)"), common.STATUS_OUT_OF_MEMORY, common.STAGE_POLICY),
+    ],
+)  # fmt: skip
+def test_harness_failures(data: SandboxData, code: str, status: int, stage: int) -> None:
+    r = Harness(task(code), data).run()
+    assert (r.status, r.last_stage) == (status, stage), r.message
+    assert r.message and "\n" not in r.message
+
+
+def test_batches_are_seeded_and_respect_the_subset(data: SandboxData) -> None:
+    t = task(train_subset=20)
+    first = [y.tolist() for _, y in batches(data, t, 0)]
+    assert first == [y.tolist() for _, y in batches(data, t, 0)]
+    assert sum(len(y) for y in first) == 20
+    assert first != [y.tolist() for _, y in batches(data, t, 1)]  # reshuffled each epoch
+
+
+# --- the confined child -------------------------------------------------------------------
+
+UID = 65534 if os.geteuid() == 0 else None
+
+
+def limits(**kw: object) -> Limits:
+    base = dict(
+        wall_s=30.0, cpu_s=30.0, memory_bytes=1 << 30, file_bytes=1 << 20, open_files=64,
+        uid=UID, gid=UID, seccomp=seccomp_filter.available(), output_tail_bytes=256,
+    )  # fmt: skip
+    base.update(kw)
+    return Limits(**base)  # type: ignore[arg-type]
+
+
+def test_confined_child_reports_and_drops_privileges(data: SandboxData) -> None:
+    code = with_prefix("print('uid', torch.serialization.os.getuid())")
+    r = run_confined(task(code), data, limits())
+    assert r.status == common.STATUS_OK, r.message
+    assert r.outputs is not None and r.outputs.shape == (20, 10)
+    if UID is not None:
+        assert f"uid {UID}" in r.output_tail
+
+
+def test_wall_clock_limit_kills(data: SandboxData) -> None:
+    t0 = time.monotonic()
+    r = run_confined(task(with_prefix("while True:\n    pass")), data, limits(wall_s=1.5))
+    assert r.status == common.STATUS_WALL_TIMEOUT
+    assert r.last_stage == common.STAGE_POLICY
+    assert time.monotonic() - t0 < 15
+
+
+def test_cpu_limit_kills(data: SandboxData) -> None:
+    r = run_confined(task(with_prefix("while True:\n    pass")), data, limits(cpu_s=1.0))
+    assert r.status == common.STATUS_CPU_TIMEOUT, r.message
+
+
+@pytest.mark.skipif(not seccomp_filter.available(), reason="needs seccomp bindings")
+def test_forbidden_system_call_is_a_sandbox_violation(data: SandboxData) -> None:
+    code = with_prefix("getattr(torch.serialization.os, 'ex' + 'ecv')('/bin/true', ['true'])")
+    r = run_confined(task(code), data, limits())
+    assert r.status == common.STATUS_SANDBOX_VIOLATION
+
+
+def test_exit_without_report_is_no_result(data: SandboxData) -> None:
+    r = run_confined(task(with_prefix("torch.serialization.os._exit(3)")), data, limits())
+    assert r.status == common.STATUS_NO_RESULT
+    assert "code 3" in r.message
+
+
+def test_progress_survives_a_timeout_in_training(data: SandboxData) -> None:
+    code = replace(
+        "for inputs, labels in train_data:",
+        "while True:\n            pass\n        for inputs, labels in train_data:",
+    )
+    r = run_confined(task(code), data, limits(wall_s=3.0))
+    assert r.status == common.STATUS_WALL_TIMEOUT
+    assert r.last_stage == common.STAGE_FORWARD_PROBE
+    assert r.parameter_count == 5514
+
+
+def test_output_tail_is_bounded(data: SandboxData) -> None:
+    code = with_prefix("for i in range(20000):\n    print('line', i)")
+    r = run_confined(task(code), data, limits())
+    assert r.status == common.STATUS_OK
+    assert len(r.output_tail) <= 256 and "line 19999" in r.output_tail
+
+
+def test_cancel_through_the_watched_fd(data: SandboxData) -> None:
+    rfd, wfd = os.pipe()
+    threading.Timer(0.5, lambda: os.write(wfd, b"C")).start()
+    try:
+        r = run_confined(
+            task(with_prefix("while True:\n    pass")),
+            data,
+            limits(),
+            watch_fd=rfd,
+            on_watch=lambda: os.read(rfd, 1) == b"C",
+        )
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+    assert r.status == common.STATUS_CANCELLED
