@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: system-deps setup proto test lint format bench bench-novelty serve-novelty clean
+.PHONY: system-deps setup proto test lint format bench bench-novelty bench-evaluator \
+	serve-novelty serve-evaluator clean
 
 setup: $(STAMP)
 
@@ -35,10 +36,16 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: bench-novelty
+bench: bench-novelty bench-evaluator
 
 bench-novelty: $(STAMP)
 	$(PY) benchmarks/novelty_bench.py --s3
+
+bench-evaluator: $(STAMP) system-deps
+	$(PY) benchmarks/evaluator_bench.py
+
+serve-evaluator: $(STAMP) system-deps
+	$(PY) -m nasloop serve evaluator
 
 serve-novelty: $(STAMP)
 	$(PY) -m nasloop serve novelty

@@ -87,3 +87,27 @@ def test_grpcurl_sees_the_error_status(server: Server) -> None:
     )
     assert out.returncode != 0
     assert "NotFound" in out.stderr and "unknown namespace 'nope'" in out.stderr
+
+
+def test_readme_evaluator_grpcurl_commands(evaluator_server: Server) -> None:
+    (digits,) = json.loads(grpcurl(evaluator_server, "nasloop.v1.Evaluator/ListDatasets"))[
+        "datasets"
+    ]
+    assert digits["name"] == "digits" and digits["out_shape"] == ["10"]
+    reply = json.loads(
+        grpcurl(
+            evaluator_server,
+            "nasloop.v1.Evaluator/Validate",
+            data={"candidates": [{"id": "c1", "code": "import os"}]},
+        )
+    )
+    (result,) = reply["results"]
+    assert result["result"]["status"] == "STATUS_FORBIDDEN_CONSTRUCT"
+    from candidates import GOOD_NET
+
+    streamed = grpcurl(
+        evaluator_server,
+        "nasloop.v1.Evaluator/Evaluate",
+        data={"candidates": [{"id": "c1", "code": GOOD_NET}], "protocol": {"name": "quick"}},
+    )
+    assert json.loads(streamed)["result"]["last_stage"] == "STAGE_EVALUATED"
