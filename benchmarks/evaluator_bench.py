@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
-from candidates import GOOD_NET, replace  # noqa: E402
+from candidates import GOOD_NET, protocol, replace  # noqa: E402
 from servers import service_server  # noqa: E402
 
 from nasloop.config import EvaluatorConfig  # noqa: E402
@@ -39,7 +39,7 @@ from nasloop.v1 import evaluator_pb2_grpc as pb_grpc  # noqa: E402
 from services.evaluator.datasets import DatasetCache, SandboxData  # noqa: E402
 from services.evaluator.harness import batches  # noqa: E402
 from services.evaluator.pool import LocalExecutor  # noqa: E402
-from services.evaluator.task import Protocol, Task  # noqa: E402
+from services.evaluator.task import Task  # noqa: E402
 
 # The smallest honest candidate: the sandbox's cost, not the network's, dominates its run.
 TINY_NET = replace(
@@ -72,11 +72,7 @@ REFERENCE_NET = replace(
         )
         self.head = nn.Linear(64, out_shape[0])""",
 )
-PROTOCOL = Protocol(
-    name="bench", dataset="digits", epochs=1, batch_size=16, lr=0.01, momentum=0.9, dropout=0.2,
-    seed=42, train_subset=0, test_subset=0, failure_floor=0.12, time_limit_s=300,
-    max_parameters=20_000_000, device="cpu",
-)  # fmt: skip
+PROTOCOL = protocol(seed=42, time_limit_s=300)
 
 FRESH = """
 import sys, time, json

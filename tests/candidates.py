@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from nasloop.config import EvaluatorConfig
+from services.evaluator import protocols
+from services.evaluator.task import Protocol
+
 # A small, honest CNN in the candidate contract (LEMUR style: criteria is a tuple).
 GOOD_NET = """
 import torch
@@ -52,3 +58,9 @@ def with_prefix(prefix: str, net: str = GOOD_NET) -> str:
 def replace(old: str, new: str, net: str = GOOD_NET) -> str:
     assert old in net, old
     return net.replace(old, new)
+
+
+def protocol(**overrides: object) -> Protocol:
+    """The default protocol (``lemur-1epoch`` on digits) with ``overrides``."""
+    base = protocols.named(EvaluatorConfig())[protocols.DEFAULT]
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]

@@ -7,10 +7,10 @@ import io
 from pathlib import Path
 
 import numpy as np
-from candidates import GOOD_NET
+from candidates import GOOD_NET, protocol
 
 from services.evaluator.datasets import DatasetInfo, Prepared
-from services.evaluator.task import Protocol, Task
+from services.evaluator.task import Task
 
 NUM_CLASSES = 10
 TRAIN, TEST = 64, 32
@@ -53,20 +53,8 @@ def make_task(
     dataset: str = "tiny",
     device: str = "cpu",
 ) -> Task:
-    protocol = Protocol(
-        name="test",
-        dataset=dataset,
-        epochs=1,
-        batch_size=16,
-        lr=0.01,
-        momentum=0.9,
-        dropout=0.0,
-        seed=0,
-        train_subset=0,
-        test_subset=0,
-        failure_floor=0.12,
-        time_limit_s=time_limit_s,
-        max_parameters=1_000_000,
-        device=device,
-    )
-    return Task(candidate_id=candidate_id, code=code, protocol=protocol)
+    proto = protocol(
+        dataset=dataset, dropout=0.0, seed=0, time_limit_s=time_limit_s,
+        max_parameters=1_000_000, device=device,
+    )  # fmt: skip
+    return Task(candidate_id=candidate_id, code=code, protocol=proto)

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from candidates import GOOD_NET
+from candidates import GOOD_NET, protocol
 
 from nasloop.config import EvaluatorConfig
 from nasloop.v1 import common_pb2 as common
@@ -15,13 +15,9 @@ from nasloop.v1 import evaluator_pb2 as pb
 from services.evaluator.datasets import DatasetCache
 from services.evaluator.pool import LocalExecutor
 from services.evaluator.sandbox import SandboxError, bwrap_command
-from services.evaluator.task import Protocol, Task
+from services.evaluator.task import Task
 
-PROTOCOL = Protocol(
-    name="t", dataset="digits", epochs=1, batch_size=16, lr=0.01, momentum=0.9, dropout=0.2,
-    seed=1, train_subset=64, test_subset=32, failure_floor=0.12, time_limit_s=60,
-    max_parameters=10**6, device="cpu",
-)  # fmt: skip
+PROTOCOL = protocol(seed=1, train_subset=64, test_subset=32, time_limit_s=60)
 
 
 def test_strict_mode_without_bubblewrap_refuses_to_start(

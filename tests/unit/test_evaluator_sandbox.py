@@ -12,20 +12,16 @@ import time
 
 import pytest
 import torch
-from candidates import GOOD_NET, replace, with_prefix
+from candidates import GOOD_NET, protocol, replace, with_prefix
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import seccomp_filter
 from services.evaluator.confine import Limits, run_confined
 from services.evaluator.datasets import SandboxData
 from services.evaluator.harness import Harness, batches
-from services.evaluator.task import Protocol, Task
+from services.evaluator.task import Task
 
-PROTOCOL = Protocol(
-    name="test", dataset="tiny", epochs=1, batch_size=8, lr=0.01, momentum=0.9, dropout=0.2,
-    seed=3, train_subset=0, test_subset=0, failure_floor=0.12, time_limit_s=30,
-    max_parameters=100_000, device="cpu",
-)  # fmt: skip
+PROTOCOL = protocol(dataset="tiny", batch_size=8, seed=3, time_limit_s=30, max_parameters=100_000)
 
 
 @pytest.fixture(scope="module")
