@@ -31,12 +31,12 @@ from cnn_sources import generate_sources, renamed  # noqa: E402
 from servers import novelty_server  # noqa: E402
 
 from nasloop.config import NoveltyConfig  # noqa: E402
+from nasloop.fingerprint import minhash  # noqa: E402
 from nasloop.rpc import connect  # noqa: E402
 from nasloop.store import LocalStore, ObjectStore  # noqa: E402
 from nasloop.v1 import novelty_pb2 as pb  # noqa: E402
 from nasloop.v1 import novelty_pb2_grpc as pb_grpc  # noqa: E402
 from services.novelty.engine import NoveltyEngine  # noqa: E402
-from services.novelty.fingerprint import minhash  # noqa: E402
 from services.novelty.index import IndexParams, MinHashIndex  # noqa: E402
 from services.novelty.persistence import NamespaceStore  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Regenerate services/novelty/torch_names.txt: the torch vocabulary kept verbatim by the
+"""Regenerate nasloop/torch_names.txt: the torch vocabulary kept verbatim by the
 canonical novelty fingerprint.
 
 Needs torch (not a runtime dependency of the novelty service):
@@ -19,7 +19,7 @@ MODULES = (
     "torch.optim.lr_scheduler",
     "torch.nn.init",
 )
-OUT = Path(__file__).resolve().parent.parent / "services" / "novelty" / "torch_names.txt"
+OUT = Path(__file__).resolve().parent.parent / "nasloop" / "torch_names.txt"
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nasloop.config import NoveltyConfig
+from nasloop.fingerprint import TokenMode, minhash, shingles, tokens
 from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from nasloop.store import ObjectStore, StoreError
 from services.novelty.committer import Committer
-from services.novelty.fingerprint import TokenMode, minhash, shingles, tokens
 from services.novelty.index import IndexParams, MinHashIndex
 from services.novelty.persistence import NamespaceStore, decode_vector, encode_vector
 from services.novelty.workers import FingerprintPool, WorkerDied

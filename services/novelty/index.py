@@ -1,6 +1,6 @@
 """In-memory MinHash index of one novelty namespace: LSH retrieval, then the Jaccard estimate.
 
-Entries are fingerprints from :mod:`services.novelty.fingerprint` (uint64 hash values of shape
+Entries are fingerprints from :mod:`nasloop.fingerprint` (uint64 hash values of shape
 ``(num_perm,)``) under string ids. They live in a growable numpy matrix (one row each; removal
 moves the last row into the hole), and a datasketch ``MinHashLSH`` retrieves the candidates of a
 query, which are then ranked by the MinHash estimate ``mean(row == query)``.
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
-from services.novelty.fingerprint import MINHASH_SCHEME, MINHASH_SEED, TokenMode, minhash
+from nasloop.fingerprint import MINHASH_SCHEME, MINHASH_SEED, TokenMode, minhash
 
 RECALL_MARGIN = 0.05
 

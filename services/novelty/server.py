@@ -6,12 +6,12 @@ import gc
 import logging
 
 from nasloop.config import Config
+from nasloop.fingerprint import TokenMode
 from nasloop.rpc import InvalidArgument, Registration, ServiceHost
 from nasloop.store import open_store
 from nasloop.v1 import novelty_pb2 as pb
 from nasloop.v1 import novelty_pb2_grpc as pb_grpc
 from services.novelty.engine import Namespace, NoveltyEngine, Verdict
-from services.novelty.fingerprint import TokenMode
 from services.novelty.index import IndexParams
 
 log = logging.getLogger("nasloop.novelty")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from services.novelty.fingerprint import TokenMode, minhash
+from nasloop.fingerprint import TokenMode, minhash
 
 log = logging.getLogger("nasloop.novelty.workers")
 

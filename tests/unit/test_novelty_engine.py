@@ -8,10 +8,10 @@ import pytest
 from cnn_sources import generate_sources, renamed
 
 from nasloop.config import NoveltyConfig
+from nasloop.fingerprint import TokenMode
 from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from nasloop.store import LocalStore, ObjectStore, StoreError
 from services.novelty.engine import NoveltyEngine
-from services.novelty.fingerprint import TokenMode
 from services.novelty.index import IndexParams
 
 SOURCES = list(generate_sources(40, seed=7))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
-from services.novelty.fingerprint import (
+from nasloop.fingerprint import (
     KEPT_NAMES,
     MINHASH_SCHEME,
     MINHASH_SEED,
@@ -399,7 +399,7 @@ def test_fast_minhash_equals_datasketch_minhash(mode: TokenMode, k: int, code: s
 
 def test_fingerprints_are_deterministic_across_processes() -> None:
     script = (
-        "import sys; from services.novelty.fingerprint import minhash, TokenMode\n"
+        "import sys; from nasloop.fingerprint import minhash, TokenMode\n"
         "code = sys.stdin.read()\n"
         "print(minhash(code).tobytes().hex(), minhash(code, TokenMode.RAW).tobytes().hex())\n"
         "print('torch' in sys.modules)"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cnn_sources import generate_sources
 
-from services.novelty.fingerprint import TokenMode
+from nasloop.fingerprint import TokenMode
 from services.novelty.index import RECALL_MARGIN, IndexParams, MinHashIndex
 
 PARAMS = IndexParams()
