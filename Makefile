@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,evaluator]'
+	$(PIP) install --quiet -e '.[dev,evaluator,trainer]'
 	touch $(STAMP)
 
 # System packages the strict evaluator sandbox needs (Debian), installed when missing.
