@@ -169,6 +169,13 @@ class ObjectStore(ABC):
         except ObjectNotFound:
             return None
 
+    def manifest_sha256(self, prefix: str) -> str | None:
+        """SHA-256 of the artifact's manifest.json: the artifact's content identity."""
+        try:
+            return sha256_hex(self.get_bytes(join_key(prefix, MANIFEST)))
+        except ObjectNotFound:
+            return None
+
     def get_artifact_file(
         self, prefix: str, name: str, manifest: Mapping[str, Any] | None = None
     ) -> bytes:

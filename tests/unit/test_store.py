@@ -123,6 +123,9 @@ def test_artifact_round_trip(store: ObjectStore, tmp_path: Path) -> None:
     }
     assert store.get_artifact_file("adapters/r1/3", "adapter_config.json") == b'{"r": 8}'
     assert store.list("adapters/r1/3/")[-1] == f"adapters/r1/3/{MANIFEST}"
+    manifest_bytes = store.get_bytes(f"adapters/r1/3/{MANIFEST}")
+    assert store.manifest_sha256("adapters/r1/3") == sha256_hex(manifest_bytes)
+    assert store.manifest_sha256("adapters/r1/9") is None
     with pytest.raises(ObjectNotFound):
         store.get_artifact_file("adapters/r1/3", "other.bin")
     with pytest.raises(InvalidKey):
