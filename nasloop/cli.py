@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from nasloop.config import ConfigError, load_config
 from nasloop.logs import setup_logging
 
-SERVICES = ("novelty", "evaluator")
+SERVICES = ("novelty", "evaluator", "trainer")
 
 
 def _serve(args: argparse.Namespace) -> int:

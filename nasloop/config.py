@@ -146,6 +146,12 @@ class EvaluatorConfig(_Section):
 
 class TrainerConfig(_Section):
     port: int = Field(50054, ge=0, le=65535)
+    cache_dir: str = Field(".nasloop/trainer", description="fetched base models and adapters")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=256, description="torch threads; 0 = torch's default")
+    max_jobs: int = Field(64, ge=1, description="queued + running jobs kept at once")
+    max_pairs_bytes: int = Field(256 << 20, ge=1024, description="largest training-pairs object")
+    log_every_steps: int = Field(5, ge=1, description="progress messages every N optimizer steps")
 
 
 class ControllerConfig(_Section):

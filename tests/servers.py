@@ -30,7 +30,11 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
-SERVICE_NAMES = {"novelty": "nasloop.v1.Novelty", "evaluator": "nasloop.v1.Evaluator"}
+SERVICE_NAMES = {
+    "novelty": "nasloop.v1.Novelty",
+    "evaluator": "nasloop.v1.Evaluator",
+    "trainer": "nasloop.v1.Trainer",
+}
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""The seed corpus: record format and store, importers and the architecture grammar."""

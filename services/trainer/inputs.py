@@ -1,0 +1,133 @@
+"""A job's inputs from the object store: the base model, the parent adapter, the pairs.
+
+Checked when the job is started (so a bad request gets its gRPC status at once); fetched into
+the local cache, verified against their manifests, when the job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nasloop.rpc import FailedPrecondition, InvalidArgument, NotFound
+from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
+from nasloop.store.base import sha256_hex
+from services.trainer.spec import TrainSpec
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """Where a base model comes from and its identity (recorded in every adapter)."""
+
+    ref: str
+    store_prefix: str  # "" for a local path
+    local_path: str  # "" for a store model
+    sha256: str
+
+
+def resolve_base(store: ObjectStore, ref: str) -> BaseModel:
+    """``models/<name>`` in the store, or a local directory in Hugging Face format."""
+    prefix = ref.strip("/")
+    manifest_sha = store.manifest_sha256(prefix) if prefix.startswith("models/") else None
+    if manifest_sha is not None:
+        return BaseModel(ref, prefix, "", manifest_sha)
+    path = Path(ref).expanduser()
+    if (path / "config.json").is_file():
+        # A directory's identity: its config and the names and sizes of its files.
+        h = hashlib.sha256((path / "config.json").read_bytes())
+        for f in sorted(p for p in path.iterdir() if p.is_file()):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return BaseModel(ref, "", str(path.resolve()), h.hexdigest())
+    raise NotFound(f"base model {ref!r}: no manifest at {prefix}/ in the store and no local model")
+
+
+@dataclass(frozen=True)
+class Parent:
+    prefix: str
+    sha256: str
+    lora: dict
+
+
+def resolve_parent(store: ObjectStore, spec: TrainSpec, base: BaseModel) -> Parent | None:
+    if not spec.parent_prefix:
+        return None
+    manifest = store.get_manifest(spec.parent_prefix)
+    if manifest is None:
+        raise NotFound(f"parent adapter: no adapter at {spec.parent_prefix}/")
+    sha = store.manifest_sha256(spec.parent_prefix) or ""
+    if spec.parent_sha256 and spec.parent_sha256 != sha:
+        raise FailedPrecondition(
+            f"parent adapter at {spec.parent_prefix}/ has manifest {sha[:12]}…, "
+            f"not the requested {spec.parent_sha256[:12]}…"
+        )
+    meta = manifest.get("meta", {})
+    if meta.get("base_model_sha256") != base.sha256:
+        raise FailedPrecondition(
+            f"parent adapter at {spec.parent_prefix}/ was trained on base model "
+            f"{meta.get('base_model')!r} ({str(meta.get('base_model_sha256'))[:12]}…), not on "
+            f"{base.ref!r} ({base.sha256[:12]}…)"
+        )
+    return Parent(spec.parent_prefix, sha, meta.get("lora", {}))
+
+
+def read_pairs(
+    store: ObjectStore, spec: TrainSpec, max_bytes: int
+) -> tuple[list[tuple[str, str]], str]:
+    """The training pairs and the SHA-256 of their bytes."""
+    try:
+        data = store.get_bytes(spec.pairs_key)
+    except ObjectNotFound:
+        raise NotFound(f"training pairs: no object at {spec.pairs_key}") from None
+    if len(data) > max_bytes:
+        raise InvalidArgument(f"training pairs are larger than {max_bytes} bytes")
+    sha = sha256_hex(data)
+    if spec.pairs_sha256 and spec.pairs_sha256 != sha:
+        raise FailedPrecondition(f"training pairs at {spec.pairs_key} do not match their sha256")
+    pairs: list[tuple[str, str]] = []
+    for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompt, completion = row["prompt"], row["completion"]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidArgument(
+                f"training pairs line {n}: not a JSON object with prompt and completion"
+            ) from None
+        if not (isinstance(prompt, str) and isinstance(completion, str) and completion.strip()):
+            raise InvalidArgument(f"training pairs line {n}: prompt/completion must be text")
+        pairs.append((prompt, completion))
+    if not pairs:
+        raise InvalidArgument(f"training pairs at {spec.pairs_key} are empty")
+    return pairs, sha
+
+
+def fetch_artifact(store: ObjectStore, prefix: str, dest: Path) -> Path:
+    """Copy a complete artifact into ``dest`` (once), verifying each file against its manifest."""
+    manifest = store.get_manifest(prefix)
+    if manifest is None:
+        raise ObjectNotFound(f"no artifact at {prefix}/")
+    done = dest / ".complete"
+    if done.exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in manifest["files"]:
+        data = store.get_artifact_file(prefix, name, manifest)
+        tmp = dest / f".{Path(name).name}.part"
+        tmp.write_bytes(data)
+        tmp.replace(dest / name)
+    done.write_text(json.dumps(manifest))
+    return dest
+
+
+def local_model_dir(store: ObjectStore, base: BaseModel, cache: Path) -> Path:
+    if base.local_path:
+        return Path(base.local_path)
+    try:
+        return fetch_artifact(store, base.store_prefix, cache / "models" / base.sha256)
+    except IntegrityError as e:
+        raise FailedPrecondition(f"base model {base.ref!r} is corrupt in the store: {e}") from None

@@ -1,0 +1,66 @@
+"""gRPC servicer for the trainer: messages in, job manager calls, messages out."""
+
+from __future__ import annotations
+
+import threading
+
+from nasloop.config import Config
+from nasloop.rpc import Registration, ServiceHost
+from nasloop.store import open_store
+from nasloop.v1 import trainer_pb2 as pb
+from nasloop.v1 import trainer_pb2_grpc as pb_grpc
+from services.trainer.jobs import JobManager
+
+
+class TrainerServicer(pb_grpc.TrainerServicer):
+    def __init__(self, jobs: JobManager) -> None:
+        self.jobs = jobs
+
+    def StartJob(self, request, context):  # type: ignore[no-untyped-def]
+        return self.jobs.start(request)
+
+    def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
+        active = threading.Event()
+        active.set()
+        context.add_callback(active.clear)
+        yield from self.jobs.watch(request.job_id, active)
+
+    def GetJob(self, request, context):  # type: ignore[no-untyped-def]
+        return self.jobs.get(request.job_id)
+
+    def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListJobsResponse(jobs=self.jobs.list(list(request.states)))
+
+    def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
+        return self.jobs.cancel(request.job_id)
+
+
+def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, JobManager]:
+    jobs = JobManager(cfg.trainer, open_store(cfg.store))
+    host = ServiceHost(
+        "trainer",
+        cfg.server,
+        cfg.trainer.port if port is None else port,
+        [
+            Registration(
+                pb_grpc.add_TrainerServicer_to_server,
+                TrainerServicer(jobs),
+                pb.DESCRIPTOR.services_by_name["Trainer"].full_name,
+            )
+        ],
+        on_stop=jobs.close,
+    )
+    return host, jobs
+
+
+def serve(cfg: Config) -> None:
+    """Run until SIGTERM."""
+    if cfg.trainer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.trainer.threads)
+    host, _ = build(cfg)
+    host.install_signal_handlers()
+    host.start()
+    host.set_serving()
+    host.wait()
