@@ -11,6 +11,7 @@ two candidates.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import resource
 import select
@@ -29,7 +30,8 @@ from services.evaluator.datasets import SandboxData
 from services.evaluator.report import Report
 from services.evaluator.task import Task
 
-MAX_RESULT_BYTES = 256 << 20
+MAX_RESULT_BYTES = 48 << 20  # below the worker frame limit (64 MiB)
+SETUP_FAILED = 70
 DRAIN_AFTER_EXIT_S = 2.0
 CHILD_ENV = {"HOME": "/tmp", "PATH": "/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 
@@ -80,13 +82,10 @@ def _vm_size() -> int:
     return 0
 
 
-def _confine(limits: Limits, keep_fds: tuple[int, ...], cuda: bool) -> None:
+def _confine(limits: Limits, keep_fd: int, cuda: bool) -> None:
     os.setsid()
-    os.closerange(3, min(keep_fds))
-    for fd in range(min(keep_fds) + 1, 1024):
-        if fd not in keep_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, max(keep_fd + 1, os.sysconf("SC_OPEN_MAX")))
     os.environ.clear()
     os.environ.update(CHILD_ENV)
     os.chdir("/tmp" if os.path.isdir("/tmp") else "/")
@@ -103,14 +102,16 @@ def _confine(limits: Limits, keep_fds: tuple[int, ...], cuda: bool) -> None:
         os.setresgid(limits.gid, limits.gid, limits.gid)
     if limits.uid is not None:
         os.setresuid(limits.uid, limits.uid, limits.uid)
-        resource.setrlimit(resource.RLIMIT_NPROC, (256, 256))
-    if limits.seccomp:
-        seccomp_filter.install()
+        # Counted per uid across all workers' children: a bound on thread bombs, not a quota.
+        resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
 
 
 def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd: int) -> None:
-    """Runs in the forked child; never returns."""
-    code = 0
+    """Runs in the forked child; never returns.
+
+    Until the ``S`` frame is sent, only trusted code runs here; a child that dies before
+    sending it failed in setup (the evaluator's fault), after it everything is the candidate's.
+    """
     try:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -125,43 +126,76 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
         import torch
 
         cuda = task.protocol.device == "cuda"
-        _confine(limits, (result_fd,), cuda)
+        _confine(limits, result_fd, cuda)
         torch.set_num_threads(task.threads)
-        if cuda:
+        if cuda:  # start CUDA before the filter: its start-up uses Unix sockets
+            torch.cuda.init()
             data = SandboxData(
                 data.train_x.cuda(), data.train_y.cuda(), data.test_x.cuda(), data.num_classes
             )
+        if limits.seccomp:
+            seccomp_filter.install(allow_unix_sockets=cuda)
         from services.evaluator.harness import Harness
 
         def progress(r: Report) -> None:
             _write_all(result_fd, _frame(b"P", wire.encode(r)))
 
+        _write_all(result_fd, _frame(b"S", b""))
+    except BaseException:
+        os._exit(SETUP_FAILED)
+    try:
         report = Harness(task, data, progress).run()
         sys.stdout.flush()
         sys.stderr.flush()
         _write_all(result_fd, _frame(b"R", wire.encode(report)))
-    except BaseException as e:  # the confinement itself failed: not the candidate's fault
-        code = 70
-        try:
-            r = Report().fail(common.STATUS_INTERNAL_ERROR, f"sandbox setup failed: {e!r}")
-            _write_all(result_fd, _frame(b"R", wire.encode(r)))
-        except BaseException:
-            pass
     finally:
-        os._exit(code)
+        os._exit(0)
 
 
-def _parse_frames(buf: bytes) -> tuple[Report | None, Report | None]:
-    """(last progress report, final report) from the child's frames; bad frames end parsing."""
+# Statuses a sandbox may report for itself; anything else it claims becomes NO_RESULT, so that a
+# candidate cannot pass its failure off as the evaluator's (INTERNAL_ERROR, EVICTED, ...).
+CANDIDATE_STATUSES = frozenset(
+    {
+        common.STATUS_UNSPECIFIED, common.STATUS_OK, common.STATUS_MISSING_ENTRY_POINT,
+        common.STATUS_IMPORT_ERROR, common.STATUS_INIT_EXCEPTION, common.STATUS_PARAMETER_LIMIT,
+        common.STATUS_FORWARD_EXCEPTION, common.STATUS_WRONG_OUTPUT_SHAPE,
+        common.STATUS_TRAIN_EXCEPTION, common.STATUS_NON_FINITE_LOSS,
+        common.STATUS_OUT_OF_MEMORY, common.STATUS_CUDA_OUT_OF_MEMORY,
+        common.STATUS_EVAL_EXCEPTION,
+    }
+)  # fmt: skip
+
+
+def _untrusted(r: Report, max_outputs: int) -> Report:
+    """Bound what a sandbox said about itself: statuses, stages, numbers, output size."""
+    if r.status not in CANDIDATE_STATUSES:
+        r.fail(common.STATUS_NO_RESULT, f"the sandbox reported status {r.status}")
+    r.last_stage = min(max(r.last_stage, common.STAGE_POLICY), common.STAGE_TRAINED)
+    for name in ("loss", "train_seconds", "eval_seconds"):
+        value = getattr(r, name)
+        setattr(r, name, value if math.isfinite(value) and value >= 0 else 0.0)
+    r.timings = [(s, t if math.isfinite(t) and t >= 0 else 0.0) for s, t in r.timings]
+    if r.outputs is not None and r.outputs.size > max_outputs:
+        r.outputs = None
+        r.fail(common.STATUS_NO_RESULT, "the sandbox sent more outputs than there are test images")
+    return r
+
+
+def _parse_frames(buf: bytes) -> tuple[bool, Report | None, Report | None]:
+    """(setup done, last progress report, final report); a bad frame ends parsing."""
+    setup = False
     progress = final = None
     pos = 0
     while pos + 5 <= len(buf):
         kind = buf[pos : pos + 1]
         (n,) = struct.unpack(">I", buf[pos + 1 : pos + 5])
         payload = buf[pos + 5 : pos + 5 + n]
-        if len(payload) < n or kind not in (b"P", b"R"):
+        if len(payload) < n or kind not in (b"S", b"P", b"R"):
             break
         pos += 5 + n
+        if kind == b"S":
+            setup = True
+            continue
         try:
             r = wire.decode(payload)
         except wire.ReportError:
@@ -170,7 +204,7 @@ def _parse_frames(buf: bytes) -> tuple[Report | None, Report | None]:
             final = r
             break  # the first final report counts
         progress = r
-    return progress, final
+    return setup, progress, final
 
 
 def _from_exit(status: int, rusage: resource.struct_rusage, limits: Limits) -> tuple[int, str]:
@@ -276,9 +310,16 @@ def run_confined(
             _, status, rusage = os.wait4(pid, 0)
             exited = (status, rusage)
 
-    progress, final = _parse_frames(bytes(result))
+    setup, progress, final = _parse_frames(bytes(result))
+    max_outputs = len(data.test_x) * data.num_classes
+    progress = _untrusted(progress, max_outputs) if progress is not None else None
+    final = _untrusted(final, max_outputs) if final is not None else None
     status, rusage = exited
-    if killed_for is not None:
+    if not setup and killed_for is None:
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+        report = Report(last_stage=common.STAGE_POLICY)
+        report.fail(common.STATUS_INTERNAL_ERROR, f"the sandbox failed to start (exit {code})")
+    elif killed_for is not None:
         report = progress or Report(last_stage=common.STAGE_POLICY)
         report.outputs = None
         report.fail(*killed_for)

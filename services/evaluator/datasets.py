@@ -20,6 +20,7 @@ import pickle
 import tarfile
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ import numpy as np
 from nasloop.store import ObjectStore
 
 NORMALISATION = "per-channel mean/std of the training split"
+MAX_SOURCE_BYTES = 1 << 30
+CACHED = 4  # prepared datasets kept in memory (their test labels)
 BUILTIN = ("digits", "cifar10")
 
 
@@ -153,27 +156,37 @@ def build_cifar10(tarball: bytes) -> tuple[dict[str, np.ndarray], np.ndarray, Da
     return _normalised_split("cifar10", train_x, train_y, test_x, test_y, 10)
 
 
-def _read_source(source: str, store: ObjectStore | None) -> bytes:
+def _read_source(source: str, store: ObjectStore | None, allow_local: bool) -> bytes:
+    """The source's bytes: a local file (only where the operator configured it) or an object
+    under ``datasets/`` in the store (what a request may name)."""
     path = Path(source).expanduser()
-    if path.is_file():
+    if allow_local and path.is_file():
+        if path.stat().st_size > MAX_SOURCE_BYTES:
+            raise DatasetError(f"dataset source {source!r} is larger than {MAX_SOURCE_BYTES}")
         return path.read_bytes()
-    if store is not None and not os.path.isabs(source):
-        from nasloop.store import ObjectNotFound
+    if store is not None and source.startswith("datasets/") and ".." not in source:
+        from nasloop.store import ObjectNotFound, StoreError
 
         try:
             return store.get_bytes(source)
         except ObjectNotFound:
             pass
-    raise DatasetError(f"dataset source {source!r} is neither a local file nor a store object")
+        except StoreError as e:
+            raise DatasetError(f"dataset source {source!r}: {e}") from None
+    where = "a local file or " if allow_local else ""
+    raise DatasetError(
+        f"dataset source {source!r} is not {where}an object under datasets/ in the store"
+    )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _atomic_write(path: Path, write: Any, mode: int = 0o644) -> None:
+    """``mode`` 0644 by default: sandboxes run as another uid and must read sandbox files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644)  # sandboxes run as another uid and must read it
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -190,23 +203,38 @@ class DatasetCache:
         os.chmod(self.sandbox_dir, 0o755)
         self.store = store
         self._lock = threading.Lock()
-        self._prepared: dict[tuple[str, str], Prepared] = {}
+        self._building: dict[tuple[str, str], threading.Lock] = {}
+        self._prepared: OrderedDict[tuple[str, str], Prepared] = OrderedDict()
 
-    def get(self, name: str, source: str = "") -> Prepared:
+    def get(self, name: str, source: str = "", allow_local: bool = True) -> Prepared:
+        """The prepared dataset; ``allow_local`` lets ``source`` be a local path."""
         if name not in BUILTIN:
             raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(BUILTIN)}")
         if name == "cifar10" and not source:
             raise DatasetError("cifar10 needs a source: set evaluator.cifar10_source")
+        key = (name, source if name != "digits" else "")
         with self._lock:
-            if (name, source) not in self._prepared:
-                self._prepared[(name, source)] = self._prepare(name, source)
-            return self._prepared[(name, source)]
+            if key in self._prepared:
+                self._prepared.move_to_end(key)
+                return self._prepared[key]
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one build per dataset; other datasets are not held up
+            with self._lock:
+                if key in self._prepared:
+                    return self._prepared[key]
+            prepared = self._prepare(name, source, allow_local)
+            with self._lock:
+                self._prepared[key] = prepared
+                while len(self._prepared) > CACHED:
+                    self._prepared.popitem(last=False)
+                self._building.pop(key, None)
+            return prepared
 
-    def _prepare(self, name: str, source: str) -> Prepared:
+    def _prepare(self, name: str, source: str, allow_local: bool) -> Prepared:
         if name == "digits":
             arrays, test_y, info = build_digits()
         else:
-            arrays, test_y, info = build_cifar10(_read_source(source, self.store))
+            arrays, test_y, info = build_cifar10(_read_source(source, self.store, allow_local))
         h = hashlib.sha256()
         for k in sorted(arrays):
             h.update(k.encode())
@@ -218,7 +246,8 @@ class DatasetCache:
             _atomic_write(sandbox_file, lambda f: np.savez(f, **arrays))
         labels = self.data_dir / "labels" / f"{name}-{digest}.npy"
         if not labels.exists():
-            _atomic_write(labels, lambda f: np.save(f, test_y))
+            _atomic_write(labels, lambda f: np.save(f, test_y), mode=0o600)
+        os.chmod(labels.parent, 0o700)  # only the evaluator's uid may read test labels
         return Prepared(info, digest, sandbox_file, test_y)
 
 

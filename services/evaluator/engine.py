@@ -74,11 +74,13 @@ class Evaluator:
         self._calls = threading.BoundedSemaphore(cfg.max_calls)
 
     def dataset(self, protocol: Protocol) -> Prepared:
+        """A request may name a store key under datasets/; local paths only come from config."""
         source = protocol.dataset_source
         if protocol.dataset == "cifar10" and not source:
             source = self.cfg.cifar10_source or ""
+        configured = source == (self.cfg.cifar10_source or "")
         try:
-            return self.datasets.get(protocol.dataset, source)
+            return self.datasets.get(protocol.dataset, source, allow_local=configured)
         except DatasetError as e:
             raise InvalidArgument(str(e)) from None
 
@@ -109,12 +111,12 @@ class Evaluator:
     ) -> Iterator[Outcome]:
         """Yield each candidate's outcome as it completes (static failures first)."""
         self._check_batch(candidates)
-        prepared = self.dataset(protocol)
         if not self._calls.acquire(blocking=False):
             raise ResourceExhausted(
                 f"the evaluator is running {self.cfg.max_calls} calls; retry later"
             )
         try:
+            prepared = self.dataset(protocol)
             yield from self._run(candidates, protocol, mode, cancelled, max_parallel, prepared)
         finally:
             self._calls.release()

@@ -102,9 +102,7 @@ class Harness:
             out = fn()
         except _Stop:
             raise
-        except BaseException as e:  # SystemExit and friends are candidate failures too
-            if isinstance(e, KeyboardInterrupt):
-                raise
+        except BaseException as e:  # SystemExit, KeyboardInterrupt: candidate failures too
             self.report.fail(_classify(e, status), _describe(e))
             raise _Stop from None
         self.report.passed(stage, time.perf_counter() - t0)
@@ -166,14 +164,16 @@ class Harness:
         net = module.Net(in_shape, out_shape, p.prm(), self.device)
         if not isinstance(net, nn.Module):
             self._fail(common.STATUS_INIT_EXCEPTION, "Net(...) did not return an nn.Module")
-        count = sum(t.numel() for t in net.parameters() if t.requires_grad)
-        self.report.parameter_count = int(count)
-        if count > p.max_parameters:
-            self._fail(
-                common.STATUS_PARAMETER_LIMIT,
-                f"{count:,} trainable parameters, limit {p.max_parameters:,}",
-            )
+        self._check_parameters(net)
         return net.to(self.device)
+
+    def _check_parameters(self, net: nn.Module) -> None:
+        # All parameters, frozen ones too: a network frozen when counted could unfreeze later.
+        count = sum(t.numel() for t in net.parameters())
+        self.report.parameter_count = max(self.report.parameter_count, int(count))
+        limit = self.task.protocol.max_parameters
+        if count > limit:
+            self._fail(common.STATUS_PARAMETER_LIMIT, f"{count:,} parameters, limit {limit:,}")
 
     def _probe(self, net: nn.Module) -> None:
         x = self.data.train_x[: min(PROBE_BATCH, len(self.data.train_x))]
@@ -207,6 +207,7 @@ class Harness:
             loss, finite = self._own_loss(net)
         self.report.loss = loss if math.isfinite(loss) else 0.0
         self.report.train_seconds = time.perf_counter() - t0
+        self._check_parameters(net)  # the network may have grown while training
         if not finite:
             self._fail(common.STATUS_NON_FINITE_LOSS, f"training loss is not finite ({loss})")
 
@@ -239,8 +240,6 @@ class Harness:
         except _Stop:
             raise
         except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                raise
             self._fail(_classify(e, common.STATUS_EVAL_EXCEPTION), _describe(e))
         if tuple(outputs.shape) != (len(test_x), int(self.data.num_classes)):
             self._fail(common.STATUS_EVAL_EXCEPTION, f"test outputs shape {tuple(outputs.shape)}")

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nasloop.config import EvaluatorConfig
+from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
 from services.evaluator import seccomp_filter
 from services.evaluator.confine import limits_for
@@ -51,7 +52,14 @@ class LocalExecutor:
             self._idle.put(w)
 
     def run(self, task: Task, dataset: Prepared, cancelled: threading.Event) -> tuple[Report, str]:
-        worker = self._idle.get()
+        while True:  # wait for a free worker, unless the call is cancelled meanwhile
+            try:
+                worker = self._idle.get(timeout=0.2)
+                break
+            except queue.Empty:
+                if cancelled.is_set():
+                    report = Report(last_stage=common.STAGE_POLICY)
+                    return report.fail(common.STATUS_CANCELLED, "cancelled before it started"), ""
         try:
             limits = limits_for(task, self.cfg, self.uid, seccomp_filter.available())
             return worker.run(task, dataset.sandbox_file, limits, cancelled), worker.name

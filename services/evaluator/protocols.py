@@ -70,6 +70,11 @@ def resolve(msg: common.EvaluationProtocol, cfg: EvaluatorConfig) -> Protocol:
             f"invalid protocol: time_limit_s {p.time_limit_s:g} is above this evaluator's "
             f"limit of {cfg.time_limit_s:g}"
         )
+    if p.max_parameters > cfg.max_parameters:
+        raise InvalidArgument(
+            f"invalid protocol: max_parameters {p.max_parameters:,} is above this evaluator's "
+            f"limit of {cfg.max_parameters:,}"
+        )
     if p.device != cfg.device and cfg.executor == "local":
         raise InvalidArgument(f"invalid protocol: this evaluator runs on {cfg.device}")
     return p

@@ -35,7 +35,14 @@ from services.evaluator.worker import read_frame, write_frame
 log = logging.getLogger("nasloop.evaluator.sandbox")
 
 PROJECT_ROOT = Path(services.__file__).resolve().parent.parent
-WORKER_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
+# SETUID/SETGID: drop each child to the sandbox uid; KILL: stop it; DAC_OVERRIDE/FOWNER: clean
+# up what it left in /tmp; SYS_ADMIN: remount the private /tmp with an inode limit at start.
+# A child loses all of them when it changes uid.
+WORKER_CAPS = (
+    "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SYS_ADMIN",
+)  # fmt: skip
+TMP_INODES = 4096
+WORKER_DIED = "the sandbox worker died"
 # Time a worker gets beyond a candidate's wall limit to report before it is itself killed.
 BACKSTOP_S = 30.0
 START_TIMEOUT_S = 180.0
@@ -97,6 +104,7 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         "--setenv", "HOME", "/tmp",
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "NASLOOP_SANDBOX_CLEAN_TMP", "1",
+        "--setenv", "NASLOOP_SANDBOX_TMP_INODES", str(TMP_INODES) if os.geteuid() == 0 else "",
         "--chdir", "/tmp",
     ]  # fmt: skip
     return args
@@ -155,7 +163,19 @@ class SandboxWorker:
     def run(
         self, task: Task, data_file: Path, limits: Limits, cancelled: threading.Event
     ) -> Report:
-        """Run one candidate; a dead or stuck worker is killed and answers for itself."""
+        """Run one candidate; a dead or stuck worker is killed and answers for itself.
+
+        A worker that is found dead without an answer is replaced and the candidate run once
+        more (the worker exits by design after a /tmp it could not clean).
+        """
+        report = self._run_once(task, data_file, limits, cancelled)
+        if report.message == WORKER_DIED and not cancelled.is_set():
+            report = self._run_once(task, data_file, limits, cancelled)
+        return report
+
+    def _run_once(
+        self, task: Task, data_file: Path, limits: Limits, cancelled: threading.Event
+    ) -> Report:
         with self._lock:
             if not self.alive():
                 self.start()
@@ -163,11 +183,11 @@ class SandboxWorker:
             req = {"task": task.to_json(), "data": str(data_file), "limits": limits.__dict__}
             try:
                 write_frame(self.proc.stdin.fileno(), b"T", json.dumps(req).encode())
-            except OSError:
+            except OSError:  # it exited since (e.g. after a /tmp it could not clean): once more
                 self.kill()
-                return Report(last_stage=common.STAGE_POLICY).fail(
-                    common.STATUS_INTERNAL_ERROR, "the sandbox worker is gone"
-                )
+                self.start()
+                assert self.proc is not None and self.proc.stdin and self.proc.stdout
+                write_frame(self.proc.stdin.fileno(), b"T", json.dumps(req).encode())
             out = self.proc.stdout.fileno()
             backstop = time.monotonic() + limits.wall_s + BACKSTOP_S
             cancel_sent = False
@@ -185,19 +205,23 @@ class SandboxWorker:
                 ready, _, _ = select.select([out], [], [], 0.1)
                 if not ready:
                     continue
-                frame = read_frame(out)
+                try:
+                    frame = read_frame(out)
+                except ValueError:  # a malformed frame: this stream can no longer be trusted
+                    frame = None
                 if frame is None:
                     log.error("sandbox worker %s died", self.name)
                     self.kill()
                     return Report(last_stage=common.STAGE_POLICY).fail(
-                        common.STATUS_INTERNAL_ERROR, "the sandbox worker died"
+                        common.STATUS_INTERNAL_ERROR, WORKER_DIED
                     )
                 if frame[0] == b"R":
                     try:
                         return wire.decode(frame[1])
                     except wire.ReportError as e:
+                        self.kill()  # the worker itself wrote this: it is not well
                         return Report(last_stage=common.STAGE_POLICY).fail(
-                            common.STATUS_NO_RESULT, f"unreadable report: {e}"
+                            common.STATUS_INTERNAL_ERROR, f"unreadable report: {e}"
                         )
 
 

@@ -8,6 +8,7 @@ kill the process with SIGSYS, which the evaluator reports as a sandbox violation
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from types import ModuleType
 
@@ -23,6 +24,7 @@ except ImportError:  # Debian's python3-seccomp has the same API
         seccomp = None
 
 CLONE_THREAD = 0x00010000
+UNIX_SOCKET_CALLS = ("socketpair", "connect", "bind", "listen", "accept", "accept4")
 
 KILLED = (
     "execve", "execveat", "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
@@ -35,6 +37,10 @@ KILLED = (
     "open_by_handle_at", "name_to_handle_at", "quotactl", "io_uring_setup", "io_uring_enter",
     "io_uring_register", "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "kcmp",
     "process_madvise", "mknod", "mknodat",
+    # System V IPC: segments outlive the process, escape RLIMIT_AS and pass data between
+    # candidates of the same worker.
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl",
 )  # fmt: skip
 
 
@@ -42,12 +48,17 @@ def available() -> bool:
     return seccomp is not None
 
 
-def install() -> None:
-    """Load the filter into the calling process (irreversible; inherited by its threads)."""
+def install(allow_unix_sockets: bool = False) -> None:
+    """Load the filter into the calling process (irreversible; inherited by its threads).
+
+    ``allow_unix_sockets``: CUDA's runtime talks over Unix sockets; on GPU they stay allowed
+    (network sockets never are).
+    """
     if seccomp is None:
         raise RuntimeError("no seccomp bindings: install pyseccomp or python3-seccomp")
     f = seccomp.SyscallFilter(seccomp.ALLOW)
-    for name in KILLED:
+    killed = [n for n in KILLED if not (allow_unix_sockets and n in UNIX_SOCKET_CALLS)]
+    for name in killed:
         try:
             f.add_rule(seccomp.KILL_PROCESS, name)
         except (OSError, ValueError, RuntimeError):
@@ -59,5 +70,12 @@ def install() -> None:
     # Network sockets kill; a Unix socket is refused politely, because glibc's user lookup
     # (getpwuid, which torch calls on import) first tries nscd's socket and then falls back.
     f.add_rule(seccomp.KILL_PROCESS, "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
-    f.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, socket.AF_UNIX))
+    if not allow_unix_sockets:
+        unix = seccomp.Arg(0, seccomp.EQ, socket.AF_UNIX)
+        f.add_rule(seccomp.ERRNO(errno.EACCES), "socket", unix)
+    # Signals only to itself: in weak mode another process of the same uid could be reached.
+    me = os.getpid()
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "kill", seccomp.Arg(0, seccomp.NE, me))
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "tgkill", seccomp.Arg(0, seccomp.NE, me))
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "tkill")
     f.load()

@@ -16,13 +16,13 @@ from __future__ import annotations
 import collections  # noqa: F401
 import copy  # noqa: F401
 import cProfile  # noqa: F401  (torch imports it lazily)
+import ctypes
 import functools  # noqa: F401
 import itertools  # noqa: F401
 import json
 import math  # noqa: F401
 import os
 import random  # noqa: F401
-import shutil
 import struct
 import sys
 import typing  # noqa: F401
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy  # noqa: F401
 import torch
-import torch._dynamo
+import torch._dynamo  # the optimizers import it on first use: 2 s per child otherwise
 import torch.nn.functional
 import torch.optim
 import torch.optim.lr_scheduler
@@ -46,6 +46,7 @@ from services.evaluator.report import Report
 from services.evaluator.task import Task
 
 MAX_REQUEST_BYTES = 64 << 20
+MS_NOSUID, MS_NODEV, MS_REMOUNT = 2, 4, 32
 CACHED_DATASETS = 2
 
 
@@ -79,16 +80,33 @@ def write_frame(fd: int, kind: bytes, payload: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
-def _clean_tmp() -> None:
-    """Remove what the last candidate left in /tmp, so the next one starts clean."""
-    for entry in Path("/tmp").iterdir():
-        try:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        except OSError:
-            pass
+def _clean_tmp(keep: set[str]) -> None:
+    """Remove what the last candidate left in /tmp (not ``keep``: bubblewrap's bind points).
+
+    Iterative, so that a candidate's 3,000-deep directory tree cannot exhaust the recursion.
+    """
+    stack = [Path("/tmp") / name for name in os.listdir("/tmp") if name not in keep]
+    dirs: list[Path] = []
+    while stack:
+        path = stack.pop()
+        if path.is_dir() and not path.is_symlink():
+            dirs.append(path)
+            stack.extend(path / name for name in os.listdir(path))
+        else:
+            path.unlink(missing_ok=True)
+    for d in reversed(dirs):  # children were appended after their parents
+        d.rmdir()
+
+
+def _limit_tmp_inodes(inodes: int) -> None:
+    """Remount the private /tmp with an inode limit: its size limit alone does not stop a
+    candidate from filling kernel memory with millions of empty files."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = os.statvfs("/tmp").f_blocks * os.statvfs("/tmp").f_frsize
+    opts = f"size={size},nr_inodes={inodes},mode=1777".encode()
+    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot limit /tmp to {inodes} inodes: {os.strerror(err)}")
 
 
 def main() -> None:
@@ -96,7 +114,11 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints must not corrupt the frame stream
     sys.stdout = sys.stderr
     torch.set_num_threads(1)  # no OpenMP pool in the parent of forked children
+    # Only inside bubblewrap, where /tmp is this worker's own tmpfs.
     clean_tmp = os.environ.get("NASLOOP_SANDBOX_CLEAN_TMP") == "1"
+    if clean_tmp and os.environ.get("NASLOOP_SANDBOX_TMP_INODES"):
+        _limit_tmp_inodes(int(os.environ["NASLOOP_SANDBOX_TMP_INODES"]))
+    keep = set(os.listdir("/tmp")) if clean_tmp else set()
     datasets: OrderedDict[str, SandboxData] = OrderedDict()
     write_frame(frames_out, b"H", b"")
     while True:
@@ -120,9 +142,16 @@ def main() -> None:
             write_frame(frames_out, b"R", wire.encode(report))
             continue
         report = _run(task, datasets[req["data"]], limits)
-        if clean_tmp:
-            _clean_tmp()
+        failed = None
+        if clean_tmp:  # before answering: the next candidate must find /tmp empty
+            try:
+                _clean_tmp(keep)
+            except BaseException as e:
+                failed = e
         write_frame(frames_out, b"R", wire.encode(report))
+        if failed is not None:  # the pool starts a fresh worker (and a fresh /tmp)
+            print(f"sandbox worker: cannot clean /tmp ({failed!r}); exiting", file=sys.stderr)
+            return
 
 
 def _run(task: Task, data: SandboxData, limits: Limits) -> Report:

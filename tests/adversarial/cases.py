@@ -26,6 +26,21 @@ def in_learn(statements: str) -> str:
     return replace(LEARN_LOOP, body + LEARN_LOOP)
 
 
+FORGE = (
+    f"{OS}\n"
+    "import json as _json, struct as _struct\n"
+    "def _forge(header, body=b''):\n"
+    "    h = _json.dumps(header).encode()\n"
+    "    r = b'NLR1' + _struct.pack('>I', len(h)) + h + body\n"
+    "    for _fd in range(3, 64):\n"
+    "        try:\n"
+    "            _os.write(_fd, b'R' + _struct.pack('>I', len(r)) + r)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    _os._exit(0)\n"
+)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -129,7 +144,7 @@ CASES = [
     case("kill_the_parent", with_prefix(f"{OS}\n_os.kill(_os.getppid(), 9)"),
          "STATUS_IMPORT_ERROR"),
     case("kill_everyone", with_prefix(f"{OS}\ngetattr(_os, 'ki' + 'll')(-1, 9)"),
-         *FAIL_OR_LOW),  # as the sandbox uid, in its own PID namespace, there is no one to kill
+         "STATUS_IMPORT_ERROR"),  # signals to others are refused (EPERM) by the filter
     # --- data: secrets, files, output ---
     case("dump_environment",
          with_prefix(f"{OS}\nprint(dict(_os.environ))"),
@@ -202,4 +217,30 @@ CASES = [
                      "        pass\n"
                      "_os._exit(0)"),
          "STATUS_LOW_ACCURACY", "STATUS_NO_RESULT"),
+    case("forge_internal_error_status",
+         with_prefix(FORGE + "_forge({'last_stage': 2, 'status': 22, 'message': 'not my fault'})"),
+         "STATUS_NO_RESULT"),
+    case("forge_oversized_outputs",
+         with_prefix(FORGE + "_forge({'last_stage': 7, 'status': 1, 'outputs_shape': "
+                     "[359, 55710]}, bytes(359 * 55710 * 4))"),
+         "STATUS_NO_RESULT"),
+    case("keyboard_interrupt", with_prefix("raise KeyboardInterrupt"), "STATUS_IMPORT_ERROR"),
+    case("sysv_shared_memory",
+         with_prefix("import numpy.ctypeslib as _nc\n"
+                     "_libc = _nc.ctypes.CDLL(None)\n"
+                     "_id = _libc.shmget(0x4E41534C, 512 << 20, 0o1666)\n"
+                     "print('segment', _id)"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("many_files_in_tmp",
+         with_prefix(f"{OS}\n"
+                     "for _i in range(200_000):\n"
+                     "    _os.close(_os.open(f'/tmp/f{_i}', _os.O_CREAT | _os.O_WRONLY))"),
+         "STATUS_IMPORT_ERROR"),
+    case("deep_directory_tree",
+         with_prefix(f"{OS}\n"
+                     "_os.chdir('/tmp')\n"
+                     "for _i in range(3000):\n"
+                     "    _os.mkdir('d')\n"
+                     "    _os.chdir('d')"),
+         *FAIL_OR_LOW),
 ]  # fmt: skip

@@ -13,6 +13,7 @@ from cifar_fake import write_cifar_tarball
 from servers import Server
 
 from nasloop.rpc import connect
+from nasloop.store import LocalStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
 from nasloop.v1 import evaluator_pb2_grpc as pb_grpc
@@ -79,11 +80,21 @@ def test_paper_protocol_trains_a_good_network_above_the_floor(stub) -> None:  # 
     assert r.result.metrics.accuracy > 0.3
 
 
-def test_cifar10_from_a_tarball_path(stub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cifar10_from_the_object_store(stub, evaluator_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     tarball = write_cifar_tarball(tmp_path / "cifar-10-python.tar.gz", per_batch=40, test=50)
-    protocol = common.EvaluationProtocol(dataset="cifar10", dataset_source=str(tarball), seed=2)
+    store = LocalStore(evaluator_server.log.parent / "store")  # the server's file:// store
+    store.put_bytes("datasets/cifar10/test.tar.gz", tarball.read_bytes())
+    protocol = common.EvaluationProtocol(
+        dataset="cifar10", dataset_source="datasets/cifar10/test.tar.gz", seed=2
+    )
     (r,) = list(stub.Evaluate(pb.EvaluateRequest(candidates=cands(GOOD_NET), protocol=protocol)))
     assert r.result.last_stage == common.STAGE_EVALUATED, r.result.message
+    # A request may not make the evaluator read a local file.
+    protocol.dataset_source = str(tarball)
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Evaluate(pb.EvaluateRequest(candidates=cands(GOOD_NET), protocol=protocol)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "datasets/" in e.value.details()
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,9 @@ def test_digits_is_fixed_normalised_and_keeps_test_labels_out(tmp_path: Path) ->
         assert set(z.files) == {"train_x", "train_y", "test_x", "mean", "std", "scale",
                                 "num_classes"}  # fmt: skip
     assert "labels" not in str(p.sandbox_file.parent)
+    labels_dir = tmp_path / "labels"
+    assert labels_dir.stat().st_mode & 0o777 == 0o700  # only the evaluator's uid
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in labels_dir.iterdir())
     data = SandboxData.load(p.sandbox_file)
     assert data.train_x.dtype == torch.float32 and data.train_x.shape == (1438, 3, 32, 32)
     # Per-channel mean/std of the training split: the training inputs are standardised.
@@ -52,6 +55,18 @@ def test_cifar10_from_the_object_store(tmp_path: Path) -> None:
     assert p.info.train_size == 50
 
 
+def test_a_request_may_not_name_a_local_file(tmp_path: Path) -> None:
+    tarball = write_cifar_tarball(tmp_path / "c.tar.gz", per_batch=10, test=10)
+    store = LocalStore(tmp_path / "store")
+    cache = DatasetCache(tmp_path / "cache", store)
+    with pytest.raises(DatasetError, match="not an object under datasets/"):
+        cache.get("cifar10", str(tarball), allow_local=False)
+    with pytest.raises(DatasetError, match="not an object under datasets/"):
+        cache.get("cifar10", "models/../datasets/x", allow_local=False)
+    store.put_bytes("datasets/c.tar.gz", tarball.read_bytes())
+    assert cache.get("cifar10", "datasets/c.tar.gz", allow_local=False).info.train_size == 50
+
+
 def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     evil = write_malicious_tarball(tmp_path / "evil.tar.gz")
     with pytest.raises(DatasetError, match="forbidden global"):
@@ -64,7 +79,7 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     [
         ("imagenet", "", "unknown dataset"),
         ("cifar10", "", "needs a source"),
-        ("cifar10", "/nonexistent/cifar.tar.gz", "neither a local file"),
+        ("cifar10", "/nonexistent/cifar.tar.gz", "not a local file or an object under datasets/"),
     ],
 )
 def test_bad_dataset_requests(tmp_path: Path, name: str, source: str, fragment: str) -> None:
