@@ -141,7 +141,9 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
             _write_all(result_fd, _frame(b"P", wire.encode(r)))
 
         _write_all(result_fd, _frame(b"S", b""))
-    except BaseException:
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(2, f"nasloop sandbox setup failed: {e!r}\n".encode())
         os._exit(SETUP_FAILED)
     try:
         report = Harness(task, data, progress).run()
