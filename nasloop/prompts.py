@@ -91,9 +91,7 @@ def chat_messages(spec: common_pb2.TaskSpec) -> list[dict[str, str]]:
     ]
 
 
-def render_prompt(
-    spec: common_pb2.TaskSpec, template: str = "plain", tokenizer: Any = None
-) -> str:
+def render_prompt(spec: common_pb2.TaskSpec, template: str = "plain", tokenizer: Any = None) -> str:
     """The prompt text for ``spec``; ``instruct`` needs the model's tokenizer (chat template)."""
     if template == "plain":
         return _plain(spec)
