@@ -32,6 +32,38 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap_model(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"nasloop: {e}", file=sys.stderr)
+        return 2
+    from nasloop.bootstrap import RunMismatch, bootstrap_model
+    from nasloop.store import open_store
+
+    name = args.name or f"bootstrap-{args.size}"
+    store = open_store(cfg.store)
+    try:
+        result, manifest = bootstrap_model(
+            store,
+            name,
+            args.size,
+            networks=args.networks,
+            steps=args.steps,
+            seed=args.seed,
+            work_dir=args.work_dir,
+        )
+    except RunMismatch as e:
+        print(f"nasloop: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"model {name}: {result.parameters:,} parameters, {result.steps} steps, "
+        f"final loss {manifest['meta']['final_loss']}"
+    )
+    print(f"saved to {store.url.rstrip('/')}/models/{name}/ (local copy: {result.model_dir})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nasloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
     serve.add_argument("--port", type=int, help="override the service's port")
     serve.set_defaults(func=_serve)
+    boot = sub.add_parser(
+        "bootstrap-model",
+        help="train the small bootstrap code LM on the seed grammar and publish it (models/NAME/)",
+    )
+    boot.add_argument("--size", choices=("tiny", "default"), default="default")
+    boot.add_argument("--name", help="model name in the store (default: bootstrap-SIZE)")
+    boot.add_argument("--networks", type=int, help="corpus size (default: the size's)")
+    boot.add_argument("--steps", type=int, help="optimizer steps (default: the size's)")
+    boot.add_argument("--seed", type=int, default=0)
+    boot.add_argument(
+        "--work-dir", help="checkpoints; rerun to resume (default: .nasloop/bootstrap/NAME)"
+    )
+    boot.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
+    boot.set_defaults(func=_bootstrap_model)
     args = parser.parse_args(argv)
     return args.func(args)
 

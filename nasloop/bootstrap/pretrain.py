@@ -1,0 +1,313 @@
+"""Pretraining the bootstrap LM from scratch on prompt→code pairs built from the seed corpus.
+
+A run lives in a work directory: ``run.json`` (its settings), ``tokenizer/``, ``checkpoint.pt``
+(model, optimizer, schedule, step, RNG; written atomically every ``checkpoint_every`` steps) and
+``model/`` (the final Hugging Face directory). Rerunning with the same settings resumes from the
+checkpoint; the batch order is a function of the seed, so a resumed run is the run it continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from nasloop.bootstrap.model import SIZES, Size, build_model, parameter_count, publish_model
+from nasloop.bootstrap.tokenizer import train_tokenizer
+from nasloop.prompts import PromptTooLongError, encode_pair, render_answer, render_prompt
+from nasloop.store.base import ObjectStore
+from nasloop.v1 import common_pb2
+
+IN_SHAPE = (16, 3, 32, 32)
+OUT_SHAPE = (10,)
+DATASETS = ("digits", "cifar10")
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunMismatch(RuntimeError):
+    """The work directory holds a run with other settings."""
+
+
+def parameter_budget(code: str) -> int:
+    """Trainable parameters rounded up to 1, 2 or 5 times 10^k; 0 if the net cannot be built.
+
+    Seed code is ours (the grammar's), so it is built in-process, on the meta device.
+    """
+    module = types.ModuleType("seed")
+    try:
+        exec(compile(code, "<seed>", "exec"), module.__dict__)
+        prm = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2, "batch": IN_SHAPE[0]}
+        with torch.device("meta"):
+            net = module.Net(IN_SHAPE, OUT_SHAPE, prm, torch.device("meta"))
+        count = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    except Exception:
+        return 0
+    scale = 10 ** max(0, len(str(max(count, 1))) - 1)
+    return next(m * scale for m in (1, 2, 5, 10) if m * scale >= count)
+
+
+def task_spec(code: str, dataset: str) -> common_pb2.TaskSpec:
+    return common_pb2.TaskSpec(
+        task="img-classification",
+        dataset=dataset,
+        in_shape=IN_SHAPE,
+        out_shape=OUT_SHAPE,
+        parameter_budget=parameter_budget(code),
+    )
+
+
+def corpus_pairs(codes: Sequence[str], seed: int) -> list[tuple[str, str]]:
+    """(plain prompt, answer) per network; the dataset named in each prompt is drawn by seed."""
+    rng = random.Random(seed)
+    return [
+        (render_prompt(task_spec(code, rng.choice(DATASETS)), "plain"), render_answer(code))
+        for code in codes
+    ]
+
+
+def _lr_factor(step: int, size: Size, steps: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    warmup = min(size.warmup_steps, max(1, steps // 10))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batch_plan(lengths: Sequence[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """``steps`` batches of example indices: epochs of shuffled, length-grouped batches."""
+    rng = random.Random(seed)
+    plan: list[list[int]] = []
+    group = batch_size * 16
+    while len(plan) < steps:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        epoch: list[list[int]] = []
+        for g in range(0, len(order), group):
+            chunk = sorted(order[g : g + group], key=lambda i: lengths[i])
+            epoch += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+        rng.shuffle(epoch)
+        plan += epoch
+    return plan[:steps]
+
+
+def _collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e["input_ids"]) for e in examples)
+
+    def pad(key: str, value: int) -> torch.Tensor:
+        return torch.tensor([e[key] + [value] * (width - len(e[key])) for e in examples])
+
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "attention_mask": pad("attention_mask", 0),
+        "labels": pad("labels", -100),
+    }
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class PretrainResult:
+    model_dir: Path
+    size: str
+    steps: int
+    resumed_from: int  # 0 for a fresh run
+    parameters: int
+    examples: int
+    truncated: int  # answers cut to fit max_length (kept, without eos)
+    losses: list[float] = field(default_factory=list)  # per step, the whole run
+    train_seconds: float = 0.0  # this invocation's optimisation time
+    tokens: int = 0  # non-pad tokens this invocation trained on
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+def pretrain(
+    codes: Sequence[str],
+    work_dir: str | Path,
+    size: Size | str = "tiny",
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    stop_at: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> PretrainResult:
+    """Train (or resume) the bootstrap LM on ``codes``; the model ends up in ``work_dir/model``.
+
+    ``stop_at`` ends this invocation after that step (with a checkpoint): a later call with the
+    same settings resumes there.
+    """
+    size = SIZES[size] if isinstance(size, str) else size
+    steps = steps or size.steps
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus_sha = hashlib.sha256("\0".join(codes).encode()).hexdigest()
+    settings = {"size": asdict(size), "steps": steps, "seed": seed, "corpus_sha256": corpus_sha}
+    run_file = work / "run.json"
+    if run_file.exists():
+        if json.loads(run_file.read_text()) != settings:
+            raise RunMismatch(
+                f"{work} holds a run with other settings (size, steps, seed or corpus); "
+                "use another work directory or delete it"
+            )
+    else:
+        run_file.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+    pairs = corpus_pairs(codes, seed)
+    tok_dir = work / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(tok_dir)
+    else:
+        texts = [t for pair in pairs for t in pair]
+        tokenizer = train_tokenizer(texts, size.vocab_size, size.context)
+        tokenizer.save_pretrained(tok_dir)
+
+    examples, truncated = [], 0
+    for prompt, answer in pairs:
+        try:
+            enc = encode_pair(tokenizer, prompt, answer, size.max_length)
+        except PromptTooLongError:
+            continue
+        truncated += enc.truncated
+        examples.append(enc)
+    if not examples:
+        raise ValueError("no training examples: the corpus is empty or every prompt is too long")
+
+    torch.manual_seed(seed)
+    model = build_model(size, tokenizer)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=size.lr,
+        betas=(0.9, 0.95),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, size, steps))
+    start, losses = 0, []
+    ckpt_path = work / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, losses = ckpt["step"], ckpt["losses"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        random.setstate(ckpt["python_rng"])
+
+    def checkpoint(step: int) -> None:
+        _save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "losses": losses,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+            },
+            ckpt_path,
+        )
+
+    plan = _batch_plan([len(e["input_ids"]) for e in examples], size.batch_size, steps, seed)
+    end = min(steps, stop_at) if stop_at is not None else steps
+    result = PretrainResult(
+        model_dir=work / "model",
+        size=size.name,
+        steps=steps,
+        resumed_from=start,
+        parameters=parameter_count(model),
+        examples=len(examples),
+        truncated=truncated,
+    )
+    model.train()
+    bar = tqdm(
+        total=steps,
+        initial=start,
+        desc=f"bootstrap-{size.name}",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    for step in range(start, end):
+        batch = _collate([examples[i] for i in plan[step]], tokenizer.pad_token_id)
+        # Right padding under a causal mask: no real token attends to a pad, and pads carry no
+        # labels, so no attention mask is needed; without one SDPA takes its fast causal path.
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach().item())
+        result.tokens += int(batch["attention_mask"].sum())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if on_step is not None:
+            on_step(step + 1, losses[-1])
+        if (step + 1) % size.checkpoint_every == 0 or step + 1 == end:
+            checkpoint(step + 1)
+    bar.close()
+    result.train_seconds = time.perf_counter() - t0
+    result.losses = list(losses)
+    if end == steps:
+        model.save_pretrained(result.model_dir)
+        tokenizer.save_pretrained(result.model_dir)
+    return result
+
+
+def bootstrap_model(
+    store: ObjectStore,
+    name: str,
+    size: str = "default",
+    *,
+    networks: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    codes: Sequence[str] | None = None,
+    progress: bool = True,
+) -> tuple[PretrainResult, dict[str, Any]]:
+    """Build the corpus, pretrain (or resume) and publish ``models/<name>/``; return both."""
+    spec = SIZES[size]
+    if codes is None:
+        from nasloop.corpus.grammar import generate
+
+        codes = [net.code for net in generate(networks or spec.networks, seed=seed)]
+    work = Path(work_dir) if work_dir else Path(".nasloop/bootstrap") / name
+    result = pretrain(codes, work, spec, steps=steps, seed=seed, progress=progress)
+    meta = {
+        "kind": "bootstrap-lm",
+        "architecture": "LlamaForCausalLM",
+        "size": spec.name,
+        "parameters": result.parameters,
+        "networks": len(codes),
+        "examples": result.examples,
+        "steps": result.steps,
+        "seed": seed,
+        "final_loss": round(sum(result.losses[-10:]) / len(result.losses[-10:]), 4),
+        "template": "plain",
+    }
+    manifest = publish_model(store, name, result.model_dir, meta)
+    return result, manifest
