@@ -16,7 +16,6 @@ import os
 import resource
 import select
 import signal
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
 from services.evaluator import seccomp_filter
 from services.evaluator.datasets import SandboxData
+from services.evaluator.frames import HEADER, payload_length, write_frame
 from services.evaluator.report import Report
 from services.evaluator.task import Task
 
@@ -62,16 +62,6 @@ def limits_for(task: Task, cfg: EvaluatorConfig, uid: int | None, seccomp: bool)
         seccomp=seccomp,
         output_tail_bytes=cfg.output_tail_bytes,
     )
-
-
-def _frame(kind: bytes, payload: bytes) -> bytes:
-    return kind + struct.pack(">I", len(payload)) + payload
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _vm_size() -> int:
@@ -138,9 +128,9 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
         from services.evaluator.harness import Harness
 
         def progress(r: Report) -> None:
-            _write_all(result_fd, _frame(b"P", wire.encode(r)))
+            write_frame(result_fd, b"P", wire.encode(r))
 
-        _write_all(result_fd, _frame(b"S", b""))
+        write_frame(result_fd, b"S", b"")
     except BaseException as e:
         with contextlib.suppress(BaseException):
             os.write(2, f"nasloop sandbox setup failed: {e!r}\n".encode())
@@ -149,7 +139,7 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
         report = Harness(task, data, progress).run()
         sys.stdout.flush()
         sys.stderr.flush()
-        _write_all(result_fd, _frame(b"R", wire.encode(report)))
+        write_frame(result_fd, b"R", wire.encode(report))
     finally:
         os._exit(0)
 
@@ -188,13 +178,13 @@ def _parse_frames(buf: bytes) -> tuple[bool, Report | None, Report | None]:
     setup = False
     progress = final = None
     pos = 0
-    while pos + 5 <= len(buf):
+    while pos + HEADER <= len(buf):
         kind = buf[pos : pos + 1]
-        (n,) = struct.unpack(">I", buf[pos + 1 : pos + 5])
-        payload = buf[pos + 5 : pos + 5 + n]
+        n = payload_length(buf[pos : pos + HEADER])
+        payload = buf[pos + HEADER : pos + HEADER + n]
         if len(payload) < n or kind not in (b"S", b"P", b"R"):
             break
-        pos += 5 + n
+        pos += HEADER + n
         if kind == b"S":
             setup = True
             continue

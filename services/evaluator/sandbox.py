@@ -28,9 +28,9 @@ import services
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
 from services.evaluator.confine import Limits
+from services.evaluator.frames import read_frame, write_frame
 from services.evaluator.report import Report
 from services.evaluator.task import Task
-from services.evaluator.worker import read_frame, write_frame
 
 log = logging.getLogger("nasloop.evaluator.sandbox")
 

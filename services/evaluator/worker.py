@@ -23,7 +23,6 @@ import json
 import math  # noqa: F401
 import os
 import random  # noqa: F401
-import struct
 import sys
 import typing  # noqa: F401
 from collections import OrderedDict
@@ -41,43 +40,13 @@ from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
 from services.evaluator.confine import Limits, run_confined
 from services.evaluator.datasets import SandboxData
+from services.evaluator.frames import read_frame, write_frame
 from services.evaluator.harness import Harness  # noqa: F401  (imported before any fork)
 from services.evaluator.report import Report
 from services.evaluator.task import Task
 
-MAX_REQUEST_BYTES = 64 << 20
 MS_NOSUID, MS_NODEV, MS_REMOUNT = 2, 4, 32
 CACHED_DATASETS = 2
-
-
-def read_frame(fd: int) -> tuple[bytes, bytes] | None:
-    """One (kind, payload) frame, or None at end of input."""
-    head = _read_exact(fd, 5)
-    if head is None:
-        return None
-    (n,) = struct.unpack(">I", head[1:])
-    if n > MAX_REQUEST_BYTES:
-        raise ValueError("oversized frame")
-    payload = _read_exact(fd, n) if n else b""
-    if payload is None:
-        return None
-    return head[:1], payload
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def write_frame(fd: int, kind: bytes, payload: bytes) -> None:
-    data = memoryview(kind + struct.pack(">I", len(payload)) + payload)
-    while data:
-        data = data[os.write(fd, data) :]
 
 
 def _clean_tmp(keep: set[str]) -> None:
