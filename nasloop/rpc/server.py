@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -34,6 +35,15 @@ class Registration:
     add_to_server: Callable[[Any, grpc.Server], None]
     servicer: Any
     full_name: str  # e.g. "nasloop.v1.Novelty" (from the pb2 DESCRIPTOR)
+
+    @classmethod
+    def of(cls, pb: ModuleType, pb_grpc: ModuleType, name: str, servicer: Any) -> Registration:
+        """Service ``name`` (e.g. "Novelty") of the generated modules ``pb``/``pb_grpc``."""
+        return cls(
+            getattr(pb_grpc, f"add_{name}Servicer_to_server"),
+            servicer,
+            pb.DESCRIPTOR.services_by_name[name].full_name,
+        )
 
 
 class ServiceHost:

@@ -115,13 +115,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Evaluator]
         "evaluator",
         cfg.server,
         cfg.evaluator.port if port is None else port,
-        [
-            Registration(
-                pb_grpc.add_EvaluatorServicer_to_server,
-                EvaluatorServicer(evaluator),
-                pb.DESCRIPTOR.services_by_name["Evaluator"].full_name,
-            )
-        ],
+        [Registration.of(pb, pb_grpc, "Evaluator", EvaluatorServicer(evaluator))],
         on_stop=executor.close,
     )
     return host, evaluator

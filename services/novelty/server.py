@@ -151,13 +151,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, NoveltyEng
         "novelty",
         cfg.server,
         cfg.novelty.port if port is None else port,
-        [
-            Registration(
-                pb_grpc.add_NoveltyServicer_to_server,
-                NoveltyServicer(engine),
-                pb.DESCRIPTOR.services_by_name["Novelty"].full_name,
-            )
-        ],
+        [Registration.of(pb, pb_grpc, "Novelty", NoveltyServicer(engine))],
         on_stop=engine.close,
     )
     return host, engine

@@ -41,13 +41,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, JobManager
         "trainer",
         cfg.server,
         cfg.trainer.port if port is None else port,
-        [
-            Registration(
-                pb_grpc.add_TrainerServicer_to_server,
-                TrainerServicer(jobs),
-                pb.DESCRIPTOR.services_by_name["Trainer"].full_name,
-            )
-        ],
+        [Registration.of(pb, pb_grpc, "Trainer", TrainerServicer(jobs))],
         on_stop=jobs.close,
     )
     return host, jobs
