@@ -64,20 +64,20 @@ SIZES: dict[str, Size] = {
     ),
     "default": Size(
         name="default",
-        vocab_size=2048,
+        vocab_size=4096,
         hidden_size=256,
         layers=5,
         heads=4,
         kv_heads=4,
         intermediate_size=704,
         context=2048,
-        max_length=1792,
+        max_length=640,
         networks=2000,
-        steps=640,
-        batch_size=4,
-        lr=2e-3,
-        warmup_steps=30,
-        checkpoint_every=50,
+        steps=760,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=40,
+        checkpoint_every=25,
     ),
 }
 
@@ -101,7 +101,7 @@ def build_model(size: Size, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausa
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(

@@ -13,10 +13,11 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,6 @@ def pretrain(
     seed: int = 0,
     stop_at: int | None = None,
     progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> PretrainResult:
     """Train (or resume) the bootstrap LM on ``codes``; the model ends up in ``work_dir/model``.
 
@@ -180,7 +180,10 @@ def pretrain(
     else:
         texts = [t for pair in pairs for t in pair]
         tokenizer = train_tokenizer(texts, size.vocab_size, size.context)
-        tokenizer.save_pretrained(tok_dir)
+        part = work / ".tokenizer.part"
+        shutil.rmtree(part, ignore_errors=True)
+        tokenizer.save_pretrained(part)
+        os.replace(part, tok_dir)
 
     examples, truncated = [], 0
     for prompt, answer in pairs:
@@ -195,8 +198,8 @@ def pretrain(
 
     torch.manual_seed(seed)
     model = build_model(size, tokenizer)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
         lr=size.lr,
@@ -264,8 +267,6 @@ def pretrain(
         result.tokens += int(batch["attention_mask"].sum())
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if on_step is not None:
-            on_step(step + 1, losses[-1])
         if (step + 1) % size.checkpoint_every == 0 or step + 1 == end:
             checkpoint(step + 1)
     bar.close()

@@ -18,6 +18,7 @@ from nasloop.bootstrap import (
 )
 from nasloop.cli import main
 from nasloop.corpus.grammar import generate
+from nasloop.prompts import render_prompt
 from nasloop.store import IntegrityError, LocalStore, ObjectNotFound
 from nasloop.v1 import common_pb2
 
@@ -90,7 +91,9 @@ def test_publish_fetch_load_and_sample(codes, resumed, s3_store, tmp_path: Path)
     tok = AutoTokenizer.from_pretrained(dest)
     model = AutoModelForCausalLM.from_pretrained(dest)
     assert type(model).__name__ == "LlamaForCausalLM"
-    assert tok.chat_template and tok.bos_token and tok.eos_token and tok.pad_token
+    assert tok.bos_token and tok.eos_token and tok.pad_token
+    instruct = render_prompt(SPEC, "instruct", tok)  # the chat template travels with the model
+    assert instruct.startswith(tok.bos_token) and "digits" in instruct
     local = AutoModelForCausalLM.from_pretrained(result.model_dir)
     for (name, a), (_, b) in zip(
         model.state_dict().items(), local.state_dict().items(), strict=True
