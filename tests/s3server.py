@@ -74,3 +74,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def store_env(endpoint: str, url: str) -> dict[str, str]:
+    """The ``NASLOOP_STORE__*`` variables that point a service at this S3 server."""
+    return {
+        "NASLOOP_STORE__URL": url,
+        "NASLOOP_STORE__ENDPOINT": endpoint,
+        "NASLOOP_STORE__ACCESS_KEY": "testing",
+        "NASLOOP_STORE__SECRET_KEY": "testing",
+        "NASLOOP_STORE__REGION": "us-east-1",
+    }

@@ -32,6 +32,7 @@ class Server:
 
 SERVICE_NAMES = {
     "novelty": "nasloop.v1.Novelty",
+    "generator": "nasloop.v1.Generator",
     "evaluator": "nasloop.v1.Evaluator",
     "trainer": "nasloop.v1.Trainer",
 }

@@ -6,43 +6,14 @@ the local cache, verified against their manifests, when the job runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from nasloop.artifacts import BaseModel
 from nasloop.rpc import FailedPrecondition, InvalidArgument, NotFound
-from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
+from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.store.base import sha256_hex
 from services.trainer.spec import TrainSpec
-
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-
-
-@dataclass(frozen=True)
-class BaseModel:
-    """Where a base model comes from and its identity (recorded in every adapter)."""
-
-    ref: str
-    store_prefix: str  # "" for a local path
-    local_path: str  # "" for a store model
-    sha256: str
-
-
-def resolve_base(store: ObjectStore, ref: str) -> BaseModel:
-    """``models/<name>`` in the store, or a local directory in Hugging Face format."""
-    prefix = ref.strip("/")
-    manifest_sha = store.manifest_sha256(prefix) if prefix.startswith("models/") else None
-    if manifest_sha is not None:
-        return BaseModel(ref, prefix, "", manifest_sha)
-    path = Path(ref).expanduser()
-    if (path / "config.json").is_file():
-        # A directory's identity: its config and the names and sizes of its files.
-        h = hashlib.sha256((path / "config.json").read_bytes())
-        for f in sorted(p for p in path.iterdir() if p.is_file()):
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
-        return BaseModel(ref, "", str(path.resolve()), h.hexdigest())
-    raise NotFound(f"base model {ref!r}: no manifest at {prefix}/ in the store and no local model")
 
 
 @dataclass(frozen=True)
@@ -104,30 +75,3 @@ def read_pairs(
     if not pairs:
         raise InvalidArgument(f"training pairs at {spec.pairs_key} are empty")
     return pairs, sha
-
-
-def fetch_artifact(store: ObjectStore, prefix: str, dest: Path) -> Path:
-    """Copy a complete artifact into ``dest`` (once), verifying each file against its manifest."""
-    manifest = store.get_manifest(prefix)
-    if manifest is None:
-        raise ObjectNotFound(f"no artifact at {prefix}/")
-    done = dest / ".complete"
-    if done.exists():
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in manifest["files"]:
-        data = store.get_artifact_file(prefix, name, manifest)
-        tmp = dest / f".{Path(name).name}.part"
-        tmp.write_bytes(data)
-        tmp.replace(dest / name)
-    done.write_text(json.dumps(manifest))
-    return dest
-
-
-def local_model_dir(store: ObjectStore, base: BaseModel, cache: Path) -> Path:
-    if base.local_path:
-        return Path(base.local_path)
-    try:
-        return fetch_artifact(store, base.store_prefix, cache / "models" / base.sha256)
-    except IntegrityError as e:
-        raise FailedPrecondition(f"base model {base.ref!r} is corrupt in the store: {e}") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nasloop import artifacts
 from nasloop.config import TrainerConfig
 from nasloop.rpc import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from nasloop.store import ObjectStore
@@ -36,7 +37,7 @@ def _now() -> Timestamp:
 
 
 class JobRecord:
-    def __init__(self, job: pb.Job, spec: TrainSpec, base: inputs.BaseModel,
+    def __init__(self, job: pb.Job, spec: TrainSpec, base: artifacts.BaseModel,
                  parent: inputs.Parent | None, pairs: list[tuple[str, str]]) -> None:  # fmt: skip
         self.job = job
         self.spec = spec
@@ -75,7 +76,7 @@ class JobManager:
         spec = from_request(req, job_id)
         if self.store.get_manifest(spec.output_prefix) is not None:
             raise AlreadyExists(f"an adapter is already published at {spec.output_prefix}/")
-        base = inputs.resolve_base(self.store, spec.base_model)
+        base = artifacts.resolve_base(self.store, spec.base_model)
         parent = inputs.resolve_parent(self.store, spec, base)
         pairs, data_sha = inputs.read_pairs(self.store, spec, self.cfg.max_pairs_bytes)
         job = pb.Job(id=job_id, state=common.JOB_STATE_QUEUED, created=_now(), data_sha256=data_sha)
@@ -185,10 +186,10 @@ class JobManager:
             self._changed(record)
         work = self.cache / "jobs" / spec.job_id
         try:
-            model_dir = inputs.local_model_dir(self.store, record.base, self.cache)
+            model_dir = artifacts.local_model_dir(self.store, record.base, self.cache)
             parent_dir = None
             if record.parent is not None:
-                parent_dir = inputs.fetch_artifact(
+                parent_dir = artifacts.fetch_artifact(
                     self.store, record.parent.prefix, self.cache / "adapters" / record.parent.sha256
                 )
 

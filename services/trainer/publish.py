@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from nasloop.artifacts import ADAPTER_FILES, BaseModel
 from nasloop.store import ObjectStore
 from nasloop.v1 import common_pb2 as common
-from services.trainer.inputs import ADAPTER_FILES, BaseModel, Parent
+from services.trainer.inputs import Parent
 from services.trainer.sft import TrainResult
 from services.trainer.spec import TrainSpec
 

@@ -6,14 +6,11 @@ import math
 import re
 from dataclasses import dataclass
 
+from nasloop.artifacts import SERVABLE_RANKS, UNSERVABLE_TARGET
 from nasloop.rpc import InvalidArgument
 from nasloop.v1 import trainer_pb2 as pb
 
-# vLLM serves only these LoRA ranks (DESIGN.md, measured).
-SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Embedding and output-head names that vLLM cannot serve as LoRA targets.
-UNSERVABLE_TARGET = re.compile(r"(embed|lm_head|wte|wpe|output)", re.IGNORECASE)
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

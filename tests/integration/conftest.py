@@ -6,17 +6,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from s3server import store_env
 from servers import Server, novelty_server
 
 
 @pytest.fixture
 def s3_env(s3_endpoint: str) -> dict[str, str]:
     return {
-        "NASLOOP_STORE__URL": f"s3://novelty-{uuid.uuid4().hex[:12]}/state",
-        "NASLOOP_STORE__ENDPOINT": s3_endpoint,
-        "NASLOOP_STORE__ACCESS_KEY": "testing",
-        "NASLOOP_STORE__SECRET_KEY": "testing",
-        "NASLOOP_STORE__REGION": "us-east-1",
+        **store_env(s3_endpoint, f"s3://novelty-{uuid.uuid4().hex[:12]}/state"),
         "NASLOOP_SERVER__HOST": "127.0.0.1",
         "NASLOOP_SERVER__GRACE_S": "5",
     }

@@ -14,6 +14,7 @@ import grpc
 import pytest
 import torch
 from candidates import GOOD_NET
+from s3server import store_env
 from servers import service_server
 from tiny_lm import publish_tiny_lm
 
@@ -42,11 +43,7 @@ def world(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     store.put_bytes("data/empty.jsonl", b"\n")
     store.put_bytes("data/bad.jsonl", b'{"prompt": "x"}\n')
     env = {
-        "NASLOOP_STORE__URL": f"s3://{bucket}",
-        "NASLOOP_STORE__ENDPOINT": s3_endpoint,
-        "NASLOOP_STORE__ACCESS_KEY": "testing",
-        "NASLOOP_STORE__SECRET_KEY": "testing",
-        "NASLOOP_STORE__REGION": "us-east-1",
+        **store_env(s3_endpoint, f"s3://{bucket}"),
         "NASLOOP_TRAINER__CACHE_DIR": str(root / "cache"),
         "NASLOOP_TRAINER__LOG_EVERY_STEPS": "1",
     }

@@ -1,0 +1,111 @@
+"""Base models and LoRA adapters as store artifacts: their identity and a verified local cache.
+
+The trainer and the generator both resolve a base model (``models/<name>`` in the store, or a
+local Hugging Face directory) and fetch artifacts into a local cache; this is the one place
+that does it. An artifact's identity is the SHA-256 of its ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nasloop.rpc.errors import FailedPrecondition, NotFound
+from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
+from nasloop.store.base import MANIFEST, join_key, sha256_hex
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+# vLLM serves only these LoRA ranks (DESIGN.md, measured).
+SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Embedding and output-head names that vLLM cannot serve as LoRA targets.
+UNSERVABLE_TARGET = re.compile(r"(embed|lm_head|wte|wpe|output)", re.IGNORECASE)
+_COMPLETE = ".complete"
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """Where a base model comes from and its identity (recorded in every adapter)."""
+
+    ref: str
+    store_prefix: str  # "" for a local path
+    local_path: str  # "" for a store model
+    sha256: str
+
+
+def resolve_base(store: ObjectStore, ref: str) -> BaseModel:
+    """``models/<name>`` in the store, or a local directory in Hugging Face format."""
+    prefix = ref.strip("/")
+    manifest_sha = store.manifest_sha256(prefix) if prefix.startswith("models/") else None
+    if manifest_sha is not None:
+        return BaseModel(ref, prefix, "", manifest_sha)
+    path = Path(ref).expanduser()
+    if (path / "config.json").is_file():
+        # A directory's identity: its config and the names and sizes of its files.
+        h = hashlib.sha256((path / "config.json").read_bytes())
+        for f in sorted(p for p in path.iterdir() if p.is_file()):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return BaseModel(ref, "", str(path.resolve()), h.hexdigest())
+    raise NotFound(f"base model {ref!r}: no manifest at {prefix}/ in the store and no local model")
+
+
+def read_manifest(store: ObjectStore, prefix: str) -> tuple[dict[str, Any], str]:
+    """The artifact's manifest and its SHA-256 (one read, so the two agree).
+
+    Raises ``ObjectNotFound`` (no complete artifact) or ``IntegrityError`` (not a manifest)."""
+    try:
+        raw = store.get_bytes(join_key(prefix, MANIFEST))
+    except ObjectNotFound:
+        raise ObjectNotFound(f"no artifact at {prefix}/ (no {MANIFEST})") from None
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise IntegrityError(f"{prefix}/{MANIFEST} is not JSON: {e}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise IntegrityError(f"{prefix}/{MANIFEST} is not an artifact manifest")
+    return manifest, sha256_hex(raw)
+
+
+def fetch_artifact(
+    store: ObjectStore, prefix: str, dest: Path, manifest: dict[str, Any] | None = None
+) -> Path:
+    """Copy a complete artifact into ``dest`` (once), verifying each file against its manifest.
+
+    The files land in a sibling directory that is renamed into place when all are verified, so
+    ``dest`` is either complete or absent, even after a crash or beside a concurrent fetch.
+    """
+    if (dest / _COMPLETE).exists():
+        return dest
+    if manifest is None:
+        manifest, _ = read_manifest(store, prefix)
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        for name in manifest["files"]:
+            (part / name).write_bytes(store.get_artifact_file(prefix, name, manifest))
+        (part / _COMPLETE).write_text(json.dumps(manifest))
+        try:
+            part.rename(dest)
+        except OSError:  # another fetch finished first (or a stale incomplete dest)
+            if not (dest / _COMPLETE).exists():
+                shutil.rmtree(dest, ignore_errors=True)
+                part.rename(dest)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    return dest
+
+
+def local_model_dir(store: ObjectStore, base: BaseModel, cache: Path) -> Path:
+    """A local directory holding the base model (fetched into ``cache`` when from the store)."""
+    if base.local_path:
+        return Path(base.local_path)
+    try:
+        return fetch_artifact(store, base.store_prefix, cache / "models" / base.sha256)
+    except IntegrityError as e:
+        raise FailedPrecondition(f"base model {base.ref!r} is corrupt in the store: {e}") from None

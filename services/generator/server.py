@@ -1,0 +1,82 @@
+"""gRPC servicer for the generator: messages in, the event loop's answers out."""
+
+from __future__ import annotations
+
+import logging
+
+from nasloop.config import Config
+from nasloop.rpc import Registration, ServiceHost
+from nasloop.store import open_store
+from nasloop.v1 import generator_pb2 as pb
+from nasloop.v1 import generator_pb2_grpc as pb_grpc
+from services.generator.aio import LoopThread
+from services.generator.generator import Generator
+
+log = logging.getLogger("nasloop.generator")
+
+
+class GeneratorServicer(pb_grpc.GeneratorServicer):
+    def __init__(self, generator: Generator, loop: LoopThread) -> None:
+        self.generator = generator
+        self.loop = loop
+
+    def Generate(self, request, context):  # type: ignore[no-untyped-def]
+        # Cancelling the call, or its deadline passing, aborts the answers still running.
+        candidates, cancel = self.loop.stream(self.generator.generate(request))
+        context.add_callback(cancel)
+        yield from candidates
+
+    def LoadAdapter(self, request, context):  # type: ignore[no-untyped-def]
+        return self.loop.run(self.generator.adapters.load(request))
+
+    def UnloadAdapter(self, request, context):  # type: ignore[no-untyped-def]
+        self.loop.run(self.generator.adapters.unload(request.name))
+        return pb.UnloadAdapterResponse()
+
+    def ListAdapters(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListAdaptersResponse(adapters=self.generator.adapters.list())
+
+    def ModelInfo(self, request, context):  # type: ignore[no-untyped-def]
+        return self.generator.model_info()
+
+    def RenderPrompt(self, request, context):  # type: ignore[no-untyped-def]
+        return self.generator.render_prompt(request)
+
+
+def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Generator, LoopThread]:
+    """The host (not started) and the generator (not started: call ``loop.run(gen.start())``)."""
+    generator = Generator(cfg.generator, open_store(cfg.store))
+    loop = LoopThread()
+
+    async def close() -> None:  # on the loop's thread, where the engine lives
+        generator.close()
+
+    def stop() -> None:
+        try:
+            loop.run(close(), timeout=60)
+        finally:
+            loop.close()
+
+    host = ServiceHost(
+        "generator",
+        cfg.server,
+        cfg.generator.port if port is None else port,
+        [Registration.of(pb, pb_grpc, "Generator", GeneratorServicer(generator, loop))],
+        on_stop=stop,
+    )
+    return host, generator, loop
+
+
+def serve(cfg: Config) -> None:
+    """Answer health at once (NOT_SERVING), start the engine, then serve until SIGTERM."""
+    host, generator, loop = build(cfg)
+    host.install_signal_handlers()
+    host.start()
+    try:
+        loop.run(generator.start())
+    except Exception:
+        log.exception("the engine did not start")
+        host.stop(0)
+        raise
+    host.set_serving()
+    host.wait()

