@@ -47,33 +47,19 @@ def _specs(count: int):  # type: ignore[no-untyped-def]
     ]
 
 
-def direct(model_dir: Path, cfg, prompts: list[list[int]], tokens: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """The engine alone: all prompts at once, as the service sends them."""
+async def direct_round(backend, prompts: list[list[int]], tokens: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """The engine alone: all prompts at once, as the service sends them (same seeds)."""
     from services.generator.backend import Sampling
-    from services.generator.backends import make_backend
 
-    async def run() -> tuple[float, int]:
-        backend = make_backend(cfg, model_dir)
-        await backend.start()
-        try:
-            await _direct_round(backend, prompts[:4], tokens, Sampling)  # warm-up
-            t0 = time.perf_counter()
-            done = await _direct_round(backend, prompts, tokens, Sampling)
-            return time.perf_counter() - t0, done
-        finally:
-            backend.close()
-
-    return asyncio.run(run())
-
-
-async def _direct_round(backend, prompts, tokens, sampling_cls) -> int:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
     jobs = [
         backend.generate(
-            f"d{i}-{time.monotonic_ns()}", ids, sampling_cls(0.8, 1.0, 0, tokens, 1000 + i), None
+            f"d{i}-{time.monotonic_ns()}", ids, Sampling(0.8, 1.0, 0, tokens, 1000 + i), None
         )
         for i, ids in enumerate(prompts)
     ]
-    return sum(c.completion_tokens for c in await asyncio.gather(*jobs))
+    done = sum(c.completion_tokens for c in await asyncio.gather(*jobs))
+    return time.perf_counter() - t0, done
 
 
 def through_grpc(address: str, specs, tokens: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
@@ -92,7 +78,6 @@ def through_grpc(address: str, specs, tokens: int) -> tuple[float, int]:  # type
             return sum(c.completion_tokens for c in reply)
 
         with ThreadPoolExecutor(len(specs)) as pool:
-            list(pool.map(one, range(4)))  # warm-up
             t0 = time.perf_counter()
             done = sum(pool.map(one, range(len(specs))))
             return time.perf_counter() - t0, done
@@ -137,12 +122,20 @@ def adapter_latency(address: str, spec, names: list[str]) -> list[float]:  # typ
     return out
 
 
+IDLE_S = 2.0  # a vLLM engine busy-polls for about 1 s after its last request
+
+
+async def _close(engine) -> None:  # type: ignore[no-untyped-def]
+    engine.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model-dir", help="a bootstrap model directory (default: train a tiny one)")
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--adapters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
 
     from generator_world import adapter_files, adapter_meta
@@ -154,6 +147,8 @@ def main() -> None:
     from nasloop.corpus.grammar import generate
     from nasloop.prompts import encode_prompt, render_prompt
     from nasloop.store import LocalStore
+    from services.generator.aio import LoopThread
+    from services.generator.backends import make_backend
 
     print(f"machine: {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="nasloop-genbench-") as tmp:
@@ -177,8 +172,6 @@ def main() -> None:
         specs = _specs(args.prompts)
         tok = AutoTokenizer.from_pretrained(local)
         prompts = [encode_prompt(tok, render_prompt(s, "plain")) for s in specs]
-        cfg = GeneratorConfig(model=str(local), backend="vllm", max_lora_rank=32, kv_cache_gib=1)
-        t_direct, n_direct = direct(local, cfg, prompts, args.tokens)
         env = {
             "NASLOOP_STORE__URL": f"file://{root / 'store'}",
             "NASLOOP_SERVER__HOST": "127.0.0.1",
@@ -187,24 +180,56 @@ def main() -> None:
             "NASLOOP_GENERATOR__CACHE_DIR": str(root / "cache"),
             "NASLOOP_GENERATOR__MAX_LORA_RANK": "32",
             "NASLOOP_GENERATOR__KV_CACHE_GIB": "1",
+            # one streaming call per prompt, each holding a server thread
+            "NASLOOP_SERVER__MAX_WORKERS": str(args.prompts + 8),
+            "NASLOOP_GENERATOR__MAX_CONCURRENT_CALLS": str(args.prompts),
         }
-        rates = {}
-        for backend in ("vllm", "transformers"):
-            log = root / f"{backend}.log"
-            benv = {**env, "NASLOOP_GENERATOR__BACKEND": backend}
-            with service_server("generator", benv, log, timeout_s=300) as server:
-                if backend == "vllm":
-                    t_grpc, n_grpc = through_grpc(server.address, specs, args.tokens)
-                    latencies = adapter_latency(server.address, specs[0], prefixes)
-                t_batch, n_batch = batch(server.address, specs[0], 32, args.tokens)
-                rates[backend] = n_batch / t_batch
+        # The direct engine and the service's engine are both up; rounds alternate between them
+        # (idle engines sleep), so both see the same machine.
+        loop = LoopThread()
+        cfg = GeneratorConfig(model=str(local), backend="vllm", max_lora_rank=32, kv_cache_gib=1)
+        engine = make_backend(cfg, local)
+        loop.run(engine.start())
+        rates: dict[str, list[float]] = {"direct": [], "grpc": [], "vllm": [], "transformers": []}
+        try:
+            benv = {**env, "NASLOOP_GENERATOR__BACKEND": "vllm"}
+            with service_server("generator", benv, root / "vllm.log", timeout_s=300) as server:
+                loop.run(direct_round(engine, prompts[:4], args.tokens))  # warm-up
+                through_grpc(server.address, specs[:4], args.tokens)
+                for _ in range(args.rounds):
+                    for kind in ("direct", "grpc"):
+                        time.sleep(IDLE_S)
+                        if kind == "direct":
+                            t, n = loop.run(direct_round(engine, prompts, args.tokens))
+                        else:
+                            t, n = through_grpc(server.address, specs, args.tokens)
+                        rates[kind].append(n / t)
+                time.sleep(IDLE_S)
+                latencies = adapter_latency(server.address, specs[0], prefixes)
+                for _ in range(args.rounds):
+                    time.sleep(IDLE_S)
+                    t, n = batch(server.address, specs[0], 32, args.tokens)
+                    rates["vllm"].append(n / t)
                 server.stop()
-        direct_rate, grpc_rate = n_direct / t_direct, n_grpc / t_grpc
+        finally:
+            loop.run(_close(engine))
+            loop.close()
+        benv = {**env, "NASLOOP_GENERATOR__BACKEND": "transformers"}
+        with service_server("generator", benv, root / "hf.log", timeout_s=300) as server:
+            for _ in range(args.rounds):
+                t, n = batch(server.address, specs[0], 32, args.tokens)
+                rates["transformers"].append(n / t)
+            server.stop()
+        ratios = [g / d for g, d in zip(rates["grpc"], rates["direct"], strict=True)]
+        med = {k: statistics.median(v) for k, v in rates.items()}
         print(
-            f"vLLM direct: {n_direct} tokens in {t_direct:.2f} s = {direct_rate:,.0f} tokens/s; "
-            f"through gRPC: {n_grpc} tokens in {t_grpc:.2f} s = {grpc_rate:,.0f} tokens/s; "
-            f"ratio {grpc_rate / direct_rate:.3f}  [target ≥ 0.9]"
+            f"{args.prompts} prompts x {args.tokens} tokens, {args.rounds} alternating rounds: "
+            f"vLLM direct {med['direct']:,.0f} tokens/s, through gRPC {med['grpc']:,.0f} "
+            f"tokens/s; ratio per round "
+            + ", ".join(f"{r:.3f}" for r in ratios)
+            + f"; median {statistics.median(ratios):.3f}  [target ≥ 0.9]"
         )
+        rates = med
         print(
             f"batch 32 through gRPC: vLLM {rates['vllm']:,.0f} tokens/s, transformers "
             f"{rates['transformers']:,.0f} tokens/s; "

@@ -25,8 +25,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import torch  # noqa: E402
 from candidates import GOOD_NET  # noqa: E402
 
-from nasloop.prompts import encode_pair  # noqa: E402
-from services.trainer.sft import _collate, train_lora  # noqa: E402
+from nasloop.prompts import encode_pair, pad_batch  # noqa: E402
+from services.trainer.sft import train_lora  # noqa: E402
 from services.trainer.spec import TrainSpec  # noqa: E402
 
 SPEC = TrainSpec(
@@ -101,7 +101,7 @@ def bare_loop(model_dir: Path, pairs: list[tuple[str, str]]) -> float:
     micro = [order[i : i + SPEC.batch_size] for i in range(0, len(order), SPEC.batch_size)]
     for start in range(0, len(micro), SPEC.grad_accum):
         for m in micro[start : start + SPEC.grad_accum]:
-            batch = _collate([examples[i] for i in m], tok.pad_token_id, torch.device("cpu"))
+            batch = pad_batch([examples[i] for i in m], tok.pad_token_id, torch.device("cpu"))
             (model(**batch).loss / SPEC.grad_accum).backward()
             tokens += int(batch["attention_mask"].sum())
         opt.step()

@@ -26,6 +26,7 @@ SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Embedding and output-head names that vLLM cannot serve as LoRA targets.
 UNSERVABLE_TARGET = re.compile(r"(embed|lm_head|wte|wpe|output)", re.IGNORECASE)
 _COMPLETE = ".complete"
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")  # one plain file, no directories
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,19 @@ def fetch_artifact(
         return dest
     if manifest is None:
         manifest, _ = read_manifest(store, prefix)
+    for name in manifest["files"]:
+        if not isinstance(name, str) or not _FILE_NAME.fullmatch(name) or name == MANIFEST:
+            raise IntegrityError(f"{prefix}/{MANIFEST} lists a bad file name {name!r}")
     part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
         for name in manifest["files"]:
-            (part / name).write_bytes(store.get_artifact_file(prefix, name, manifest))
+            try:
+                data = store.get_artifact_file(prefix, name, manifest)
+            except (KeyError, TypeError) as e:  # a manifest entry without sha256/size
+                raise IntegrityError(f"{prefix}/{MANIFEST}: bad entry for {name}: {e}") from None
+            (part / name).write_bytes(data)
         (part / _COMPLETE).write_text(json.dumps(manifest))
         try:
             part.rename(dest)

@@ -17,10 +17,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "NASLOOP_"
 ENV_FILE = "NASLOOP_CONFIG"
+GENERATOR_SPARE_WORKERS = 4
 
 
 class ConfigError(ValueError):
@@ -114,7 +123,9 @@ class GeneratorConfig(_Section):
     max_cpu_loras: int = Field(8, ge=1, le=1024, description="adapters registered at once")
     max_lora_rank: int = Field(64, description="largest adapter rank that can be loaded")
     max_n: int = Field(256, ge=1, description="answers per Generate call")
-    max_concurrent_calls: int = Field(64, ge=1, description="Generate calls in flight at once")
+    # Each streaming call holds one of the server's worker threads until it ends, so at most
+    # server.max_workers - 4 (the rest answer health checks and adapter calls).
+    max_concurrent_calls: int = Field(12, ge=1, description="Generate calls in flight at once")
     seed: int = Field(0, ge=0, description="engine seed (requests without a seed get a random one)")
     # vLLM: KV-cache memory on CPU; the share of GPU memory it may use on GPU.
     kv_cache_gib: int = Field(1, ge=1, le=1024)
@@ -211,6 +222,17 @@ class Config(_Section):
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
+
+    @model_validator(mode="after")
+    def _threads_for_streams(self) -> Config:
+        spare = self.server.max_workers - GENERATOR_SPARE_WORKERS
+        if self.generator.max_concurrent_calls > spare:
+            raise ValueError(
+                f"generator.max_concurrent_calls ({self.generator.max_concurrent_calls}) must be "
+                f"at most server.max_workers - {GENERATOR_SPARE_WORKERS} ({spare}): each Generate "
+                "call holds a server thread"
+            )
+        return self
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

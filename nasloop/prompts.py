@@ -180,3 +180,21 @@ def encode_pair(tokenizer: Any, prompt: str, answer: str, max_length: int) -> En
     )
     out.truncated = truncated
     return out
+
+
+def pad_batch(examples: list[dict[str, list[int]]], pad_id: int, device: Any = None) -> dict:
+    """Encoded pairs right-padded into tensors: ``input_ids`` with ``pad_id``,
+    ``attention_mask`` with 0 and ``labels`` with -100 (no loss on padding)."""
+    import torch
+
+    width = max(len(e["input_ids"]) for e in examples)
+
+    def pad(key: str, value: int) -> torch.Tensor:
+        rows = [e[key] + [value] * (width - len(e[key])) for e in examples]
+        return torch.tensor(rows, dtype=torch.long, device=device)
+
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "attention_mask": pad("attention_mask", 0),
+        "labels": pad("labels", -100),
+    }

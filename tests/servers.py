@@ -51,6 +51,7 @@ def service_server(
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a kill reaches its children too
         )
     server = Server(proc, f"127.0.0.1:{port}", log)
     try:
@@ -68,7 +69,7 @@ def service_server(
         yield server
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

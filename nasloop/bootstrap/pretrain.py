@@ -28,7 +28,13 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from nasloop.bootstrap.model import SIZES, Size, build_model, parameter_count, publish_model
 from nasloop.bootstrap.tokenizer import train_tokenizer
-from nasloop.prompts import PromptTooLongError, encode_pair, render_answer, render_prompt
+from nasloop.prompts import (
+    PromptTooLongError,
+    encode_pair,
+    pad_batch,
+    render_answer,
+    render_prompt,
+)
 from nasloop.store.base import ObjectStore
 from nasloop.v1 import common_pb2
 
@@ -103,19 +109,6 @@ def _batch_plan(lengths: Sequence[int], batch_size: int, steps: int, seed: int) 
         rng.shuffle(epoch)
         plan += epoch
     return plan[:steps]
-
-
-def _collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(e["input_ids"]) for e in examples)
-
-    def pad(key: str, value: int) -> torch.Tensor:
-        return torch.tensor([e[key] + [value] * (width - len(e[key])) for e in examples])
-
-    return {
-        "input_ids": pad("input_ids", pad_id),
-        "attention_mask": pad("attention_mask", 0),
-        "labels": pad("labels", -100),
-    }
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -254,7 +247,7 @@ def pretrain(
     )
     t0 = time.perf_counter()
     for step in range(start, end):
-        batch = _collate([examples[i] for i in plan[step]], tokenizer.pad_token_id)
+        batch = pad_batch([examples[i] for i in plan[step]], tokenizer.pad_token_id)
         # Right padding under a causal mask: no real token attends to a pad, and pads carry no
         # labels, so no attention mask is needed; without one SDPA takes its fast causal path.
         loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss

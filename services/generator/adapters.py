@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,13 @@ from nasloop.rpc import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
-from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
+from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore, StoreError
 from nasloop.store.base import check_prefix
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2 as pb
-from services.generator.backend import AdapterRejected, Backend, LoadedAdapter
+from services.generator.backend import AdapterRejected, Backend, EngineFailed, LoadedAdapter
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -59,6 +61,7 @@ class AdapterRegistry:
         cache: Path,
         max_rank: int,
         max_adapters: int,
+        on_engine_failure: Callable[[EngineFailed], None] = lambda e: None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -66,6 +69,7 @@ class AdapterRegistry:
         self.cache = cache
         self.max_rank = max_rank
         self.max_adapters = max_adapters
+        self.on_engine_failure = on_engine_failure
         self._by_name: dict[str, _Slot] = {}
         self._retired: list[_Slot] = []
         self._next_slot = 1
@@ -84,6 +88,8 @@ class AdapterRegistry:
         async with self._lock:
             old = self._by_name.get(name)
             if old is not None and not request.replace:
+                if await asyncio.to_thread(self._same, old, prefix, request.sha256):
+                    return old.info  # a retried call (e.g. after its deadline) is not an error
                 raise AlreadyExists(f"an adapter named {name!r} is loaded; set replace to swap it")
             if old is None and len(self._by_name) + len(self._retired) >= self.max_adapters:
                 raise ResourceExhausted(
@@ -97,6 +103,9 @@ class AdapterRegistry:
                 await self.backend.add_adapter(loaded)
             except AdapterRejected as e:
                 raise FailedPrecondition(f"adapter {prefix}/ rejected by the engine: {e}") from None
+            except EngineFailed as e:
+                self.on_engine_failure(e)
+                raise Unavailable(f"the engine failed: {e}") from None
             loaded_at = Timestamp()
             loaded_at.GetCurrentTime()
             info = pb.AdapterInfo(
@@ -111,20 +120,33 @@ class AdapterRegistry:
                 await self._retire(old)
             return info
 
-    def _fetch(self, name: str, prefix: str, sha256: str) -> tuple[Path, common.AdapterRef]:
-        """Fetch and check the adapter's files (runs in a worker thread)."""
+    def _same(self, slot: _Slot, prefix: str, sha256: str) -> bool:
+        """Would loading ``prefix`` (``sha256``) give the adapter ``slot`` already holds?"""
+        if slot.info.ref.prefix != prefix or (sha256 and sha256 != slot.info.ref.sha256):
+            return False
+        return self._manifest(prefix)[1] == slot.info.ref.sha256
+
+    def _manifest(self, prefix: str) -> tuple[dict[str, Any], str]:
         try:
-            manifest, manifest_sha = read_manifest(self.store, prefix)
+            return read_manifest(self.store, prefix)
         except ObjectNotFound:
             raise NotFound(f"no adapter at {prefix}/ in the store") from None
         except IntegrityError as e:
             raise DataLoss(f"adapter at {prefix}/: {e}") from None
+        except StoreError as e:  # the store is unreachable: worth a retry
+            raise Unavailable(f"adapter at {prefix}/: {e}") from None
+
+    def _fetch(self, name: str, prefix: str, sha256: str) -> tuple[Path, common.AdapterRef]:
+        """Fetch and check the adapter's files (runs in a worker thread)."""
+        manifest, manifest_sha = self._manifest(prefix)
         if sha256 and sha256 != manifest_sha:
             raise FailedPrecondition(
                 f"adapter at {prefix}/ has manifest {manifest_sha[:12]}…, "
                 f"not the requested {sha256[:12]}…"
             )
         meta = manifest.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise DataLoss(f"adapter at {prefix}/: the manifest's meta is not an object")
         missing = [f for f in ADAPTER_FILES if f not in manifest["files"]]
         if meta.get("kind") != "lora-adapter" or missing:
             raise FailedPrecondition(f"{prefix}/ is not a LoRA adapter (missing {missing})")
@@ -138,6 +160,8 @@ class AdapterRegistry:
             path = fetch_artifact(self.store, prefix, self.cache / manifest_sha, manifest)
         except (IntegrityError, ObjectNotFound) as e:
             raise DataLoss(f"adapter at {prefix}/ is corrupt in the store: {e}") from None
+        except StoreError as e:
+            raise Unavailable(f"adapter at {prefix}/: {e}") from None
         config = _adapter_config(path, prefix)
         _check_weights(path, prefix)
         rank = config.get("r")
@@ -163,7 +187,7 @@ class AdapterRegistry:
             base_model=str(meta.get("base_model", "")),
             rank=rank,
             run=str(meta.get("run", "")),
-            cycle=int(meta.get("cycle") or 0),
+            cycle=_count(meta.get("cycle")),
             base_model_sha256=self.base.sha256,
             parent_sha256=str(meta.get("parent_sha256", "")),
         )
@@ -180,9 +204,16 @@ class AdapterRegistry:
     async def _retire(self, slot: _Slot) -> None:
         slot.retired = True
         if slot.running == 0:
-            await self.backend.remove_adapter(slot.loaded)
+            await self._remove(slot.loaded)
         else:
             self._retired.append(slot)  # removed by release() when its last request ends
+
+    async def _remove(self, loaded: LoadedAdapter) -> None:
+        try:
+            await self.backend.remove_adapter(loaded)
+        except EngineFailed as e:
+            self.on_engine_failure(e)
+            raise Unavailable(f"the engine failed: {e}") from None
 
     # -- use by requests --------------------------------------------------------------------------
     def acquire(self, name: str) -> tuple[LoadedAdapter, pb.AdapterInfo] | None:
@@ -201,7 +232,7 @@ class AdapterRegistry:
                 slot.running -= 1
                 if slot.running == 0:
                     self._retired.remove(slot)
-                    await self.backend.remove_adapter(loaded)
+                    await self._remove(loaded)
                 return
         for slot in self._by_name.values():
             if slot.loaded is loaded:
@@ -210,6 +241,13 @@ class AdapterRegistry:
 
     def list(self) -> list[pb.AdapterInfo]:
         return [s.info for _, s in sorted(self._by_name.items())]
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _adapter_config(path: Path, prefix: str) -> dict[str, Any]:

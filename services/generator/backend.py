@@ -53,6 +53,10 @@ class AdapterRejected(Exception):
     """The engine refused an adapter (rank, target modules, unreadable files)."""
 
 
+class EngineFailed(Exception):
+    """The engine is dead: nothing more can be served by this process."""
+
+
 class Backend(Protocol):
     """An inference engine. ``start`` and ``close`` run once; the rest may run concurrently.
 

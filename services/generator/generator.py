@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -22,12 +22,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nasloop import artifacts
 from nasloop.config import GeneratorConfig
 from nasloop.prompts import TEMPLATES, encode_prompt, extract, render_prompt
-from nasloop.rpc import InvalidArgument, ResourceExhausted
+from nasloop.rpc import InvalidArgument, ResourceExhausted, Unavailable
 from nasloop.store import ObjectStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2 as pb
 from services.generator.adapters import AdapterRegistry
-from services.generator.backend import Backend, Completion, LoadedAdapter, Sampling
+from services.generator.backend import Backend, Completion, EngineFailed, LoadedAdapter, Sampling
 
 log = logging.getLogger("nasloop.generator")
 
@@ -38,6 +38,7 @@ EXTRACTION = {
 }
 MAX_STOP_STRINGS = 16
 MAX_SEED = 2**63 - 1
+MIN_TEMPERATURE = 1e-5
 
 
 class Generator:
@@ -51,6 +52,15 @@ class Generator:
         self.tokenizer = None
         self.max_context = 0
         self._calls = 0
+        self.failed: EngineFailed | None = None
+        self.on_failure: Callable[[], None] = lambda: None
+
+    def engine_failed(self, error: EngineFailed) -> None:
+        """The engine is gone: say so once (the server then stops with an error)."""
+        if self.failed is None:
+            self.failed = error
+            log.error("engine failed", extra={"error": str(error)})
+            self.on_failure()
 
     async def start(self) -> None:
         """Fetch the base model and start the backend (the service is NOT_SERVING until then)."""
@@ -70,6 +80,7 @@ class Generator:
             self.cache / "adapters",
             self.cfg.max_lora_rank,
             self.cfg.max_cpu_loras,
+            self.engine_failed,
         )
         log.info(
             "engine ready",
@@ -96,15 +107,32 @@ class Generator:
         return pb.RenderPromptResponse(prompt=text, template=template, prompt_tokens=len(ids))
 
     # -- generation -------------------------------------------------------------------------------
-    async def generate(self, request: pb.GenerateRequest) -> AsyncIterator[pb.GeneratedCandidate]:
-        """Candidates in the order they finish. Closing the iterator aborts the rest."""
-        arrived = time.perf_counter()
-        assert self.backend is not None and self.adapters is not None
+    async def generate(
+        self, request: pb.GenerateRequest, arrived: float | None = None
+    ) -> AsyncIterator[pb.GeneratedCandidate]:
+        """Candidates in the order they finish. Closing the iterator aborts the rest.
+
+        ``arrived`` is the ``time.perf_counter()`` of the request's arrival (latency_s counts
+        from it)."""
+        arrived = time.perf_counter() if arrived is None else arrived
+        if self.failed is not None:
+            raise Unavailable(f"the engine failed: {self.failed}")
         if self._calls >= self.cfg.max_concurrent_calls:
             raise ResourceExhausted(
                 f"{self._calls} Generate calls are running (generator.max_concurrent_calls)"
             )
-        prompt, ids = self._prompt(request)
+        self._calls += 1
+        try:
+            async for candidate in self._generate(request, arrived):
+                yield candidate
+        finally:
+            self._calls -= 1
+
+    async def _generate(
+        self, request: pb.GenerateRequest, arrived: float
+    ) -> AsyncIterator[pb.GeneratedCandidate]:
+        assert self.backend is not None and self.adapters is not None
+        prompt, ids = await asyncio.to_thread(self._prompt, request)  # a long prompt takes time
         n = request.n or 1
         if n > self.cfg.max_n:
             raise InvalidArgument(f"n = {n} is above generator.max_n = {self.cfg.max_n}")
@@ -114,14 +142,17 @@ class Generator:
         call_id = uuid.uuid4().hex[:12]
         prefix = request.id_prefix or f"{request.run or 'run'}-c{request.cycle}-{call_id}"
         prompt_sha = hashlib.sha256(prompt.encode()).hexdigest()
-        self._calls += 1
         tasks = [
             asyncio.ensure_future(self._answer(i, f"{call_id}-{i}", ids, s, loaded))
             for i, s in enumerate(samplings)
         ]
         try:
             for next_done in asyncio.as_completed(tasks):
-                index, done = await next_done
+                try:
+                    index, done = await next_done
+                except EngineFailed as e:
+                    self.engine_failed(e)
+                    raise Unavailable(f"the engine failed: {e}") from None
                 code, how = extract(done.text)
                 created = Timestamp()
                 created.GetCurrentTime()
@@ -150,7 +181,6 @@ class Generator:
                     latency_s=time.perf_counter() - arrived,
                 )
         finally:
-            self._calls -= 1
             for t in tasks:
                 t.cancel()  # aborts answers still running inside the engine
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -191,6 +221,8 @@ class Generator:
         top_k = {0: d.top_k, -1: 0}.get(p.top_k, p.top_k)
         if not 0 <= temperature <= 2:
             raise InvalidArgument(f"temperature must be in [0, 2], got {temperature}")
+        if temperature < MIN_TEMPERATURE:
+            temperature = 0.0  # below this sampling is greedy anyway, and overflows
         if not 0 < top_p <= 1:
             raise InvalidArgument(f"top_p must be in (0, 1], got {top_p}")
         if top_k < 0:

@@ -66,6 +66,7 @@ class TransformersBackend:
         self.info = EngineInfo("transformers", max_context, dtype, device)
         self.model: Any = None
         self.tokenizer: Any = None
+        self.eos: set[int] = set()
         self._queue: collections.deque[_Answer] = collections.deque()
         self._wake = threading.Condition()
         self._model_lock = threading.Lock()  # decoding vs. adapter changes
@@ -83,6 +84,9 @@ class TransformersBackend:
         dtype = getattr(torch, self.dtype)
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
         self.model = model.to(self.device).eval()
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos = {int(e) for e in [*eos, self.tokenizer.eos_token_id] if e is not None}
 
     # -- adapters ---------------------------------------------------------------------------------
     async def add_adapter(self, adapter: LoadedAdapter) -> None:
@@ -100,6 +104,7 @@ class TransformersBackend:
                         self.model, str(adapter.path), adapter_name=_key(adapter)
                     ).eval()
             except Exception as e:  # peft raises many types for bad files and shapes
+                self._drop(_key(adapter))  # a half-added adapter would be served
                 raise AdapterRejected(f"{type(e).__name__}: {e}") from None
 
     async def remove_adapter(self, adapter: LoadedAdapter) -> None:
@@ -107,15 +112,19 @@ class TransformersBackend:
 
     def _remove(self, adapter: LoadedAdapter) -> None:
         with self._model_lock:
-            loaded = list(getattr(self.model, "peft_config", {}))
-            if _key(adapter) not in loaded:
-                return
-            if loaded == [_key(adapter)]:
-                self.model = self.model.unload()  # the last one: back to the plain model
-                return
-            self.model.delete_adapter(_key(adapter))
-            if self.model.active_adapter not in self.model.peft_config:
-                self.model.set_adapter(next(iter(self.model.peft_config)))
+            self._drop(_key(adapter))
+
+    def _drop(self, key: str) -> None:
+        """Remove adapter ``key`` from the model, if it is there (model lock held)."""
+        loaded = list(getattr(self.model, "peft_config", {}))
+        if key not in loaded:
+            return
+        if loaded == [key]:
+            self.model = self.model.unload()  # the last one: back to the plain model
+            return
+        self.model.delete_adapter(key)
+        if self.model.active_adapter not in self.model.peft_config:
+            self.model.set_adapter(next(iter(self.model.peft_config)))
 
     # -- generation -------------------------------------------------------------------------------
     async def generate(
@@ -182,7 +191,6 @@ class TransformersBackend:
         else:
             context = contextlib.nullcontext()
         pad = self.tokenizer.pad_token_id or 0
-        eos = self.tokenizer.eos_token_id
         width = max(len(a.prompt_ids) for a in batch)
         ids = torch.tensor([[pad] * (width - len(a.prompt_ids)) + a.prompt_ids for a in batch])
         mask = torch.tensor([[0] * (width - len(a.prompt_ids)) + [1] * len(a.prompt_ids)
@@ -209,13 +217,18 @@ class TransformersBackend:
                 nxt = torch.full((len(batch), 1), pad, dtype=torch.long)
                 for i in list(live):
                     a = batch[i]
-                    if a.cancelled.is_set():
+                    if a.cancelled.is_set() or self._closed:
                         a.finish = "abort"
                     else:
-                        token = _sample(logits[i], a.sampling, generators[i])
+                        try:
+                            token = _sample(logits[i], a.sampling, generators[i])
+                        except RuntimeError as e:  # e.g. NaN logits: this answer fails alone
+                            live.remove(i)
+                            a.resolve(e)
+                            continue
                         a.tokens.append(token)
                         nxt[i, 0] = token
-                        if token == eos or self._hit_stop(a):
+                        if token in self.eos or self._hit_stop(a):
                             a.finish = "stop"
                         elif len(a.tokens) >= a.sampling.max_tokens:
                             a.finish = "length"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import time
 
 from nasloop.config import Config
 from nasloop.rpc import Registration, ServiceHost
@@ -22,8 +25,10 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
 
     def Generate(self, request, context):  # type: ignore[no-untyped-def]
         # Cancelling the call, or its deadline passing, aborts the answers still running.
-        candidates, cancel = self.loop.stream(self.generator.generate(request))
-        context.add_callback(cancel)
+        arrived = time.perf_counter()
+        candidates, cancel = self.loop.stream(self.generator.generate(request, arrived))
+        if not context.add_callback(cancel):  # the call already ended
+            cancel()
         yield from candidates
 
     def LoadAdapter(self, request, context):  # type: ignore[no-untyped-def]
@@ -68,8 +73,17 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Generator,
 
 
 def serve(cfg: Config) -> None:
-    """Answer health at once (NOT_SERVING), start the engine, then serve until SIGTERM."""
+    """Answer health at once (NOT_SERVING), start the engine, then serve until SIGTERM.
+
+    If the engine dies, the service turns NOT_SERVING, stops, and exits with status 1 (so that
+    a supervisor such as Kubernetes restarts it)."""
     host, generator, loop = build(cfg)
+
+    def failed() -> None:
+        host.set_serving(False)
+        threading.Thread(target=host.stop, name="shutdown", daemon=True).start()
+
+    generator.on_failure = failed
     host.install_signal_handlers()
     host.start()
     try:
@@ -80,3 +94,5 @@ def serve(cfg: Config) -> None:
         raise
     host.set_serving()
     host.wait()
+    if generator.failed is not None:
+        sys.exit(1)

@@ -17,12 +17,16 @@ from nasloop.config import GeneratorConfig
 from services.generator.backend import (
     AdapterRejected,
     Completion,
+    EngineFailed,
     EngineInfo,
     LoadedAdapter,
     Sampling,
 )
 
 log = logging.getLogger("nasloop.generator.vllm")
+ADAPTER_CALL_TIMEOUT_S = 120  # vLLM never answers an adapter call once its engine has died
+# vLLM's finish reasons as the contract names them ("error" is raised instead).
+FINISH = {"stop": "stop", "length": "length", "abort": "abort", "repetition": "stop"}
 
 
 class VllmBackend:
@@ -86,29 +90,55 @@ class VllmBackend:
             lora_request=_lora_request(adapter),
         )
         # Cancelling this task closes the stream, which aborts the request inside vLLM.
-        async with contextlib.aclosing(stream):
-            async for output in stream:
-                final = output
+        try:
+            async with contextlib.aclosing(stream):
+                async for output in stream:
+                    final = output
+        except _engine_dead() as e:
+            raise EngineFailed(f"the vLLM engine died: {e}") from None
         if final is None or not final.outputs:
             return Completion("", 0, "abort")
         out = final.outputs[0]
-        return Completion(out.text, len(out.token_ids), str(out.finish_reason or "abort"))
+        reason = str(out.finish_reason or "abort")
+        if reason not in FINISH:
+            raise RuntimeError(f"the engine failed request {request_id}: {reason}")
+        return Completion(out.text, len(out.token_ids), FINISH[reason])
 
     async def add_adapter(self, adapter: LoadedAdapter) -> None:
+        self._check_alive()
         try:
-            await self.engine.add_lora(_lora_request(adapter))
-        except asyncio.CancelledError:
+            await asyncio.wait_for(
+                self.engine.add_lora(_lora_request(adapter)), ADAPTER_CALL_TIMEOUT_S
+            )
+        except (asyncio.CancelledError, EngineFailed):
             raise
+        except (_engine_dead(), TimeoutError) as e:
+            raise EngineFailed(f"the vLLM engine died: {e!r}") from None
         except Exception as e:  # vLLM re-raises the engine core's error as a plain Exception
+            self._check_alive()
             raise AdapterRejected(str(e)) from None
 
     async def remove_adapter(self, adapter: LoadedAdapter) -> None:
-        await self.engine.remove_lora(adapter.slot)
+        self._check_alive()
+        try:
+            await asyncio.wait_for(self.engine.remove_lora(adapter.slot), ADAPTER_CALL_TIMEOUT_S)
+        except (_engine_dead(), TimeoutError) as e:
+            raise EngineFailed(f"the vLLM engine died: {e!r}") from None
+
+    def _check_alive(self) -> None:
+        if self.engine is None or self.engine.errored:
+            raise EngineFailed("the vLLM engine is not running")
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
+
+
+def _engine_dead() -> type[Exception]:
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    return EngineDeadError
 
 
 def _lora_request(adapter: LoadedAdapter | None) -> Any:

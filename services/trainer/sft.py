@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from nasloop.prompts import PromptTooLongError, encode_pair
+from nasloop.prompts import PromptTooLongError, encode_pair, pad_batch
 from nasloop.v1 import trainer_pb2 as pb
 from services.trainer.spec import TrainSpec
 
@@ -92,20 +92,6 @@ def load_model(model_dir: Path, spec: TrainSpec, parent_dir: Path | None, device
     return model, tokenizer
 
 
-def _collate(batch: list[dict[str, list[int]]], pad_id: int, device: torch.device) -> dict:
-    width = max(len(e["input_ids"]) for e in batch)
-
-    def pad(key: str, value: int) -> torch.Tensor:
-        rows = [e[key] + [value] * (width - len(e[key])) for e in batch]
-        return torch.tensor(rows, dtype=torch.long, device=device)
-
-    return {
-        "input_ids": pad("input_ids", pad_id),
-        "attention_mask": pad("attention_mask", 0),
-        "labels": pad("labels", -100),
-    }
-
-
 def train_lora(
     spec: TrainSpec,
     model_dir: Path,
@@ -152,7 +138,7 @@ def train_lora(
             for m in group:
                 if cancelled is not None and cancelled.is_set():
                     raise Cancelled
-                batch = _collate([examples[i] for i in m], pad_id, device)
+                batch = pad_batch([examples[i] for i in m], pad_id, device)
                 n = int((batch["labels"] != -100).sum())
                 loss = model(**batch).loss
                 # Weight each micro-batch by its answer tokens: the step's loss is the mean

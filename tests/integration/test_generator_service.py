@@ -7,6 +7,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -137,7 +138,9 @@ def test_hot_loaded_adapter_changes_outputs_while_another_client_generates(
         assert texts(generate(stub, seed=21)) == base  # the base model is unchanged
         assert texts(generate(stub, seed=21, adapter="hot")) == texts(tuned)
 
-        # Replacing the name swaps the adapter without a restart.
+        # A retried load is answered with the adapter already there; another one is refused.
+        again = stub.LoadAdapter(pb.LoadAdapterRequest(name="hot", prefix="adapters/a1"))
+        assert again.ref.sha256 == info.ref.sha256 and again.loaded_at == info.loaded_at
         dup = rpc_error(stub.LoadAdapter, pb.LoadAdapterRequest(name="hot", prefix="adapters/a2"))
         assert dup.code() == grpc.StatusCode.ALREADY_EXISTS
         stub.LoadAdapter(pb.LoadAdapterRequest(name="hot", prefix="adapters/a2", replace=True))
@@ -233,3 +236,36 @@ def test_cancel_and_deadline_abort_the_call_not_the_server(stub) -> None:  # typ
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(generate(stub, n=2)) == 2  # the aborted answers freed the engine
     assert time.perf_counter() - started < 120
+
+
+def test_replace_lets_running_requests_finish_on_the_old_adapter(stub) -> None:  # type: ignore[no-untyped-def]
+    """A Generate running when its adapter's name is replaced ends on the adapter it began with."""
+    stub.LoadAdapter(pb.LoadAdapterRequest(name="live", prefix="adapters/a1"))
+    sampling = common.SamplingParams(temperature=1.0, max_tokens=600, seed=31)
+    request = pb.GenerateRequest(spec=SPEC, n=3, sampling=sampling, adapter="live")
+    running = stub.Generate(request, timeout=300)
+    first = next(running)  # the call is under way on a1
+    stub.LoadAdapter(pb.LoadAdapterRequest(name="live", prefix="adapters/a2", replace=True))
+    during = texts([first, *running])
+    stub.LoadAdapter(pb.LoadAdapterRequest(name="old", prefix="adapters/a1"))
+    assert texts(list(stub.Generate(request, timeout=300))) != during  # "live" is a2 now
+    request.adapter = "old"
+    assert texts(list(stub.Generate(request, timeout=300))) == during
+    for name in ("live", "old"):
+        stub.UnloadAdapter(pb.UnloadAdapterRequest(name=name))
+
+
+def test_batched_prompts_of_different_lengths_answer_as_alone(stub) -> None:  # type: ignore[no-untyped-def]
+    """Greedy answers do not depend on what else is in the batch (padding, positions)."""
+    greedy = common.SamplingParams(temperature=0, max_tokens=24, seed=1)
+    prompts = ["### Task\nclassify digits", "### Task\n" + "a much longer prompt, " * 20]
+
+    def one(p: str) -> str:
+        (answer,) = stub.Generate(pb.GenerateRequest(raw_prompt=p, sampling=greedy), timeout=60)
+        return answer.candidate.raw_text
+
+    alone = [one(p) for p in prompts]
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(one, prompts * 3))
+    assert together == alone * 3

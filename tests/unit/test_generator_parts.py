@@ -48,6 +48,7 @@ def test_stream_yields_raises_and_cancel_runs_cleanup(loop: LoopThread) -> None:
     assert next(items) == 1
     cancel()  # as a cancelled RPC does, from another thread
     assert cleaned.wait(5)
+    assert set(items) <= {1}  # the iterator ends
     assert loop.run(asyncio.sleep(0, "still running")) == "still running"
 
 
