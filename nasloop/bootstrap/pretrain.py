@@ -16,7 +16,6 @@ import random
 import shutil
 import sys
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from nasloop.bootstrap.model import SIZES, Size, build_model, parameter_count, publish_model
 from nasloop.bootstrap.tokenizer import train_tokenizer
+from nasloop.corpus.build import IN_SHAPE, OUT_SHAPE, count_parameters
 from nasloop.prompts import (
     PromptTooLongError,
     encode_pair,
@@ -38,8 +38,6 @@ from nasloop.prompts import (
 from nasloop.store.base import ObjectStore
 from nasloop.v1 import common_pb2
 
-IN_SHAPE = (16, 3, 32, 32)
-OUT_SHAPE = (10,)
 DATASETS = ("digits", "cifar10")
 CHECKPOINT = "checkpoint.pt"
 
@@ -53,14 +51,8 @@ def parameter_budget(code: str) -> int:
 
     Seed code is ours (the grammar's), so it is built in-process, on the meta device.
     """
-    module = types.ModuleType("seed")
-    try:
-        exec(compile(code, "<seed>", "exec"), module.__dict__)
-        prm = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2, "batch": IN_SHAPE[0]}
-        with torch.device("meta"):
-            net = module.Net(IN_SHAPE, OUT_SHAPE, prm, torch.device("meta"))
-        count = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    except Exception:
+    count = count_parameters(code, trainable_only=True)
+    if count == 0:
         return 0
     scale = 10 ** max(0, len(str(max(count, 1))) - 1)
     return next(m * scale for m in (1, 2, 5, 10) if m * scale >= count)

@@ -13,7 +13,7 @@ OUT_SHAPE = (10,)
 NOVELTY_BATCH = 512
 
 
-def count_parameters(code: str) -> int:
+def count_parameters(code: str, trainable_only: bool = False) -> int:
     """Parameters of a *trusted* network (the project's own grammar), built on the meta device
     so that nothing is allocated; 0 if it cannot be built. Untrusted code goes through the
     evaluator instead."""
@@ -25,7 +25,9 @@ def count_parameters(code: str) -> int:
         prm = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2, "batch": IN_SHAPE[0]}
         with torch.device("meta"):
             net = module.Net(IN_SHAPE, OUT_SHAPE, prm, torch.device("meta"))
-        return int(sum(p.numel() for p in net.parameters()))
+        return int(
+            sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
+        )
     except Exception:
         return 0
 
