@@ -4,6 +4,7 @@ and the transformers backend, the tiny bootstrap model and LoRA adapters in a re
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from generator_world import SPEC, World, adapter_files, adapter_meta, build_world, publish_adapter
-from servers import Server, service_server
+from servers import GRPCURL, Server, grpcurl, json_stream, service_server
 
 from nasloop.rpc import connect
 from nasloop.v1 import common_pb2 as common
@@ -269,3 +270,22 @@ def test_batched_prompts_of_different_lengths_answer_as_alone(stub) -> None:  # 
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(one, prompts * 3))
     assert together == alone * 3
+
+
+@pytest.mark.skipif(GRPCURL is None, reason="grpcurl not installed (the dev extra ships it)")
+def test_readme_grpcurl_commands(server: Server) -> None:
+    """The README's grpcurl calls, through server reflection only."""
+    info = json.loads(grpcurl(server, "nasloop.v1.Generator/ModelInfo"))
+    assert info["model"] == "models/tiny" and info["max_context"] == 2048
+    spec = {"task": "img-classification", "dataset": "digits", "in_shape": [16, 3, 32, 32],
+            "out_shape": [10], "parameter_budget": 200000}  # fmt: skip
+    request = {"spec": spec, "n": 4, "sampling": {"temperature": 0.8, "seed": 7, "max_tokens": 16}}
+    answers = json_stream(grpcurl(server, "nasloop.v1.Generator/Generate", data=request))
+    assert sorted(a.get("index", 0) for a in answers) == [0, 1, 2, 3]
+    loaded = grpcurl(
+        server, "nasloop.v1.Generator/LoadAdapter", data={"name": "r1-c3", "prefix": "adapters/a1"}
+    )
+    assert json.loads(loaded)["ref"]["rank"] == 8
+    raw = {"raw_prompt": "### Task ...", "n": 2, "adapter": "r1-c3", "sampling": {"max_tokens": 8}}
+    assert len(json_stream(grpcurl(server, "nasloop.v1.Generator/Generate", data=raw))) == 2
+    grpcurl(server, "nasloop.v1.Generator/UnloadAdapter", data={"name": "r1-c3"})

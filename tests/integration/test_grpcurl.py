@@ -4,27 +4,14 @@ reflection only (no proto files given to grpcurl)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from servers import Server
+from servers import GRPCURL, Server, grpcurl
 
-GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 pytestmark = pytest.mark.skipif(
     GRPCURL is None, reason="grpcurl not installed (the dev extra ships it on linux x86_64)"
 )
-
-
-def grpcurl(server: Server, *args: str, data: dict | None = None) -> str:
-    cmd = [GRPCURL, "-plaintext"]
-    if data is not None:
-        cmd += ["-d", json.dumps(data)]
-    out = subprocess.run([*cmd, server.address, *args], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def test_readme_grpcurl_commands(server: Server) -> None:
