@@ -289,3 +289,23 @@ def test_readme_grpcurl_commands(server: Server) -> None:
     raw = {"raw_prompt": "### Task ...", "n": 2, "adapter": "r1-c3", "sampling": {"max_tokens": 8}}
     assert len(json_stream(grpcurl(server, "nasloop.v1.Generator/Generate", data=raw))) == 2
     grpcurl(server, "nasloop.v1.Generator/UnloadAdapter", data={"name": "r1-c3"})
+
+
+def test_stop_strings_end_answers(stub) -> None:  # type: ignore[no-untyped-def]
+    sampling = common.SamplingParams(temperature=0.8, max_tokens=TOKENS, seed=2, stop=["\n"])
+    answers = list(stub.Generate(pb.GenerateRequest(spec=SPEC, n=4, sampling=sampling)))
+    assert all("\n" not in a.candidate.raw_text for a in answers)
+    # The model writes code: some answer meets a newline well before the token limit.
+    assert any(a.finish_reason == "stop" and a.completion_tokens < TOKENS for a in answers)
+
+
+def test_adapter_slots_are_limited(stub) -> None:  # type: ignore[no-untyped-def]
+    names = [f"slot{i}" for i in range(3)]  # max_cpu_loras is 3 in this world
+    for name in names:
+        stub.LoadAdapter(pb.LoadAdapterRequest(name=name, prefix="adapters/a1"))
+    e = rpc_error(stub.LoadAdapter, pb.LoadAdapterRequest(name="one-more", prefix="adapters/a2"))
+    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "unload one" in e.details()
+    stub.UnloadAdapter(pb.UnloadAdapterRequest(name=names[0]))
+    stub.LoadAdapter(pb.LoadAdapterRequest(name="one-more", prefix="adapters/a2"))
+    for name in [*names[1:], "one-more"]:
+        stub.UnloadAdapter(pb.UnloadAdapterRequest(name=name))
