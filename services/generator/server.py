@@ -8,7 +8,7 @@ import threading
 import time
 
 from nasloop.config import Config
-from nasloop.rpc import Registration, ServiceHost
+from nasloop.rpc import NotFound, Registration, ServiceError, ServiceHost
 from nasloop.store import open_store
 from nasloop.v1 import generator_pb2 as pb
 from nasloop.v1 import generator_pb2_grpc as pb_grpc
@@ -88,6 +88,14 @@ def serve(cfg: Config) -> None:
     host.start()
     try:
         loop.run(generator.start())
+    except ServiceError as e:  # no such model, a corrupt one: say so, without a traceback
+        hint = ""
+        if isinstance(e, NotFound) and cfg.generator.model.startswith("models/bootstrap-"):
+            hint = " (build it with: nasloop bootstrap-model)"
+        log.error("the engine did not start", extra={"error": e.message})
+        print(f"nasloop: generator: {e.message}{hint}", file=sys.stderr)
+        host.stop(0)
+        sys.exit(2)
     except Exception:
         log.exception("the engine did not start")
         host.stop(0)

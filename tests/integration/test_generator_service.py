@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -309,3 +312,17 @@ def test_adapter_slots_are_limited(stub) -> None:  # type: ignore[no-untyped-def
     stub.LoadAdapter(pb.LoadAdapterRequest(name="one-more", prefix="adapters/a2"))
     for name in [*names[1:], "one-more"]:
         stub.UnloadAdapter(pb.UnloadAdapterRequest(name=name))
+
+
+def test_a_missing_base_model_stops_the_service_with_a_clear_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "NASLOOP_STORE__URL": f"file://{tmp_path / 'store'}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "nasloop", "serve", "generator", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "no manifest at models/bootstrap-default/" in out.stderr
+    assert "nasloop bootstrap-model" in out.stderr and "Traceback" not in out.stderr
