@@ -61,6 +61,7 @@ def build_world(s3_endpoint: str, root: Path, steps: int = 30) -> World:
         "NASLOOP_GENERATOR__MAX_LORA_RANK": "8",
         "NASLOOP_GENERATOR__MAX_N": "16",
         "NASLOOP_GENERATOR__MAX_CPU_LORAS": "3",
+        "NASLOOP_GENERATOR__MAX_CONCURRENT_CALLS": "3",
         "NASLOOP_GENERATOR__KV_CACHE_GIB": "1",
     }
     return World(store, env, result.model_dir, base_sha)

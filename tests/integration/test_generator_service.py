@@ -326,3 +326,32 @@ def test_a_missing_base_model_stops_the_service_with_a_clear_message(tmp_path) -
     assert out.returncode == 2
     assert "no manifest at models/bootstrap-default/" in out.stderr
     assert "nasloop bootstrap-model" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_calls_beyond_the_limit_are_refused_then_served(stub) -> None:  # type: ignore[no-untyped-def]
+    """max_concurrent_calls is 3 in this world: a fourth call waits for none of them."""
+    long = pb.GenerateRequest(
+        spec=SPEC, n=16, sampling=common.SamplingParams(max_tokens=1500, seed=4, temperature=1.0)
+    )
+    calls = [stub.Generate(long, timeout=300) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the three calls reach the server in their own time
+            try:
+                generate(stub, n=1)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert "max_concurrent_calls" in e.details()
+                break
+            assert time.monotonic() < deadline, "the limit was never reached"
+    finally:
+        for call in calls:
+            call.cancel()
+    deadline = time.monotonic() + 60
+    while True:  # cancelled calls give their places back
+        try:
+            assert len(generate(stub, n=1)) == 1
+            break
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.2)
