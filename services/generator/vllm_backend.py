@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ class VllmBackend:
         self.engine: Any = None
 
     async def start(self) -> None:
+        # vLLM reports usage statistics to its authors' server unless told not to; the model is
+        # always a local directory here, so the hub is never needed either.
+        for key in ("VLLM_NO_USAGE_STATS", "VLLM_DO_NOT_TRACK", "HF_HUB_OFFLINE"):
+            os.environ.setdefault(key, "1")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
