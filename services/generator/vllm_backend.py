@@ -47,6 +47,7 @@ class VllmBackend:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        cpu = self.info.device == "cpu"
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             tokenizer=str(self.model_dir),
@@ -58,10 +59,12 @@ class VllmBackend:
             max_lora_rank=self.cfg.max_lora_rank,
             max_cpu_loras=max(self.cfg.max_cpu_loras, self.cfg.max_loras),
             gpu_memory_utilization=self.cfg.gpu_memory_utilization,
+            # vLLM 0.32 on CPU kills its engine when a seeded prompt's prefill is split across
+            # steps ("CPU Generator does not use offset"): whole prompts only on CPU.
+            enable_chunked_prefill=False if cpu else None,
+            max_num_batched_tokens=max(self.info.max_context, 8192) if cpu else None,
             # On CPU the KV cache is a fixed size (vLLM's default takes a share of all RAM).
-            kv_cache_memory_bytes=self.cfg.kv_cache_gib << 30
-            if self.info.device == "cpu"
-            else None,
+            kv_cache_memory_bytes=self.cfg.kv_cache_gib << 30 if cpu else None,
             disable_log_stats=True,
         )
         self.engine = AsyncLLM.from_engine_args(args)

@@ -355,3 +355,19 @@ def test_calls_beyond_the_limit_are_refused_then_served(stub) -> None:  # type: 
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
             time.sleep(0.2)
+
+
+def test_many_long_seeded_prompts_at_once(stub) -> None:  # type: ignore[no-untyped-def]
+    """More prompt tokens at once than one engine step takes (vLLM's default is 2,048): the
+    engine must not split a seeded prompt across steps (vLLM 0.32 on CPU dies when it does)."""
+    sampling = common.SamplingParams(temperature=0.8, max_tokens=4, seed=8)
+    prompts = [f"### Task {i}\n" + f"layer{i}, " * 300 for i in range(3)]  # distinct: no cache
+
+    def answers(prompt: str) -> list[str]:
+        request = pb.GenerateRequest(raw_prompt=prompt, n=2, sampling=sampling)
+        return texts(list(stub.Generate(request, timeout=300)))
+
+    with ThreadPoolExecutor(3) as pool:  # max_concurrent_calls is 3 in this world
+        together = list(pool.map(answers, prompts))
+    assert [len(a) for a in together] == [2] * 3
+    assert len(generate(stub, n=2)) == 2
