@@ -168,12 +168,11 @@ class Cycle:
                 getattr(self, f"_{step}")(progress)
                 progress.seconds[step] = progress.seconds.get(step, 0.0) + time.perf_counter() - t0
                 progress.done.append(step)
-                if step == "summary":
-                    break  # _summary saved everything itself
                 self._account(progress, started, busy_before)
                 started, busy_before = time.perf_counter(), self.busy.seconds
                 st.save_progress(self.store, self.run, progress)
-                self.emit(Event(self.run, self.n, step, f"{step} done"))
+                if step != "summary":  # the summary step announces the cycle's end itself
+                    self.emit(Event(self.run, self.n, step, f"{step} done"))
         except BaseException:
             self._account(progress, started, busy_before)
             st.save_progress(self.store, self.run, progress)
@@ -520,7 +519,6 @@ class Cycle:
     # -- summary ----------------------------------------------------------------------------
     def _summary(self, progress: st.CycleProgress) -> None:
         progress.finished = st.now()
-        st.save_progress(self.store, self.run, progress)
         records = st.load_candidates(self.store, self.run, self.n)
         summary = summarize(records, progress, self.run)
         save_summary(self.store, summary)

@@ -38,12 +38,32 @@ def stop_key(run: str) -> str:
     return f"{layout.run_prefix(run)}/stop.json"
 
 
+def checked_name(run: str) -> str:
+    try:
+        return layout.check_run_name(run)
+    except layout.InvalidName as e:
+        raise InvalidArgument(str(e)) from None
+
+
 def load_run_spec(store: ObjectStore, run: str) -> RunSpec:
     try:
-        text = store.get_bytes(layout.spec_key(run)).decode()
+        text = store.get_bytes(layout.spec_key(checked_name(run))).decode()
     except ObjectNotFound:
         raise NotFound(f"no run named {run!r}") from None
     return load_spec(spec_yaml=text)
+
+
+def create_run(store: ObjectStore, spec: RunSpec) -> st.RunState:
+    """Store a new run's spec and its first state (nothing runs yet)."""
+    if not spec.name:
+        raise InvalidArgument("the run needs a name (spec.name)")
+    name = checked_name(spec.name)
+    if store.exists(layout.spec_key(name)):
+        raise AlreadyExists(f"a run named {name!r} exists; resume it or pick another name")
+    store.put_bytes(layout.spec_key(name), dump_spec(spec).encode())
+    state = st.RunState(name=name)
+    st.save_run_state(store, state)
+    return state
 
 
 @dataclass
@@ -72,16 +92,11 @@ class RunManager:
 
     # -- requests ---------------------------------------------------------------------------
     def start(self, spec: RunSpec) -> st.RunState:
-        if not spec.name:
-            raise InvalidArgument("the run needs a name (spec.name)")
-        name = layout.check_run_name(spec.name)
         with self._lock:
-            if name in self._active or self.store.exists(layout.spec_key(name)):
-                raise AlreadyExists(f"a run named {name!r} exists; resume it or pick another name")
-            self.store.put_bytes(layout.spec_key(name), dump_spec(spec).encode())
-            state = st.RunState(name=name)
-            st.save_run_state(self.store, state)
-            self._launch(name, spec, state)
+            if spec.name in self._active:
+                raise AlreadyExists(f"a run named {spec.name!r} is running")
+            state = create_run(self.store, spec)
+            self._launch(state.name, spec, state)
         return state
 
     def resume(self, name: str) -> st.RunState:
@@ -184,7 +199,7 @@ class RunManager:
 
     # -- driving a run ----------------------------------------------------------------------
     def _load_state(self, name: str) -> st.RunState:
-        state = st.load_run_state(self.store, name)
+        state = st.load_run_state(self.store, checked_name(name))
         if state is None:
             raise NotFound(f"no run named {name!r}")
         return state
