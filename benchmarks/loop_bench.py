@@ -22,16 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nasloop.clients import Services  # noqa: E402
-from nasloop.config import load_config  # noqa: E402
-from nasloop.local import local_services  # noqa: E402
-from nasloop.runspec import load_spec  # noqa: E402
-from nasloop.store import open_store  # noqa: E402
-from services.controller import state as st  # noqa: E402
-from services.controller.cycle import Cycle  # noqa: E402
-from services.controller.local_run import ensure_inputs, service_env  # noqa: E402
-from services.controller.runs import RunManager, create_run  # noqa: E402
-from services.controller.summary import CycleSummary  # noqa: E402
+from nasloop.clients import Services
+from nasloop.config import load_config
+from nasloop.local import local_services
+from nasloop.runspec import load_spec
+from nasloop.store import open_store
+from services.controller import state as st
+from services.controller.cycle import Cycle
+from services.controller.local_run import ensure_inputs, service_env
+from services.controller.runs import create_run
+from services.controller.summary import CycleSummary
 
 
 def tokens(store, run: str, cycle: int) -> int:  # type: ignore[no-untyped-def]
@@ -80,9 +80,6 @@ def main() -> int:
                 update={n: s.address for n, s in services.items()}
             )
             clients = Services(controller)
-            RunManager(cfg.model_copy(update={"controller": controller}), store, clients)._prepare(
-                spec
-            )
             create_run(store, spec)
             previous = None
             for n in (1, 2):
@@ -96,9 +93,7 @@ def main() -> int:
                 seq = f"{run}-seq"
                 seq_spec = spec.model_copy(update={"name": seq, "cycles": 1})
                 create_run(store, seq_spec)
-                seq_summary = Cycle(seq, 1, seq_spec, store, clients, overlap=False).run_cycle(
-                    None
-                )
+                seq_summary = Cycle(seq, 1, seq_spec, store, clients, overlap=False).run_cycle(None)
                 seq_progress = st.load_progress(store, seq, 1)
                 assert seq_progress is not None
                 show(f"{backend} cycle 1, back to back", seq_summary, seq_progress, 0)

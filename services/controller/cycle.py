@@ -140,7 +140,9 @@ class Cycle:
         self.emit = emit
         self.stop = stop or StopSignal()
         self.overlap = overlap
-        self.busy = Busy()
+        self.busy = Busy()  # any service call
+        self.generating = Busy()  # Generate streams
+        self.evaluating = Busy()  # Evaluate streams
         self._streams: list[Any] = []  # calls in flight, cancelled on a stop "now"
         self._streams_lock = threading.Lock()
         self._finished = threading.Event()
@@ -215,6 +217,12 @@ class Cycle:
     # -- generate + evaluate ----------------------------------------------------------------
     def _generate(self, progress: st.CycleProgress) -> None:
         spec = task_spec(self.spec)
+        with self.busy.call():
+            served = self.services.generator.model_info().model
+        if served != self.spec.base_model:
+            raise CycleError(
+                f"the generator serves {served!r}, the run's spec asks for {self.spec.base_model!r}"
+            )
         if progress.generated_with is not None:
             with self.busy.call():
                 self.services.generator.load_adapter(progress.generated_with.ref(self.run))
@@ -223,6 +231,14 @@ class Cycle:
                 progress.prompt = self.services.generator.render_prompt(spec).prompt
             progress.prompt_sha256 = sha256_text(progress.prompt)
             st.save_progress(self.store, self.run, progress)
+        gen_before, eval_before = self.generating.seconds, self.evaluating.seconds
+        try:
+            self._generate_all(progress, spec)
+        finally:
+            progress.generation_seconds += self.generating.seconds - gen_before
+            progress.evaluation_seconds += self.evaluating.seconds - eval_before
+
+    def _generate_all(self, progress: st.CycleProgress, spec: common.TaskSpec) -> None:
         done = st.load_evaluated(self.store, self.run, self.n)
         total = self.spec.candidates_per_cycle
         missing = [i for i in range(total) if i not in done]
@@ -325,7 +341,8 @@ class Cycle:
                 cycle=self.n,
                 id_prefix=f"{self.run}-c{self.n}-g{first}",
             )
-            with self.busy.call(), self._stream(self.services.generator.generate(request)) as call:
+            call = self.services.generator.generate(request)
+            with self.busy.call(), self.generating.call(), self._stream(call):
                 for answer in call:
                     c = answer.candidate
                     index = first + answer.index
@@ -365,7 +382,7 @@ class Cycle:
         retry: list[CandidateRecord] = []
         call = self.services.evaluator.evaluate([r.candidate() for r in batch], protocol)
         try:
-            with self.busy.call(), self._stream(call):
+            with self.busy.call(), self.evaluating.call(), self._stream(call):
                 for result in call:
                     record = by_id.pop(result.candidate_id)
                     record.evaluation = Evaluation.from_proto(result)
@@ -393,6 +410,7 @@ class Cycle:
         valid = [records[i] for i in sorted(records) if records[i].valid]
         try:
             with self.busy.call():
+                self._seed_corpus_namespace()
                 self.services.novelty.ensure_namespace(own, params)
                 verdicts = []
                 for i in range(0, len(valid), NOVELTY_BATCH):
@@ -407,6 +425,28 @@ class Cycle:
                 v.novel, v.added, v.max_similarity, v.nearest_id, v.nearest_namespace
             )
             st.save_evaluated(self.store, record)
+
+    def _seed_corpus_namespace(self) -> None:
+        """The corpus namespace holds the run's seed corpus (idempotent: ids already there are
+        skipped, and a namespace holding as many entries as the corpus is left alone)."""
+        ns, corpus = self.spec.novelty.corpus_namespace, self.spec.corpus
+        if not ns or not corpus:
+            return
+        from nasloop.corpus.records import CorpusNotFound, load_corpus, to_novelty_items
+
+        novelty = self.services.novelty
+        info = novelty.ensure_namespace(ns, namespace_params(self.spec))
+        try:
+            records = load_corpus(self.store, corpus)
+        except CorpusNotFound:
+            raise CycleError(
+                f"no corpus {corpus!r} in the store (nasloop corpus seed --name {corpus})"
+            ) from None
+        if info.entries >= len(records):
+            return
+        items = to_novelty_items(records)
+        for i in range(0, len(items), NOVELTY_BATCH):
+            novelty.add(ns, items[i : i + NOVELTY_BATCH])
 
     # -- select -----------------------------------------------------------------------------
     def _select(self, progress: st.CycleProgress) -> None:

@@ -22,7 +22,7 @@ from nasloop import layout
 from nasloop.clients import Services
 from nasloop.config import Config
 from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec, namespace_params
+from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller import state as st
 from services.controller.cycle import Cycle, CycleError, Event, Stopped, StopSignal
@@ -30,7 +30,6 @@ from services.controller.events import EventBus
 from services.controller.summary import CycleSummary, load_summary
 
 log = logging.getLogger("nasloop.controller")
-NOVELTY_SEED_BATCH = 512
 
 
 def stop_key(run: str) -> str:
@@ -223,7 +222,6 @@ class RunManager:
         state.state = "running"
         st.save_run_state(self.store, state)
         try:
-            self._prepare(spec)
             for n in range(state.cycles_done + 1, spec.cycles + 1):
                 if stop.after_step.is_set():
                     raise Stopped("stopped between cycles")
@@ -297,33 +295,6 @@ class RunManager:
             if step not in seen:
                 seen.add(step)
                 self._emit(state, Event(name, n, step, f"{step} done"))
-
-    def _prepare(self, spec: RunSpec) -> None:
-        """Before the first cycle: the generator serves the spec's model, and the corpus
-        namespace holds the seed corpus (seeding is idempotent)."""
-        with_model = self.services.generator.model_info().model
-        if with_model != spec.base_model:
-            raise CycleError(
-                f"the generator serves {with_model!r}, the run's spec asks for {spec.base_model!r}"
-            )
-        ns = spec.novelty.corpus_namespace
-        if not ns or not spec.corpus:
-            return
-        from nasloop.corpus.records import CorpusNotFound, load_corpus, to_novelty_items
-
-        try:
-            records = load_corpus(self.store, spec.corpus)
-        except CorpusNotFound:
-            raise CycleError(
-                f"no corpus {spec.corpus!r} in the store (nasloop corpus seed --name {spec.corpus})"
-            ) from None
-        novelty = self.services.novelty
-        info = novelty.ensure_namespace(ns, namespace_params(spec))
-        if info.entries >= len(records):
-            return
-        items = to_novelty_items(records)
-        for i in range(0, len(items), NOVELTY_SEED_BATCH):
-            novelty.add(ns, items[i : i + NOVELTY_SEED_BATCH])
 
 
 def _error(e: BaseException) -> str:

@@ -92,6 +92,8 @@ class CycleProgress:
     # service calls, and the phases' sum when run back to back (for the overlap ratio).
     wall_seconds: float = 0.0
     service_seconds: float = 0.0
+    generation_seconds: float = 0.0  # Generate streams in flight (inside the generate step)
+    evaluation_seconds: float = 0.0  # Evaluate streams in flight (inside the generate step)
 
     def is_done(self, step: str) -> bool:
         return step in self.done
