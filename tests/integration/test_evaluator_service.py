@@ -49,7 +49,7 @@ def test_validate_answers_in_request_order_without_training(stub) -> None:  # ty
     ]  # fmt: skip
     good = reply.results[0]
     assert good.result.last_stage == common.STAGE_FORWARD_PROBE
-    assert good.result.metrics.parameter_count == 5514
+    assert good.result.metrics.parameter_count == 5612
     assert common.STAGE_TRAINED not in [t.stage for t in good.result.timings]
     assert reply.results[1].executor == pb.EXECUTOR_STATIC
     assert good.executor == pb.EXECUTOR_LOCAL_SANDBOX and good.executor_ref
