@@ -68,6 +68,8 @@ def test_case_gets_its_status(case, suite_results) -> None:  # type: ignore[no-u
         f"output: {r.output_tail[-500:]!r}"
     )
     assert r.result.message or status == "STATUS_OK"
+    assert case.message in r.result.message, r.result.message
+    assert r.result.metrics.accuracy <= case.max_accuracy, "gained accuracy it did not earn"
     for secret in case.not_in_output:
         assert secret not in r.output_tail
     assert len(r.output_tail) <= 4096
