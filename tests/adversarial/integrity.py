@@ -60,7 +60,7 @@ def labels_by_position() -> str:
             return out
         table = torch.tensor({table})
         pos = getattr(self, "_pos", 0)
-        setattr(self, "_pos", pos + x.shape[0])
+        self._pos = pos + x.shape[0]
         return nn.functional.one_hot(table[pos : pos + x.shape[0]], 10).float() * 50""",
     )
 
