@@ -113,8 +113,11 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         args += ["--cap-drop", "ALL"]
         for cap in WORKER_CAPS:
             args += ["--cap-add", cap]
-    else:  # unprivileged bubblewrap needs a user namespace; the worker is already non-root
-        args += ["--unshare-user"]
+    else:
+        # Non-root (e.g. a container under Pod Security "restricted"): a user namespace in which
+        # the worker keeps CAP_SYS_ADMIN just long enough to bound /tmp's inodes, then drops
+        # every capability before it forks a child (NASLOOP_SANDBOX_DROP_CAPS).
+        args += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SYS_ADMIN"]
     for top in ("/bin", "/lib", "/lib32", "/lib64", "/sbin"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -133,7 +136,8 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         "--setenv", "HOME", "/tmp",
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "NASLOOP_SANDBOX_CLEAN_TMP", "1",
-        "--setenv", "NASLOOP_SANDBOX_TMP_INODES", str(TMP_INODES) if os.geteuid() == 0 else "",
+        "--setenv", "NASLOOP_SANDBOX_TMP_INODES", str(TMP_INODES),
+        "--setenv", "NASLOOP_SANDBOX_DROP_CAPS", "0" if os.geteuid() == 0 else "1",
         "--chdir", "/tmp",
     ]  # fmt: skip
     return args

@@ -48,6 +48,7 @@ from services.evaluator.task import Task
 
 MS_NOSUID, MS_NODEV, MS_REMOUNT = 2, 4, 32
 PR_SET_DUMPABLE = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CACHED_DATASETS = 2
 
 
@@ -56,6 +57,15 @@ def not_dumpable() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def drop_capabilities() -> None:
+    """capset(2) to nothing: effective, permitted and inheritable sets emptied."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def answer(fd: int, seq: int, report: Report) -> None:
@@ -101,6 +111,8 @@ def main() -> None:
     clean_tmp = os.environ.get("NASLOOP_SANDBOX_CLEAN_TMP") == "1"
     if clean_tmp and os.environ.get("NASLOOP_SANDBOX_TMP_INODES"):
         _limit_tmp_inodes(int(os.environ["NASLOOP_SANDBOX_TMP_INODES"]))
+    if os.environ.get("NASLOOP_SANDBOX_DROP_CAPS") == "1":
+        drop_capabilities()
     keep = set(os.listdir("/tmp")) if clean_tmp else set()
     datasets: OrderedDict[str, SandboxData] = OrderedDict()
     write_frame(frames_out, b"H", b"")

@@ -116,7 +116,7 @@ def test_cifar10_from_the_object_store(stub, evaluator_server, tmp_path: Path) -
                             protocol=common.EvaluationProtocol(time_limit_s=1000)),
          "above this evaluator's limit"),
         (pb.EvaluateRequest(candidates=[]), "no candidates"),
-        (pb.EvaluateRequest(candidates=cands(*["x = 1"] * 65)), "limit is 64"),
+        (pb.EvaluateRequest(candidates=cands(*["x = 1"] * 129)), "limit is 128"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_invalid_argument(stub, request_, fragment) -> None:  # type: ignore[no-untyped-def]
