@@ -83,10 +83,9 @@ SECOND_OPTIMIZER = replace(
     """self.optimizer.step()
             if not hasattr(self, "extra"):
                 self.extra = torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
-            for _ in range(3):
-                self.extra.zero_grad()
-                self.criteria[0](self(inputs), labels).backward()
-                self.extra.step()""",
+            self.extra.zero_grad()
+            self.criteria[0](self(inputs), labels).backward()
+            self.extra.step()""",
 )
 
 # Batch statistics adapted to the test inputs while they are scored.
