@@ -151,11 +151,12 @@ def run(env: dict[str, str], workdir: Path) -> int:
                 print(f"nasloop pod: could not upload the error report: {up}", file=sys.stderr)
         return e.code
 
-    # The candidate's process held copies of the URLs in memory: keep them out of its output,
-    # which reaches logs and records (a leaked result URL could overwrite the report).
+    # The candidate's process held copies of the URLs in memory: keep them out of its output
+    # and its message, which reach logs and records (a leaked result URL could overwrite the report).
     for url in (task_url, data_url, result_url):
         for part in (url, url.split("?", 1)[-1]):
             report.output_tail = report.output_tail.replace(part, "[redacted]")
+            report.message = report.message.replace(part, "[redacted]")
     # The report carries the output tail; it goes to the pod log too, for `kubectl logs`.
     if report.output_tail:
         sys.stdout.write(report.output_tail.rstrip("\n") + "\n")
