@@ -194,16 +194,10 @@ def throughput(n: int, data_dir: Path) -> None:
 
 def lemur_share() -> None:
     """The LEMUR-style networks through the static stages and the harness, in process."""
+    from candidates import sandbox_data
     from lemur_nets import lemur_outcomes
 
-    g = torch.Generator().manual_seed(2)
-    data = SandboxData(
-        torch.randn(32, 3, 32, 32, generator=g),
-        torch.arange(32) % 10,
-        torch.randn(8, 3, 32, 32, generator=g),
-        10,
-    )
-    out = lemur_outcomes(data)
+    out = lemur_outcomes(sandbox_data(32, 8, seed=2))
     ok = sum(v == "STATUS_OK" for v in out.values())
     failed = ", ".join(f"{k}: {v}" for k, v in out.items() if v != "STATUS_OK")
     print(f"LEMUR-style networks passing: {ok} of {len(out)} (failing: {failed or 'none'})")

@@ -7,6 +7,8 @@ which reports the share that passes before and after issue 11.
 
 from __future__ import annotations
 
+from candidates import GOOD_NET, replace
+
 HEAD = """
 import torch
 import torch.nn as nn
@@ -16,22 +18,8 @@ def supported_hyperparameters():
     return {HP}
 """
 
-TRAIN = """
-    def train_setup(self, prm):
-        self.to(self.device)
-        self.criteria = (nn.CrossEntropyLoss().to(self.device),)
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm['lr'], momentum=prm['momentum'])
-
-    def learn(self, train_data):
-        self.train()
-        for inputs, labels in train_data:
-            inputs, labels = inputs.to(self.device), labels.to(self.device)
-            self.optimizer.zero_grad()
-            loss = self.criteria[0](self(inputs), labels)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.parameters(), 3)
-            self.optimizer.step()
-"""
+# LEMUR's usual training code (the same as the good network's).
+TRAIN = "\n" + GOOD_NET[GOOD_NET.index("    def train_setup") :]
 
 
 def net(hp: str, body: str, train: str = TRAIN) -> str:
@@ -91,21 +79,18 @@ class Net(nn.Module):
     def forward(self, x):
         return self.body(x)
 """,
-    TRAIN.replace(
-        "momentum=prm['momentum'])",
-        "momentum=prm['momentum'])\n        self.prm = prm",
-    )
-    .replace(
-        "        self.train()\n",
+    replace(
+        "    def learn(self, train_data):\n",
+        "    def learn(self, train_data):\n"
         "        self.train()\n"
         "        scheduler = torch.optim.lr_scheduler.OneCycleLR(\n"
-        "            self.optimizer, max_lr=self.prm['lr'], epochs=1,\n"
-        "            steps_per_epoch=len(train_data))\n"
+        "            self.optimizer, max_lr=0.01, epochs=1, steps_per_epoch=len(train_data))\n"
         "        assert train_data.batch_size and len(train_data.dataset) > 0\n",
-    )
-    .replace(
-        "            self.optimizer.step()\n",
-        "            self.optimizer.step()\n            scheduler.step()\n",
+        replace(
+            "            self.optimizer.step()\n",
+            "            self.optimizer.step()\n            scheduler.step()\n",
+            TRAIN,
+        ),
     ),
 )
 
@@ -123,10 +108,11 @@ class Net(nn.Module):
     def forward(self, x):
         return self.body(x)
 """,
-    TRAIN.replace(
-        "momentum=prm['momentum'])",
-        "momentum=prm['momentum'],\n"
-        "                                         weight_decay=prm['weight_decay'])",
+    replace(
+        'momentum=prm["momentum"])',
+        'momentum=prm["momentum"],\n'
+        '                                         weight_decay=prm["weight_decay"])',
+        TRAIN,
     ),
 )
 

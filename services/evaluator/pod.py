@@ -151,8 +151,8 @@ def run(env: dict[str, str], workdir: Path) -> int:
                 print(f"nasloop pod: could not upload the error report: {up}", file=sys.stderr)
         return e.code
 
-    # The candidate's process held copies of the URLs in memory: keep them out of its output
-    # and its message, which reach logs and records (a leaked result URL could overwrite the report).
+    # The candidate's process held copies of the URLs in memory: keep them out of its output and
+    # message, which reach logs and records (a leaked result URL could overwrite the report).
     for url in (task_url, data_url, result_url):
         for part in (url, url.split("?", 1)[-1]):
             report.output_tail = report.output_tail.replace(part, "[redacted]")

@@ -14,7 +14,8 @@ from dataclasses import replace as dc_replace
 
 import pytest
 import torch
-from candidates import GOOD_NET, protocol, replace, with_prefix
+from adversarial.integrity import nested_frame
+from candidates import GOOD_NET, protocol, replace, sandbox_data, with_prefix
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
@@ -33,13 +34,7 @@ LEARN_LOOP = "for inputs, labels in train_data:"
 
 @pytest.fixture(scope="module")
 def data() -> SandboxData:
-    g = torch.Generator().manual_seed(1)
-    return SandboxData(
-        torch.randn(64, 3, 32, 32, generator=g),
-        torch.arange(64) % 10,
-        torch.randn(20, 3, 32, 32, generator=g),
-        10,
-    )
+    return sandbox_data(64, 20, seed=1)
 
 
 def task(code: str = GOOD_NET, **proto: object) -> Task:
@@ -231,17 +226,7 @@ def test_a_deeply_nested_report_is_a_malformed_report() -> None:
 
 
 def test_a_child_that_sends_a_nested_report_gets_no_result(data: SandboxData) -> None:
-    code = with_prefix(
-        "_os = torch.serialization.os\n"
-        "_h = b'[' * 30000 + b']' * 30000\n"
-        "_r = b'NLR1' + len(_h).to_bytes(4, 'big') + _h\n"
-        "for _fd in range(3, 64):\n"
-        "    try:\n"
-        "        _os.write(_fd, b'R' + len(_r).to_bytes(4, 'big') + _r)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "_os._exit(0)"
-    )
+    code = nested_frame()
     r = run_confined(task(code), data, limits())
     assert status(r) == "STATUS_NO_RESULT", r.message
 
@@ -267,3 +252,52 @@ def test_the_sandbox_view_has_no_scikit_learn() -> None:
     assert not {"sklearn", "scipy", "vllm", "transformers", "minio"} & names
     assert not any(n.startswith("scikit_learn") for n in names)
     assert sys.prefix  # the view is resolved from this interpreter's installation
+
+
+# --- the evaluator's side of the worker pipe --------------------------------------------------
+
+# A stand-in worker (no torch): for every request it first writes an answer carrying another
+# request's number — what a candidate that reached the pipe could forge — then its own, or,
+# for candidate "garbage", a malformed one.
+FAKE_WORKER = """
+import json, sys
+from services.evaluator import report as wire
+from services.evaluator.frames import read_frame, write_frame
+from services.evaluator.report import Report
+
+write_frame(1, b"H", b"")
+while (f := read_frame(0)) is not None:
+    if f[0] != b"T":
+        continue
+    req = json.loads(f[1])
+    seq, cid = req["seq"], json.loads(req["task"])["candidate_id"]
+    forged = Report(status=1, message="forged").fail(1, "forged")
+    write_frame(1, b"R", (seq + 1).to_bytes(8, "big") + wire.encode(forged))
+    if cid == "garbage":
+        write_frame(1, b"R", seq.to_bytes(8, "big") + b"NLR1" + b"[" * 100)
+        continue
+    write_frame(1, b"R", seq.to_bytes(8, "big") + wire.encode(Report().fail(1, "real " + cid)))
+"""
+
+
+def test_answers_to_other_requests_are_never_taken(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from services.evaluator.sandbox import PROJECT_ROOT, SandboxWorker
+
+    env = {"PYTHONPATH": str(PROJECT_ROOT), "PATH": os.environ.get("PATH", "")}
+    w = SandboxWorker("fake", [sys.executable, "-c", FAKE_WORKER], env)
+    w.start()
+    try:
+        never = threading.Event()
+        for cid in ("a", "b"):
+            t = Task(cid, GOOD_NET, PROTOCOL)
+            r = w.run(t, tmp_path / "data.npz", limits(), never)
+            assert r.message == f"real {cid}"  # not the forged one, not the previous one's
+        r = w.run(Task("garbage", GOOD_NET, PROTOCOL), tmp_path / "data.npz", limits(), never)
+        assert status(r) == "STATUS_NO_RESULT" and "unreadable" in r.message
+        assert not w.alive()  # replaced before the next candidate
+        r = w.run(Task("c", GOOD_NET, PROTOCOL), tmp_path / "data.npz", limits(), never)
+        assert r.message == "real c"
+    finally:
+        w.close()

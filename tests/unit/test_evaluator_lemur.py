@@ -8,7 +8,7 @@ from dataclasses import replace as dc_replace
 
 import pytest
 import torch
-from candidates import protocol
+from candidates import protocol, sandbox_data
 from lemur_nets import (
     ALEXNET_STYLE,
     EXTRA_HYPERPARAMETERS,
@@ -33,13 +33,7 @@ HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 @pytest.fixture(scope="module")
 def data() -> SandboxData:
-    g = torch.Generator().manual_seed(2)
-    return SandboxData(
-        torch.randn(32, 3, 32, 32, generator=g),
-        torch.arange(32) % 10,
-        torch.randn(8, 3, 32, 32, generator=g),
-        10,
-    )
+    return sandbox_data(32, 8, seed=2)
 
 
 def run(

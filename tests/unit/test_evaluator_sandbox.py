@@ -11,8 +11,7 @@ import threading
 import time
 
 import pytest
-import torch
-from candidates import GOOD_NET, protocol, replace, with_prefix
+from candidates import GOOD_NET, protocol, replace, sandbox_data, with_prefix
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import seccomp_filter
@@ -26,13 +25,7 @@ PROTOCOL = protocol(dataset="tiny", batch_size=8, seed=3, time_limit_s=30, max_p
 
 @pytest.fixture(scope="module")
 def data() -> SandboxData:
-    g = torch.Generator().manual_seed(0)
-    return SandboxData(
-        torch.randn(64, 3, 32, 32, generator=g),
-        torch.arange(64) % 10,
-        torch.randn(20, 3, 32, 32, generator=g),
-        10,
-    )
+    return sandbox_data(64, 20, seed=0)
 
 
 def task(code: str = GOOD_NET, mode: str = "evaluate", **proto: object) -> Task:
