@@ -70,6 +70,12 @@ def stub_confine(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     stub.limits_for = limits_for  # type: ignore[attr-defined]
     stub.run_confined = run_confined  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "services.evaluator.confine", stub)
+    # In process here (the real pod starts a fresh interpreter: test_evaluator_kube_e2e).
+    monkeypatch.setattr(
+        pod_entry,
+        "run_sandbox",
+        lambda task, _task_path, data, env: pod_entry.evaluate(task, data, env),
+    )
     return seen
 
 
