@@ -39,16 +39,32 @@ def _uid_processes(uid: int) -> list[str]:
     return found
 
 
-def _worker_processes() -> list[str]:
-    found = []
+def _worker_processes(server_pid: int) -> list[str]:
+    """Processes below the evaluator server that run the worker's code (workers, and any child
+    a worker forked that outlived its run)."""
+    parent, argvs = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            argvs[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0].endswith(b"python") and b"services.evaluator.worker" in argv:
-            found.append(f"{pid}: {b' '.join(argv).decode(errors='replace')}")
-    return found
+        parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def below_server(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == server_pid:
+                return True
+        return False
+
+    return [
+        f"{pid}: {b' '.join(argv).decode(errors='replace')}"
+        for pid, argv in argvs.items()
+        if argv[0].endswith(b"python")
+        and b"services.evaluator.worker" in argv
+        and below_server(pid)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +127,7 @@ def test_service_still_evaluates_a_good_network(evaluator_server: Server, suite_
         assert _uid_processes(SANDBOX_UID) == []
     else:  # candidates share this uid: only the two workers run the worker's code
         deadline = time.monotonic() + 15  # a replaced worker may still be on its way out
-        while len(_worker_processes()) > 2 and time.monotonic() < deadline:
+        pid = evaluator_server.proc.pid
+        while len(_worker_processes(pid)) > 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert len(_worker_processes()) == 2, _worker_processes()
+        assert len(_worker_processes(pid)) == 2, _worker_processes(pid)
