@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "reference_code": "",
             "show_budget": True,
         },
-        "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 512, "stop": []},
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 600, "stop": []},
         "protocol": {
             "name": "",
             "epochs": 1,
@@ -88,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "test_subset": 0,
             "failure_floor": 0.12,
             "time_limit_s": 120.0,
-            "max_parameters": 2_000_000,
+            "max_parameters": 1_000_000,  # stated in the prompt: a budget the bootstrap LM saw
             "device": "",
             "dataset_source": "",
             "input_size": 0,  # 0 = the dataset's own size

@@ -89,7 +89,7 @@ def test_sampling_lora_and_namespace_messages() -> None:
     local = load_spec()
     sp = sampling_params(local, seed=123)
     assert sp.seed == 123 and sp.top_k == -1  # 0 in the spec = disabled, -1 in the proto
-    assert sp.HasField("temperature") and sp.max_tokens == 512
+    assert sp.HasField("temperature") and sp.max_tokens == 600
     assert sampling_params(load_spec("paper"), 0).top_k == 100
     lo = lora_config(local)
     assert (lo.r, lo.alpha) == (16, 32.0) and lo.HasField("dropout")
@@ -221,7 +221,7 @@ def test_dataset_is_stated_once() -> None:
     assert "protocol.dataset: 'cifar10' disagrees with 'digits' (derived from task.dataset)" in msg
     msg = _error(extra={"task": {"in_shape": [16, 1, 28, 28]}})
     assert "task.in_shape: [16, 1, 28, 28] disagrees with [16, 3, 32, 32]" in msg
-    assert "task.parameter_budget: 5 disagrees with 2000000" in _error(
+    assert "task.parameter_budget: 5 disagrees with 1000000" in _error(
         extra={"task": {"parameter_budget": 5}}
     )
 
