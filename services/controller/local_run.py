@@ -8,7 +8,6 @@ Ctrl-C stops after the current step (a second Ctrl-C at once) and says how to re
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 import time
@@ -64,11 +63,10 @@ def service_env(cfg: Config, spec: RunSpec) -> dict[str, dict[str, str]]:
     if store_url.startswith("file://"):  # the services may run elsewhere: an absolute path
         store_url = "file://" + str(Path(store_url[len("file://") :]).expanduser().absolute())
     common = {"NASLOOP_STORE__URL": store_url}
+    # The generator's backend stays the configured one ("auto": vLLM where it is installed).
+    # Measured inside the loop on 2 CPU cores, vLLM's CPU build generated 2-3x the tokens/s of
+    # transformers + peft, with and without an adapter (docs/benchmarks.md, issue 10).
     generator = {"NASLOOP_GENERATOR__MODEL": spec.base_model}
-    if cfg.generator.backend == "auto" and not shutil.which("nvidia-smi"):
-        # Measured on 2 CPU cores: transformers is faster than vLLM's CPU build for the
-        # bootstrap model, and much faster with an adapter (docs/benchmarks.md).
-        generator["NASLOOP_GENERATOR__BACKEND"] = "transformers"
     rank = spec.training.lora.r
     if rank > cfg.generator.max_lora_rank:
         generator["NASLOOP_GENERATOR__MAX_LORA_RANK"] = str(rank)
