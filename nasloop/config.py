@@ -110,7 +110,8 @@ class GeneratorConfig(_Section):
     )
     model: str = Field(
         "models/bootstrap-default",
-        description="base model: models/<name> in the store or a local Hugging Face directory",
+        description="base model: models/<name> in the store, a local Hugging Face directory or "
+        "a Hugging Face id (org/name[@revision], cached in HF_HOME)",
     )
     prompt_template: Literal["plain", "instruct"] = "plain"
     cache_dir: str = Field(".nasloop/generator", description="fetched base model and adapters")
