@@ -3,6 +3,7 @@
 # every one answers gRPC health (SERVING) and reflection (its nasloop.v1 service is listed)
 # from outside the container. Needs no Docker engine and no registry (DESIGN.md, "Images").
 # Usage: smoke.sh [TARGET...]   default: novelty evaluator-cpu trainer-cpu generator-cpu
+# (controller too once `nasloop serve controller` exists).
 # Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
 # the images as they are), SMOKE_TIMEOUT_S (per service, default 180), and build.sh's.
 set -euo pipefail
@@ -43,12 +44,31 @@ free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# smoke TARGET SERVICE GRPC_SERVICE [buildah-run options...]: start, probe, stop.
+# What every final image must be: its fixed non-root uid, code it cannot change, no compiler,
+# no package cache (run inside the image, as its USER).
+IMAGE_CHECK='
+import os, shutil, sys
+problems = []
+if os.getuid() != 10001 or os.getgid() != 10001:
+    problems.append(f"runs as {os.getuid()}:{os.getgid()}, not 10001:10001")
+if os.access("/opt/nasloop", os.W_OK) or os.access(sys.executable, os.W_OK):
+    problems.append("the virtual environment is writable by the service user")
+problems += [f"compiler present: {c}" for c in ("gcc", "cc", "g++", "c++", "clang") if shutil.which(c)]
+caches = ["/root/.cache/pip", os.path.expanduser("~/.cache/pip"), "/var/lib/apt/lists/partial"]
+problems += [f"cache left: {d}" for d in caches if os.path.isdir(d) and os.listdir(d)]
+import nasloop.cli  # the package and its dependencies import
+sys.exit("; ".join(problems) or None)
+'
+
+# smoke TARGET SERVICE GRPC_SERVICE [buildah-run options...]: check the image, start the
+# service, probe it from outside, stop it.
 smoke() {
   local target=$1 service=$2 grpc_name=$3 port start status
   shift 3
   port=$(free_port)
   ctr=$(buildah from --quiet "$(image_ref "$target")")
+  buildah run --isolation chroot "$ctr" -- python3 -c "$IMAGE_CHECK" ||
+    die "$(image_ref "$target") is not a proper final image (above)"
   start=$SECONDS
   setsid buildah run --isolation chroot \
     --env NASLOOP_STORE__URL=file:///tmp/store --env NASLOOP_SERVER__METRICS_PORT= \
@@ -95,6 +115,7 @@ for t in "${targets[@]}"; do
         --env HF_HUB_OFFLINE=1 --env NASLOOP_GENERATOR__MODEL=smoke/tiny-lm \
         --env NASLOOP_GENERATOR__KV_CACHE_GIB=1
       ;;
-    *) die "no smoke test for $t (have: novelty evaluator-cpu trainer-cpu generator-cpu)" ;;
+    controller) smoke controller controller Controller ;;
+    *) die "no smoke test for $t (have: novelty controller evaluator-cpu trainer-cpu generator-cpu)" ;;
   esac
 done
