@@ -278,6 +278,8 @@ def test_model_sources() -> None:
 
     objs = render(sets=["model.source=store", "model.storeKey=models/bootstrap-default"])
     assert config_of(objs).generator.model == "models/bootstrap-default"
+    claims = [c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")]
+    assert claims == [f"{FULL}-store"]  # no Hugging Face cache without a Hugging Face model
 
     objs = render(sets=["model.revision=v1.5"])
     assert config_of(objs).generator.model.endswith("@v1.5")

@@ -69,7 +69,9 @@ spec:
         - name: {{ . }}
         {{- end }}
       {{- end }}
-      {{- include "nasloop.gpuScheduling" . | nindent 6 }}
+      {{- with (include "nasloop.gpuScheduling" . | trim) }}
+      {{- . | nindent 6 }}
+      {{- end }}
       terminationGracePeriodSeconds: 30
       containers:
         - name: {{ .component }}
