@@ -23,7 +23,7 @@ need_docker() {
 }
 
 need_kind() {
-  need kind "go install sigs.k8s.io/kind@v0.29.0, or a release binary from https://kind.sigs.k8s.io"
+  need kind "go install sigs.k8s.io/kind@latest, or a release binary from https://kind.sigs.k8s.io"
 }
 
 need_kubectl() {
