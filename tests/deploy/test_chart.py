@@ -318,6 +318,8 @@ def test_controller_is_pointed_at_the_services_and_its_cycle_jobs() -> None:
         assert env[f"NASLOOP_CONTROLLER__{name.upper()}"] == f"{FULL}-{name}:{port}"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__SERVICE_ACCOUNT"] == f"{FULL}-cycle"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__IMAGE"] == "nasloop/controller:0.1.0"
+    assert env["NASLOOP_CONTROLLER__KUBERNETES__CONFIG_MAP"] == f"{FULL}-config"
+    assert "NASLOOP_CONTROLLER__KUBERNETES__STORE_SECRET" not in env  # no Secret in cycle pods
 
 
 @pytest.mark.parametrize(
