@@ -8,9 +8,10 @@ HELM   := $(VENV)/bin/helm
 # Shell scripts checked by shellcheck (make test).
 SHELL_SCRIPTS := $(wildcard deploy/images/*.sh deploy/kind/*.sh) .ci/run
 
-.PHONY: system-deps setup proto test lint format bench bench-novelty bench-evaluator \
-	bench-generator serve-novelty serve-evaluator serve-generator clean chart-check \
-	chart-schema shellcheck images images-smoke image-deps kind-up kind-load deploy kind-e2e kind-down
+.PHONY: system-deps setup proto run test lint format bench bench-novelty bench-evaluator \
+	bench-generator bench-loop serve-novelty serve-evaluator serve-generator serve-trainer \
+	serve-controller clean chart-check chart-schema shellcheck images images-smoke image-deps \
+	kind-up kind-load deploy kind-e2e kind-down
 
 setup: $(STAMP)
 
@@ -26,6 +27,11 @@ system-deps:
 	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
 	  apt-get install -y -q bubblewrap >/dev/null; } || \
 	  { echo 'the strict sandbox needs bubblewrap: apt-get install bubblewrap'; exit 1; }
+
+# The main job: the `local` preset on this machine (bootstraps the default model the first
+# time). RUN_ARGS passes options, e.g. make run RUN_ARGS='--set cycles=3 --name try1'.
+run: $(STAMP) system-deps
+	$(PY) -m nasloop run $(RUN_ARGS)
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
@@ -102,6 +108,9 @@ bench-evaluator: $(STAMP) system-deps
 bench-generator: $(STAMP)
 	$(PY) benchmarks/generator_bench.py
 
+bench-loop: $(STAMP) system-deps
+	$(PY) benchmarks/loop_bench.py
+
 serve-evaluator: $(STAMP) system-deps
 	$(PY) -m nasloop serve evaluator
 
@@ -110,6 +119,12 @@ serve-generator: $(STAMP)
 
 serve-novelty: $(STAMP)
 	$(PY) -m nasloop serve novelty
+
+serve-trainer: $(STAMP)
+	$(PY) -m nasloop serve trainer
+
+serve-controller: $(STAMP)
+	$(PY) -m nasloop serve controller
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

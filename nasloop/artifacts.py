@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from nasloop import hub
 from nasloop.rpc.errors import FailedPrecondition, NotFound
 from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
 from nasloop.store.base import MANIFEST, join_key, sha256_hex
+from nasloop.v1 import common_pb2
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 # vLLM serves only these LoRA ranks (DESIGN.md, measured).
@@ -122,3 +123,92 @@ def local_model_dir(store: ObjectStore, base: BaseModel, cache: Path) -> Path:
         return fetch_artifact(store, base.store_prefix, cache / "models" / base.sha256)
     except IntegrityError as e:
         raise FailedPrecondition(f"base model {base.ref!r} is corrupt in the store: {e}") from None
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    """An adapter's manifest ``meta``, typed: what it was trained on, from what, and how.
+
+    Written by the trainer when it publishes; read by the generator (is it servable on this base
+    model?) and by the trainer (can a job continue from it?). Unknown keys are ignored, missing
+    optional ones take their defaults; a manifest that is not an adapter's raises ``ValueError``.
+    """
+
+    base_model: str
+    base_model_sha256: str
+    lora: LoraSettings | None = None
+    job_id: str = ""
+    parent_sha256: str = ""
+    parent_prefix: str = ""
+    data_sha256: str = ""
+    data_key: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    run: str = ""
+    cycle: int = 0
+
+    KIND = "lora-adapter"
+
+    def to_meta(self) -> dict[str, Any]:
+        meta = asdict(self)
+        meta["kind"] = self.KIND
+        if self.lora is not None:
+            meta["lora"]["target_modules"] = list(self.lora.target_modules)
+        return meta
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> AdapterMeta:
+        meta = manifest.get("meta")
+        if not isinstance(meta, dict) or meta.get("kind") != cls.KIND:
+            raise ValueError("the manifest is not a LoRA adapter's (meta.kind)")
+        missing = [f for f in ADAPTER_FILES if f not in manifest.get("files", {})]
+        if missing:
+            raise ValueError(f"the adapter lacks {', '.join(missing)}")
+        lora = meta.get("lora")
+        try:
+            settings = None
+            if isinstance(lora, dict) and lora:
+                settings = LoraSettings(
+                    int(lora["r"]),
+                    float(lora["alpha"]),
+                    float(lora.get("dropout", 0.0)),
+                    tuple(str(t) for t in lora.get("target_modules", ())),
+                )
+            return cls(
+                base_model=str(meta.get("base_model", "")),
+                base_model_sha256=str(meta.get("base_model_sha256", "")),
+                lora=settings,
+                job_id=str(meta.get("job_id", "")),
+                parent_sha256=str(meta.get("parent_sha256", "")),
+                parent_prefix=str(meta.get("parent_prefix", "")),
+                data_sha256=str(meta.get("data_sha256", "")),
+                data_key=str(meta.get("data_key", "")),
+                training=dict(meta.get("training") or {}),
+                metrics=dict(meta.get("metrics") or {}),
+                run=str(meta.get("run", "")),
+                cycle=max(0, int(meta.get("cycle") or 0)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed adapter meta: {e}") from None
+
+    def ref(self, name: str, prefix: str, sha256: str, rank: int = 0) -> common_pb2.AdapterRef:
+        """The adapter as the services exchange it (``rank`` from its config when known)."""
+        return common_pb2.AdapterRef(
+            name=name,
+            prefix=prefix,
+            sha256=sha256,
+            base_model=self.base_model,
+            rank=rank or (self.lora.r if self.lora else 0),
+            run=self.run,
+            cycle=self.cycle,
+            base_model_sha256=self.base_model_sha256,
+            parent_sha256=self.parent_sha256,
+        )

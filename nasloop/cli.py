@@ -16,7 +16,7 @@ from nasloop.logs import setup_logging
 if TYPE_CHECKING:
     from nasloop.store import ObjectStore
 
-SERVICES = ("novelty", "generator", "evaluator", "trainer")
+SERVICES = ("novelty", "generator", "evaluator", "trainer", "controller")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -116,18 +116,59 @@ def _command_errors(func: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
         from nasloop.bootstrap import RunMismatch
         from nasloop.corpus.lemur import LemurError
+        from nasloop.layout import InvalidName
+        from nasloop.local import ServiceFailed
+        from nasloop.rpc.errors import ServiceError
+        from nasloop.runspec import SpecError
         from nasloop.store import StoreError
+        from services.controller.cycle import CycleError
 
         try:
             return func(args)
-        except (ConfigError, RunMismatch, LemurError, StoreError) as e:
+        except (ConfigError, RunMismatch, LemurError, StoreError, SpecError, InvalidName) as e:
             print(f"nasloop: {e}", file=sys.stderr)
             return 2
+        except (ServiceError, CycleError, ServiceFailed) as e:
+            print(f"nasloop: {e}", file=sys.stderr)
+            return 1
         except grpc.RpcError as e:
             print(f"nasloop: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
 
     return run
+
+
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
+    from services.controller import commands
+
+    run = sub.add_parser(
+        "run",
+        help="run the loop: the local preset on this machine by default (starts every service)",
+    )
+    run.add_argument("--preset", choices=("local", "paper"), help="default: local")
+    run.add_argument("--spec", help="run spec YAML (a preset plus overrides)")
+    run.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="override one spec field, e.g. --set cycles=3 --set training.lora.r=8",
+    )  # fmt: skip
+    run.add_argument("--name", help="run name (default: <preset>-<date>-<time>)")
+    run.add_argument("--resume", metavar="RUN", help="resume a stopped or failed run")
+    run.add_argument("--controller", metavar="HOST:PORT", help="drive a running controller instead")
+    run.set_defaults(func=_command_errors(commands.run))
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    runs.set_defaults(func=_command_errors(commands.runs))
+    status = sub.add_parser("status", help="where a run is")
+    status.add_argument("run")
+    status.set_defaults(func=_command_errors(commands.status))
+    report = sub.add_parser("report", help="a run's per-cycle table")
+    report.add_argument("run")
+    report.set_defaults(func=_command_errors(commands.report_table))
+    cycle = sub.add_parser("cycle", help="run (or resume) one cycle of a run: the cycle Job")
+    cycle.add_argument("--run", required=True)
+    cycle.add_argument("--cycle", type=int, required=True)
+    cycle.set_defaults(func=_command_errors(commands.cycle))
+    for p in (run, runs, status, report, cycle):
+        p.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     novelty.set_defaults(func=_command_errors(_corpus_seed_novelty))
     for p in (seed, lemur, novelty):
         p.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
+    _add_run_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

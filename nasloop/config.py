@@ -214,8 +214,56 @@ class TrainerConfig(_Section):
     log_every_steps: int = Field(5, ge=1, description="progress messages every N optimizer steps")
 
 
+class CallDeadlines(_Section):
+    """Per-call deadlines (seconds) of the controller's calls to the services.
+
+    The shared channel's 30 s default suits quick calls only; a deadline that fires is an error
+    the cycle reports (the step is retried on resume), never a silent half-step."""
+
+    default_s: float = Field(30.0, gt=0, description="any call not named below")
+    generate_s: float = Field(1800.0, gt=0, description="one streamed Generate call")
+    evaluate_s: float = Field(3600.0, gt=0, description="one streamed Evaluate call")
+    novelty_s: float = Field(120.0, gt=0, description="BatchCheckAndAdd and namespace calls")
+    load_adapter_s: float = Field(300.0, gt=0, description="LoadAdapter (fetch + register)")
+    start_job_s: float = Field(120.0, gt=0, description="StartJob (reads and checks the pairs)")
+    train_s: float = Field(6 * 3600.0, gt=0, description="watching one training job to its end")
+
+
+class CycleJobConfig(_Section):
+    """Cluster mode: each cycle runs as a Kubernetes Job (``nasloop cycle --run R --cycle N``)."""
+
+    namespace: str = "nasloop"
+    image: str = Field("nasloop/controller:latest", description="image with nasloop (no torch)")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str = Field(
+        "nasloop-cycle", description="the cycle pods' ServiceAccount (its token is not mounted)"
+    )
+    store_secret: str | None = Field(
+        None, description="Secret with access_key/secret_key for the store, exposed as env vars"
+    )
+    config_map: str | None = Field(
+        None, description="ConfigMap holding config.yaml, mounted and named by NASLOOP_CONFIG"
+    )
+    cpu: str = "1"
+    memory: str = "2Gi"
+    active_deadline_s: int = Field(24 * 3600, ge=60, description="a cycle's wall-clock limit")
+    ttl_after_finished_s: int = Field(3600, ge=0)
+    poll_interval_s: float = Field(2.0, gt=0)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+
+
 class ControllerConfig(_Section):
     port: int = Field(50055, ge=0, le=65535)
+    mode: Literal["local", "kubernetes"] = Field(
+        "local", description="local = cycles run in the controller's process; kubernetes = Jobs"
+    )
+    # Addresses (host:port) of the four services.
+    generator: str = "localhost:50051"
+    evaluator: str = "localhost:50052"
+    novelty: str = "localhost:50053"
+    trainer: str = "localhost:50054"
+    deadlines: CallDeadlines = Field(default_factory=CallDeadlines)
+    kubernetes: CycleJobConfig = Field(default_factory=CycleJobConfig)
 
 
 class Config(_Section):

@@ -135,7 +135,14 @@ class StageCount(_message.Message):
     def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ..., status: _Optional[_Union[_common_pb2.Status, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CycleSummary(_message.Message):
-    __slots__ = ("run", "cycle", "phase", "generated", "valid", "novel", "selected", "valid_rate", "mean_accuracy", "best_accuracy", "share_above_040", "stopped", "adapter", "generated_with", "seconds", "started", "finished", "candidates", "error")
+    __slots__ = ("run", "cycle", "phase", "generated", "valid", "novel", "selected", "valid_rate", "mean_accuracy", "best_accuracy", "share_above_040", "stopped", "adapter", "generated_with", "seconds", "started", "finished", "candidates", "error", "distinct", "step_seconds", "service_seconds", "training_pairs", "final_loss")
+    class StepSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     RUN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +162,11 @@ class CycleSummary(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
     run: str
     cycle: int
     phase: CyclePhase
@@ -174,10 +186,15 @@ class CycleSummary(_message.Message):
     finished: _timestamp_pb2.Timestamp
     candidates: _common_pb2.ObjectRef
     error: str
-    def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., generated: _Optional[int] = ..., valid: _Optional[int] = ..., novel: _Optional[int] = ..., selected: _Optional[int] = ..., valid_rate: _Optional[float] = ..., mean_accuracy: _Optional[float] = ..., best_accuracy: _Optional[float] = ..., share_above_040: _Optional[float] = ..., stopped: _Optional[_Iterable[_Union[StageCount, _Mapping]]] = ..., adapter: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., generated_with: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., seconds: _Optional[float] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    distinct: int
+    step_seconds: _containers.ScalarMap[str, float]
+    service_seconds: float
+    training_pairs: int
+    final_loss: float
+    def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., generated: _Optional[int] = ..., valid: _Optional[int] = ..., novel: _Optional[int] = ..., selected: _Optional[int] = ..., valid_rate: _Optional[float] = ..., mean_accuracy: _Optional[float] = ..., best_accuracy: _Optional[float] = ..., share_above_040: _Optional[float] = ..., stopped: _Optional[_Iterable[_Union[StageCount, _Mapping]]] = ..., adapter: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., generated_with: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., seconds: _Optional[float] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., error: _Optional[str] = ..., distinct: _Optional[int] = ..., step_seconds: _Optional[_Mapping[str, float]] = ..., service_seconds: _Optional[float] = ..., training_pairs: _Optional[int] = ..., final_loss: _Optional[float] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("name", "spec", "state", "current_cycle", "current_phase", "cycles", "error", "created", "updated", "cycle_job")
+    __slots__ = ("name", "spec", "state", "current_cycle", "current_phase", "cycles", "error", "created", "updated", "cycle_job", "cycles_done", "spec_yaml")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +205,8 @@ class Run(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     CYCLE_JOB_FIELD_NUMBER: _ClassVar[int]
+    CYCLES_DONE_FIELD_NUMBER: _ClassVar[int]
+    SPEC_YAML_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: RunSpec
     state: RunState
@@ -198,10 +217,19 @@ class Run(_message.Message):
     created: _timestamp_pb2.Timestamp
     updated: _timestamp_pb2.Timestamp
     cycle_job: str
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., current_cycle: _Optional[int] = ..., current_phase: _Optional[_Union[CyclePhase, str]] = ..., cycles: _Optional[_Iterable[_Union[CycleSummary, _Mapping]]] = ..., error: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_job: _Optional[str] = ...) -> None: ...
+    cycles_done: int
+    spec_yaml: str
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., current_cycle: _Optional[int] = ..., current_phase: _Optional[_Union[CyclePhase, str]] = ..., cycles: _Optional[_Iterable[_Union[CycleSummary, _Mapping]]] = ..., error: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_job: _Optional[str] = ..., cycles_done: _Optional[int] = ..., spec_yaml: _Optional[str] = ...) -> None: ...
 
 class CycleEvent(_message.Message):
-    __slots__ = ("run", "cycle", "phase", "at", "message", "candidate", "training", "summary")
+    __slots__ = ("run", "cycle", "phase", "at", "message", "candidate", "training", "summary", "counts")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     RUN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +238,7 @@ class CycleEvent(_message.Message):
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
     run: str
     cycle: int
     phase: CyclePhase
@@ -218,13 +247,18 @@ class CycleEvent(_message.Message):
     candidate: _evaluator_pb2.EvaluationResult
     training: _trainer_pb2.JobProgress
     summary: CycleSummary
-    def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., candidate: _Optional[_Union[_evaluator_pb2.EvaluationResult, _Mapping]] = ..., training: _Optional[_Union[_trainer_pb2.JobProgress, _Mapping]] = ..., summary: _Optional[_Union[CycleSummary, _Mapping]] = ...) -> None: ...
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., candidate: _Optional[_Union[_evaluator_pb2.EvaluationResult, _Mapping]] = ..., training: _Optional[_Union[_trainer_pb2.JobProgress, _Mapping]] = ..., summary: _Optional[_Union[CycleSummary, _Mapping]] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "spec_yaml", "overrides")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    SPEC_YAML_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     spec: RunSpec
-    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ...) -> None: ...
+    spec_yaml: str
+    overrides: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, spec: _Optional[_Union[RunSpec, _Mapping]] = ..., spec_yaml: _Optional[str] = ..., overrides: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("name",)

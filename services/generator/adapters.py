@@ -20,8 +20,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop.artifacts import (
-    ADAPTER_FILES,
     UNSERVABLE_TARGET,
+    AdapterMeta,
     BaseModel,
     fetch_artifact,
     read_manifest,
@@ -144,16 +144,14 @@ class AdapterRegistry:
                 f"adapter at {prefix}/ has manifest {manifest_sha[:12]}…, "
                 f"not the requested {sha256[:12]}…"
             )
-        meta = manifest.get("meta") or {}
-        if not isinstance(meta, dict):
-            raise DataLoss(f"adapter at {prefix}/: the manifest's meta is not an object")
-        missing = [f for f in ADAPTER_FILES if f not in manifest["files"]]
-        if meta.get("kind") != "lora-adapter" or missing:
-            raise FailedPrecondition(f"{prefix}/ is not a LoRA adapter (missing {missing})")
-        if meta.get("base_model_sha256") != self.base.sha256:
+        try:
+            meta = AdapterMeta.from_manifest(manifest)
+        except ValueError as e:
+            raise FailedPrecondition(f"{prefix}/ is not a servable LoRA adapter: {e}") from None
+        if meta.base_model_sha256 != self.base.sha256:
             raise FailedPrecondition(
-                f"adapter at {prefix}/ was trained on base model {meta.get('base_model')!r} "
-                f"({str(meta.get('base_model_sha256'))[:12]}…), not on the served "
+                f"adapter at {prefix}/ was trained on base model {meta.base_model!r} "
+                f"({meta.base_model_sha256[:12]}…), not on the served "
                 f"{self.base.ref!r} ({self.base.sha256[:12]}…)"
             )
         try:
@@ -180,17 +178,7 @@ class AdapterRegistry:
                 f"adapter at {prefix}/ adapts {bad or config.get('modules_to_save')}: embedding "
                 "and output-head adapters cannot be served"
             )
-        ref = common.AdapterRef(
-            name=name,
-            prefix=prefix,
-            sha256=manifest_sha,
-            base_model=str(meta.get("base_model", "")),
-            rank=rank,
-            run=str(meta.get("run", "")),
-            cycle=_count(meta.get("cycle")),
-            base_model_sha256=self.base.sha256,
-            parent_sha256=str(meta.get("parent_sha256", "")),
-        )
+        ref = meta.ref(name, prefix, manifest_sha, rank)
         return path, ref
 
     # -- unloading --------------------------------------------------------------------------------
@@ -241,13 +229,6 @@ class AdapterRegistry:
 
     def list(self) -> list[pb.AdapterInfo]:
         return [s.info for _, s in sorted(self._by_name.items())]
-
-
-def _count(value: Any) -> int:
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def _adapter_config(path: Path, prefix: str) -> dict[str, Any]:

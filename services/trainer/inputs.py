@@ -6,10 +6,10 @@ the local cache, verified against their manifests, when the job runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from nasloop.artifacts import BaseModel
+from nasloop.artifacts import AdapterMeta, BaseModel, LoraSettings
+from nasloop.records import RecordError, loads_pairs
 from nasloop.rpc import FailedPrecondition, InvalidArgument, NotFound
 from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.store.base import sha256_hex
@@ -20,7 +20,7 @@ from services.trainer.spec import TrainSpec
 class Parent:
     prefix: str
     sha256: str
-    lora: dict
+    lora: LoraSettings | None
 
 
 def resolve_parent(store: ObjectStore, spec: TrainSpec, base: BaseModel) -> Parent | None:
@@ -35,14 +35,17 @@ def resolve_parent(store: ObjectStore, spec: TrainSpec, base: BaseModel) -> Pare
             f"parent adapter at {spec.parent_prefix}/ has manifest {sha[:12]}…, "
             f"not the requested {spec.parent_sha256[:12]}…"
         )
-    meta = manifest.get("meta", {})
-    if meta.get("base_model_sha256") != base.sha256:
+    try:
+        meta = AdapterMeta.from_manifest(manifest)
+    except ValueError as e:
+        raise FailedPrecondition(f"parent at {spec.parent_prefix}/: {e}") from None
+    if meta.base_model_sha256 != base.sha256:
         raise FailedPrecondition(
             f"parent adapter at {spec.parent_prefix}/ was trained on base model "
-            f"{meta.get('base_model')!r} ({str(meta.get('base_model_sha256'))[:12]}…), not on "
+            f"{meta.base_model!r} ({meta.base_model_sha256[:12]}…), not on "
             f"{base.ref!r} ({base.sha256[:12]}…)"
         )
-    return Parent(spec.parent_prefix, sha, meta.get("lora", {}))
+    return Parent(spec.parent_prefix, sha, meta.lora)
 
 
 def read_pairs(
@@ -58,20 +61,10 @@ def read_pairs(
     sha = sha256_hex(data)
     if spec.pairs_sha256 and spec.pairs_sha256 != sha:
         raise FailedPrecondition(f"training pairs at {spec.pairs_key} do not match their sha256")
-    pairs: list[tuple[str, str]] = []
-    for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            prompt, completion = row["prompt"], row["completion"]
-        except (ValueError, KeyError, TypeError):
-            raise InvalidArgument(
-                f"training pairs line {n}: not a JSON object with prompt and completion"
-            ) from None
-        if not (isinstance(prompt, str) and isinstance(completion, str) and completion.strip()):
-            raise InvalidArgument(f"training pairs line {n}: prompt/completion must be text")
-        pairs.append((prompt, completion))
+    try:
+        pairs = [(p.prompt, p.completion) for p in loads_pairs(data)]
+    except RecordError as e:
+        raise InvalidArgument(f"training pairs {e}") from None
     if not pairs:
         raise InvalidArgument(f"training pairs at {spec.pairs_key} are empty")
     return pairs, sha

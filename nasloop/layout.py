@@ -1,0 +1,115 @@
+"""Names and store keys: the one place that says what a run, a cycle or an adapter is called.
+
+Store layout (DESIGN.md, "Object store"):
+
+    runs/<run>/spec.yaml                      the run's spec (written once, at start)
+    runs/<run>/state.json                     the run's state: what is durable, what comes next
+    runs/<run>/cycles/<n>/candidates.jsonl    one final CandidateRecord per candidate
+    runs/<run>/cycles/<n>/summary.json        the cycle's summary, written when it is done
+    runs/<run>/pairs/<n>.jsonl                training pairs selected in cycle n (cumulative set:
+                                              all files up to n)
+    adapters/<run>/<n>/                       the adapter trained at the end of cycle n
+    models/<name>/  corpora/<name>/           base models and seed corpora
+"""
+
+from __future__ import annotations
+
+import re
+
+RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+MAX_CYCLE = 9999
+RUNS = "runs"
+
+
+class InvalidName(ValueError):
+    """A run name, cycle number or artifact name that cannot be used."""
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it can name a run: 1-40 of [a-z0-9-], starting and ending with [a-z0-9].
+
+    Short enough that every name derived from it (novelty namespace, Kubernetes Job, adapter)
+    stays within its own limit."""
+    if not isinstance(name, str) or not RUN_NAME.match(name):
+        raise InvalidName(
+            f"run name {name!r}: use 1-40 of a-z, 0-9 and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def check_cycle(cycle: int) -> int:
+    if not isinstance(cycle, int) or not 1 <= cycle <= MAX_CYCLE:
+        raise InvalidName(f"cycle {cycle!r}: cycles count from 1 to {MAX_CYCLE}")
+    return cycle
+
+
+def run_prefix(run: str) -> str:
+    return f"{RUNS}/{check_run_name(run)}"
+
+
+def spec_key(run: str) -> str:
+    return f"{run_prefix(run)}/spec.yaml"
+
+
+def state_key(run: str) -> str:
+    return f"{run_prefix(run)}/state.json"
+
+
+def cycle_prefix(run: str, cycle: int) -> str:
+    return f"{run_prefix(run)}/cycles/{check_cycle(cycle)}"
+
+
+def candidates_key(run: str, cycle: int) -> str:
+    return f"{cycle_prefix(run, cycle)}/candidates.jsonl"
+
+
+def summary_key(run: str, cycle: int) -> str:
+    return f"{cycle_prefix(run, cycle)}/summary.json"
+
+
+def pairs_prefix(run: str) -> str:
+    return f"{run_prefix(run)}/pairs"
+
+
+def pairs_key(run: str, cycle: int) -> str:
+    """Pairs selected in ``cycle`` (the cumulative set is every file up to it)."""
+    return f"{pairs_prefix(run)}/{check_cycle(cycle)}.jsonl"
+
+
+def training_set_key(run: str, cycle: int) -> str:
+    """The cumulative pairs the adapter of ``cycle`` was trained on (one object for the trainer)."""
+    return f"{cycle_prefix(run, cycle)}/training-set.jsonl"
+
+
+def adapter_prefix(run: str, cycle: int) -> str:
+    return f"adapters/{check_run_name(run)}/{check_cycle(cycle)}"
+
+
+def adapter_name(run: str, cycle: int) -> str:
+    """The generator's serving name of cycle ``cycle``'s adapter: a new name every cycle (vLLM
+    caches adapters by name, and replacing one in place has known stale-cache bugs)."""
+    return f"{check_run_name(run)}-c{check_cycle(cycle)}"
+
+
+def run_namespace(run: str) -> str:
+    """The novelty namespace holding the run's own accepted candidates."""
+    return f"run-{check_run_name(run)}"
+
+
+def candidate_id(run: str, cycle: int, index: int) -> str:
+    """Deterministic candidate ids, so a retried step never makes a second record or entry."""
+    return f"{check_run_name(run)}-c{check_cycle(cycle)}-{index}"
+
+
+def training_job_id(run: str, cycle: int) -> str:
+    """The trainer's job id for a cycle's fine-tune: a retried StartJob re-attaches to it."""
+    return f"{check_run_name(run)}-c{check_cycle(cycle)}-train"
+
+
+def model_prefix(name: str) -> str:
+    return f"models/{name}"
+
+
+def corpus_prefix(name: str) -> str:
+    return f"corpora/{name}"

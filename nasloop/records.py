@@ -1,0 +1,264 @@
+"""The records every part of the loop shares: a candidate's life, and a training pair.
+
+A :class:`CandidateRecord` is one generated answer from its prompt to its selection (the model
+for it is OpenEvolve's ``Program``): what was asked, what the model wrote, how the evaluator
+judged it, whether it was novel, and whether it became a training pair. A
+:class:`TrainingPair` is the prompt the generator was given, byte for byte, and the answer the
+model is taught to write. Both are JSON lines; readers ignore fields they do not know, so
+records written by a newer version stay readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+from nasloop.prompts import render_answer
+from nasloop.v1 import common_pb2 as common
+
+T = TypeVar("T")
+
+
+class RecordError(ValueError):
+    """A line that is not a record of the expected kind."""
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Evaluation:
+    """The evaluator's verdict (``EvaluationResult`` in plain types)."""
+
+    last_stage: str = "STAGE_UNSPECIFIED"
+    status: str = "STATUS_UNSPECIFIED"
+    message: str = ""
+    accuracy: float = 0.0
+    loss: float = 0.0
+    parameter_count: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    executor: str = ""
+    executor_ref: str = ""
+
+    @property
+    def valid(self) -> bool:
+        """Reached STAGE_EVALUATED above the failure floor (DESIGN.md's valid rate)."""
+        return self.status == "STATUS_OK"
+
+    @classmethod
+    def from_proto(cls, r: Any) -> Evaluation:
+        from nasloop.v1 import evaluator_pb2
+
+        v, m = r.result, r.result.metrics
+        return cls(
+            last_stage=common.Stage.Name(v.last_stage),
+            status=common.Status.Name(v.status),
+            message=v.message,
+            accuracy=m.accuracy,
+            loss=m.loss,
+            parameter_count=m.parameter_count,
+            train_seconds=m.train_seconds,
+            eval_seconds=m.eval_seconds,
+            peak_memory_bytes=m.peak_memory_bytes,
+            stage_seconds={common.Stage.Name(t.stage): t.seconds for t in v.timings},
+            executor=evaluator_pb2.Executor.Name(r.executor),
+            executor_ref=r.executor_ref,
+        )
+
+    def to_proto(self, candidate_id: str = "", index: int = 0) -> Any:
+        from nasloop.v1 import evaluator_pb2
+
+        return evaluator_pb2.EvaluationResult(
+            candidate_id=candidate_id,
+            index=index,
+            result=common.ValidationResult(
+                last_stage=common.Stage.Value(self.last_stage),
+                status=common.Status.Value(self.status),
+                message=self.message,
+                metrics=common.CandidateMetrics(
+                    accuracy=self.accuracy,
+                    loss=self.loss,
+                    parameter_count=self.parameter_count,
+                    train_seconds=self.train_seconds,
+                    eval_seconds=self.eval_seconds,
+                    peak_memory_bytes=self.peak_memory_bytes,
+                ),
+                timings=[
+                    common.StageTiming(stage=common.Stage.Value(s), seconds=t)
+                    for s, t in self.stage_seconds.items()
+                ],
+            ),
+            executor=evaluator_pb2.Executor.Value(self.executor or "EXECUTOR_UNSPECIFIED"),
+            executor_ref=self.executor_ref,
+        )
+
+
+@dataclass
+class NoveltyVerdict:
+    novel: bool = False
+    added: bool = False
+    max_similarity: float = 0.0
+    nearest_id: str = ""
+    nearest_namespace: str = ""
+
+
+@dataclass
+class CandidateRecord:
+    """One candidate, from prompt to selection (``runs/<run>/cycles/<n>/candidates.jsonl``)."""
+
+    id: str
+    run: str
+    cycle: int
+    index: int
+    prompt: str = ""
+    prompt_sha256: str = ""
+    adapter_name: str = ""  # "" = the base model
+    adapter_sha256: str = ""
+    model: str = ""
+    seed: int = 0
+    sampling: dict[str, Any] = field(default_factory=dict)
+    raw_text: str = ""
+    code: str = ""
+    extraction: str = ""  # "python", "fenced" or "none"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    generation_seconds: float = 0.0
+    evaluation: Evaluation | None = None
+    novelty: NoveltyVerdict | None = None
+    selected: bool = False
+    selection_reason: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.evaluation is not None and self.evaluation.valid
+
+    @property
+    def accuracy(self) -> float:
+        return self.evaluation.accuracy if self.evaluation is not None else 0.0
+
+    def candidate(self) -> common.Candidate:
+        """The candidate as the services exchange it."""
+        return common.Candidate(
+            id=self.id,
+            code=self.code,
+            raw_text=self.raw_text,
+            provenance=common.Provenance(
+                source="generated",
+                run=self.run,
+                cycle=self.cycle,
+                model=self.model,
+                adapter_name=self.adapter_name,
+                adapter_sha256=self.adapter_sha256,
+                seed=self.seed,
+                prompt_sha256=self.prompt_sha256,
+            ),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> CandidateRecord:
+        return _from_dict(cls, _loads(line))
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """What the trainer learns from: the generator's exact prompt and the answer to write."""
+
+    prompt: str
+    completion: str
+    candidate_id: str = ""
+    accuracy: float = 0.0
+
+    @classmethod
+    def from_record(cls, record: CandidateRecord) -> TrainingPair:
+        """The pair for a selected candidate: its prompt as generated, its code as one python
+        block (the answer format the prompts ask for), never the raw text around it."""
+        if not record.prompt or not record.code.strip():
+            raise RecordError(f"candidate {record.id} has no prompt or no code")
+        if record.prompt_sha256 and sha256_text(record.prompt) != record.prompt_sha256:
+            raise RecordError(f"candidate {record.id}: its prompt does not match its hash")
+        return cls(record.prompt, render_answer(record.code), record.id, record.accuracy)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> TrainingPair:
+        pair = _from_dict(cls, _loads(line))
+        if not isinstance(pair.prompt, str) or not isinstance(pair.completion, str):
+            raise RecordError("prompt and completion must be text")
+        if not pair.completion.strip():
+            raise RecordError("the completion is empty")
+        return pair
+
+
+def dumps_lines(items: Iterable[CandidateRecord | TrainingPair]) -> bytes:
+    return "".join(item.to_json() + "\n" for item in items).encode()
+
+
+def loads_records(data: bytes) -> list[CandidateRecord]:
+    return _loads_lines(data, CandidateRecord)
+
+
+def loads_pairs(data: bytes) -> list[TrainingPair]:
+    return _loads_lines(data, TrainingPair)
+
+
+def _loads_lines(data: bytes, kind: type[T]) -> list[T]:
+    out: list[T] = []
+    for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(kind.from_json(line))  # type: ignore[attr-defined]
+        except RecordError as e:
+            raise RecordError(f"line {n}: {e}") from None
+    return out
+
+
+def _loads(line: str) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except ValueError as e:
+        raise RecordError(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise RecordError("not a JSON object")
+    return data
+
+
+def _from_dict(kind: type[T], data: dict[str, Any]) -> T:
+    """``kind`` from ``data``, ignoring unknown keys; nested records are built too."""
+    hints = typing.get_type_hints(kind)
+    kwargs: dict[str, Any] = {}
+    for f in fields(kind):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        nested = _record_type(hints[f.name])
+        if nested is not None and isinstance(value, dict):
+            value = _from_dict(nested, value)
+        kwargs[f.name] = value
+    try:
+        return kind(**kwargs)
+    except TypeError as e:
+        raise RecordError(f"missing fields: {e}") from None
+
+
+def _record_type(hint: Any) -> type | None:
+    args: Sequence[Any] = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for a in args:
+        if a in (Evaluation, NoveltyVerdict):
+            return a
+    return None

@@ -1,0 +1,1 @@
+"""The controller: runs, the cycle state machine, selection, records; cycle Jobs in cluster mode."""

@@ -1,0 +1,8 @@
+"""``python -m services.controller [--config FILE] [--port N]``: run the controller service."""
+
+import sys
+
+from nasloop.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["serve", "controller", *sys.argv[1:]]))

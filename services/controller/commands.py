@@ -1,0 +1,138 @@
+"""The run commands of the CLI: ``nasloop run | runs | status | report | cycle``.
+
+Each works on the store directly (local mode) or, with ``--controller HOST:PORT``, through a
+running controller over gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from nasloop import layout
+from nasloop.config import load_config
+from nasloop.runspec import dump_spec, load_spec
+from nasloop.store import open_store
+from services.controller import report
+from services.controller import state as st
+from services.controller.summary import CycleSummary, load_summary
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.resume and (args.spec or args.sets or args.preset or args.name):
+        print("nasloop: --resume takes no spec, preset, --set or --name", file=sys.stderr)
+        return 2
+    spec = None
+    if not args.resume:
+        spec = load_spec(args.preset, args.spec, overrides=args.sets)
+        if args.name:
+            spec = spec.model_copy(update={"name": layout.check_run_name(args.name)})
+    if args.controller:
+        return _run_remote(args.controller, spec, args.resume)
+    from services.controller.local_run import run_local
+
+    return run_local(cfg, spec, args.resume)
+
+
+def _run_remote(address: str, spec, resume: str | None) -> int:  # type: ignore[no-untyped-def]
+    from nasloop.rpc import connect
+    from nasloop.v1 import controller_pb2 as pb
+    from nasloop.v1 import controller_pb2_grpc as pb_grpc
+    from services.controller.progress import Progress
+
+    with connect(address) as channel:
+        stub = pb_grpc.ControllerStub(channel)
+        if resume:
+            run = stub.ResumeRun(pb.ResumeRunRequest(name=resume))
+        else:
+            run = stub.StartRun(pb.StartRunRequest(spec_yaml=dump_spec(spec)))
+        print(f"run {run.name} started on {address}", file=sys.stderr)
+        progress = Progress()
+        watch = stub.WatchRun(pb.WatchRunRequest(name=run.name, from_cycle=run.current_cycle))
+        stopping = threading.Event()
+        try:
+            for event in watch:
+                progress(event)
+        except KeyboardInterrupt:
+            stopping.set()
+            stub.StopRun(pb.StopRunRequest(name=run.name))
+            print(f"\nstopping {run.name} after the current step", file=sys.stderr)
+        progress.close()
+        run = stub.GetRun(pb.GetRunRequest(name=run.name))
+    print(pb.RunState.Name(run.state).removeprefix("RUN_STATE_").lower(), run.error)
+    return 0 if run.state == pb.RUN_STATE_SUCCEEDED else 1
+
+
+def runs(args: argparse.Namespace) -> int:
+    store = open_store(load_config(args.config).store)
+    names = st.list_runs(store)
+    if not names:
+        print("no runs")
+    for name in names:
+        s = st.load_run_state(store, name)
+        if s is not None:
+            print(f"{name}\t{s.state}\tcycle {s.cycle} ({s.cycles_done} done)\t{s.updated}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    store = open_store(load_config(args.config).store)
+    s = st.load_run_state(store, layout.check_run_name(args.run))
+    if s is None:
+        print(f"nasloop: no run named {args.run!r}", file=sys.stderr)
+        return 2
+    print(f"run {s.name}: {s.state}, cycle {s.cycle} step {s.phase or '-'}, {s.cycles_done} done")
+    if s.adapter:
+        print(f"adapter: {s.adapter.name} ({s.adapter.prefix}, {s.adapter.sha256[:12]})")
+    if s.error:
+        print(f"error: {s.error}")
+    return 0
+
+
+def summaries(store, run: str) -> list[CycleSummary]:  # type: ignore[no-untyped-def]
+    s = st.load_run_state(store, run)
+    if s is None:
+        return []
+    found = (load_summary(store, run, n) for n in range(1, s.cycles_done + 1))
+    return [x for x in found if x is not None]
+
+
+def report_table(args: argparse.Namespace) -> int:
+    store = open_store(load_config(args.config).store)
+    run = layout.check_run_name(args.run)
+    if st.load_run_state(store, run) is None:
+        print(f"nasloop: no run named {run!r}", file=sys.stderr)
+        return 2
+    found = summaries(store, run)
+    print(report.table(found) if found else f"run {run} has no completed cycle yet")
+    return 0
+
+
+def cycle(args: argparse.Namespace) -> int:
+    """One cycle of a run, as a Kubernetes Job runs it (also usable by hand)."""
+    from nasloop.clients import Services
+    from services.controller.cycle import Cycle, Stopped, StopSignal
+    from services.controller.runs import load_run_spec, poll_stop
+
+    cfg = load_config(args.config)
+    store = open_store(cfg.store)
+    run = layout.check_run_name(args.run)
+    spec = load_run_spec(store, run)
+    state = st.load_run_state(store, run)
+    if state is None:
+        print(f"nasloop: no run named {run!r}", file=sys.stderr)
+        return 2
+    stop = StopSignal()
+    threading.Thread(target=poll_stop, args=(store, run, stop), daemon=True).start()
+    services = Services(cfg.controller)
+    try:
+        summary = Cycle(run, args.cycle, spec, store, services, stop=stop).run_cycle(state.adapter)
+    except Stopped as e:
+        print(f"cycle {args.cycle} of {run}: {e}", file=sys.stderr)
+        return 0  # the controller sees no summary and the stop request
+    finally:
+        services.close()
+    print(report.table([summary]))
+    return 0

@@ -1,0 +1,492 @@
+"""Cluster mode: each cycle runs as a Kubernetes Job (``nasloop cycle --run R --cycle N``).
+
+The Job's name is a function of the run and the cycle only (:func:`cycle_job_name`), so a
+controller that restarts finds the Job it started and re-attaches to it instead of creating a
+second one (:meth:`CycleJobs.ensure`).
+
+Failure policy: ``backoffLimit`` is 0, so one failed pod fails the Job; whether and when a cycle
+is retried is the controller's decision (a resumed cycle continues from its durable state in the
+store), never the Job controller's. To retry, the controller deletes the failed Job
+(:meth:`CycleJobs.delete`) and ensures it again.
+
+The pod is hardened like the evaluator's sandbox Jobs: non-root with a fixed uid, no privilege
+escalation, every capability dropped, read-only root filesystem (a size-limited ``/tmp``),
+RuntimeDefault seccomp, requests equal to limits, a wall-clock deadline, and no service-account
+token: the cycle talks only to the four services and the object store. The store's keys reach it
+only through a Secret (``secretKeyRef``), never as plain values in the manifest.
+
+RBAC: the controller itself needs only Jobs and Pods in its namespace (:func:`controller_role`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+from kubernetes.client.rest import ApiException
+
+from nasloop.config import Config
+from nasloop.layout import check_cycle, check_run_name
+
+log = logging.getLogger(__name__)
+
+JOB_PREFIX = "nasloop-cycle-"
+CONTAINER = "cycle"
+CYCLE_UID = 10001  # fixed non-root uid; owns nothing in the image
+TMP_SIZE = "1Gi"
+CONFIG_DIR = "/etc/nasloop"
+CONFIG_FILE = "config.yaml"
+TERMINATION_GRACE_S = 30
+PROPAGATION = "Background"  # the Job goes at once; the garbage collector removes its pods
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_RUN = "nasloop.io/run"
+LABEL_CYCLE = "nasloop.io/cycle"
+ANNOTATION_RUN = "nasloop.io/run"
+APP = "nasloop"
+COMPONENT = "cycle"
+
+SECRET_ACCESS_KEY = "access_key"
+SECRET_SECRET_KEY = "secret_key"
+
+# How long wait() keeps retrying an API server that answers with transient errors (5xx, 429,
+# connection errors) before it gives up with CycleJobError.
+API_OUTAGE_S = 300.0
+# How long ensure() waits for a Job that is being deleted to disappear before creating it anew.
+DELETION_WAIT_S = 120.0
+
+_MAX_NAME = 63
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Waiting reasons of a container that never resolve by waiting (e.g. the store Secret or one of
+# its keys is missing: CreateContainerConfigError). Image pull back-off is not among them: a
+# registry can recover.
+_FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
+
+State = Literal["succeeded", "failed", "deleted", "stopped"]
+
+
+class CycleJobError(RuntimeError):
+    """The Kubernetes API refused or failed a request about a cycle Job (not 404/409)."""
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """How watching a cycle Job ended: ``succeeded``, ``failed`` (``message`` says why: the
+    Job's reason, e.g. DeadlineExceeded or BackoffLimitExceeded, and the pod's termination
+    reason such as OOMKilled when known), ``deleted`` (the Job vanished while watched) or
+    ``stopped`` (the caller's stop event was set; the Job keeps running)."""
+
+    state: State
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+
+# -- names and manifests ---------------------------------------------------------------------
+
+
+def cycle_job_name(run: str, cycle: int) -> str:
+    """``nasloop-cycle-<run>-<cycle>``: deterministic, a DNS-1123 label of at most 63 chars
+    (run names have at most 40 characters, cycles at most 4 digits)."""
+    name = f"{JOB_PREFIX}{check_run_name(run)}-{check_cycle(cycle)}"
+    if len(name) > _MAX_NAME or not _DNS_LABEL.match(name):  # cannot happen for valid inputs
+        raise ValueError(f"cycle job name {name!r} is not a DNS-1123 label")
+    return name
+
+
+def cycle_labels(run: str, cycle: int) -> dict[str, str]:
+    return {
+        LABEL_NAME: APP,
+        LABEL_COMPONENT: COMPONENT,
+        LABEL_RUN: check_run_name(run),  # a run name is a valid label value
+        LABEL_CYCLE: str(check_cycle(cycle)),
+    }
+
+
+def cycle_command(run: str, cycle: int) -> list[str]:
+    return ["python", "-m", "nasloop", "cycle", "--run", run, "--cycle", str(cycle)]
+
+
+def _env(cfg: Config) -> list[dict[str, Any]]:
+    ctl, store, kube = cfg.controller, cfg.store, cfg.controller.kubernetes
+    plain: dict[str, str | None] = {
+        "NASLOOP_CONTROLLER__GENERATOR": ctl.generator,
+        "NASLOOP_CONTROLLER__EVALUATOR": ctl.evaluator,
+        "NASLOOP_CONTROLLER__NOVELTY": ctl.novelty,
+        "NASLOOP_CONTROLLER__TRAINER": ctl.trainer,
+        "NASLOOP_STORE__URL": store.url,
+        "NASLOOP_STORE__ENDPOINT": store.endpoint,
+        "NASLOOP_STORE__REGION": store.region,
+        "NASLOOP_STORE__SECURE": "true" if store.secure else "false",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # the root filesystem is read-only
+    }
+    if kube.config_map:
+        plain["NASLOOP_CONFIG"] = f"{CONFIG_DIR}/{CONFIG_FILE}"
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]
+    if kube.store_secret:
+        for var, key in (
+            ("NASLOOP_STORE__ACCESS_KEY", SECRET_ACCESS_KEY),
+            ("NASLOOP_STORE__SECRET_KEY", SECRET_SECRET_KEY),
+        ):
+            ref = {"name": kube.store_secret, "key": key}
+            env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
+    """The hardened Job that runs one cycle (a plain dict, as ``kubectl apply`` takes it).
+
+    Raises ``ValueError`` for a store the pod cannot share (``file://``: cluster mode needs the
+    S3 store every part reaches) and :class:`nasloop.layout.InvalidName` for a bad run or cycle.
+    """
+    kube = cfg.controller.kubernetes
+    name = cycle_job_name(run, cycle)
+    if not cfg.store.url.startswith("s3://"):
+        raise ValueError(
+            f"cluster mode needs an s3:// object store shared with the services; "
+            f"store.url is {cfg.store.url!r}"
+        )
+    if (cfg.store.access_key or cfg.store.secret_key) and not kube.store_secret:
+        # Keys are never copied into the manifest: they must come from a Secret.
+        log.warning(
+            "the store has keys but controller.kubernetes.store_secret is unset: cycle pods "
+            "get no store credentials"
+        )
+    resources = {"cpu": kube.cpu, "memory": kube.memory}
+    security = {
+        "runAsNonRoot": True,
+        "runAsUser": CYCLE_UID,
+        "runAsGroup": CYCLE_UID,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}]
+    if kube.config_map:
+        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "config",
+                "configMap": {
+                    "name": kube.config_map,
+                    "items": [{"key": CONFIG_FILE, "path": CONFIG_FILE}],
+                },
+            }
+        )
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": kube.image,
+        "imagePullPolicy": kube.image_pull_policy,
+        "command": cycle_command(run, cycle),
+        "env": _env(cfg),
+        # Requests equal to limits: Guaranteed QoS, never the first victim of memory pressure.
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": security,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": kube.service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        "shareProcessNamespace": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": CYCLE_UID,
+            "runAsGroup": CYCLE_UID,
+            "fsGroup": CYCLE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if kube.node_selector:
+        pod_spec["nodeSelector"] = dict(kube.node_selector)
+    labels = cycle_labels(run, cycle)
+    annotations = {ANNOTATION_RUN: run}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": kube.namespace,
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": kube.active_deadline_s,
+            "ttlSecondsAfterFinished": kube.ttl_after_finished_s,
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def controller_role(namespace: str, name: str = "nasloop-controller") -> dict[str, Any]:
+    """The least the controller's ServiceAccount needs for cycle Jobs: Jobs and Pods in its own
+    namespace (a Role, not a ClusterRole)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_NAME: APP}},
+        "rules": [
+            {
+                "apiGroups": ["batch"],
+                "resources": ["jobs"],
+                "verbs": ["create", "get", "list", "watch", "delete"],
+            },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        ],
+    }
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def kube_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """A client for the cluster: the in-cluster service account inside a pod (when no
+    kubeconfig or context is named), else the kubeconfig."""
+    configuration = k8s.Configuration()
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kube_config.load_incluster_config(client_configuration=configuration)
+    else:
+        kube_config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    return k8s.ApiClient(configuration)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+        return f"Kubernetes API {exc.status} {exc.reason}: {str(body or '')[:300]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 429) or exc.status >= 500
+    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
+
+
+def _condition(job: k8s.V1Job, type_: str) -> k8s.V1JobCondition | None:
+    for c in (job.status and job.status.conditions) or []:
+        if c.type == type_ and c.status == "True":
+            return c
+    return None
+
+
+def _container_states(pod: k8s.V1Pod) -> list[tuple[str, k8s.V1ContainerState]]:
+    statuses = (pod.status and pod.status.container_statuses) or []
+    return [(s.name, s.state) for s in statuses if s.state is not None]
+
+
+class CycleJobs:
+    """Creates, watches and deletes cycle Jobs in ``config.controller.kubernetes.namespace``.
+
+    Thread-safe for distinct cycles; every method is idempotent, so a restarted controller can
+    call them again for the cycle it was running."""
+
+    def __init__(self, api: k8s.ApiClient, config: Config) -> None:
+        self.api = api
+        self.config = config
+        self.cfg = config.controller.kubernetes
+        self.batch = k8s.BatchV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+        self.api_outage_s = API_OUTAGE_S
+        self.deletion_wait_s = DELETION_WAIT_S
+
+    # -- public ------------------------------------------------------------------------------
+    def ensure(self, run: str, cycle: int) -> str:
+        """Make sure the cycle's Job exists; return its name.
+
+        An existing Job of that name (found first, or reported by a 409 on create) is
+        re-attached to, whatever its state: a finished one is the outcome of an earlier attempt,
+        which :meth:`wait` reports. One that is being deleted is waited out, then created anew.
+        """
+        name = cycle_job_name(run, cycle)
+        manifest = cycle_job_manifest(run, cycle, self.config)
+        job = self._read(name)
+        if job is not None and job.metadata and job.metadata.deletion_timestamp:
+            self._wait_gone(name)
+            job = None
+        if job is not None:
+            self._check_ours(job, run, cycle)
+            log.info("re-attached to cycle job %s", name)
+            return name
+        try:
+            self.batch.create_namespaced_job(self.cfg.namespace, manifest)
+        except ApiException as e:
+            if e.status != 409:
+                raise CycleJobError(f"cannot create cycle job {name}: {_describe(e)}") from e
+            job = self._read(name)  # created meanwhile (by another controller replica)
+            if job is not None:
+                self._check_ours(job, run, cycle)
+            log.info("cycle job %s exists already; re-attached", name)
+            return name
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            # The request may have reached the server: a later ensure() finds that Job.
+            raise CycleJobError(f"cannot create cycle job {name}: {_describe(e)}") from e
+        log.info("created cycle job %s", name)
+        return name
+
+    def wait(self, run: str, cycle: int, stop: threading.Event | None = None) -> CycleOutcome:
+        """Poll the cycle's Job until it succeeds, fails or disappears, or ``stop`` is set.
+
+        Transient API errors are retried for up to ``api_outage_s`` in a row; any other API
+        error raises :class:`CycleJobError`."""
+        name = cycle_job_name(run, cycle)
+        stop = stop if stop is not None else threading.Event()
+        failing_since: float | None = None
+        pause = 0.0  # the first look is immediate
+        while True:
+            if stop.wait(pause):
+                return CycleOutcome("stopped", f"stopped watching cycle job {name}")
+            pause = self.cfg.poll_interval_s
+            try:
+                outcome = self._look(name)
+            except ApiException as e:
+                if e.status == 404:
+                    return CycleOutcome("deleted", f"cycle job {name} was deleted")
+                if not _transient(e):
+                    raise CycleJobError(f"cannot read cycle job {name}: {_describe(e)}") from e
+                failing_since = self._transient_error(name, e, failing_since)
+                continue
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                failing_since = self._transient_error(name, e, failing_since)
+                continue
+            failing_since = None
+            if outcome is not None:
+                log.info("cycle job %s: %s %s", name, outcome.state, outcome.message)
+                return outcome
+
+    def delete(self, run: str, cycle: int) -> bool:
+        """Delete the cycle's Job and (in the background) its pods; ``False`` if there was none."""
+        name = cycle_job_name(run, cycle)
+        try:
+            self.batch.delete_namespaced_job(
+                name, self.cfg.namespace, propagation_policy=PROPAGATION
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise CycleJobError(f"cannot delete cycle job {name}: {_describe(e)}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise CycleJobError(f"cannot delete cycle job {name}: {_describe(e)}") from e
+        log.info("deleted cycle job %s", name)
+        return True
+
+    # -- steps -------------------------------------------------------------------------------
+    def _read(self, name: str) -> k8s.V1Job | None:
+        try:
+            return self.batch.read_namespaced_job(name, self.cfg.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise CycleJobError(f"cannot read cycle job {name}: {_describe(e)}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise CycleJobError(f"cannot read cycle job {name}: {_describe(e)}") from e
+
+    def _wait_gone(self, name: str) -> None:
+        give_up = time.monotonic() + self.deletion_wait_s
+        while self._read(name) is not None:
+            if time.monotonic() > give_up:
+                raise CycleJobError(
+                    f"cycle job {name} is still being deleted after {self.deletion_wait_s:.0f} s"
+                )
+            time.sleep(self.cfg.poll_interval_s)
+
+    @staticmethod
+    def _check_ours(job: k8s.V1Job, run: str, cycle: int) -> None:
+        labels = (job.metadata and job.metadata.labels) or {}
+        expected = cycle_labels(run, cycle)
+        if any(labels.get(k) != v for k, v in expected.items()):
+            raise CycleJobError(
+                f"a job named {job.metadata.name} exists but is not this run's cycle job "
+                f"(labels {labels}); refusing to attach to it"
+            )
+
+    def _transient_error(self, name: str, exc: BaseException, since: float | None) -> float:
+        now = time.monotonic()
+        since = now if since is None else since
+        if now - since > self.api_outage_s:
+            raise CycleJobError(
+                f"the Kubernetes API failed for {now - since:.0f} s while watching cycle job "
+                f"{name}: {_describe(exc)}"
+            ) from exc
+        log.warning("watching cycle job %s: %s (will retry)", name, _describe(exc))
+        return since
+
+    def _look(self, name: str) -> CycleOutcome | None:
+        """The outcome if the Job has finished (or its pod can never start), else ``None``."""
+        job = self.batch.read_namespaced_job(name, self.cfg.namespace)
+        status = job.status
+        if _condition(job, "Complete") is not None or (status and (status.succeeded or 0) > 0):
+            return CycleOutcome("succeeded", f"cycle job {name} completed")
+        failed = _condition(job, "Failed")
+        pods = self._pods(name)
+        if failed is not None:
+            why = ": ".join(x for x in (failed.reason, failed.message) if x) or "no reason given"
+            detail = self._termination(pods)
+            return CycleOutcome("failed", f"{why}; {detail}" if detail else why)
+        for pod in pods:
+            for container, state in _container_states(pod):
+                w = state.waiting
+                if w is not None and w.reason in _FATAL_WAITING:
+                    return CycleOutcome(
+                        "failed",
+                        f"the pod {pod.metadata.name} cannot start: container {container} "
+                        f"{w.reason}: {w.message or ''}".rstrip(": "),
+                    )
+        return None
+
+    def _pods(self, name: str) -> list[k8s.V1Pod]:
+        pods = self.core.list_namespaced_pod(self.cfg.namespace, label_selector=f"job-name={name}")
+        return list(pods.items)
+
+    @staticmethod
+    def _termination(pods: list[k8s.V1Pod]) -> str:
+        """What ended the pod, e.g. 'pod X: container cycle OOMKilled (exit 137)'."""
+        parts: list[str] = []
+        for pod in pods:
+            pod_name = pod.metadata.name if pod.metadata else "?"
+            if pod.status and pod.status.reason:
+                why = f"pod {pod_name}: {pod.status.reason}"
+                parts.append(f"{why} ({pod.status.message})" if pod.status.message else why)
+            for container, state in _container_states(pod):
+                t = state.terminated
+                if t is None:
+                    continue
+                reason = t.reason or "terminated"
+                msg = f"pod {pod_name}: container {container} {reason} (exit {t.exit_code})"
+                if t.message:
+                    msg += f": {t.message.strip()[-300:]}"
+                parts.append(msg)
+        return "; ".join(parts)

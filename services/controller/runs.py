@@ -1,0 +1,321 @@
+"""Runs: start, stop, resume, watch; each run driven cycle by cycle from its durable state.
+
+A run's spec is ``runs/<run>/spec.yaml`` and its state ``runs/<run>/state.json``; everything a
+run knows survives the process. In local mode each cycle runs in this process (one thread per
+run); in cluster mode each cycle is a Kubernetes Job running ``nasloop cycle``, and this process
+waits for it. A controller that restarts picks up every run that was active, re-attaching to
+its cycle Job (cluster mode) or resuming the cycle where its durable state says (local mode).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from nasloop import layout
+from nasloop.clients import Services
+from nasloop.config import Config
+from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
+from nasloop.store import ObjectNotFound, ObjectStore, StoreError
+from services.controller import state as st
+from services.controller.cycle import Cycle, CycleError, Event, Stopped, StopSignal
+from services.controller.events import EventBus
+from services.controller.summary import CycleSummary, load_summary
+
+log = logging.getLogger("nasloop.controller")
+
+
+def stop_key(run: str) -> str:
+    """A stop request, for a cycle running in another process (a Kubernetes Job)."""
+    return f"{layout.run_prefix(run)}/stop.json"
+
+
+def checked_name(run: str) -> str:
+    try:
+        return layout.check_run_name(run)
+    except layout.InvalidName as e:
+        raise InvalidArgument(str(e)) from None
+
+
+def load_run_spec(store: ObjectStore, run: str) -> RunSpec:
+    try:
+        text = store.get_bytes(layout.spec_key(checked_name(run))).decode()
+    except ObjectNotFound:
+        raise NotFound(f"no run named {run!r}") from None
+    return load_spec(spec_yaml=text)
+
+
+def create_run(store: ObjectStore, spec: RunSpec) -> st.RunState:
+    """Store a new run's spec and its first state (nothing runs yet)."""
+    if not spec.name:
+        raise InvalidArgument("the run needs a name (spec.name)")
+    name = checked_name(spec.name)
+    if store.exists(layout.spec_key(name)):
+        raise AlreadyExists(f"a run named {name!r} exists; resume it or pick another name")
+    store.put_bytes(layout.spec_key(name), dump_spec(spec).encode())
+    state = st.RunState(name=name)
+    st.save_run_state(store, state)
+    return state
+
+
+@dataclass
+class _Active:
+    thread: threading.Thread
+    stop: StopSignal
+
+
+class RunManager:
+    def __init__(
+        self,
+        cfg: Config,
+        store: ObjectStore,
+        services: Services | None = None,
+        cycle_jobs: object | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.services = services or Services(cfg.controller)
+        self.cycle_jobs = cycle_jobs  # services.controller.kube.CycleJobs in cluster mode
+        self.bus = EventBus()
+        self._lock = threading.Lock()
+        self._active: dict[str, _Active] = {}
+        self._states: dict[str, st.RunState] = {}  # live copies of active runs' states
+        self.on_event: Callable[[Event], None] = lambda e: None
+
+    # -- requests ---------------------------------------------------------------------------
+    def start(self, spec: RunSpec) -> st.RunState:
+        with self._lock:
+            if spec.name in self._active:
+                raise AlreadyExists(f"a run named {spec.name!r} is running")
+            state = create_run(self.store, spec)
+            self._launch(state.name, spec, state)
+        return state
+
+    def resume(self, name: str) -> st.RunState:
+        spec = load_run_spec(self.store, name)
+        with self._lock:
+            if name in self._active:
+                raise FailedPrecondition(f"run {name!r} is running")
+            state = self._load_state(name)
+            if state.state == "succeeded":
+                raise FailedPrecondition(f"run {name!r} has finished all its cycles")
+            self.store.delete(stop_key(name))
+            state.state, state.error = "pending", ""
+            st.save_run_state(self.store, state)
+            self._launch(name, spec, state)
+        return state
+
+    def stop(self, name: str, now: bool = False) -> st.RunState:
+        with self._lock:
+            active = self._active.get(name)
+            state = self._states.get(name) or self._load_state(name)
+            if active is None:
+                return state  # an ended run is returned as it is
+            state.state = "stopping"
+            st.save_run_state(self.store, state)
+            self.store.put_bytes(stop_key(name), json.dumps({"now": now}).encode())
+            active.stop.set(now)
+        return state
+
+    def get(self, name: str) -> tuple[st.RunState, RunSpec, list[CycleSummary]]:
+        spec = load_run_spec(self.store, name)
+        state = self._states.get(name) or self._load_state(name)
+        return state, spec, self.summaries(name, state)
+
+    def list(self) -> list[st.RunState]:
+        return [self._states.get(n) or self._load_state(n) for n in st.list_runs(self.store)]
+
+    def cycle(self, name: str, cycle: int) -> CycleSummary:
+        load_run_spec(self.store, name)  # NOT_FOUND for an unknown run
+        try:
+            summary = load_summary(self.store, name, layout.check_cycle(cycle))
+        except layout.InvalidName as e:
+            raise InvalidArgument(str(e)) from None
+        if summary is None:
+            raise NotFound(f"run {name!r} has no completed cycle {cycle}")
+        return summary
+
+    def summaries(self, name: str, state: st.RunState, first: int = 1) -> list[CycleSummary]:
+        found = (load_summary(self.store, name, n) for n in range(first, state.cycles_done + 1))
+        return [s for s in found if s is not None]
+
+    def watch(
+        self, name: str, from_cycle: int = 0, alive: threading.Event | None = None
+    ) -> Iterator[Event]:
+        """Summaries of the completed cycles from ``from_cycle`` on, then live events until the
+        run ends."""
+        load_run_spec(self.store, name)
+        q = self.bus.subscribe(name)  # before reading the past, so nothing falls in between
+        state = self._states.get(name) or self._load_state(name)
+        for summary in self.summaries(name, state, max(1, from_cycle)):
+            yield Event(name, summary.cycle, "summary", "cycle done", summary=summary)
+        if not self.is_active(name):
+            self.bus.unsubscribe(name, q)
+            return
+        for event in self.bus.drain(name, q, alive):
+            if event.cycle >= from_cycle:
+                yield event
+
+    def is_active(self, name: str) -> bool:
+        with self._lock:
+            return name in self._active
+
+    def recover(self) -> list[str]:
+        """Resume every run that was active when the controller stopped (restart)."""
+        resumed = []
+        for state in self.list():
+            if state.active and not self.is_active(state.name):
+                log.info("resuming run %s after a restart", state.name)
+                spec = load_run_spec(self.store, state.name)
+                with self._lock:
+                    self._launch(state.name, spec, state)
+                resumed.append(state.name)
+        return resumed
+
+    def wait(self, name: str, timeout: float | None = None) -> st.RunState:
+        with self._lock:
+            active = self._active.get(name)
+        if active is not None:
+            active.thread.join(timeout)
+        return self._states.get(name) or self._load_state(name)
+
+    def close(self, now: bool = True) -> None:
+        """Stop driving runs (they stay active in the store, to be recovered by the next
+        controller); in-flight calls are cancelled."""
+        with self._lock:
+            active = list(self._active.values())
+        for a in active:
+            a.stop.set(now)
+        for a in active:
+            a.thread.join(60)
+
+    # -- driving a run ----------------------------------------------------------------------
+    def _load_state(self, name: str) -> st.RunState:
+        state = st.load_run_state(self.store, checked_name(name))
+        if state is None:
+            raise NotFound(f"no run named {name!r}")
+        return state
+
+    def _launch(self, name: str, spec: RunSpec, state: st.RunState) -> None:
+        stop = StopSignal()
+        self._states[name] = state
+        thread = threading.Thread(
+            target=self._drive, args=(name, spec, state, stop), name=f"run-{name}", daemon=True
+        )
+        self._active[name] = _Active(thread, stop)
+        thread.start()
+
+    def _emit(self, state: st.RunState, event: Event) -> None:
+        if event.step != state.phase and not event.candidate and not event.training:
+            state.phase = event.step
+        self.bus.publish(event)
+        self.on_event(event)
+
+    def _drive(self, name: str, spec: RunSpec, state: st.RunState, stop: StopSignal) -> None:
+        state.state = "running"
+        st.save_run_state(self.store, state)
+        try:
+            for n in range(state.cycles_done + 1, spec.cycles + 1):
+                if stop.after_step.is_set():
+                    raise Stopped("stopped between cycles")
+                state.cycle = n
+                st.save_run_state(self.store, state)
+                summary = self._run_cycle(name, n, spec, state, stop)
+                state.cycles_done = n
+                state.adapter = summary.adapter or state.adapter
+                state.phase = "done"
+                st.save_run_state(self.store, state)
+            state.state = "succeeded"
+        except Stopped as e:
+            state.state, state.error = "stopped", ""
+            log.info("run %s stopped: %s", name, e)
+        except (CycleError, SpecError, StoreError, grpc.RpcError, RuntimeError) as e:
+            state.state, state.error = "failed", _error(e)
+            log.error("run %s failed in cycle %d: %s", name, state.cycle, state.error)
+        except Exception as e:  # a bug: the run fails, the controller serves on
+            state.state, state.error = "failed", f"internal error: {type(e).__name__}: {e}"
+            log.exception("run %s failed", name)
+        finally:
+            try:
+                st.save_run_state(self.store, state)
+            finally:
+                with self._lock:
+                    self._active.pop(name, None)
+                    self._states.pop(name, None)
+                self.bus.end(name)
+
+    def _run_cycle(
+        self, name: str, n: int, spec: RunSpec, state: st.RunState, stop: StopSignal
+    ) -> CycleSummary:
+        if self.cfg.controller.mode == "local":
+            cycle = Cycle(
+                name, n, spec, self.store, self.services, lambda e: self._emit(state, e), stop
+            )
+            return cycle.run_cycle(state.adapter)
+        return self._run_cycle_job(name, n, state, stop)
+
+    def _run_cycle_job(
+        self, name: str, n: int, state: st.RunState, stop: StopSignal
+    ) -> CycleSummary:
+        jobs = self.cycle_jobs
+        if jobs is None:
+            raise CycleError("cluster mode needs the Kubernetes API (no CycleJobs given)")
+        state.cycle_job = jobs.ensure(name, n)  # type: ignore[attr-defined]
+        st.save_run_state(self.store, state)
+        seen: set[str] = set()
+        while True:
+            outcome = jobs.wait(name, n, stop.now)  # type: ignore[attr-defined]
+            if outcome.state != "stopped":
+                break
+            # stop "now": the Job is deleted; "after the step": the Job reads stop.json itself
+            jobs.delete(name, n)  # type: ignore[attr-defined]
+            raise Stopped("stopped at once")
+        self._replay_progress(name, n, state, seen)
+        if outcome.state == "succeeded":
+            summary = load_summary(self.store, name, n)
+            if summary is not None:
+                self._emit(state, Event(name, n, "summary", "cycle done", summary=summary))
+                return summary
+            if self.store.exists(stop_key(name)):
+                raise Stopped("stopped after a step")
+            raise CycleError(f"cycle job {state.cycle_job} succeeded without a summary")
+        jobs.delete(name, n)  # type: ignore[attr-defined]  # a resume creates a fresh Job
+        raise CycleError(f"cycle job {state.cycle_job} {outcome.state}: {outcome.message}")
+
+    def _replay_progress(self, name: str, n: int, state: st.RunState, seen: set[str]) -> None:
+        progress = st.load_progress(self.store, name, n)
+        for step in progress.done if progress else []:
+            if step not in seen:
+                seen.add(step)
+                self._emit(state, Event(name, n, step, f"{step} done"))
+
+
+def _error(e: BaseException) -> str:
+    if isinstance(e, grpc.RpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e) or type(e).__name__
+
+
+def stop_requested(store: ObjectStore, run: str) -> dict | None:
+    try:
+        return json.loads(store.get_bytes(stop_key(run)))
+    except (ObjectNotFound, ValueError):
+        return None
+
+
+def poll_stop(store: ObjectStore, run: str, stop: StopSignal, every_s: float = 2.0) -> None:
+    """For a cycle in a Job: turn the controller's stop request in the store into ``stop``."""
+    while not stop.now.is_set():
+        request = stop_requested(store, run)
+        if request is not None:
+            stop.set(bool(request.get("now")))
+            if request.get("now"):
+                return
+        time.sleep(every_s)

@@ -1,0 +1,182 @@
+"""gRPC servicer for the controller: messages in, run manager calls, messages out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nasloop.config import Config
+from nasloop.rpc import InvalidArgument, Registration, ServiceHost
+from nasloop.runspec import (
+    RunSpec,
+    SpecError,
+    dump_spec,
+    load_spec,
+    spec_from_proto,
+    spec_to_proto,
+)
+from nasloop.store import open_store
+from nasloop.v1 import controller_pb2 as pb
+from nasloop.v1 import controller_pb2_grpc as pb_grpc
+from services.controller.cycle import Event
+from services.controller.runs import RunManager
+from services.controller.state import RunState
+from services.controller.summary import CycleSummary
+
+log = logging.getLogger("nasloop.controller")
+
+RUN_STATES = {
+    "pending": pb.RUN_STATE_PENDING,
+    "running": pb.RUN_STATE_RUNNING,
+    "stopping": pb.RUN_STATE_STOPPING,
+    "stopped": pb.RUN_STATE_STOPPED,
+    "succeeded": pb.RUN_STATE_SUCCEEDED,
+    "failed": pb.RUN_STATE_FAILED,
+}
+PHASES = {
+    "generate": pb.CYCLE_PHASE_GENERATE,
+    "novelty": pb.CYCLE_PHASE_NOVELTY,
+    "select": pb.CYCLE_PHASE_SELECT,
+    "fine_tune": pb.CYCLE_PHASE_FINE_TUNE,
+    "publish": pb.CYCLE_PHASE_PUBLISH,
+    "hot_load": pb.CYCLE_PHASE_HOT_LOAD,
+    "summary": pb.CYCLE_PHASE_DONE,
+    "done": pb.CYCLE_PHASE_DONE,
+}
+
+
+def _timestamp(iso: str) -> Timestamp:
+    ts = Timestamp()
+    if iso:
+        ts.FromDatetime(datetime.fromisoformat(iso))
+    return ts
+
+
+def summary_to_pb(s: CycleSummary) -> pb.CycleSummary:
+    return s.to_proto()
+
+
+def run_to_pb(state: RunState, spec: RunSpec, cycles: list[CycleSummary]) -> pb.Run:
+    return pb.Run(
+        name=state.name,
+        spec=spec_to_proto(spec),
+        state=RUN_STATES.get(state.state, pb.RUN_STATE_UNSPECIFIED),
+        current_cycle=state.cycle,
+        current_phase=PHASES.get(state.phase, pb.CYCLE_PHASE_UNSPECIFIED),
+        cycles=[summary_to_pb(s) for s in cycles],
+        error=state.error,
+        created=_timestamp(state.created),
+        updated=_timestamp(state.updated),
+        cycle_job=state.cycle_job,
+        cycles_done=state.cycles_done,
+        spec_yaml=dump_spec(spec),
+    )
+
+
+def event_to_pb(e: Event) -> pb.CycleEvent:
+    out = pb.CycleEvent(
+        run=e.run,
+        cycle=e.cycle,
+        phase=PHASES.get(e.step, pb.CYCLE_PHASE_UNSPECIFIED),
+        message=e.message,
+        counts=e.counts,
+    )
+    out.at.GetCurrentTime()
+    if e.candidate is not None and e.candidate.evaluation is not None:
+        out.candidate.CopyFrom(e.candidate.evaluation.to_proto(e.candidate.id, e.candidate.index))
+    elif e.training is not None:
+        t = e.training
+        out.training.job_id = str(t.get("job_id", ""))
+        out.training.step = int(t.get("step", 0))
+        out.training.total_steps = int(t.get("total_steps", 0))
+        out.training.epoch = int(t.get("epoch", 0))
+        out.training.loss = float(t.get("loss", 0.0))
+        out.training.tokens_per_second = float(t.get("tokens_per_second", 0.0))
+        out.training.elapsed_s = float(t.get("elapsed_s", 0.0))
+        out.training.eta_s = float(t.get("eta_s", 0.0))
+    elif e.summary is not None:
+        out.summary.CopyFrom(summary_to_pb(e.summary))
+    return out
+
+
+def spec_from_request(request: pb.StartRunRequest) -> RunSpec:
+    try:
+        extra = spec_from_proto(request.spec)
+        return load_spec(
+            spec_yaml=request.spec_yaml or None,
+            extra=extra,
+            overrides=list(request.overrides),
+        )
+    except SpecError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+class ControllerServicer(pb_grpc.ControllerServicer):
+    def __init__(self, runs: RunManager) -> None:
+        self.runs = runs
+
+    def _run(self, name: str) -> pb.Run:
+        return run_to_pb(*self.runs.get(name))
+
+    def StartRun(self, request, context):  # type: ignore[no-untyped-def]
+        state = self.runs.start(spec_from_request(request))
+        return self._run(state.name)
+
+    def GetRun(self, request, context):  # type: ignore[no-untyped-def]
+        return self._run(request.name)
+
+    def ListRuns(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListRunsResponse(runs=[self._run(s.name) for s in self.runs.list()])
+
+    def StopRun(self, request, context):  # type: ignore[no-untyped-def]
+        self.runs.stop(request.name, request.now)
+        return self._run(request.name)
+
+    def ResumeRun(self, request, context):  # type: ignore[no-untyped-def]
+        self.runs.resume(request.name)
+        return self._run(request.name)
+
+    def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
+        alive = threading.Event()
+        alive.set()
+        context.add_callback(alive.clear)
+        for event in self.runs.watch(request.name, request.from_cycle, alive):
+            yield event_to_pb(event)
+
+    def GetCycle(self, request, context):  # type: ignore[no-untyped-def]
+        return summary_to_pb(self.runs.cycle(request.run, request.cycle))
+
+
+def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, RunManager]:
+    runs = RunManager(cfg, open_store(cfg.store), cycle_jobs=_cycle_jobs(cfg))
+    host = ServiceHost(
+        "controller",
+        cfg.server,
+        cfg.controller.port if port is None else port,
+        [Registration.of(pb, pb_grpc, "Controller", ControllerServicer(runs))],
+        on_stop=runs.close,
+    )
+    return host, runs
+
+
+def _cycle_jobs(cfg: Config):  # type: ignore[no-untyped-def]
+    if cfg.controller.mode != "kubernetes":
+        return None
+    from services.controller.kube import CycleJobs, kube_api_client
+
+    return CycleJobs(kube_api_client(), cfg)
+
+
+def serve(cfg: Config) -> None:
+    """Run until SIGTERM; runs that were active when the last controller stopped resume."""
+    host, runs = build(cfg)
+    host.install_signal_handlers()
+    host.start()
+    host.set_serving()
+    resumed = runs.recover()
+    if resumed:
+        log.info("resumed runs", extra={"runs": resumed})
+    host.wait()

@@ -1,0 +1,179 @@
+"""What a run has durably done, in the store, so that a killed run resumes where it stopped.
+
+``runs/<run>/state.json`` says where the run is (its state, the cycle and phase, the adapter the
+next cycle generates with); ``runs/<run>/cycles/<n>/progress.json`` says which of the cycle's
+steps are done and what they produced. Each is rewritten whole (an atomic put) after the step
+it describes has made its own results durable, so on resume a step marked done is done.
+Per-candidate results are durable one by one, as ``cycles/<n>/evaluated/<index>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nasloop import layout
+from nasloop.records import CandidateRecord, loads_records
+from nasloop.store import ObjectNotFound, ObjectStore
+from nasloop.v1 import common_pb2 as common
+
+# The steps of a cycle, in order. Generation and evaluation overlap: one step.
+STEPS = ("generate", "novelty", "select", "fine_tune", "publish", "hot_load", "summary")
+RUN_STATES = ("pending", "running", "stopping", "stopped", "succeeded", "failed")
+ACTIVE = ("pending", "running", "stopping")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class AdapterState:
+    """An adapter in plain types (``AdapterRef``)."""
+
+    name: str
+    prefix: str
+    sha256: str
+    cycle: int
+    rank: int = 0
+    base_model: str = ""
+    base_model_sha256: str = ""
+    parent_sha256: str = ""
+
+    @classmethod
+    def from_ref(cls, ref: common.AdapterRef) -> AdapterState:
+        return cls(
+            ref.name, ref.prefix, ref.sha256, ref.cycle, ref.rank, ref.base_model,
+            ref.base_model_sha256, ref.parent_sha256,
+        )  # fmt: skip
+
+    def ref(self, run: str) -> common.AdapterRef:
+        return common.AdapterRef(
+            name=self.name, prefix=self.prefix, sha256=self.sha256, base_model=self.base_model,
+            rank=self.rank, run=run, cycle=self.cycle, base_model_sha256=self.base_model_sha256,
+            parent_sha256=self.parent_sha256,
+        )  # fmt: skip
+
+
+@dataclass
+class RunState:
+    name: str
+    state: str = "pending"
+    cycle: int = 0  # the cycle in progress, or the last one once the run has ended
+    phase: str = ""
+    cycles_done: int = 0
+    adapter: AdapterState | None = None  # what the next cycle generates with
+    error: str = ""
+    created: str = field(default_factory=now)
+    updated: str = field(default_factory=now)
+    cycle_job: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+@dataclass
+class CycleProgress:
+    cycle: int
+    started: str = field(default_factory=now)
+    finished: str = ""
+    done: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, summed over attempts
+    prompt: str = ""
+    prompt_sha256: str = ""
+    seed: int = 0
+    generated_with: AdapterState | None = None
+    adapter: AdapterState | None = None  # trained at the end of this cycle
+    training: dict[str, Any] = field(default_factory=dict)  # the job's metrics
+    # Controller accounting: wall time of the cycle's attempts and the part spent inside
+    # service calls, and the phases' sum when run back to back (for the overlap ratio).
+    wall_seconds: float = 0.0
+    service_seconds: float = 0.0
+    generation_seconds: float = 0.0  # Generate streams in flight (inside the generate step)
+    evaluation_seconds: float = 0.0  # Evaluate streams in flight (inside the generate step)
+
+    def is_done(self, step: str) -> bool:
+        return step in self.done
+
+
+def _to_json(obj: Any) -> bytes:
+    return json.dumps(asdict(obj), indent=1, sort_keys=True).encode()
+
+
+def _adapter(data: Any) -> AdapterState | None:
+    return AdapterState(**data) if isinstance(data, dict) else None
+
+
+def load_run_state(store: ObjectStore, run: str) -> RunState | None:
+    try:
+        data = json.loads(store.get_bytes(layout.state_key(run)))
+    except ObjectNotFound:
+        return None
+    known = set(RunState.__dataclass_fields__)
+    data = {k: v for k, v in data.items() if k in known}
+    data["adapter"] = _adapter(data.get("adapter"))
+    return RunState(**data)
+
+
+def save_run_state(store: ObjectStore, state: RunState) -> None:
+    state.updated = now()
+    store.put_bytes(layout.state_key(state.name), _to_json(state))
+
+
+def progress_key(run: str, cycle: int) -> str:
+    return f"{layout.cycle_prefix(run, cycle)}/progress.json"
+
+
+def load_progress(store: ObjectStore, run: str, cycle: int) -> CycleProgress | None:
+    try:
+        data = json.loads(store.get_bytes(progress_key(run, cycle)))
+    except ObjectNotFound:
+        return None
+    known = set(CycleProgress.__dataclass_fields__)
+    data = {k: v for k, v in data.items() if k in known}
+    data["generated_with"] = _adapter(data.get("generated_with"))
+    data["adapter"] = _adapter(data.get("adapter"))
+    return CycleProgress(**data)
+
+
+def save_progress(store: ObjectStore, run: str, progress: CycleProgress) -> None:
+    store.put_bytes(progress_key(run, progress.cycle), _to_json(progress))
+
+
+def evaluated_key(run: str, cycle: int, index: int) -> str:
+    return f"{layout.cycle_prefix(run, cycle)}/evaluated/{index}.json"
+
+
+def save_evaluated(store: ObjectStore, record: CandidateRecord) -> None:
+    """One candidate's result, durable on its own (a killed cycle keeps it)."""
+    key = evaluated_key(record.run, record.cycle, record.index)
+    store.put_bytes(key, record.to_json().encode())
+
+
+def load_evaluated(store: ObjectStore, run: str, cycle: int) -> dict[int, CandidateRecord]:
+    prefix = f"{layout.cycle_prefix(run, cycle)}/evaluated/"
+    out: dict[int, CandidateRecord] = {}
+    for key in store.list(prefix):
+        record = CandidateRecord.from_json(store.get_bytes(key).decode())
+        out[record.index] = record
+    return out
+
+
+def load_candidates(store: ObjectStore, run: str, cycle: int) -> list[CandidateRecord]:
+    """The cycle's final records (empty until its select step is done)."""
+    try:
+        return loads_records(store.get_bytes(layout.candidates_key(run, cycle)))
+    except ObjectNotFound:
+        return []
+
+
+def list_runs(store: ObjectStore) -> list[str]:
+    names = set()
+    for key in store.list(f"{layout.RUNS}/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "state.json":
+            names.add(parts[1])
+    return sorted(names)

@@ -1,0 +1,137 @@
+"""A cycle's summary: counts, rates and times from its records (``cycles/<n>/summary.json``)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nasloop import layout
+from nasloop.records import CandidateRecord
+from nasloop.store import ObjectNotFound, ObjectStore
+from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import controller_pb2 as pb
+from services.controller.state import AdapterState, CycleProgress
+
+SHARE_THRESHOLD = 0.40  # the paper's "good" accuracy (controller.proto: share_above_040)
+
+
+@dataclass
+class CycleSummary:
+    run: str
+    cycle: int
+    generated: int = 0
+    valid: int = 0
+    novel: int = 0
+    selected: int = 0
+    distinct: int = 0  # distinct extracted codes among the answers
+    valid_rate: float = 0.0
+    mean_accuracy: float = 0.0  # over valid candidates
+    best_accuracy: float = 0.0
+    share_above_040: float = 0.0  # of valid candidates
+    stopped: dict[str, int] = field(default_factory=dict)  # "STAGE/STATUS" → count, invalid ones
+    seconds: dict[str, float] = field(default_factory=dict)  # per step
+    wall_seconds: float = 0.0
+    service_seconds: float = 0.0
+    training: dict[str, Any] = field(default_factory=dict)
+    adapter: AdapterState | None = None
+    generated_with: AdapterState | None = None
+    started: str = ""
+    finished: str = ""
+
+    def to_proto(self) -> pb.CycleSummary:
+        out = pb.CycleSummary(
+            run=self.run,
+            cycle=self.cycle,
+            phase=pb.CYCLE_PHASE_DONE,
+            generated=self.generated,
+            valid=self.valid,
+            novel=self.novel,
+            selected=self.selected,
+            valid_rate=self.valid_rate,
+            mean_accuracy=self.mean_accuracy,
+            best_accuracy=self.best_accuracy,
+            share_above_040=self.share_above_040,
+            seconds=self.wall_seconds,
+            candidates=common.ObjectRef(key=layout.candidates_key(self.run, self.cycle)),
+            distinct=self.distinct,
+            step_seconds=self.seconds,
+            service_seconds=self.service_seconds,
+            training_pairs=int(self.training.get("pairs") or 0),
+            final_loss=float(self.training.get("final_loss") or 0.0),
+        )
+        for key, count in sorted(self.stopped.items()):
+            stage, _, status = key.partition("/")
+            out.stopped.add(
+                stage=common.Stage.Value(stage), status=common.Status.Value(status), count=count
+            )
+        if self.adapter is not None:
+            out.adapter.CopyFrom(self.adapter.ref(self.run))
+        if self.generated_with is not None:
+            out.generated_with.CopyFrom(self.generated_with.ref(self.run))
+        for name, when in (("started", self.started), ("finished", self.finished)):
+            if when:
+                ts = Timestamp()
+                ts.FromDatetime(datetime.fromisoformat(when))
+                getattr(out, name).CopyFrom(ts)
+        return out
+
+
+def summarize(
+    records: Sequence[CandidateRecord], progress: CycleProgress, run: str
+) -> CycleSummary:
+    valid = [r for r in records if r.valid]
+    accuracies = [r.accuracy for r in valid]
+    stopped = Counter(
+        f"{r.evaluation.last_stage}/{r.evaluation.status}"
+        if r.evaluation
+        else "STAGE_UNSPECIFIED/STATUS_UNSPECIFIED"
+        for r in records
+        if not r.valid
+    )
+    return CycleSummary(
+        run=run,
+        cycle=progress.cycle,
+        generated=len(records),
+        valid=len(valid),
+        novel=sum(1 for r in valid if r.novelty is not None and r.novelty.novel),
+        selected=sum(1 for r in records if r.selected),
+        distinct=len({r.code for r in records if r.code.strip()}),
+        valid_rate=len(valid) / len(records) if records else 0.0,
+        mean_accuracy=sum(accuracies) / len(accuracies) if accuracies else 0.0,
+        best_accuracy=max(accuracies, default=0.0),
+        share_above_040=(
+            sum(a > SHARE_THRESHOLD for a in accuracies) / len(accuracies) if accuracies else 0.0
+        ),
+        stopped=dict(stopped),
+        seconds=dict(progress.seconds),
+        wall_seconds=progress.wall_seconds,
+        service_seconds=progress.service_seconds,
+        training=dict(progress.training),
+        adapter=progress.adapter,
+        generated_with=progress.generated_with,
+        started=progress.started,
+        finished=progress.finished,
+    )
+
+
+def save_summary(store: ObjectStore, summary: CycleSummary) -> None:
+    key = layout.summary_key(summary.run, summary.cycle)
+    store.put_bytes(key, json.dumps(asdict(summary), indent=1, sort_keys=True).encode())
+
+
+def load_summary(store: ObjectStore, run: str, cycle: int) -> CycleSummary | None:
+    try:
+        data = json.loads(store.get_bytes(layout.summary_key(run, cycle)))
+    except ObjectNotFound:
+        return None
+    known = set(CycleSummary.__dataclass_fields__)
+    data = {k: v for k, v in data.items() if k in known}
+    for k in ("adapter", "generated_with"):
+        data[k] = AdapterState(**data[k]) if isinstance(data.get(k), dict) else None
+    return CycleSummary(**data)

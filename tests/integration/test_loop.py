@@ -1,0 +1,350 @@
+"""The closed loop through the real services: the controller over gRPC, crash-safe cycles
+(SIGKILL at every step, then resume), stop and resume, a controller restart mid-run, and
+``nasloop run`` on this machine.
+
+Every service is a real process on loopback (tests/loop_world.py): vLLM is not used here (the
+transformers backend starts in seconds; the generator's own tests serve with vLLM), the store
+is moto's real S3 endpoint, candidates are trained for real in the strict sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world, controller_env, loop_services
+
+from nasloop import layout
+from nasloop.clients import GeneratorClient, NoveltyClient, TrainerClient
+from nasloop.local import LocalService, start_service, wait_ready
+from nasloop.records import TrainingPair, loads_pairs, loads_records, sha256_text
+from nasloop.rpc import connect
+from nasloop.runspec import dump_spec, load_spec, task_spec
+from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import controller_pb2 as pb
+from nasloop.v1 import controller_pb2_grpc as pb_grpc
+from services.controller import state as st
+from services.controller.runs import create_run
+
+ROOT = Path(__file__).resolve().parents[2]
+CANDIDATES = 8
+
+
+@pytest.fixture(scope="module")
+def world(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> LoopWorld:
+    return build_loop_world(s3_endpoint, tmp_path_factory.mktemp("loop"))
+
+
+@pytest.fixture(scope="module")
+def services(world: LoopWorld) -> Iterator[dict[str, LocalService]]:
+    with loop_services(world, world.root / "logs") as s:
+        yield s
+
+
+def spec_of(name: str, *overrides: str):  # type: ignore[no-untyped-def]
+    return load_spec(overrides=[*SPEC_OVERRIDES, f"name={name}", *overrides])
+
+
+@contextmanager
+def controller(world: LoopWorld, services: dict[str, LocalService]) -> Iterator[LocalService]:
+    env = controller_env(world, services)
+    c = start_service("controller", env, world.root / "logs" / "controller.log", cwd=ROOT)
+    try:
+        wait_ready(c, 60)
+        yield c
+    finally:
+        c.stop(grace_s=5)
+
+
+def stub(c: LocalService) -> pb_grpc.ControllerStub:
+    return pb_grpc.ControllerStub(connect(c.address))
+
+
+def records(world: LoopWorld, run: str, cycle: int) -> list:  # type: ignore[type-arg]
+    return loads_records(world.store.get_bytes(layout.candidates_key(run, cycle)))
+
+
+def check_cycle_records(world: LoopWorld, run: str, cycle: int, n: int = CANDIDATES) -> None:
+    """Exactly one final record per candidate, none lost, none twice."""
+    found = records(world, run, cycle)
+    assert [r.id for r in found] == [layout.candidate_id(run, cycle, i) for i in range(n)]
+    assert all(r.evaluation is not None for r in found)
+    evaluated = world.store.list(f"{layout.cycle_prefix(run, cycle)}/evaluated/")
+    assert len(evaluated) == n
+    progress = st.load_progress(world.store, run, cycle)
+    assert progress is not None and sorted(progress.done) == sorted(st.STEPS)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+# -- the full loop, through the controller service ------------------------------------------------
+def test_full_loop_through_the_controller_service(world, services) -> None:  # type: ignore[no-untyped-def]
+    run = "full"
+    with controller(world, services) as c:
+        ctl = stub(c)
+        started = ctl.StartRun(pb.StartRunRequest(spec_yaml=dump_spec(spec_of(run))))
+        assert started.name == run and started.spec.cycles == 2
+        events = list(ctl.WatchRun(pb.WatchRunRequest(name=run), timeout=600))
+        final = ctl.GetRun(pb.GetRunRequest(name=run))
+        assert final.state == pb.RUN_STATE_SUCCEEDED, final.error
+        assert final.cycles_done == 2 and len(final.cycles) == 2
+
+        # WatchRun streamed phase changes, every candidate's result, training and summaries.
+        kinds = [e.WhichOneof("detail") for e in events]
+        assert kinds.count("candidate") == 2 * CANDIDATES
+        assert kinds.count("summary") == 2 and "training" in kinds
+        phases = {e.phase for e in events}
+        assert {pb.CYCLE_PHASE_GENERATE, pb.CYCLE_PHASE_FINE_TUNE, pb.CYCLE_PHASE_DONE} <= phases
+
+        # A watcher that arrives late gets the recorded summaries, and the stream ends.
+        late = list(ctl.WatchRun(pb.WatchRunRequest(name=run, from_cycle=2), timeout=30))
+        assert [e.summary.cycle for e in late] == [2]
+        got = ctl.GetCycle(pb.GetCycleRequest(run=run, cycle=1))
+        assert got.generated == CANDIDATES and got.valid + sum(s.count for s in got.stopped) == 8
+        assert got.step_seconds["generate"] > 0 and 0 < got.service_seconds <= got.seconds
+        assert run in [r.name for r in ctl.ListRuns(pb.ListRunsRequest()).runs]
+
+        # Bad requests get their status; the controller serves on.
+        for request, call, code in [
+            (pb.StartRunRequest(spec_yaml=dump_spec(spec_of(run))), ctl.StartRun, "ALREADY_EXISTS"),
+            (pb.StartRunRequest(overrides=["training.lora.r=7"]), ctl.StartRun, "INVALID_ARGUMENT"),
+            (pb.StartRunRequest(overrides=["cycles=2"]), ctl.StartRun, "INVALID_ARGUMENT"),
+            (pb.GetRunRequest(name="nope"), ctl.GetRun, "NOT_FOUND"),
+            (pb.GetRunRequest(name="Bad/Name"), ctl.GetRun, "INVALID_ARGUMENT"),
+            (pb.GetCycleRequest(run=run, cycle=0), ctl.GetCycle, "INVALID_ARGUMENT"),
+            (pb.GetCycleRequest(run=run, cycle=9), ctl.GetCycle, "NOT_FOUND"),
+            (pb.ResumeRunRequest(name=run), ctl.ResumeRun, "FAILED_PRECONDITION"),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                call(request)
+            assert err.value.code().name == code, (request, err.value.details())
+        with pytest.raises(grpc.RpcError) as err:
+            ctl.StartRun(pb.StartRunRequest(overrides=["name=x", "sampling.temprature=1"]))
+        assert "sampling.temprature" in err.value.details()
+        assert ctl.GetRun(pb.GetRunRequest(name=run)).state == pb.RUN_STATE_SUCCEEDED
+
+    for cycle in (1, 2):
+        check_cycle_records(world, run, cycle)
+    # Cycle 1 found novel answers, trained adapter 1; cycle 2 generated with it and trained
+    # adapter 2 from it (continual), which the generator now serves under a new name.
+    first, second = records(world, run, 1), records(world, run, 2)
+    assert any(r.selected for r in first)
+    assert all(r.adapter_name == "" for r in first)
+    assert {r.adapter_name for r in second} == {layout.adapter_name(run, 1)}
+    summary2 = final.cycles[1]
+    assert summary2.adapter.parent_sha256 == final.cycles[0].adapter.sha256
+    loaded = [a.name for a in GeneratorClient(services["generator"].address).list_adapters()]
+    assert layout.adapter_name(run, 2) in loaded and layout.adapter_name(run, 1) not in loaded
+    # Novel candidates were added to the run's namespace once each.
+    ns = NoveltyClient(services["novelty"].address).get_namespace(layout.run_namespace(run))
+    assert ns.entries == sum(1 for r in first + second if r.novelty and r.novelty.novel)
+
+
+def test_training_pairs_carry_the_generators_exact_prompt(world, services) -> None:  # type: ignore[no-untyped-def]
+    """The pair's prompt is byte-identical to what the generator was given (its hash is in
+    every answer's provenance) and to what RenderPrompt gives for the run's TaskSpec."""
+    run = "full"
+    pairs = loads_pairs(world.store.get_bytes(layout.pairs_key(run, 1)))
+    selected = [r for r in records(world, run, 1) if r.selected]
+    assert len(pairs) == len(selected) > 0
+    rendered = GeneratorClient(services["generator"].address).render_prompt(task_spec(spec_of(run)))
+    by_id = {p.candidate_id: p for p in pairs}
+    for record in selected:
+        pair = by_id[record.id]
+        assert pair == TrainingPair.from_record(record)
+        assert pair.prompt == rendered.prompt
+        assert sha256_text(pair.prompt) == record.prompt_sha256
+        assert pair.completion == "```python\n" + record.code.strip() + "\n```"
+    training_set = loads_pairs(world.store.get_bytes(layout.training_set_key(run, 2)))
+    assert training_set[: len(pairs)] == pairs  # cumulative across cycles
+
+
+def _either(condition: Callable[[], bool], proc: subprocess.Popen) -> Callable[[], bool]:
+    return lambda: condition() or proc.poll() is not None
+
+
+# -- crash safety ---------------------------------------------------------------------------------
+def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, services) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL of the process running the cycle (what a Kubernetes Job runs) inside generate
+    and evaluate, at each step boundary and inside fine-tuning; each restart resumes."""
+    run = "crash"
+    store = world.store
+    create_run(store, spec_of(run, "cycles=1"))
+    env = {**os.environ, **controller_env(world, services)}
+    trainer = TrainerClient(services["trainer"].address)
+    job_id = layout.training_job_id(run, 1)
+
+    def done(step: str) -> Callable[[], bool]:
+        def check() -> bool:
+            progress = st.load_progress(store, run, 1)
+            return progress is not None and step in progress.done
+
+        return check
+
+    def evaluated(n: int) -> Callable[[], bool]:
+        return lambda: len(store.list(f"{layout.cycle_prefix(run, 1)}/evaluated/")) >= n
+
+    def training() -> bool:
+        try:
+            return trainer.get_job(job_id).state == common.JOB_STATE_RUNNING
+        except grpc.RpcError:
+            return False
+
+    kill_points = [
+        ("inside generate+evaluate", evaluated(2)),
+        ("after generate", done("generate")),
+        ("after novelty", done("novelty")),
+        ("after select", done("select")),
+        ("inside fine-tune", training),
+        ("after fine-tune", done("fine_tune")),
+        ("after publish", done("publish")),
+        ("after hot-load", done("hot_load")),
+    ]
+    killed = []
+    command = [sys.executable, "-m", "nasloop", "cycle", "--run", run, "--cycle", "1"]
+    for where, condition in kill_points:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        try:
+            wait_for(_either(condition, proc), 300, where)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed.append(where)
+            proc.wait()
+        assert proc.returncode in (0, -signal.SIGKILL), where
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "inside generate+evaluate" in killed and "inside fine-tune" in killed, killed
+
+    check_cycle_records(world, run, 1)
+    found = records(world, run, 1)
+    ns = NoveltyClient(services["novelty"].address).get_namespace(layout.run_namespace(run))
+    assert ns.entries == sum(1 for r in found if r.novelty and r.novelty.novel)
+    manifests = [k for k in store.list(f"adapters/{run}/") if k.endswith("manifest.json")]
+    assert manifests == [f"{layout.adapter_prefix(run, 1)}/manifest.json"]
+    meta = store.get_json(manifests[0])["meta"]
+    assert meta["job_id"] == job_id and meta["cycle"] == 1
+    assert store.get_json(layout.summary_key(run, 1))["generated"] == CANDIDATES
+
+
+def test_stop_resume_and_a_controller_restart_mid_run(world, services) -> None:  # type: ignore[no-untyped-def]
+    run = "restart"
+    store = world.store
+    spec = spec_of(run, "candidates_per_cycle=4")
+    evaluated = f"{layout.cycle_prefix(run, 1)}/evaluated/"
+    with controller(world, services) as c:
+        ctl = stub(c)
+        ctl.StartRun(pb.StartRunRequest(spec_yaml=dump_spec(spec)))
+        wait_for(lambda: len(store.list(evaluated)) >= 1, 300, "a first result")
+        stopping = ctl.StopRun(pb.StopRunRequest(name=run))
+        assert stopping.state in (pb.RUN_STATE_STOPPING, pb.RUN_STATE_STOPPED)
+        wait_for(
+            lambda: ctl.GetRun(pb.GetRunRequest(name=run)).state == pb.RUN_STATE_STOPPED,
+            300,
+            "the stop",
+        )
+        stopped = ctl.GetRun(pb.GetRunRequest(name=run))
+        assert stopped.cycles_done == 0 and stopped.current_cycle == 1
+        ctl.ResumeRun(pb.ResumeRunRequest(name=run))
+        wait_for(lambda: store.exists(layout.summary_key(run, 1)), 300, "cycle 1")
+        c.proc.send_signal(signal.SIGKILL)  # the controller dies mid-run (cycle 2)
+        c.proc.wait()
+    with controller(world, services) as c:  # a new controller resumes the run by itself
+        ctl = stub(c)
+        events = list(ctl.WatchRun(pb.WatchRunRequest(name=run, from_cycle=2), timeout=600))
+        final = ctl.GetRun(pb.GetRunRequest(name=run))
+    assert final.state == pb.RUN_STATE_SUCCEEDED, final.error
+    assert [e.summary.cycle for e in events if e.WhichOneof("detail") == "summary"] == [2]
+    for cycle in (1, 2):
+        check_cycle_records(world, run, cycle, 4)
+    assert json.loads(store.get_bytes(layout.state_key(run)))["cycles_done"] == 2
+
+
+# -- nasloop run on this machine ------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = "cli"
+    store = world.store
+    env = {**os.environ, **world.env}
+    sets = [
+        a for s in [*SPEC_OVERRIDES, "cycles=1", "candidates_per_cycle=4"] for a in ("--set", s)
+    ]
+    command = [sys.executable, "-m", "nasloop", "run", "--name", run, *sets]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(
+            lambda: store.exists(layout.state_key(run)) or proc.poll() is not None, 300, "start"
+        )
+        assert proc.poll() is None
+        services = _children(proc.pid)
+        assert len(services) == 4  # novelty, evaluator, trainer, generator
+        logs = tmp_path / ".nasloop" / "runs" / run / "logs"
+        assert sorted(p.name for p in logs.iterdir()) == [
+            "evaluator.log", "generator.log", "novelty.log", "trainer.log",
+        ]  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the run process dies without any clean-up
+        proc.wait()
+    wait_for(lambda: not any(_alive(p) for p in services), 30, "the services to die with it")
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nasloop", "run", "--resume", run],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "| cycle |" in resumed.stdout and f"run {run} finished 1 cycles" in resumed.stderr
+    check_cycle_records(world, run, 1, 4)
+
+    def cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "nasloop", *args], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert f"{run}\tsucceeded" in cli("runs")
+    assert f"run {run}: succeeded" in cli("status", run)
+    table = cli("report", run)
+    assert table.splitlines()[2].startswith("| 1 ")  # one row per cycle
+    bad = subprocess.run(
+        [sys.executable, "-m", "nasloop", "run", "--set", "training.lora.r=7"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "training.lora.r" in bad.stderr
