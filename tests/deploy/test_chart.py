@@ -26,9 +26,11 @@ from chart import (
 )
 
 from nasloop.config import Config, load_config
+from services.controller import kube as cycle_kube
 from services.evaluator.kube import manifests
 
 K8S = "1.33"
+STORE_KEYS = {"NASLOOP_STORE__ACCESS_KEY": "a", "NASLOOP_STORE__SECRET_KEY": "s"}
 FULL = f"{RELEASE}-nasloop"
 SERVICES = ["generator", "evaluator", "novelty", "trainer", "controller"]
 GPU = "nvidia.com/gpu"
@@ -65,6 +67,22 @@ def config_of(objs: list[dict[str, Any]]) -> Config:
     return Config.model_validate(yaml.safe_load(cm["data"]["config.yaml"]))
 
 
+def controller_config(objs: list[dict[str, Any]], tmp: Path) -> Config:
+    """The controller's configuration: the shared file plus its Deployment's own variables."""
+    path = tmp / "config.yaml"
+    path.write_text(named(objs, "ConfigMap", f"{FULL}-config")["data"]["config.yaml"])
+    (c,) = named(objs, "Deployment", f"{FULL}-controller")["spec"]["template"]["spec"]["containers"]
+    env = {
+        e["name"]: e["value"] for e in c["env"] if "value" in e and e["name"] != "NASLOOP_CONFIG"
+    }
+    return load_config(path, env=env | STORE_KEYS)
+
+
+def cycle_job(objs: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+    """The Job the controller would create for cycle 1 of a run, from the rendered settings."""
+    return cycle_kube.cycle_job_manifest("run-1", 1, controller_config(objs, tmp))
+
+
 def evaluation_job(objs: list[dict[str, Any]]) -> dict[str, Any]:
     """The Job the evaluator would create for one candidate, from the rendered configuration."""
     cfg = config_of(objs).evaluator.kubernetes
@@ -93,7 +111,7 @@ def test_helm_lint_passes_for_every_values_file() -> None:
         assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_every_object_is_valid_against_the_kubernetes_schemas(case: Any) -> None:
+def test_every_object_is_valid_against_the_kubernetes_schemas(case: Any, tmp_path: Path) -> None:
     _, objs = case
     assert objs
     for o in objs:
@@ -102,15 +120,14 @@ def test_every_object_is_valid_against_the_kubernetes_schemas(case: Any) -> None
             continue
         assert kubernetes_validate.validate(o, K8S, strict=True) == K8S, o["metadata"]["name"]
     kubernetes_validate.validate(evaluation_job(objs), K8S, strict=True)
+    kubernetes_validate.validate(cycle_job(objs, tmp_path), K8S, strict=True)
 
 
 def test_the_rendered_configuration_loads_in_nasloop(case: Any, tmp_path: Path) -> None:
     name, objs = case
     path = tmp_path / "config.yaml"
     path.write_text(named(objs, "ConfigMap", f"{FULL}-config")["data"]["config.yaml"])
-    cfg = load_config(
-        path, env={"NASLOOP_STORE__ACCESS_KEY": "a", "NASLOOP_STORE__SECRET_KEY": "s"}
-    )
+    cfg = load_config(path, env=STORE_KEYS)
     assert cfg.store.url.startswith("s3://") and cfg.evaluator.executor == "kubernetes"
     assert cfg.evaluator.kubernetes.namespace == NAMESPACE
     if name == "values-external-s3.yaml":
@@ -120,26 +137,35 @@ def test_the_rendered_configuration_loads_in_nasloop(case: Any, tmp_path: Path) 
         assert cfg.store.endpoint == f"{FULL}-store:9000"
 
 
-def test_no_evaluation_or_cycle_pod_gets_a_token_a_secret_or_a_host_path(case: Any) -> None:
-    _, objs = case
+def test_no_evaluation_or_cycle_pod_gets_a_token_a_secret_or_a_host_path(
+    case: Any, tmp_path: Path
+) -> None:
+    """Evaluation pods (presigned URLs) and the run hook hold no Secret at all. Cycle pods hold
+    no token and no host path; the store's two keys reach them through secretKeyRef, because
+    the cycle reads and writes the run's records in the store (services/controller/kube.py)."""
+    name, objs = case
     accounts = {sa["metadata"]["name"]: sa for sa in of_kind(objs, "ServiceAccount")}
-    job = evaluation_job(objs)
-    pods = [("evaluation", job["spec"]["template"]["spec"])]
-    pods += [(o["metadata"]["name"], p) for o, p in pod_templates(objs) if o["kind"] == "Job"]
-    for name, pod in pods:
-        assert pod["automountServiceAccountToken"] is False, name
+    store_secret = "nasloop-s3" if name == "values-external-s3.yaml" else f"{FULL}-store"
+    pods = [("evaluation", evaluation_job(objs)["spec"]["template"]["spec"], False)]
+    pods += [
+        (o["metadata"]["name"], p, False) for o, p in pod_templates(objs) if o["kind"] == "Job"
+    ]
+    pods.append(("cycle", cycle_job(objs, tmp_path)["spec"]["template"]["spec"], True))
+    for pod_name, pod, store_keys in pods:
+        assert pod["automountServiceAccountToken"] is False, pod_name
         account = accounts[pod["serviceAccountName"]]  # its own account, made by the chart
-        assert account["automountServiceAccountToken"] is False, name
-        assert pod["serviceAccountName"] in (f"{FULL}-sandbox", f"{FULL}-cycle"), name
+        assert account["automountServiceAccountToken"] is False, pod_name
+        assert pod["serviceAccountName"] in (f"{FULL}-sandbox", f"{FULL}-cycle"), pod_name
         for volume in pod.get("volumes", []):
-            assert not {"secret", "hostPath", "projected"} & volume.keys(), (name, volume)
+            assert not {"secret", "hostPath", "projected"} & volume.keys(), (pod_name, volume)
         for c in containers(pod):
-            assert "envFrom" not in c, name
-            for e in c.get("env", []):
-                assert "secretKeyRef" not in e.get("valueFrom", {}), (name, e["name"])
-    # The cycle Jobs' account (the controller creates them) is tokenless too.
-    if f"{FULL}-controller" in accounts:
-        assert accounts[f"{FULL}-cycle"]["automountServiceAccountToken"] is False
+            assert "envFrom" not in c, pod_name
+            refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e]
+            if store_keys:
+                assert sorted(r["key"] for r in refs) == ["access_key", "secret_key"], pod_name
+                assert {r["name"] for r in refs} == {store_secret}, pod_name
+            else:
+                assert refs == [], pod_name
 
 
 def test_only_the_evaluator_and_the_controller_get_api_tokens(case: Any) -> None:
@@ -155,12 +181,14 @@ def test_roles_are_namespaced_and_minimal(case: Any) -> None:
     _, objs = case
     roles = {r["metadata"]["name"]: r for r in of_kind(objs, "Role")}
     assert set(roles) == {f"{FULL}-evaluator", f"{FULL}-controller"}
-    controller = {
-        (tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"])
-        for r in roles[f"{FULL}-controller"]["rules"]
-    }
-    verbs = {"get", "list", "watch", "create", "delete"}
-    assert controller == {(("batch",), ("jobs",)): verbs, (("",), ("pods",)): verbs}
+
+    def rules(role: dict[str, Any]) -> dict[tuple[tuple[str, ...], ...], set[str]]:
+        return {
+            (tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]
+        }
+
+    # Exactly what the controller's own code says it needs (Jobs; Pods read-only).
+    assert rules(roles[f"{FULL}-controller"]) == rules(cycle_kube.controller_role(NAMESPACE))
     for rule in roles[f"{FULL}-evaluator"]["rules"]:
         assert set(rule["resources"]) <= {"jobs", "pods", "pods/log"}
         assert "*" not in rule["verbs"]
@@ -319,7 +347,24 @@ def test_controller_is_pointed_at_the_services_and_its_cycle_jobs() -> None:
     assert env["NASLOOP_CONTROLLER__KUBERNETES__SERVICE_ACCOUNT"] == f"{FULL}-cycle"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__IMAGE"] == "nasloop/controller:0.1.0"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__CONFIG_MAP"] == f"{FULL}-config"
-    assert "NASLOOP_CONTROLLER__KUBERNETES__STORE_SECRET" not in env  # no Secret in cycle pods
+    assert env["NASLOOP_CONTROLLER__KUBERNETES__STORE_SECRET"] == f"{FULL}-store"
+
+
+def test_the_controller_settings_load_and_its_cycle_pods_may_call_the_services(
+    case: Any, tmp_path: Path
+) -> None:
+    _, objs = case
+    cfg = controller_config(objs, tmp_path)  # every variable is a real setting
+    assert cfg.controller.mode == "kubernetes"
+    assert cfg.controller.kubernetes.service_account == f"{FULL}-cycle"
+    pod_labels = cycle_job(objs, tmp_path)["spec"]["template"]["metadata"]["labels"]
+    for policy in of_kind(objs, "NetworkPolicy"):
+        if "generator" not in policy["metadata"]["name"]:
+            continue
+        peer = policy["spec"]["ingress"][0]["from"][0]["podSelector"]
+        assert peer["matchLabels"].items() <= pod_labels.items()
+        (expr,) = peer["matchExpressions"]
+        assert pod_labels[expr["key"]] in expr["values"]
 
 
 @pytest.mark.parametrize(
