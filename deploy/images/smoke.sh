@@ -2,8 +2,8 @@
 # Build the CPU images with buildah and start each service inside its own image; pass when
 # every one answers gRPC health (SERVING) and reflection (its nasloop.v1 service is listed)
 # from outside the container. Needs no Docker engine and no registry (DESIGN.md, "Images").
-# Usage: smoke.sh [TARGET...]   default: novelty evaluator-cpu trainer-cpu generator-cpu
-# (controller too once `nasloop serve controller` exists).
+# Usage: smoke.sh [TARGET...]   default: novelty controller evaluator-cpu trainer-cpu
+# generator-cpu
 # Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
 # the images as they are), SMOKE_TIMEOUT_S (per service, default 180), and build.sh's.
 set -euo pipefail
@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 root=$(repo_root)
 here="$root/deploy/images"
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(novelty evaluator-cpu trainer-cpu generator-cpu)
+[[ ${#targets[@]} -gt 0 ]] || targets=(novelty controller evaluator-cpu trainer-cpu generator-cpu)
 need buildah "apt-get install buildah (the smoke test runs images with buildah run)"
 grpcurl=${GRPCURL:-$root/.venv/bin/grpcurl}
 [[ -x $grpcurl ]] || grpcurl=$(command -v grpcurl) ||
