@@ -5,6 +5,9 @@ Run by ``make chart-check`` (part of ``make test``), which installs the pinned H
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from chart import (
     render,
     run_helm,
 )
+from tiny_lm import build_tiny_lm, lay_into_hf_cache
 
 from nasloop.config import Config, load_config
 from services.controller import kube as cycle_kube
@@ -388,3 +392,29 @@ def test_the_controller_settings_load_and_its_cycle_pods_may_call_the_services(
 )
 def test_bad_values_are_refused(sets: list[str], message: str) -> None:
     assert message in refused(sets)
+
+
+def test_the_trainer_downloads_a_hugging_face_model_before_it_starts(tmp_path: Path) -> None:
+    """Its init container's command, run as is against a cache that holds the model (offline):
+    it resolves the id to the cached snapshot; an id missing from the cache fails it."""
+    objs = render(sets=["model.id=nasloop-test/tiny-lm"])
+    pod = named(objs, "Deployment", f"{FULL}-trainer")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == pod["containers"][0]["image"]
+    assert init["volumeMounts"] == pod["containers"][0]["volumeMounts"]
+    snapshot = lay_into_hf_cache(
+        build_tiny_lm(tmp_path / "m"), tmp_path / "hf", "nasloop-test/tiny-lm"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, *init["command"][1:]]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == str(snapshot), out.stderr
+    out = subprocess.run(
+        [*command[:-1], "nasloop-test/absent"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0 and "not in the cache" in out.stderr
+    # No init container where there is nothing to download.
+    for sets in (["model.source=store"], ["model.source=pvc", "model.pvc.claimName=m"]):
+        trainer = named(render(sets=sets), "Deployment", f"{FULL}-trainer")
+        assert "initContainers" not in trainer["spec"]["template"]["spec"]

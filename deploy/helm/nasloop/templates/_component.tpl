@@ -9,6 +9,7 @@ PodDisruptionBudget. Arguments (a dict):
   kubeApi     whether its pods need a Kubernetes API token (their Role is in rbac.yaml)
   replicas    pod count (1 for components that keep state in memory)
   volumes     extra volumes (list), mounts: their mounts (list), env: extra env (list)
+  init        optional: the command of an init container (same image, env and mounts)
 */}}
 {{- define "nasloop.component" -}}
 {{- $root := .root -}}
@@ -73,31 +74,19 @@ spec:
       {{- . | nindent 6 }}
       {{- end }}
       terminationGracePeriodSeconds: 30
+      {{- with .init }}
+      initContainers:
+        - name: prepare
+          command: {{- toYaml . | nindent 12 }}
+          {{- include "nasloop.container" $ | nindent 10 }}
+      {{- end }}
       containers:
         - name: {{ .component }}
-          image: {{ include "nasloop.image" . }}
-          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           command: [nasloop, serve, {{ .component }}]
+          {{- include "nasloop.container" . | nindent 10 }}
           ports:
             - {name: grpc, containerPort: {{ $v.port }}, protocol: TCP}
             - {name: metrics, containerPort: {{ $root.Values.metricsPort }}, protocol: TCP}
-          env:
-            - {name: NASLOOP_CONFIG, value: /etc/nasloop/config.yaml}
-            {{- include "nasloop.storeEnv" $root | nindent 12 }}
-            {{- with .env }}
-            {{- toYaml . | nindent 12 }}
-            {{- end }}
-            {{- with $v.env }}
-            {{- toYaml . | nindent 12 }}
-            {{- end }}
-          resources:
-            {{- $res := deepCopy $v.resources -}}
-            {{- if $gpu -}}
-            {{- $_ := set $res "limits" (merge (dict $root.Values.gpu.resource 1) ($res.limits | default dict)) -}}
-            {{- $_ := set $res "requests" (merge (dict $root.Values.gpu.resource 1) ($res.requests | default dict)) -}}
-            {{- end }}
-            {{- toYaml $res | nindent 12 }}
-          securityContext: {{- include "nasloop.containerSecurityContext" . | nindent 12 }}
           startupProbe:
             grpc: {port: {{ $v.port }}}
             periodSeconds: {{ $period }}
@@ -111,13 +100,6 @@ spec:
             periodSeconds: 20
             timeoutSeconds: 5
             failureThreshold: 6
-          volumeMounts:
-            - {name: config, mountPath: /etc/nasloop, readOnly: true}
-            - {name: work, mountPath: /var/lib/nasloop}
-            - {name: tmp, mountPath: /tmp}
-            {{- with .mounts }}
-            {{- toYaml . | nindent 12 }}
-            {{- end }}
       volumes:
         - name: config
           configMap: {name: {{ include "nasloop.fullname" $root }}-config}
@@ -139,4 +121,38 @@ spec:
   selector:
     matchLabels: {{- include "nasloop.selectorLabels" . | nindent 6 }}
 {{- end }}
+{{- end -}}
+
+{{/* The parts of a component's containers that its init container shares: image, env,
+resources, security context, mounts. */}}
+{{- define "nasloop.container" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+{{- $gpu := and .gpu $root.Values.gpu.enabled -}}
+image: {{ include "nasloop.image" . }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+env:
+  - {name: NASLOOP_CONFIG, value: /etc/nasloop/config.yaml}
+  {{- include "nasloop.storeEnv" $root | nindent 2 }}
+  {{- with .env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with $v.env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+resources:
+  {{- $res := deepCopy $v.resources -}}
+  {{- if $gpu -}}
+  {{- $_ := set $res "limits" (merge (dict $root.Values.gpu.resource 1) ($res.limits | default dict)) -}}
+  {{- $_ := set $res "requests" (merge (dict $root.Values.gpu.resource 1) ($res.requests | default dict)) -}}
+  {{- end }}
+  {{- toYaml $res | nindent 2 }}
+securityContext: {{- include "nasloop.containerSecurityContext" . | nindent 2 }}
+volumeMounts:
+  - {name: config, mountPath: /etc/nasloop, readOnly: true}
+  - {name: work, mountPath: /var/lib/nasloop}
+  - {name: tmp, mountPath: /tmp}
+  {{- with .mounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
