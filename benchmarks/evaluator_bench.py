@@ -4,7 +4,8 @@
   that imports torch (target ≤ 150 ms vs ≈ 2 s);
 * data path: one epoch of a reference network through the evaluator vs a bare training loop on
   the same tensors in this process (target ratio ≤ 1.15);
-* candidates per minute on digits with 2 workers, through gRPC.
+* candidates per minute on digits with 2 workers, through gRPC;
+* the share of the LEMUR-style networks in tests/lemur_nets.py that pass (issue 11).
 
 Usage: python benchmarks/evaluator_bench.py [--repeats 15] [--candidates 16] [--sandbox strict]
 Prints one line per figure; docs/benchmarks.md records the results.
@@ -191,6 +192,17 @@ def throughput(n: int, data_dir: Path) -> None:
     )
 
 
+def lemur_share() -> None:
+    """The LEMUR-style networks through the static stages and the harness, in process."""
+    from candidates import sandbox_data
+    from lemur_nets import lemur_outcomes
+
+    out = lemur_outcomes(sandbox_data(32, 8, seed=2))
+    ok = sum(v == "STATUS_OK" for v in out.values())
+    failed = ", ".join(f"{k}: {v}" for k, v in out.items() if v != "STATUS_OK")
+    print(f"LEMUR-style networks passing: {ok} of {len(out)} (failing: {failed or 'none'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=15)
@@ -211,6 +223,7 @@ def main() -> None:
         finally:
             ex.close()
         throughput(args.candidates, tmp_path)
+    lemur_share()
 
 
 if __name__ == "__main__":

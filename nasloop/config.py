@@ -191,7 +191,12 @@ class EvaluatorConfig(_Section):
     probe_time_limit_s: float = Field(60.0, gt=0, description="wall limit of a Validate probe")
     max_candidates: int = Field(512, ge=1, description="candidates per Validate/Evaluate call")
     max_calls: int = Field(8, ge=1, description="concurrent Validate/Evaluate calls")
-    max_code_bytes: int = Field(256 * 1024, ge=1)
+    max_code_bytes: int = Field(
+        32 * 1024,
+        ge=1,
+        description="larger code is refused: real networks need < 8 KiB (docs/benchmarks.md); "
+        "the bound keeps a copy of a test set's labels out of a candidate",
+    )
     data_dir: str = Field(".nasloop/evaluator", description="prepared dataset cache")
     cifar10_source: str | None = Field(
         None, description="CIFAR-10 python tarball: a local path or an object-store key"

@@ -54,7 +54,7 @@ DATASETS: dict[str, DatasetShape] = {
     "digits": DatasetShape((3, 32, 32), 10),  # 8x8 digits upsampled by the evaluator
     "cifar10": DatasetShape((3, 32, 32), 10),
 }
-PROTOCOLS = ("", "lemur-1epoch", "quick")  # "" = the evaluator's default
+PROTOCOLS = ("", "lemur-1epoch", "quick", "paper")  # "" = the evaluator's default
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAX_SEED = 2**32 - 1
 
@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "reference_code": "",
             "show_budget": True,
         },
-        "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 512, "stop": []},
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 600, "stop": []},
         "protocol": {
             "name": "",
             "epochs": 1,
@@ -88,9 +88,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "test_subset": 0,
             "failure_floor": 0.12,
             "time_limit_s": 120.0,
-            "max_parameters": 2_000_000,
+            "max_parameters": 1_000_000,  # stated in the prompt: a budget the bootstrap LM saw
             "device": "",
             "dataset_source": "",
+            "input_size": 0,  # 0 = the dataset's own size
+            "random_resized_crop": False,
+            "horizontal_flip": False,
         },
         "novelty": {
             "corpus_namespace": "corpus",
@@ -136,7 +139,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "stop": [],
         },
         "protocol": {
-            "name": "lemur-1epoch",
+            "name": "paper",  # the evaluator's: CIFAR-10 as LEMUR's norm_256_flip sees it
             "epochs": 1,
             "batch_size": 16,
             "lr": 0.01,
@@ -147,9 +150,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "test_subset": 0,
             "failure_floor": 0.12,
             "time_limit_s": 600.0,
-            "max_parameters": 200_000_000,  # admits LEMUR's VGG (≈ 129 M)
+            "max_parameters": 150_000_000,  # the evaluator's paper limit: admits VGG (≈ 129 M)
             "device": "",
             "dataset_source": "",
+            "input_size": 256,
+            "random_resized_crop": True,
+            "horizontal_flip": True,
         },
         "novelty": {
             "corpus_namespace": "corpus",
@@ -226,6 +232,9 @@ class ProtocolSection(_Section):
     max_parameters: int = Field(ge=1)
     device: Literal["", "cpu", "cuda"]
     dataset_source: str
+    input_size: int = Field(ge=0, le=1024, description="resize images to this; 0 = as they are")
+    random_resized_crop: bool
+    horizontal_flip: bool
 
     @field_validator("name")
     @classmethod
@@ -348,11 +357,17 @@ PRECISIONS = {
 _MODE = {"canonical": novelty_pb2.TOKEN_MODE_CANONICAL, "raw": novelty_pb2.TOKEN_MODE_RAW}
 
 
+def _image_shape(spec: RunSpec) -> tuple[int, ...]:
+    channels, height, width = DATASETS[spec.task.dataset].image_shape
+    size = spec.protocol.input_size
+    return (channels, size, size) if size else (channels, height, width)
+
+
 def _derived(spec: RunSpec) -> dict[tuple[str, str], Any]:
     """Fields of the proto RunSpec that follow from the spec, with their values."""
     shape = DATASETS[spec.task.dataset]
     return {
-        ("task", "in_shape"): [spec.protocol.batch_size, *shape.image_shape],
+        ("task", "in_shape"): [spec.protocol.batch_size, *_image_shape(spec)],
         ("task", "out_shape"): [shape.num_classes],
         ("task", "parameter_budget"): spec.protocol.max_parameters if spec.task.show_budget else 0,
         ("protocol", "dataset"): spec.task.dataset,
@@ -362,7 +377,7 @@ def _derived(spec: RunSpec) -> dict[tuple[str, str], Any]:
 
 
 _DERIVED_FROM = {
-    ("task", "in_shape"): "protocol.batch_size and task.dataset",
+    ("task", "in_shape"): "protocol.batch_size, protocol.input_size and task.dataset",
     ("task", "out_shape"): "task.dataset",
     ("task", "parameter_budget"): "protocol.max_parameters and task.show_budget",
     ("protocol", "dataset"): "task.dataset",
@@ -405,6 +420,9 @@ def evaluation_protocol(spec: RunSpec) -> common_pb2.EvaluationProtocol:
         max_parameters=p.max_parameters,
         device=p.device,
         dataset_source=p.dataset_source,
+        input_size=p.input_size,
+        random_resized_crop=p.random_resized_crop,
+        horizontal_flip=p.horizontal_flip,
     )
 
 

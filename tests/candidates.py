@@ -6,6 +6,7 @@ import dataclasses
 
 from nasloop.config import EvaluatorConfig
 from services.evaluator import protocols
+from services.evaluator.datasets import SandboxData
 from services.evaluator.task import Protocol
 
 # A small, honest CNN in the candidate contract (LEMUR style: criteria is a tuple).
@@ -58,6 +59,19 @@ def with_prefix(prefix: str, net: str = GOOD_NET) -> str:
 def replace(old: str, new: str, net: str = GOOD_NET) -> str:
     assert old in net, old
     return net.replace(old, new)
+
+
+def sandbox_data(train: int, test: int, seed: int) -> SandboxData:
+    """Random 3x32x32 inputs, 10 classes: what a sandbox holds, small enough for unit tests."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return SandboxData(
+        torch.randn(train, 3, 32, 32, generator=g),
+        torch.arange(train) % 10,
+        torch.randn(test, 3, 32, 32, generator=g),
+        10,
+    )
 
 
 def protocol(**overrides: object) -> Protocol:

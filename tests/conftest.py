@@ -52,7 +52,7 @@ def evaluator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         "NASLOOP_EVALUATOR__MEMORY_BYTES": str(1 << 30),
         "NASLOOP_EVALUATOR__TIME_LIMIT_S": "120",
         "NASLOOP_EVALUATOR__MAX_CALLS": "3",
-        "NASLOOP_EVALUATOR__MAX_CANDIDATES": "64",
+        "NASLOOP_EVALUATOR__MAX_CANDIDATES": "128",
         CANARY_ENV: CANARY_VALUE,
     }
     with service_server("evaluator", env, root / "server.log", timeout_s=180) as server:

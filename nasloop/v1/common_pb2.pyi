@@ -48,6 +48,7 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATUS_CANCELLED: _ClassVar[Status]
     STATUS_INTERNAL_ERROR: _ClassVar[Status]
     STATUS_EVICTED: _ClassVar[Status]
+    STATUS_PROTOCOL_VIOLATION: _ClassVar[Status]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -90,6 +91,7 @@ STATUS_EVAL_EXCEPTION: Status
 STATUS_CANCELLED: Status
 STATUS_INTERNAL_ERROR: Status
 STATUS_EVICTED: Status
+STATUS_PROTOCOL_VIOLATION: Status
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -220,37 +222,52 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class CandidateMetrics(_message.Message):
-    __slots__ = ("accuracy", "loss", "parameter_count", "train_seconds", "eval_seconds", "peak_memory_bytes")
+    __slots__ = ("accuracy", "loss", "parameter_count", "train_seconds", "eval_seconds", "peak_memory_bytes", "trained_samples", "optimizer_steps", "informative")
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    INFORMATIVE_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     loss: float
     parameter_count: int
     train_seconds: float
     eval_seconds: float
     peak_memory_bytes: int
-    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., parameter_count: _Optional[int] = ..., train_seconds: _Optional[float] = ..., eval_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ...) -> None: ...
+    trained_samples: int
+    optimizer_steps: int
+    informative: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., parameter_count: _Optional[int] = ..., train_seconds: _Optional[float] = ..., eval_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., trained_samples: _Optional[int] = ..., optimizer_steps: _Optional[int] = ..., informative: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ValidationResult(_message.Message):
-    __slots__ = ("last_stage", "status", "message", "metrics", "timings")
+    __slots__ = ("last_stage", "status", "message", "metrics", "timings", "hyperparameters")
+    class HyperparametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LAST_STAGE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     last_stage: Stage
     status: Status
     message: str
     metrics: CandidateMetrics
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
-    def __init__(self, last_stage: _Optional[_Union[Stage, str]] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., metrics: _Optional[_Union[CandidateMetrics, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
+    hyperparameters: _containers.ScalarMap[str, float]
+    def __init__(self, last_stage: _Optional[_Union[Stage, str]] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., metrics: _Optional[_Union[CandidateMetrics, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class EvaluationProtocol(_message.Message):
-    __slots__ = ("dataset", "epochs", "batch_size", "lr", "momentum", "dropout", "hyperparameters", "seed", "train_subset", "failure_floor", "time_limit_s", "max_parameters", "device", "name", "test_subset", "dataset_source")
+    __slots__ = ("dataset", "epochs", "batch_size", "lr", "momentum", "dropout", "hyperparameters", "seed", "train_subset", "failure_floor", "time_limit_s", "max_parameters", "device", "name", "test_subset", "dataset_source", "input_size", "random_resized_crop", "horizontal_flip")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +291,9 @@ class EvaluationProtocol(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEST_SUBSET_FIELD_NUMBER: _ClassVar[int]
     DATASET_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_RESIZED_CROP_FIELD_NUMBER: _ClassVar[int]
+    HORIZONTAL_FLIP_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     epochs: int
     batch_size: int
@@ -290,4 +310,7 @@ class EvaluationProtocol(_message.Message):
     name: str
     test_subset: int
     dataset_source: str
-    def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., dropout: _Optional[float] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., seed: _Optional[int] = ..., train_subset: _Optional[int] = ..., failure_floor: _Optional[float] = ..., time_limit_s: _Optional[float] = ..., max_parameters: _Optional[int] = ..., device: _Optional[str] = ..., name: _Optional[str] = ..., test_subset: _Optional[int] = ..., dataset_source: _Optional[str] = ...) -> None: ...
+    input_size: int
+    random_resized_crop: bool
+    horizontal_flip: bool
+    def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., momentum: _Optional[float] = ..., dropout: _Optional[float] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ..., seed: _Optional[int] = ..., train_subset: _Optional[int] = ..., failure_floor: _Optional[float] = ..., time_limit_s: _Optional[float] = ..., max_parameters: _Optional[int] = ..., device: _Optional[str] = ..., name: _Optional[str] = ..., test_subset: _Optional[int] = ..., dataset_source: _Optional[str] = ..., input_size: _Optional[int] = ..., random_resized_crop: _Optional[bool] = ..., horizontal_flip: _Optional[bool] = ...) -> None: ...

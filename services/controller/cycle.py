@@ -248,12 +248,15 @@ class Cycle:
         pending = self._generate_and_evaluate(progress, spec, missing, counts)
         for _ in range(EVAL_ATTEMPTS - 1):
             if not pending:
-                return
+                break
             log.warning("evaluating %d candidates again (evaluator-side failures)", len(pending))
             batches = [pending[i : i + EVAL_BATCH] for i in range(0, len(pending), EVAL_BATCH)]
             pending = [r for batch in batches for r in self._evaluate(batch, counts)]
         for r in pending:  # still failing on the evaluator's side: record what happened
             st.save_evaluated(self.store, r)
+        have = st.load_evaluated(self.store, self.run, self.n)
+        if len(have) < total:
+            raise CycleError(f"the generator returned {len(have)} of {total} answers")
 
     def _generate_and_evaluate(
         self,

@@ -21,7 +21,6 @@ RBAC: the controller itself needs only Jobs and Pods in its namespace (:func:`co
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -30,7 +29,6 @@ from typing import Any, Literal
 
 import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
 from nasloop.config import Config
@@ -268,19 +266,6 @@ def controller_role(namespace: str, name: str = "nasloop-controller") -> dict[st
 
 
 # -- the API ---------------------------------------------------------------------------------
-
-
-def kube_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
-    """A client for the cluster: the in-cluster service account inside a pod (when no
-    kubeconfig or context is named), else the kubeconfig."""
-    configuration = k8s.Configuration()
-    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kube_config.load_incluster_config(client_configuration=configuration)
-    else:
-        kube_config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
-    return k8s.ApiClient(configuration)
 
 
 def _describe(exc: BaseException) -> str:

@@ -182,8 +182,11 @@ class RunManager:
     def wait(self, name: str, timeout: float | None = None) -> st.RunState:
         with self._lock:
             active = self._active.get(name)
-        if active is not None:
-            active.thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while active is not None and active.thread.is_alive():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            active.thread.join(0.5)  # short waits: Ctrl-C's handler runs in between
         return self._states.get(name) or self._load_state(name)
 
     def close(self, now: bool = True) -> None:

@@ -165,7 +165,8 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, RunManager
 def _cycle_jobs(cfg: Config):  # type: ignore[no-untyped-def]
     if cfg.controller.mode != "kubernetes":
         return None
-    from services.controller.kube import CycleJobs, kube_api_client
+    from nasloop.kubeapi import kube_api_client
+    from services.controller.kube import CycleJobs
 
     return CycleJobs(kube_api_client(), cfg)
 

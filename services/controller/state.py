@@ -103,7 +103,7 @@ def _to_json(obj: Any) -> bytes:
     return json.dumps(asdict(obj), indent=1, sort_keys=True).encode()
 
 
-def _adapter(data: Any) -> AdapterState | None:
+def adapter_from_dict(data: Any) -> AdapterState | None:
     return AdapterState(**data) if isinstance(data, dict) else None
 
 
@@ -114,7 +114,7 @@ def load_run_state(store: ObjectStore, run: str) -> RunState | None:
         return None
     known = set(RunState.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
-    data["adapter"] = _adapter(data.get("adapter"))
+    data["adapter"] = adapter_from_dict(data.get("adapter"))
     return RunState(**data)
 
 
@@ -134,8 +134,8 @@ def load_progress(store: ObjectStore, run: str, cycle: int) -> CycleProgress | N
         return None
     known = set(CycleProgress.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
-    data["generated_with"] = _adapter(data.get("generated_with"))
-    data["adapter"] = _adapter(data.get("adapter"))
+    data["generated_with"] = adapter_from_dict(data.get("generated_with"))
+    data["adapter"] = adapter_from_dict(data.get("adapter"))
     return CycleProgress(**data)
 
 

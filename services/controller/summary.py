@@ -16,7 +16,7 @@ from nasloop.records import CandidateRecord
 from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
-from services.controller.state import AdapterState, CycleProgress
+from services.controller.state import AdapterState, CycleProgress, adapter_from_dict
 
 SHARE_THRESHOLD = 0.40  # the paper's "good" accuracy (controller.proto: share_above_040)
 
@@ -133,5 +133,5 @@ def load_summary(store: ObjectStore, run: str, cycle: int) -> CycleSummary | Non
     known = set(CycleSummary.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
     for k in ("adapter", "generated_with"):
-        data[k] = AdapterState(**data[k]) if isinstance(data.get(k), dict) else None
+        data[k] = adapter_from_dict(data.get(k))
     return CycleSummary(**data)

@@ -18,7 +18,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from nasloop.config import EvaluatorConfig
@@ -29,6 +29,7 @@ from services.evaluator.datasets import SandboxData
 from services.evaluator.frames import HEADER, payload_length, write_frame
 from services.evaluator.report import Report
 from services.evaluator.task import Task
+from services.evaluator.testset import TestHandover
 
 MAX_RESULT_BYTES = 48 << 20  # below the worker frame limit (64 MiB)
 SETUP_FAILED = 70
@@ -72,10 +73,13 @@ def _vm_size() -> int:
     return 0
 
 
-def _confine(limits: Limits, keep_fd: int, cuda: bool) -> None:
+def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> None:
     os.setsid()
-    os.closerange(3, keep_fd)
-    os.closerange(keep_fd + 1, max(keep_fd + 1, os.sysconf("SC_OPEN_MAX")))
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(low, os.sysconf("SC_OPEN_MAX")))
     os.environ.clear()
     os.environ.update(CHILD_ENV)
     os.chdir("/tmp" if os.path.isdir("/tmp") else "/")
@@ -96,13 +100,23 @@ def _confine(limits: Limits, keep_fd: int, cuda: bool) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
 
 
-def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd: int) -> None:
+def _child(
+    task: Task,
+    data: SandboxData,
+    limits: Limits,
+    result_fd: int,
+    out_fd: int,
+    handover: TestHandover | None,
+) -> None:
     """Runs in the forked child; never returns.
 
     Until the ``S`` frame is sent, only trusted code runs here; a child that dies before
     sending it failed in setup (the evaluator's fault), after it everything is the candidate's.
+    The test inputs are dropped here: they arrive after training, in the parent's secret order.
     """
     try:
+        # This process's copy of the parent's data: its test inputs go before candidate code.
+        data.test_x = None
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_fd, 1)
@@ -116,13 +130,11 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
         import torch
 
         cuda = task.protocol.device == "cuda"
-        _confine(limits, result_fd, cuda)
+        _confine(limits, (result_fd, *([handover.go_r] if handover else [])), cuda)
         torch.set_num_threads(task.threads)
         if cuda:  # start CUDA before the filter: its start-up uses Unix sockets
             torch.cuda.init()
-            data = SandboxData(
-                data.train_x.cuda(), data.train_y.cuda(), data.test_x.cuda(), data.num_classes
-            )
+            data = SandboxData(data.train_x.cuda(), data.train_y.cuda(), None, data.num_classes)
         if limits.seccomp:
             seccomp_filter.install(allow_unix_sockets=cuda)
         from services.evaluator.harness import Harness
@@ -136,7 +148,8 @@ def _child(task: Task, data: SandboxData, limits: Limits, result_fd: int, out_fd
             os.write(2, f"nasloop sandbox setup failed: {e!r}\n".encode())
         os._exit(SETUP_FAILED)
     try:
-        report = Harness(task, data, progress).run()
+        fetch = None if handover is None else (lambda: handover.receive(result_fd))
+        report = Harness(task, data, progress, fetch).run()
         sys.stdout.flush()
         sys.stderr.flush()
         write_frame(result_fd, b"R", wire.encode(report))
@@ -153,15 +166,33 @@ CANDIDATE_STATUSES = frozenset(
         common.STATUS_FORWARD_EXCEPTION, common.STATUS_WRONG_OUTPUT_SHAPE,
         common.STATUS_TRAIN_EXCEPTION, common.STATUS_NON_FINITE_LOSS,
         common.STATUS_OUT_OF_MEMORY, common.STATUS_CUDA_OUT_OF_MEMORY,
-        common.STATUS_EVAL_EXCEPTION,
+        common.STATUS_EVAL_EXCEPTION, common.STATUS_PROTOCOL_VIOLATION,
     }
 )  # fmt: skip
+# Numbers only the candidate's own process measured: reported, never relied on.
+INFORMATIVE = ("parameter_count", "loss", "trained_samples", "optimizer_steps")
 
 
-def _untrusted(r: Report, max_outputs: int) -> Report:
-    """Bound what a sandbox said about itself: statuses, stages, numbers, output size."""
+def _budget(task: Task, data: SandboxData) -> tuple[int, int]:
+    """Training samples and batches the protocol allows."""
+    p = task.protocol
+    n = len(data.train_x) if not p.train_subset else min(p.train_subset, len(data.train_x))
+    return n * p.epochs, math.ceil(n / p.batch_size) * p.epochs
+
+
+def _untrusted(r: Report, max_outputs: int, task: Task, data: SandboxData) -> Report:
+    """Bound what a sandbox said about itself: statuses, stages, numbers, output size; check
+    what it claims against what this side knows (the limits, the training budget)."""
+    r.informative = list(INFORMATIVE)
+    samples, steps = _budget(task, data)
     if r.status not in CANDIDATE_STATUSES:
         r.fail(common.STATUS_NO_RESULT, f"the sandbox reported status {r.status}")
+    elif r.status == common.STATUS_OK and r.parameter_count > task.protocol.max_parameters:
+        r.fail(common.STATUS_PARAMETER_LIMIT, f"{r.parameter_count:,} tensor elements reported")
+    elif r.status == common.STATUS_OK and (
+        r.trained_samples > samples or r.optimizer_steps > steps
+    ):
+        r.fail(common.STATUS_PROTOCOL_VIOLATION, "the sandbox reported training beyond one pass")
     r.last_stage = min(max(r.last_stage, common.STAGE_POLICY), common.STAGE_TRAINED)
     for name in ("loss", "train_seconds", "eval_seconds"):
         value = getattr(r, name)
@@ -173,24 +204,39 @@ def _untrusted(r: Report, max_outputs: int) -> Report:
     return r
 
 
+def _frames(buf: bytes | bytearray, pos: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+    """(end offset, kind, payload) of each complete frame from ``pos``."""
+    while pos + HEADER <= len(buf):
+        n = payload_length(bytes(buf[pos : pos + HEADER]))
+        if pos + HEADER + n > len(buf):
+            return
+        yield (
+            pos + HEADER + n,
+            bytes(buf[pos : pos + 1]),
+            bytes(buf[pos + HEADER : pos + HEADER + n]),
+        )
+        pos += HEADER + n
+
+
 def _parse_frames(buf: bytes) -> tuple[bool, Report | None, Report | None]:
-    """(setup done, last progress report, final report); a bad frame ends parsing."""
+    """(setup done, last progress report, final report); a bad frame ends parsing.
+
+    Everything after ``S`` was written by the candidate's process: whatever it holds (a forged
+    kind, a report nested too deep to parse) is the candidate's failure, never ours.
+    """
     setup = False
     progress = final = None
-    pos = 0
-    while pos + HEADER <= len(buf):
-        kind = buf[pos : pos + 1]
-        n = payload_length(buf[pos : pos + HEADER])
-        payload = buf[pos + HEADER : pos + HEADER + n]
-        if len(payload) < n or kind not in (b"S", b"P", b"R"):
+    for _, kind, payload in _frames(buf):
+        if kind not in (b"S", b"P", b"R", b"E"):
             break
-        pos += HEADER + n
         if kind == b"S":
             setup = True
             continue
+        if kind == b"E":
+            continue
         try:
             r = wire.decode(payload)
-        except wire.ReportError:
+        except Exception:  # ReportError, and anything a hostile header could still cause
             break
         if kind == b"R":
             final = r
@@ -229,6 +275,7 @@ def run_confined(
     """
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
+    handover = TestHandover.prepare(task, data) if task.mode == "evaluate" else None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -237,9 +284,14 @@ def run_confined(
         os.close(out_r)
         if watch_fd is not None:
             os.close(watch_fd)
-        _child(task, data, limits, result_w, out_w)
+        if handover is not None:
+            handover.child_side()
+        _child(task, data, limits, result_w, out_w, handover)
     os.close(result_w)
     os.close(out_w)
+    if handover is not None:
+        handover.parent_side()  # the secret order is drawn now, after the fork
+    scanned = 0
     started = time.monotonic()
     deadline = started + limits.wall_s
     result = bytearray()
@@ -282,6 +334,10 @@ def run_confined(
                     if len(result) > MAX_RESULT_BYTES:
                         kill(common.STATUS_NO_RESULT, "the sandbox sent an oversized result")
                         open_fds.discard(fd)
+                    for end, kind, _ in _frames(result, scanned):
+                        scanned = end
+                        if kind == b"E" and handover is not None:
+                            handover.serve()
                 else:
                     tail += chunk
                     if len(tail) > 2 * limits.output_tail_bytes:
@@ -297,6 +353,8 @@ def run_confined(
     finally:
         for fd in (result_r, out_r):
             os.close(fd)
+        if handover is not None:
+            handover.close()
         if exited is None:
             kill(common.STATUS_INTERNAL_ERROR, "the evaluator stopped the run")
             _, status, rusage = os.wait4(pid, 0)
@@ -304,8 +362,10 @@ def run_confined(
 
     setup, progress, final = _parse_frames(bytes(result))
     max_outputs = len(data.test_x) * data.num_classes
-    progress = _untrusted(progress, max_outputs) if progress is not None else None
-    final = _untrusted(final, max_outputs) if final is not None else None
+    progress = _untrusted(progress, max_outputs, task, data) if progress is not None else None
+    final = _untrusted(final, max_outputs, task, data) if final is not None else None
+    if final is not None and final.outputs is not None and handover is not None:
+        final.outputs = handover.restore_order(final.outputs)
     status, rusage = exited
     if not setup and killed_for is None:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)

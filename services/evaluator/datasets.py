@@ -23,11 +23,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nasloop.store import ObjectStore
+if TYPE_CHECKING:  # the sandbox's view has no object-store client
+    from nasloop.store import ObjectStore
 
 NORMALISATION = "per-channel mean/std of the training split"
 MAX_SOURCE_BYTES = 1 << 30

@@ -1,16 +1,21 @@
 """Entry point of an evaluation pod in cluster mode: ``python -m services.evaluator.pod``.
 
 The pod holds no credentials. It reads three presigned URLs from its environment (task JSON,
-sandbox dataset, report upload), runs the candidate confined in a child process and uploads
-the encoded report. The exit code says whether the pod's own plumbing worked; what the candidate
-did is in the report. When the plumbing fails the pod still tries to upload a report saying so
-(``STATUS_INTERNAL_ERROR``), so the evaluator can tell "our fault" from "the candidate's fault".
+sandbox dataset, report upload), downloads the task and the data, runs the candidate in a
+separate step — a fresh interpreter (``--run TASK DATA``) started without the URLs, which forks
+the confined child — and, once that has exited, uploads the encoded report. A fork of this
+process would carry the URLs (its initial environment, its variables) into the candidate's
+memory; the fresh interpreter never had them. The exit code says whether the pod's own plumbing
+worked; what the candidate did is in the report. When the plumbing fails the pod still tries to
+upload a report saying so (``STATUS_INTERNAL_ERROR``), so the evaluator can tell "our fault"
+from "the candidate's fault".
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +111,48 @@ def evaluator_settings(env: dict[str, str]) -> EvaluatorConfig:
     return load_config(env=only).evaluator
 
 
+RUN_FLAG = "--run"
+RUNNER_MARGIN_S = 300.0  # the runner's own start (torch import) and clean-up, beyond the limit
+
+
+def run_sandbox(task: Task, task_path: Path, data_path: Path, env: dict[str, str]) -> Report:
+    """The separate step: ``--run`` in a fresh interpreter whose environment has no URLs; its
+    stdout carries only the encoded report."""
+    clean = {k: v for k, v in env.items() if k not in (ENV_TASK_URL, ENV_DATA_URL, ENV_RESULT_URL)}
+    argv = [
+        sys.executable,
+        "-m",
+        "services.evaluator.pod",
+        RUN_FLAG,
+        str(task_path),
+        str(data_path),
+    ]
+    proc = subprocess.run(
+        argv,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        timeout=task.protocol.time_limit_s + RUNNER_MARGIN_S,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the sandbox runner exited with code {proc.returncode}")
+    return wire.decode(proc.stdout)
+
+
+def runner_main(task_path: Path, data_path: Path) -> int:
+    """``--run``: evaluate and write the encoded report to stdout (nothing else goes there)."""
+    _not_dumpable()
+    out = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    task = Task.from_json(task_path.read_bytes())
+    report = evaluate(task, data_path, dict(os.environ))
+    with os.fdopen(out, "wb") as f:
+        f.write(wire.encode(report))
+    return EXIT_OK
+
+
 def evaluate(task: Task, data_path: Path, env: dict[str, str]) -> Report:
     """Load the sandbox data and run the candidate confined; the pod itself is non-root."""
     from services.evaluator.confine import limits_for, run_confined
@@ -131,13 +178,15 @@ def run(env: dict[str, str], workdir: Path) -> int:
                 EXIT_USAGE, f"{ENV_TASK_URL}, {ENV_DATA_URL} and {ENV_RESULT_URL} must be set"
             )
         try:
-            task = Task.from_json(http_get(task_url, max_bytes=MAX_TASK_BYTES))
-            data_path = workdir / "sandbox.npz"
+            raw_task = http_get(task_url, max_bytes=MAX_TASK_BYTES)
+            task = Task.from_json(raw_task)
+            task_path, data_path = workdir / "task.json", workdir / "sandbox.npz"
+            task_path.write_bytes(raw_task)
             http_get(data_url, dest=data_path)
         except (OSError, ValueError, TypeError) as e:
             raise PlumbingError(EXIT_DOWNLOAD, f"pod could not fetch its inputs: {e}") from e
         try:
-            report = evaluate(task, data_path, env)
+            report = run_sandbox(task, task_path, data_path, env)
         except Exception as e:
             raise PlumbingError(
                 EXIT_RUN, f"pod could not run the sandbox: {type(e).__name__}: {e}"
@@ -151,11 +200,12 @@ def run(env: dict[str, str], workdir: Path) -> int:
                 print(f"nasloop pod: could not upload the error report: {up}", file=sys.stderr)
         return e.code
 
-    # The candidate's process held copies of the URLs in memory: keep them out of its output,
-    # which reaches logs and records (a leaked result URL could overwrite the report).
+    # The candidate's process held copies of the URLs in memory: keep them out of its output and
+    # message, which reach logs and records (a leaked result URL could overwrite the report).
     for url in (task_url, data_url, result_url):
         for part in (url, url.split("?", 1)[-1]):
             report.output_tail = report.output_tail.replace(part, "[redacted]")
+            report.message = report.message.replace(part, "[redacted]")
     # The report carries the output tail; it goes to the pod log too, for `kubectl logs`.
     if report.output_tail:
         sys.stdout.write(report.output_tail.rstrip("\n") + "\n")
@@ -185,6 +235,8 @@ def _not_dumpable() -> None:
 
 
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == RUN_FLAG:
+        return runner_main(Path(sys.argv[2]), Path(sys.argv[3]))
     env = dict(os.environ)
     # The candidate runs in a child of this process: it must not inherit the URLs (with the
     # result URL it could overwrite the report after this process wrote it).

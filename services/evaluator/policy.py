@@ -2,7 +2,10 @@
 
 The policy check is a courtesy that turns clearly forbidden constructs into an early, readable
 error. It is not the security boundary (the sandbox is): obfuscated code can always get past an
-AST check, and the sandbox must hold when it does.
+AST check, and the sandbox must hold when it does. It therefore refuses only what is clearly an
+attack — process, network and file access, interpreter internals, exec/eval/compile/__import__ —
+and lets constructs common in real model code pass (``setattr``/``getattr`` on ``self``,
+``self.__class__.__name__``, ``type(self)``).
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ FORBIDDEN_MODULES = frozenset(
 )  # fmt: skip
 FORBIDDEN_CALLS = frozenset(
     {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars",
-     "breakpoint", "input", "exit", "quit", "setattr", "delattr"}
+     "breakpoint", "input", "exit", "quit"}
 )  # fmt: skip
 # Attribute names that reach interpreter internals or the process.
 FORBIDDEN_ATTRIBUTES = frozenset(
     {"__subclasses__", "__globals__", "__builtins__", "__code__", "__closure__", "__bases__",
-     "__mro__", "__dict__", "__getattribute__", "__class__", "__reduce__", "__reduce_ex__",
+     "__mro__", "__dict__", "__getattribute__", "__reduce__", "__reduce_ex__",
      "f_globals", "f_locals", "f_back", "gi_frame", "system", "popen", "fork"}
 )  # fmt: skip
 

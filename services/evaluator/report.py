@@ -22,6 +22,7 @@ MAGIC = b"NLR1"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 300
 MAX_TAIL_CHARS = 16 * 1024
+MAX_HYPERPARAMETERS = 260
 
 
 class ReportError(ValueError):
@@ -38,13 +39,19 @@ class Report:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     peak_memory_bytes: int = 0
+    trained_samples: int = 0
+    optimizer_steps: int = 0
     timings: list[tuple[int, float]] = field(default_factory=list)
+    # The prm values the candidate received.
+    hyperparameters: dict[str, float] = field(default_factory=dict)
     # Network outputs on the test inputs (N x classes), in test order; None before evaluation.
     outputs: np.ndarray | None = None
     # Filled by the side that ran the sandbox, not by the sandbox itself.
     output_tail: str = ""
     # Filled by the evaluator from the outputs and the test labels; never sent by a sandbox.
     accuracy: float = 0.0
+    # Filled by the trusted side: the names of numbers only the sandbox could measure.
+    informative: list[str] = field(default_factory=list)
 
     def fail(self, status: int, message: str) -> Report:
         self.status = status
@@ -79,6 +86,9 @@ def encode(report: Report) -> bytes:
         "train_seconds": float(report.train_seconds),
         "eval_seconds": float(report.eval_seconds),
         "peak_memory_bytes": int(report.peak_memory_bytes),
+        "trained_samples": int(report.trained_samples),
+        "optimizer_steps": int(report.optimizer_steps),
+        "hyperparameters": {str(k): float(v) for k, v in report.hyperparameters.items()},
         "timings": [[int(s), float(t)] for s, t in report.timings],
         "outputs_shape": shape,
         "output_tail": report.output_tail[-MAX_TAIL_CHARS:],
@@ -99,6 +109,17 @@ def _float(v: object, name: str) -> float:
     return float(v)
 
 
+def _hyperparameters(v: object) -> dict[str, float]:
+    if not isinstance(v, dict) or len(v) > MAX_HYPERPARAMETERS:
+        raise ReportError("bad hyperparameters")
+    out = {}
+    for k, x in v.items():
+        if not (isinstance(k, str) and k.isidentifier() and len(k) <= 64):
+            raise ReportError("bad hyperparameter name")
+        out[k] = _float(x, "hyperparameter")
+    return out
+
+
 def decode(data: bytes, max_outputs: int = 1 << 28) -> Report:
     """Parse a report strictly; anything malformed raises :class:`ReportError`."""
     if len(data) < 8 or data[:4] != MAGIC:
@@ -108,8 +129,8 @@ def decode(data: bytes, max_outputs: int = 1 << 28) -> Report:
         raise ReportError("bad header length")
     try:
         h = json.loads(data[8 : 8 + hlen])
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ReportError(f"bad header: {e}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # a deeply nested header included
+        raise ReportError(f"bad header: {type(e).__name__}") from None
     if not isinstance(h, dict):
         raise ReportError("bad header")
     stages, statuses = common.Stage.values(), common.Status.values()
@@ -122,6 +143,9 @@ def decode(data: bytes, max_outputs: int = 1 << 28) -> Report:
         train_seconds=_float(h.get("train_seconds", 0.0), "train_seconds"),
         eval_seconds=_float(h.get("eval_seconds", 0.0), "eval_seconds"),
         peak_memory_bytes=_int(h.get("peak_memory_bytes", 0), 0, 2**62, "peak_memory_bytes"),
+        trained_samples=_int(h.get("trained_samples", 0), 0, 2**62, "trained_samples"),
+        optimizer_steps=_int(h.get("optimizer_steps", 0), 0, 2**62, "optimizer_steps"),
+        hyperparameters=_hyperparameters(h.get("hyperparameters", {})),
     )
     tail = h.get("output_tail", "")
     r.output_tail = tail[-MAX_TAIL_CHARS:] if isinstance(tail, str) else ""

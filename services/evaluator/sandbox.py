@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import services
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
+from services.evaluator import view
 from services.evaluator.confine import Limits
 from services.evaluator.frames import read_frame, write_frame
 from services.evaluator.report import Report
@@ -61,6 +63,42 @@ def _dedupe(paths: list[Path]) -> list[Path]:
     return out
 
 
+def _python_view(data_dir: Path) -> list[str]:
+    """Binds for the interpreter, the standard library, the allowed site-packages entries
+    (:mod:`services.evaluator.view`), nasloop's code and the sandbox datasets; every other
+    installed package stays invisible, the base interpreter's own site-packages included."""
+    code = [PROJECT_ROOT / "nasloop", PROJECT_ROOT / "services"]
+    venv = Path(sys.prefix)
+    tops = [Path(sys.base_prefix), *code, data_dir / "sandbox"]
+    if venv != Path(sys.base_prefix):
+        tops += [venv / "bin", venv / "pyvenv.cfg"]
+    args: list[str] = []
+    made: set[Path] = set()
+
+    def parents(path: Path) -> None:
+        # bubblewrap would create missing parents mode 0700, which the sandbox uid cannot enter.
+        for parent in reversed(path.parents):
+            if parent != Path("/") and parent not in made and parent != Path("/tmp"):
+                args.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(parent)
+
+    for path in _dedupe(tops):
+        parents(path)
+        args += ["--ro-bind", str(path), str(path)]
+    base_sp = Path(sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"])
+    site = view.site_packages()
+    for sp in dict.fromkeys([base_sp, site]):  # emptied, then only the allowed entries
+        parents(sp)
+        args += ["--perms", "0755", "--tmpfs", str(sp)]
+        made.add(sp)
+        if sp == site:
+            for entry in view.allowed_entries():
+                parents(entry)
+                args += ["--ro-bind", str(entry), str(entry)]
+        args += ["--remount-ro", str(sp)]
+    return args
+
+
 def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
     # No --die-with-parent: its signal fires when the *thread* that started the worker ends,
     # and workers are started from short-lived threads. A worker exits at the end of its stdin
@@ -75,8 +113,11 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         args += ["--cap-drop", "ALL"]
         for cap in WORKER_CAPS:
             args += ["--cap-add", cap]
-    else:  # unprivileged bubblewrap needs a user namespace; the worker is already non-root
-        args += ["--unshare-user"]
+    else:
+        # Non-root (e.g. a container under Pod Security "restricted"): a user namespace in which
+        # the worker keeps CAP_SYS_ADMIN just long enough to bound /tmp's inodes, then drops
+        # every capability before it forks a child (NASLOOP_SANDBOX_DROP_CAPS).
+        args += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SYS_ADMIN"]
     for top in ("/bin", "/lib", "/lib32", "/lib64", "/sbin"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -86,16 +127,7 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         args += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     # /tmp first, so that binds below it (a data directory under /tmp) stay visible.
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
-    code = [PROJECT_ROOT / "nasloop", PROJECT_ROOT / "services"]
-    binds = [Path(sys.base_prefix), Path(sys.prefix), *code, data_dir / "sandbox"]
-    made: set[Path] = set()
-    for path in _dedupe(binds):
-        # bubblewrap would create missing parents mode 0700, which the sandbox uid cannot enter.
-        for parent in reversed(path.parents):
-            if parent != Path("/") and parent not in made and parent != Path("/tmp"):
-                args += ["--perms", "0755", "--dir", str(parent)]
-                made.add(parent)
-        args += ["--ro-bind", str(path), str(path)]
+    args += _python_view(data_dir)
     args += [
         "--proc", "/proc", "--dev", "/dev",
         "--clearenv",
@@ -104,7 +136,8 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         "--setenv", "HOME", "/tmp",
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "NASLOOP_SANDBOX_CLEAN_TMP", "1",
-        "--setenv", "NASLOOP_SANDBOX_TMP_INODES", str(TMP_INODES) if os.geteuid() == 0 else "",
+        "--setenv", "NASLOOP_SANDBOX_TMP_INODES", str(TMP_INODES),
+        "--setenv", "NASLOOP_SANDBOX_DROP_CAPS", "0" if os.geteuid() == 0 else "1",
         "--chdir", "/tmp",
     ]  # fmt: skip
     return args
@@ -119,6 +152,7 @@ class SandboxWorker:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._seq = 0
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -180,7 +214,13 @@ class SandboxWorker:
             if not self.alive():
                 self.start()
             assert self.proc is not None and self.proc.stdin and self.proc.stdout
-            req = {"task": task.to_json(), "data": str(data_file), "limits": limits.__dict__}
+            self._seq += 1
+            req = {
+                "seq": self._seq,
+                "task": task.to_json(),
+                "data": str(data_file),
+                "limits": limits.__dict__,
+            }
             try:
                 write_frame(self.proc.stdin.fileno(), b"T", json.dumps(req).encode())
             except OSError:  # it exited since (e.g. after a /tmp it could not clean): once more
@@ -188,41 +228,58 @@ class SandboxWorker:
                 self.start()
                 assert self.proc is not None and self.proc.stdin and self.proc.stdout
                 write_frame(self.proc.stdin.fileno(), b"T", json.dumps(req).encode())
-            out = self.proc.stdout.fileno()
-            backstop = time.monotonic() + limits.wall_s + BACKSTOP_S
-            cancel_sent = False
-            while True:
-                if cancelled.is_set() and not cancel_sent:
-                    cancel_sent = True
-                    with contextlib.suppress(OSError):
-                        write_frame(self.proc.stdin.fileno(), b"C", b"")
-                if time.monotonic() > backstop:
-                    log.error("sandbox worker %s stopped answering; killing it", self.name)
-                    self.kill()
-                    return Report(last_stage=common.STAGE_POLICY).fail(
-                        common.STATUS_WALL_TIMEOUT, "the sandbox stopped answering"
-                    )
-                ready, _, _ = select.select([out], [], [], 0.1)
-                if not ready:
-                    continue
-                try:
-                    frame = read_frame(out)
-                except ValueError:  # a malformed frame: this stream can no longer be trusted
-                    frame = None
-                if frame is None:
-                    log.error("sandbox worker %s died", self.name)
-                    self.kill()
-                    return Report(last_stage=common.STAGE_POLICY).fail(
-                        common.STATUS_INTERNAL_ERROR, WORKER_DIED
-                    )
-                if frame[0] == b"R":
-                    try:
-                        return wire.decode(frame[1])
-                    except wire.ReportError as e:
-                        self.kill()  # the worker itself wrote this: it is not well
-                        return Report(last_stage=common.STAGE_POLICY).fail(
-                            common.STATUS_INTERNAL_ERROR, f"unreadable report: {e}"
-                        )
+            return self._await(self._seq, limits, cancelled)
+
+    def _await(self, seq: int, limits: Limits, cancelled: threading.Event) -> Report:
+        """The answer to request ``seq``. Answers to other requests are dropped (never taken
+        for this candidate's or the next one's); a malformed frame, which only a candidate that
+        got at the worker's pipe could have written, is this candidate's failure."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        out = self.proc.stdout.fileno()
+        backstop = time.monotonic() + limits.wall_s + BACKSTOP_S
+        cancel_sent = False
+        while True:
+            if cancelled.is_set() and not cancel_sent:
+                cancel_sent = True
+                with contextlib.suppress(OSError):
+                    write_frame(self.proc.stdin.fileno(), b"C", b"")
+            if time.monotonic() > backstop:
+                log.error("sandbox worker %s stopped answering; killing it", self.name)
+                self.kill()
+                return Report(last_stage=common.STAGE_POLICY).fail(
+                    common.STATUS_WALL_TIMEOUT, "the sandbox stopped answering"
+                )
+            ready, _, _ = select.select([out], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                frame = read_frame(out)
+            except ValueError:  # oversized: this stream can no longer be trusted
+                return self._malformed("an oversized frame")
+            if frame is None:
+                log.error("sandbox worker %s died", self.name)
+                self.kill()
+                return Report(last_stage=common.STAGE_POLICY).fail(
+                    common.STATUS_INTERNAL_ERROR, WORKER_DIED
+                )
+            kind, payload = frame
+            if kind != b"R":
+                continue
+            if len(payload) < 8:
+                return self._malformed("a truncated answer")
+            if int.from_bytes(payload[:8], "big") != seq:
+                log.warning("sandbox worker %s: dropped an answer to another request", self.name)
+                continue
+            try:
+                return wire.decode(payload[8:])
+            except Exception as e:  # ReportError, or whatever a hostile header still causes
+                return self._malformed(f"an unreadable report ({type(e).__name__})")
+
+    def _malformed(self, what: str) -> Report:
+        self.kill()  # a fresh worker (and a fresh stream) for the next candidate
+        return Report(last_stage=common.STAGE_POLICY).fail(
+            common.STATUS_NO_RESULT, f"the sandbox answered with {what}"
+        )
 
 
 def worker_argv(strict: bool, data_dir: Path, tmp_bytes: int) -> tuple[list[str], dict | None]:
@@ -238,4 +295,6 @@ def worker_argv(strict: bool, data_dir: Path, tmp_bytes: int) -> tuple[list[str]
             "strict sandbox needs bubblewrap (apt-get install bubblewrap); "
             "set evaluator.sandbox=weak to run without it (unsafe)"
         )
-    return [*bwrap_command(bwrap, data_dir, tmp_bytes), "--", *python], None
+    # bubblewrap (the sandbox's init process) gets an empty environment: nothing of the
+    # evaluator's (store credentials) is in its /proc/<pid>/environ.
+    return [*bwrap_command(bwrap, data_dir, tmp_bytes), "--", *python], {}

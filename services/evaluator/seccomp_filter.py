@@ -41,6 +41,10 @@ KILLED = (
     # candidates of the same worker.
     "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
     "semget", "semop", "semtimedop", "semctl",
+    # POSIX message queues (kernel objects outside the process, like System V IPC); memfd
+    # (pages outside RLIMIT_AS until mapped); kernel logs and handles.
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    "memfd_create", "memfd_secret", "syslog", "lookup_dcookie", "vhangup", "fanotify_init",
 )  # fmt: skip
 
 
@@ -78,4 +82,9 @@ def install(allow_unix_sockets: bool = False) -> None:
     f.add_rule(seccomp.ERRNO(errno.EPERM), "kill", seccomp.Arg(0, seccomp.NE, me))
     f.add_rule(seccomp.ERRNO(errno.EPERM), "tgkill", seccomp.Arg(0, seccomp.NE, me))
     f.add_rule(seccomp.ERRNO(errno.EPERM), "tkill")
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "rt_sigqueueinfo", seccomp.Arg(0, seccomp.NE, me))
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "rt_tgsigqueueinfo", seccomp.Arg(0, seccomp.NE, me))
+    # Resource limits of other processes: glibc passes pid 0 for its own (a filter rule cannot
+    # compare one argument twice, so an explicit own pid is refused too).
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "prlimit64", seccomp.Arg(0, seccomp.NE, 0))
     f.load()

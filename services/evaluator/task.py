@@ -34,6 +34,10 @@ class Protocol:
     device: str
     hyperparameters: dict[str, float] = field(default_factory=dict)
     dataset_source: str = ""
+    # LEMUR's transforms (services.evaluator.lemur.Transform); 0/False = none.
+    input_size: int = 0
+    random_resized_crop: bool = False
+    horizontal_flip: bool = False
 
     def prm(self) -> dict[str, float]:
         """The ``prm`` dict a candidate's ``Net`` receives (LEMUR: values in [0, 1] + batch)."""
@@ -59,6 +63,7 @@ class Protocol:
             (self.max_parameters >= 1, "max_parameters must be >= 1"),
             (self.device in ("cpu", "cuda"), "device must be 'cpu' or 'cuda'"),
             (0 <= self.seed < 2**63, "seed must be in [0, 2^63)"),
+            (0 <= self.input_size <= 1024, "input_size must be in [0, 1024]"),
         ]
         for ok, why in checks:
             if not ok:

@@ -3,11 +3,12 @@
 Started by the evaluator's pool (inside bubblewrap in strict mode) as
 ``python -m services.evaluator.worker``. It speaks length-prefixed frames on stdin/stdout:
 
-* in:  ``T`` + JSON {"task", "data", "limits"} — run one candidate; ``C`` — cancel the run;
-* out: ``H`` once ready; ``R`` + an encoded report per task.
+* in:  ``T`` + JSON {"seq", "task", "data", "limits"} — run one candidate; ``C`` — cancel;
+* out: ``H`` once ready; ``R`` + the task's ``seq`` (8 bytes, big-endian) + an encoded report.
 
 The worker itself runs no candidate code. Its stdout carries only frames; anything else it
-prints goes to stderr.
+prints goes to stderr. It is not dumpable: a child running under the same uid (non-root mode)
+cannot open its /proc entries (its pipes, its memory) to forge an answer.
 """
 
 from __future__ import annotations
@@ -46,7 +47,29 @@ from services.evaluator.report import Report
 from services.evaluator.task import Task
 
 MS_NOSUID, MS_NODEV, MS_REMOUNT = 2, 4, 32
+PR_SET_DUMPABLE = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CACHED_DATASETS = 2
+
+
+def not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: this process's /proc files belong to root, unreadable to its uid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def drop_capabilities() -> None:
+    """capset(2) to nothing: effective, permitted and inheritable sets emptied."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def answer(fd: int, seq: int, report: Report) -> None:
+    write_frame(fd, b"R", seq.to_bytes(8, "big") + wire.encode(report))
 
 
 def _clean_tmp(keep: set[str]) -> None:
@@ -79,6 +102,7 @@ def _limit_tmp_inodes(inodes: int) -> None:
 
 
 def main() -> None:
+    not_dumpable()
     frames_out = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the frame stream
     sys.stdout = sys.stderr
@@ -87,6 +111,8 @@ def main() -> None:
     clean_tmp = os.environ.get("NASLOOP_SANDBOX_CLEAN_TMP") == "1"
     if clean_tmp and os.environ.get("NASLOOP_SANDBOX_TMP_INODES"):
         _limit_tmp_inodes(int(os.environ["NASLOOP_SANDBOX_TMP_INODES"]))
+    if os.environ.get("NASLOOP_SANDBOX_DROP_CAPS") == "1":
+        drop_capabilities()
     keep = set(os.listdir("/tmp")) if clean_tmp else set()
     datasets: OrderedDict[str, SandboxData] = OrderedDict()
     write_frame(frames_out, b"H", b"")
@@ -97,8 +123,10 @@ def main() -> None:
         kind, payload = frame
         if kind != b"T":
             continue  # a cancel that arrived after its run ended
+        seq = 0
         try:
             req = json.loads(payload)
+            seq = int(req["seq"])
             task = Task.from_json(req["task"])
             limits = Limits(**req["limits"])
             if req["data"] not in datasets:
@@ -108,7 +136,7 @@ def main() -> None:
             datasets.move_to_end(req["data"])
         except Exception as e:  # a bad request or unreadable data: answer, keep serving
             report = Report().fail(common.STATUS_INTERNAL_ERROR, f"sandbox worker: {e!r}")
-            write_frame(frames_out, b"R", wire.encode(report))
+            answer(frames_out, seq, report)
             continue
         report = _run(task, datasets[req["data"]], limits)
         failed = None
@@ -117,7 +145,7 @@ def main() -> None:
                 _clean_tmp(keep)
             except BaseException as e:
                 failed = e
-        write_frame(frames_out, b"R", wire.encode(report))
+        answer(frames_out, seq, report)
         if failed is not None:  # the pool starts a fresh worker (and a fresh /tmp)
             print(f"sandbox worker: cannot clean /tmp ({failed!r}); exiting", file=sys.stderr)
             return

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from candidates import replace, with_prefix
 
+from adversarial import integrity as ig
+
 CANARY_ENV = "AWS_SECRET_ACCESS_KEY"
 CANARY_VALUE = "canary-7b1f0c"
 CANARY_FILE = ".adversarial-canary"  # created in the project root by the test
@@ -48,10 +50,21 @@ class Case:
     expected: frozenset[str]
     # Strings that must not appear in the candidate's output tail (leaked secrets).
     not_in_output: tuple[str, ...] = field(default=())
+    # Accuracy it may reach at most (an attack that "ran" must not have gained anything).
+    max_accuracy: float = 1.0
+    # Words the result's message must contain.
+    message: str = ""
 
 
-def case(name: str, code: str, *expected: str, not_in_output: tuple[str, ...] = ()) -> Case:
-    return Case(name, code, frozenset(expected), not_in_output)
+def case(
+    name: str,
+    code: str,
+    *expected: str,
+    not_in_output: tuple[str, ...] = (),
+    max_accuracy: float = 1.0,
+    message: str = "",
+) -> Case:
+    return Case(name, code, frozenset(expected), not_in_output, max_accuracy, message)
 
 
 FAIL_OR_LOW = ("STATUS_OK", "STATUS_LOW_ACCURACY")  # ran, and the attack achieved nothing
@@ -243,4 +256,34 @@ CASES = [
                      "    _os.mkdir('d')\n"
                      "    _os.chdir('d')"),
          *FAIL_OR_LOW),
+    # --- integrity (issue 11): accuracy that was not earned ---
+    case("rebuild_labels_from_sklearn", ig.REBUILD_FROM_SKLEARN, "STATUS_FORWARD_EXCEPTION",
+         message="missing module 'sklearn'"),
+    case("find_dataset_files", ig.FIND_DATASET_FILES, *FAIL_OR_LOW,
+         not_in_output=("FOUND-DATASET",)),
+    case("labels_by_test_position", ig.labels_by_position(), *FAIL_OR_LOW, max_accuracy=0.3),
+    case("test_set_copy_in_code", ig.TEST_SET_COPY_IN_CODE, "STATUS_SYNTAX_ERROR",
+         message="larger than"),
+    case("replayed_batches", ig.REPLAYED_BATCHES, "STATUS_PROTOCOL_VIOLATION",
+         message="samples"),
+    case("second_optimizer", ig.SECOND_OPTIMIZER, "STATUS_PROTOCOL_VIOLATION"),
+    case("test_time_training", ig.TEST_TIME_TRAINING, "STATUS_PROTOCOL_VIOLATION",
+         message="while the test inputs were scored"),
+    case("train_on_test_inputs_from_file", ig.TRAIN_ON_TEST_INPUTS, "STATUS_PROTOCOL_VIOLATION"),
+    case("hidden_parameters", ig.HIDDEN_PARAMETERS, "STATUS_PARAMETER_LIMIT"),
+    case("forged_counts", ig.FORGED_COUNTS, "STATUS_PROTOCOL_VIOLATION",
+         message="counters were removed"),
+    case("nested_report_frame", ig.nested_frame(), "STATUS_NO_RESULT"),
+    case("signal_the_parent", ig.SIGNAL_THE_PARENT, *FAIL_OR_LOW),
+    case("relimit_the_parent", ig.RELIMIT_THE_PARENT, *FAIL_OR_LOW),
+    case("posix_message_queue", ig.syscall(240, "b'/q'", "64", "0o600", "0"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("memfd_create", ig.syscall(319, "b'x'", "0"), "STATUS_SANDBOX_VIOLATION"),
+    case("userfaultfd", ig.syscall(323, "0"), "STATUS_SANDBOX_VIOLATION"),
+    case("io_uring_setup", ig.syscall(425, "1", "0"), "STATUS_SANDBOX_VIOLATION"),
+    case("keyctl", ig.syscall(250, "0"), "STATUS_SANDBOX_VIOLATION"),
+    case("perf_event_open", ig.syscall(298, "0", "0", "-1", "-1", "0"),
+         "STATUS_SANDBOX_VIOLATION"),
+    case("process_vm_readv", ig.syscall(310, "1", "0", "0", "0", "0", "0"),
+         "STATUS_SANDBOX_VIOLATION"),
 ]  # fmt: skip

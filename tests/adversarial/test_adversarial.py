@@ -8,6 +8,7 @@ to evaluate a good network correctly with no stray process behind.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from nasloop.v1 import evaluator_pb2 as pb
 from nasloop.v1 import evaluator_pb2_grpc as pb_grpc
 
 SANDBOX_UID = 65534
+ROOT_MODE = os.geteuid() == 0  # else the unprivileged run of `make test` (non-root strict mode)
 PROTOCOL = common.EvaluationProtocol(dataset="digits", time_limit_s=8, seed=7)
 
 
@@ -37,10 +39,39 @@ def _uid_processes(uid: int) -> list[str]:
     return found
 
 
+def _worker_processes(server_pid: int) -> list[str]:
+    """Processes below the evaluator server that run the worker's code (workers, and any child
+    a worker forked that outlived its run)."""
+    parent, argvs = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            argvs[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def below_server(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == server_pid:
+                return True
+        return False
+
+    return [
+        f"{pid}: {b' '.join(argv).decode(errors='replace')}"
+        for pid, argv in argvs.items()
+        if argv[0].endswith(b"python")
+        and b"services.evaluator.worker" in argv
+        and below_server(pid)
+    ]
+
+
 @pytest.fixture(scope="module")
 def suite_results(evaluator_server: Server) -> dict[str, pb.EvaluationResult]:
     canary = ROOT / CANARY_FILE
-    canary.write_text(CANARY_VALUE)
+    if os.access(ROOT, os.W_OK):  # the unprivileged run cannot write the checkout
+        canary.write_text(CANARY_VALUE)
     try:
         with connect(evaluator_server.address) as ch:
             stub = pb_grpc.EvaluatorStub(ch)
@@ -50,7 +81,7 @@ def suite_results(evaluator_server: Server) -> dict[str, pb.EvaluationResult]:
             )
             results = {r.candidate_id: r for r in stub.Evaluate(request, timeout=600)}
     finally:
-        canary.unlink()
+        canary.unlink(missing_ok=True)
     return results
 
 
@@ -68,6 +99,8 @@ def test_case_gets_its_status(case, suite_results) -> None:  # type: ignore[no-u
         f"output: {r.output_tail[-500:]!r}"
     )
     assert r.result.message or status == "STATUS_OK"
+    assert case.message in r.result.message, r.result.message
+    assert r.result.metrics.accuracy <= case.max_accuracy, "gained accuracy it did not earn"
     for secret in case.not_in_output:
         assert secret not in r.output_tail
     assert len(r.output_tail) <= 4096
@@ -90,4 +123,11 @@ def test_service_still_evaluates_a_good_network(evaluator_server: Server, suite_
     assert r.result.metrics.accuracy > 0.12  # above the failure floor
     assert r.executor == pb.EXECUTOR_LOCAL_SANDBOX
     # No candidate process outlived its run.
-    assert _uid_processes(SANDBOX_UID) == []
+    if ROOT_MODE:
+        assert _uid_processes(SANDBOX_UID) == []
+    else:  # candidates share this uid: only the two workers run the worker's code
+        deadline = time.monotonic() + 15  # a replaced worker may still be on its way out
+        pid = evaluator_server.proc.pid
+        while len(_worker_processes(pid)) > 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(_worker_processes(pid)) == 2, _worker_processes(pid)

@@ -49,7 +49,7 @@ def test_validate_answers_in_request_order_without_training(stub) -> None:  # ty
     ]  # fmt: skip
     good = reply.results[0]
     assert good.result.last_stage == common.STAGE_FORWARD_PROBE
-    assert good.result.metrics.parameter_count == 5514
+    assert good.result.metrics.parameter_count == 5612
     assert common.STAGE_TRAINED not in [t.stage for t in good.result.timings]
     assert reply.results[1].executor == pb.EXECUTOR_STATIC
     assert good.executor == pb.EXECUTOR_LOCAL_SANDBOX and good.executor_ref
@@ -116,7 +116,7 @@ def test_cifar10_from_the_object_store(stub, evaluator_server, tmp_path: Path) -
                             protocol=common.EvaluationProtocol(time_limit_s=1000)),
          "above this evaluator's limit"),
         (pb.EvaluateRequest(candidates=[]), "no candidates"),
-        (pb.EvaluateRequest(candidates=cands(*["x = 1"] * 65)), "limit is 64"),
+        (pb.EvaluateRequest(candidates=cands(*["x = 1"] * 129)), "limit is 128"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_invalid_argument(stub, request_, fragment) -> None:  # type: ignore[no-untyped-def]

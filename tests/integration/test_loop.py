@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world, controller_env, loop_services
+from servers import grpcurl, json_stream
 
 from nasloop import layout
 from nasloop.clients import GeneratorClient, NoveltyClient, TrainerClient
@@ -137,6 +138,14 @@ def test_full_loop_through_the_controller_service(world, services) -> None:  # t
         assert "sampling.temprature" in err.value.details()
         assert ctl.GetRun(pb.GetRunRequest(name=run)).state == pb.RUN_STATE_SUCCEEDED
 
+        # The README's grpcurl calls, through reflection.
+        cycle = json.loads(
+            grpcurl(c, "nasloop.v1.Controller/GetCycle", data={"run": run, "cycle": 1})
+        )
+        assert cycle["generated"] == CANDIDATES
+        watched = json_stream(grpcurl(c, "nasloop.v1.Controller/WatchRun", data={"name": run}))
+        assert [e["summary"]["cycle"] for e in watched] == [1, 2]
+
     for cycle in (1, 2):
         check_cycle_records(world, run, cycle)
     # Cycle 1 found novel answers, trained adapter 1; cycle 2 generated with it and trained
@@ -175,6 +184,22 @@ def test_training_pairs_carry_the_generators_exact_prompt(world, services) -> No
 
 def _either(condition: Callable[[], bool], proc: subprocess.Popen) -> Callable[[], bool]:
     return lambda: condition() or proc.poll() is not None
+
+
+def test_nasloop_run_drives_a_running_controller(world, services) -> None:  # type: ignore[no-untyped-def]
+    run = "remote"
+    sets = ["cycles=1", "candidates_per_cycle=2"]
+    args = [arg for s in [*SPEC_OVERRIDES, *sets] for arg in ("--set", s)]
+    with controller(world, services) as c:
+        out = subprocess.run(
+            [sys.executable, "-m", "nasloop", "run", "--controller", c.address, "--name", run,
+             *args],
+            cwd=ROOT, env={**os.environ, **world.env}, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("succeeded") and "cycle 1: 2 generated" in out.stderr
+    check_cycle_records(world, run, 1, 2)
 
 
 # -- crash safety ---------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def stub_confine(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         if seen.get("raise"):
             raise RuntimeError("sandbox machinery broke")
         r = Report(parameter_count=99, output_tail="loss 2.3\nthe candidate printed this\n")
+        r.message = seen.get("message", "")
         r.passed(common.STAGE_TRAINED, 1.0)
         r.outputs = np.ones((TEST, 10), dtype=np.float32)
         return r
@@ -69,6 +70,12 @@ def stub_confine(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     stub.limits_for = limits_for  # type: ignore[attr-defined]
     stub.run_confined = run_confined  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "services.evaluator.confine", stub)
+    # In process here (the real pod starts a fresh interpreter: test_evaluator_kube_e2e).
+    monkeypatch.setattr(
+        pod_entry,
+        "run_sandbox",
+        lambda task, _task_path, data, env: pod_entry.evaluate(task, data, env),
+    )
     return seen
 
 
@@ -143,3 +150,13 @@ def test_pod_process_is_not_dumpable() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "0"
+
+
+def test_pod_redacts_the_urls_from_the_message(
+    urls: dict[str, str], s3_store: S3Store, stub_confine: dict[str, Any]
+) -> None:
+    # A candidate that found the result URL in its memory and put it into its exception text.
+    stub_confine["message"] = f"ValueError: {urls['NASLOOP_RESULT_URL'].split('?', 1)[1]}"
+    assert pod_entry.main() == pod_entry.EXIT_OK
+    report = wire.decode(s3_store.get_bytes("evaluations/j/report.bin"))
+    assert "[redacted]" in report.message and "Signature" not in report.message

@@ -11,8 +11,7 @@ import threading
 import time
 
 import pytest
-import torch
-from candidates import GOOD_NET, protocol, replace, with_prefix
+from candidates import GOOD_NET, protocol, replace, sandbox_data, with_prefix
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import seccomp_filter
@@ -26,13 +25,7 @@ PROTOCOL = protocol(dataset="tiny", batch_size=8, seed=3, time_limit_s=30, max_p
 
 @pytest.fixture(scope="module")
 def data() -> SandboxData:
-    g = torch.Generator().manual_seed(0)
-    return SandboxData(
-        torch.randn(64, 3, 32, 32, generator=g),
-        torch.arange(64) % 10,
-        torch.randn(20, 3, 32, 32, generator=g),
-        10,
-    )
+    return sandbox_data(64, 20, seed=0)
 
 
 def task(code: str = GOOD_NET, mode: str = "evaluate", **proto: object) -> Task:
@@ -45,7 +38,8 @@ def test_harness_runs_every_stage(data: SandboxData) -> None:
     r = Harness(task(), data).run()
     assert (r.status, r.last_stage) == (common.STATUS_OK, common.STAGE_TRAINED), r.message
     assert r.outputs is not None and r.outputs.shape == (20, 10)
-    assert r.parameter_count == 5514 and 0 < r.loss < 10
+    # 5,514 parameters + 98 BatchNorm buffer elements: every tensor of the tree counts.
+    assert r.parameter_count == 5612 and 0 < r.loss < 10
     assert [s for s, _ in r.timings] == [
         common.STAGE_IMPORTED, common.STAGE_INSTANTIATED, common.STAGE_FORWARD_PROBE,
         common.STAGE_TRAINED,
@@ -164,7 +158,7 @@ def test_progress_survives_a_timeout_in_training(data: SandboxData) -> None:
     r = run_confined(task(code), data, limits(wall_s=3.0))
     assert r.status == common.STATUS_WALL_TIMEOUT
     assert r.last_stage == common.STAGE_FORWARD_PROBE
-    assert r.parameter_count == 5514
+    assert r.parameter_count == 5612
 
 
 def test_output_tail_is_bounded(data: SandboxData) -> None:

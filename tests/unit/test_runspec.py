@@ -47,7 +47,7 @@ def test_paper_preset_has_the_paper_settings() -> None:
     assert s.sampling.max_tokens == 2048
     p = s.protocol
     assert (p.name, p.epochs, p.batch_size, p.lr, p.momentum, p.failure_floor) == (
-        "lemur-1epoch",
+        "paper",  # the evaluator's lemur-1epoch with LEMUR's norm_256_flip transform
         1,
         16,
         0.01,
@@ -55,6 +55,7 @@ def test_paper_preset_has_the_paper_settings() -> None:
         0.12,
     )
     assert p.max_parameters >= 129_000_000
+    assert (p.input_size, p.random_resized_crop, p.horizontal_flip) == (256, True, True)
     assert s.novelty.params.mode == "raw"
     assert (s.novelty.params.shingle_size, s.novelty.params.num_perm) == (7, 128)
     assert s.novelty.params.threshold == 0.85
@@ -72,7 +73,9 @@ def test_derived_task_and_protocol_agree(preset: str) -> None:
     s = load_spec(preset, overrides=["seed=7"])
     t, p = task_spec(s), evaluation_protocol(s)
     assert t.dataset == p.dataset == s.task.dataset
-    assert list(t.in_shape) == [s.protocol.batch_size, 3, 32, 32]
+    size = s.protocol.input_size or 32  # paper: LEMUR's 256 px transform
+    assert list(t.in_shape) == [s.protocol.batch_size, 3, size, size]
+    assert p.input_size == s.protocol.input_size
     assert list(t.out_shape) == [10]
     budget = s.protocol.max_parameters if s.task.show_budget else 0
     assert t.parameter_budget == budget  # local states the budget (as the bootstrap LM learnt)
@@ -86,7 +89,7 @@ def test_sampling_lora_and_namespace_messages() -> None:
     local = load_spec()
     sp = sampling_params(local, seed=123)
     assert sp.seed == 123 and sp.top_k == -1  # 0 in the spec = disabled, -1 in the proto
-    assert sp.HasField("temperature") and sp.max_tokens == 512
+    assert sp.HasField("temperature") and sp.max_tokens == 600
     assert sampling_params(load_spec("paper"), 0).top_k == 100
     lo = lora_config(local)
     assert (lo.r, lo.alpha) == (16, 32.0) and lo.HasField("dropout")
@@ -218,7 +221,7 @@ def test_dataset_is_stated_once() -> None:
     assert "protocol.dataset: 'cifar10' disagrees with 'digits' (derived from task.dataset)" in msg
     msg = _error(extra={"task": {"in_shape": [16, 1, 28, 28]}})
     assert "task.in_shape: [16, 1, 28, 28] disagrees with [16, 3, 32, 32]" in msg
-    assert "task.parameter_budget: 5 disagrees with 2000000" in _error(
+    assert "task.parameter_budget: 5 disagrees with 1000000" in _error(
         extra={"task": {"parameter_budget": 5}}
     )
 

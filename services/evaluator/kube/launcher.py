@@ -19,7 +19,6 @@ candidate passed the static checks (that is why it was sent) and nothing later i
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from nasloop.config import Config, EvaluatorConfig, KubernetesConfig, StoreConfig
+from nasloop.kubeapi import kube_api_client
 from nasloop.store import ObjectNotFound, ObjectStore, S3Store, StoreError, join_key
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2
@@ -76,21 +76,6 @@ _FORWARDED_SETTINGS = (
 
 class ExecutorError(RuntimeError):
     """The executor cannot be used as configured."""
-
-
-def kube_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
-    """A client for the cluster: in-cluster service account when running in a pod (and no
-    kubeconfig is named), otherwise the kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``)."""
-    from kubernetes import config as kube_config
-
-    configuration = k8s.Configuration()
-    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kube_config.load_incluster_config(client_configuration=configuration)
-    else:
-        kube_config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
-    return k8s.ApiClient(configuration)
 
 
 def pod_presigner(store_cfg: StoreConfig, endpoint: str) -> S3Store:
