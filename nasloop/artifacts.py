@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasloop import hub
 from nasloop.rpc.errors import FailedPrecondition, NotFound
 from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
 from nasloop.store.base import MANIFEST, join_key, sha256_hex
@@ -41,7 +42,8 @@ class BaseModel:
 
 
 def resolve_base(store: ObjectStore, ref: str) -> BaseModel:
-    """``models/<name>`` in the store, or a local directory in Hugging Face format."""
+    """``models/<name>`` in the store, a local directory in Hugging Face format, or a Hugging
+    Face id (``org/name[@revision]``)."""
     prefix = ref.strip("/")
     manifest_sha = store.manifest_sha256(prefix) if prefix.startswith("models/") else None
     if manifest_sha is not None:
@@ -53,6 +55,9 @@ def resolve_base(store: ObjectStore, ref: str) -> BaseModel:
         for f in sorted(p for p in path.iterdir() if p.is_file()):
             h.update(f"{f.name}:{f.stat().st_size}".encode())
         return BaseModel(ref, "", str(path.resolve()), h.hexdigest())
+    if hub.is_hub_id(ref):  # a Hugging Face id, through the cache in HF_HOME
+        snapshot = hub.resolve(ref)
+        return BaseModel(ref, "", str(snapshot.path), snapshot.sha256)
     raise NotFound(f"base model {ref!r}: no manifest at {prefix}/ in the store and no local model")
 
 

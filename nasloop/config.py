@@ -110,7 +110,8 @@ class GeneratorConfig(_Section):
     )
     model: str = Field(
         "models/bootstrap-default",
-        description="base model: models/<name> in the store or a local Hugging Face directory",
+        description="base model: models/<name> in the store, a local Hugging Face directory or "
+        "a Hugging Face id (org/name[@revision], cached in HF_HOME)",
     )
     prompt_template: Literal["plain", "instruct"] = "plain"
     cache_dir: str = Field(".nasloop/generator", description="fetched base model and adapters")
@@ -152,6 +153,9 @@ class KubernetesConfig(_Section):
     image: str = Field("nasloop/evaluator:latest", description="image with nasloop + torch")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     runtime_class: str | None = Field(None, description="e.g. gvisor; None = cluster default")
+    service_account: str | None = Field(
+        None, description="the evaluation pods' ServiceAccount (no token); None = the default"
+    )
     gpus: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per Job; 0 = CPU-only Job")
     cpu: str = "2"
     memory: str = "8Gi"

@@ -58,3 +58,38 @@ def publish_tiny_lm(store: ObjectStore, name: str, workdir: Path, seed: int = 0)
     files = {p.name: p for p in sorted(path.iterdir()) if p.is_file()}
     store.put_artifact(f"models/{name}", files, {"kind": "test-model"})
     return f"models/{name}"
+
+
+def lay_into_hf_cache(model_dir: Path, hf_home: Path, repo_id: str, revision: str = "main") -> Path:
+    """Lay a model directory out as the Hugging Face cache under ``hf_home`` holds a download of
+    ``repo_id`` (``hub/models--org--name/{blobs,snapshots/<commit>,refs/<revision>}``), so it
+    loads by its id offline. Returns the snapshot directory."""
+    import hashlib
+
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    commit = hashlib.sha1(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        link = snapshot / f.name
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+    return snapshot
+
+
+if __name__ == "__main__":
+    # python tests/tiny_lm.py HF_HOME REPO_ID: the tiny model in a Hugging Face cache (the image
+    # smoke test serves it by its id).
+    import sys
+    import tempfile
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: tiny_lm.py HF_HOME REPO_ID")
+    with tempfile.TemporaryDirectory() as tmp:
+        print(lay_into_hf_cache(build_tiny_lm(Path(tmp) / "model"), Path(sys.argv[1]), sys.argv[2]))

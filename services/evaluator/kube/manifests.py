@@ -181,6 +181,8 @@ def job_manifest(
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": cfg.tmp_size}}],
     }
+    if cfg.service_account:
+        pod_spec["serviceAccountName"] = cfg.service_account
     if cfg.runtime_class:
         pod_spec["runtimeClassName"] = cfg.runtime_class
     if cfg.node_selector:

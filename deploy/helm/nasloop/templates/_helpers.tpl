@@ -1,0 +1,128 @@
+{{/* Names ------------------------------------------------------------------------------- */}}
+{{- define "nasloop.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nasloop.name" -}}
+{{- printf "%s-%s" (include "nasloop.fullname" .root) .component -}}
+{{- end -}}
+
+{{- define "nasloop.selectorLabels" -}}
+app.kubernetes.io/name: nasloop
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "nasloop.labels" -}}
+{{ include "nasloop.selectorLabels" . }}
+app.kubernetes.io/part-of: nasloop
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/* Images: <registry>/<prefix>/<component>:<tag>[-cpu|-gpu] ----------------------------- */}}
+{{- define "nasloop.image" -}}
+{{- $img := .root.Values.image -}}
+{{- $tag := $img.tag | default .root.Chart.AppVersion -}}
+{{- if .torch }}{{ $tag = printf "%s-%s" $tag $img.variant }}{{ end -}}
+{{- $repo := printf "%s/%s" $img.repositoryPrefix .component -}}
+{{- if $img.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $img.registry) $repo }}{{ end -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+
+{{/* The object store --------------------------------------------------------------------- */}}
+{{- define "nasloop.storeSecret" -}}
+{{- .Values.store.existingSecret | default (printf "%s-store" (include "nasloop.fullname" .)) -}}
+{{- end -}}
+
+{{- define "nasloop.storeEndpoint" -}}
+{{- if .Values.store.external.enabled -}}
+{{- required "store.external.endpoint is required with store.external.enabled" .Values.store.external.endpoint -}}
+{{- else -}}
+{{- printf "%s-store:%d" (include "nasloop.fullname" .) (int .Values.store.bundled.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "nasloop.storeEnv" -}}
+- name: NASLOOP_STORE__ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "nasloop.storeSecret" . }}, key: access_key}}
+- name: NASLOOP_STORE__SECRET_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "nasloop.storeSecret" . }}, key: secret_key}}
+{{- end -}}
+
+{{/* The base model as the generator and the trainer name it -------------------------------- */}}
+{{- define "nasloop.modelRef" -}}
+{{- $m := .Values.model -}}
+{{- if eq $m.source "huggingface" -}}
+{{- required "model.id is required with model.source=huggingface" $m.id -}}{{ if $m.revision }}@{{ $m.revision }}{{ end -}}
+{{- else if eq $m.source "pvc" -}}
+{{- $_ := required "model.pvc.claimName is required with model.source=pvc" $m.pvc.claimName -}}
+{{- printf "/models/%s" (trimPrefix "/" $m.pvc.path) | trimSuffix "/" -}}
+{{- else -}}
+{{- $m.storeKey -}}
+{{- end -}}
+{{- end -}}
+
+{{/* nasloop's configuration file (nasloop/config.py), shared by every component ----------- */}}
+{{- define "nasloop.config" -}}
+{{- $v := .Values -}}
+{{- $full := include "nasloop.fullname" . -}}
+{{- $device := ternary "cuda" "cpu" (and $v.gpu.enabled (eq $v.image.variant "gpu")) -}}
+{{- $url := printf "s3://%s" $v.store.bucket -}}
+{{- if $v.store.prefix }}{{ $url = printf "%s/%s" $url (trimAll "/" $v.store.prefix) }}{{ end -}}
+{{- $jobs := $v.evaluator.jobs -}}
+{{- $kube := dict "namespace" .Release.Namespace
+      "image" (include "nasloop.image" (dict "root" . "component" "evaluator" "torch" true))
+      "image_pull_policy" $v.image.pullPolicy
+      "service_account" (printf "%s-sandbox" $full)
+      "gpus" (ternary (int $jobs.gpus) 0 $v.gpu.enabled)
+      "cpu" $jobs.cpu "memory" $jobs.memory "ephemeral_storage" $jobs.ephemeralStorage
+      "node_selector" (ternary $v.gpu.nodeSelector (dict) $v.gpu.enabled) -}}
+{{- if $jobs.runtimeClassName }}{{ $_ := set $kube "runtime_class" $jobs.runtimeClassName }}{{ end -}}
+{{- $derived := dict
+      "store" (dict "url" $url "endpoint" (include "nasloop.storeEndpoint" .)
+                    "secure" (and $v.store.external.enabled $v.store.external.secure)
+                    "region" $v.store.region)
+      "server" (dict "host" "0.0.0.0" "metrics_port" (int $v.metricsPort) "log_format" $v.logFormat)
+      "generator" (dict "port" (int $v.generator.port) "model" (include "nasloop.modelRef" .)
+                        "device" $device "cache_dir" "/var/lib/nasloop/cache/generator")
+      "evaluator" (dict "port" (int $v.evaluator.port) "executor" "kubernetes" "device" $device
+                        "data_dir" "/var/lib/nasloop/cache/evaluator" "kubernetes" $kube)
+      "novelty" (dict "port" (int $v.novelty.port))
+      "trainer" (dict "port" (int $v.trainer.port) "device" $device
+                      "cache_dir" "/var/lib/nasloop/cache/trainer") -}}
+{{- mustMergeOverwrite $derived (deepCopy $v.config) | toYaml -}}
+{{- end -}}
+
+{{/* Security contexts --------------------------------------------------------------------- */}}
+{{- define "nasloop.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities: {drop: [ALL]}
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "nasloop.gpuScheduling" -}}
+{{- $g := .root.Values.gpu -}}
+{{- $c := .values -}}
+{{- $gpu := and .gpu $g.enabled -}}
+{{- $ns := ternary (merge (deepCopy $c.nodeSelector) $g.nodeSelector) $c.nodeSelector $gpu -}}
+{{- with $ns }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $tol := ternary (concat $c.tolerations $g.tolerations) $c.tolerations $gpu -}}
+{{- with $tol }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $aff := ternary (merge (deepCopy $c.affinity) $g.affinity) $c.affinity $gpu -}}
+{{- with $aff }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Build the CPU images with buildah and start each service inside its own image; pass when
+# every one answers gRPC health (SERVING) and reflection (its nasloop.v1 service is listed)
+# from outside the container. Needs no Docker engine and no registry (DESIGN.md, "Images").
+# Usage: smoke.sh [TARGET...]   default: novelty controller evaluator-cpu trainer-cpu
+# generator-cpu
+# Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
+# the images as they are), SMOKE_TIMEOUT_S (per service, default 180), and build.sh's.
+set -euo pipefail
+# shellcheck source=deploy/images/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+root=$(repo_root)
+here="$root/deploy/images"
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(novelty controller evaluator-cpu trainer-cpu generator-cpu)
+need buildah "apt-get install buildah (the smoke test runs images with buildah run)"
+grpcurl=${GRPCURL:-$root/.venv/bin/grpcurl}
+[[ -x $grpcurl ]] || grpcurl=$(command -v grpcurl) ||
+  die "grpcurl is required: make setup installs it into .venv"
+python=${PYTHON:-$root/.venv/bin/python}
+[[ -x $python ]] || die "$python missing: run make setup first"
+timeout_s=${SMOKE_TIMEOUT_S:-180}
+
+if [[ -z ${BASE:-} ]]; then
+  export BASE=localhost/nasloop-base:bookworm
+  "$here/debian-base.sh" "$BASE"
+fi
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  BUILDER=buildah "$here/build.sh" "${targets[@]}"
+fi
+
+work=$(mktemp -d)
+ctr=""
+pgid=""
+cleanup() {
+  if [[ -n $pgid ]]; then kill -TERM -- "-$pgid" 2>/dev/null || true; fi
+  if [[ -n $ctr ]]; then buildah rm "$ctr" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# What every final image must be: its fixed non-root uid, code it cannot change, no compiler,
+# no package cache (run inside the image, as its USER).
+IMAGE_CHECK='
+import os, shutil, sys
+problems = []
+if os.getuid() != 10001 or os.getgid() != 10001:
+    problems.append(f"runs as {os.getuid()}:{os.getgid()}, not 10001:10001")
+if os.access("/opt/nasloop", os.W_OK) or os.access(sys.executable, os.W_OK):
+    problems.append("the virtual environment is writable by the service user")
+problems += [f"compiler present: {c}" for c in ("gcc", "cc", "g++", "c++", "clang") if shutil.which(c)]
+caches = ["/root/.cache/pip", os.path.expanduser("~/.cache/pip"), "/var/lib/apt/lists/partial"]
+problems += [f"cache left: {d}" for d in caches if os.path.isdir(d) and os.listdir(d)]
+import nasloop.cli  # the package and its dependencies import
+sys.exit("; ".join(problems) or None)
+'
+
+# smoke TARGET SERVICE GRPC_SERVICE [buildah-run options...]: check the image, start the
+# service, probe it from outside, stop it.
+smoke() {
+  local target=$1 service=$2 grpc_name=$3 port start status
+  shift 3
+  port=$(free_port)
+  ctr=$(buildah from --quiet "$(image_ref "$target")")
+  buildah run --isolation chroot "$ctr" -- python3 -c "$IMAGE_CHECK" ||
+    die "$(image_ref "$target") is not a proper final image (above)"
+  start=$SECONDS
+  setsid buildah run --isolation chroot \
+    --env NASLOOP_STORE__URL=file:///tmp/store --env NASLOOP_SERVER__METRICS_PORT= \
+    --env NASLOOP_SERVER__LOG_FORMAT=text "$@" \
+    "$ctr" -- nasloop serve "$service" --port "$port" >"$work/$service.log" 2>&1 &
+  pgid=$!
+  status=""
+  until [[ $status == SERVING ]]; do
+    if ! kill -0 "$pgid" 2>/dev/null; then
+      tail -n 30 "$work/$service.log" >&2
+      die "$service exited inside $(image_ref "$target") before it was serving"
+    fi
+    if ((SECONDS - start > timeout_s)); then
+      tail -n 30 "$work/$service.log" >&2
+      die "$service in $(image_ref "$target"): not SERVING after ${timeout_s}s"
+    fi
+    sleep 1
+    status=$("$grpcurl" -plaintext -max-time 3 "127.0.0.1:$port" grpc.health.v1.Health/Check \
+      2>/dev/null | sed -n 's/.*"status": "\(.*\)".*/\1/p') || true
+  done
+  "$grpcurl" -plaintext "127.0.0.1:$port" list | grep -qx "nasloop.v1.$grpc_name" ||
+    die "$service: reflection does not list nasloop.v1.$grpc_name"
+  echo "ok: $service answers health (SERVING) and reflection from $(image_ref "$target")" \
+    "in $((SECONDS - start))s"
+  kill -TERM -- "-$pgid" 2>/dev/null || true
+  wait "$pgid" 2>/dev/null || true
+  pgid=""
+  buildah rm "$ctr" >/dev/null
+  ctr=""
+}
+
+for t in "${targets[@]}"; do
+  case "$t" in
+    novelty) smoke novelty novelty Novelty ;;
+    # No bubblewrap inside an unprivileged container: the weak sandbox here; in a cluster the
+    # evaluator runs candidates as hardened Jobs (executor kubernetes) instead.
+    evaluator-cpu) smoke evaluator-cpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak ;;
+    trainer-cpu) smoke trainer-cpu trainer Trainer ;;
+    generator-cpu)
+      # The tiny test model, laid into a Hugging Face cache and served by its id.
+      "$python" "$root/tests/tiny_lm.py" "$work/hf" smoke/tiny-lm
+      chmod -R a+rX "$work"
+      smoke generator-cpu generator Generator --volume "$work/hf:/var/lib/nasloop/hf:ro" \
+        --env HF_HUB_OFFLINE=1 --env NASLOOP_GENERATOR__MODEL=smoke/tiny-lm \
+        --env NASLOOP_GENERATOR__KV_CACHE_GIB=1
+      ;;
+    controller) smoke controller controller Controller ;;
+    *) die "no smoke test for $t (have: novelty controller evaluator-cpu trainer-cpu generator-cpu)" ;;
+  esac
+done
