@@ -58,7 +58,9 @@ class Progress:
             bar.refresh()
         elif detail == "training":
             t = event.training
-            bar = self._bar(event.cycle, event.phase, t.total_steps or None, "step")
+            if not t.total_steps:
+                return  # queued: no bar until the trainer knows how many steps
+            bar = self._bar(event.cycle, event.phase, t.total_steps, "step")
             bar.n = t.step
             bar.set_postfix(loss=f"{t.loss:.3f}", refresh=False)
             bar.refresh()

@@ -156,3 +156,29 @@ def test_names_derived_from_a_run() -> None:
     assert layout.candidates_key("r", 3) == "runs/r/cycles/3/candidates.jsonl"
     with pytest.raises(layout.InvalidName):
         layout.adapter_prefix("r", 0)
+
+
+def test_progress_draws_a_bar_per_step_and_a_line_per_cycle() -> None:
+    import io
+
+    from nasloop.v1 import common_pb2 as common
+    from nasloop.v1 import controller_pb2 as pb
+    from services.controller.progress import Progress
+    from services.controller.summary import CycleSummary
+
+    out = io.StringIO()
+    progress = Progress(out)
+    counts = {"total": 2, "generated": 2, "evaluated": 1}
+    event = pb.CycleEvent(run="r", cycle=1, phase=pb.CYCLE_PHASE_GENERATE, counts=counts)
+    event.candidate.result.status = common.STATUS_OK
+    progress(event)
+    queued = pb.CycleEvent(run="r", cycle=1, phase=pb.CYCLE_PHASE_FINE_TUNE)
+    queued.training.job_id = "j"  # no total yet: no bar
+    progress(queued)
+    done = pb.CycleEvent(run="r", cycle=1, phase=pb.CYCLE_PHASE_DONE)
+    done.summary.CopyFrom(CycleSummary("r", 1, generated=2, valid=1, valid_rate=0.5).to_proto())
+    progress(done)
+    text = out.getvalue()
+    assert "cycle 1 generate+evaluate" in text and "valid=1" in text
+    assert "fine-tune" not in text
+    assert "cycle 1: 2 generated, 1 valid (50.0 %)" in text
