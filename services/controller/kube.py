@@ -32,6 +32,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from nasloop.config import Config
+from nasloop.kubeapi import locked_container_security, locked_pod_spec
 from nasloop.layout import check_cycle, check_run_name
 
 log = logging.getLogger(__name__)
@@ -165,16 +166,6 @@ def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
             "get no store credentials"
         )
     resources = {"cpu": kube.cpu, "memory": kube.memory}
-    security = {
-        "runAsNonRoot": True,
-        "runAsUser": CYCLE_UID,
-        "runAsGroup": CYCLE_UID,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}]
     if kube.config_map:
@@ -196,30 +187,12 @@ def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
         "env": _env(cfg),
         # Requests equal to limits: Guaranteed QoS, never the first victim of memory pressure.
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": security,
+        "securityContext": locked_container_security(CYCLE_UID),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "serviceAccountName": kube.service_account,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "hostNetwork": False,
-        "hostPID": False,
-        "hostIPC": False,
-        "shareProcessNamespace": False,
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": CYCLE_UID,
-            "runAsGroup": CYCLE_UID,
-            "fsGroup": CYCLE_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": volumes,
-    }
+    pod_spec = locked_pod_spec(CYCLE_UID, container, volumes, TERMINATION_GRACE_S)
+    pod_spec["serviceAccountName"] = kube.service_account  # its token is not mounted
     if kube.node_selector:
         pod_spec["nodeSelector"] = dict(kube.node_selector)
     labels = cycle_labels(run, cycle)

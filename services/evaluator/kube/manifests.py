@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nasloop.config import KubernetesConfig
+from nasloop.kubeapi import locked_container_security, locked_pod_spec
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -147,40 +148,14 @@ def job_manifest(
         # Requests equal to limits: Guaranteed QoS, so the candidate is confined by its own
         # cgroup and is never the first victim of someone else's memory pressure.
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": SANDBOX_UID,
-            "runAsGroup": SANDBOX_UID,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": locked_container_security(SANDBOX_UID),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "hostNetwork": False,
-        "hostPID": False,
-        "hostIPC": False,
-        "shareProcessNamespace": False,
-        # pod.py runs as PID 1, which ignores SIGTERM: a deleted pod would otherwise linger
-        # for the default 30 s. Nothing in it needs a graceful stop.
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": SANDBOX_UID,
-            "runAsGroup": SANDBOX_UID,
-            "fsGroup": SANDBOX_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": cfg.tmp_size}}],
-    }
+    # pod.py runs as PID 1, which ignores SIGTERM: a deleted pod would otherwise linger for the
+    # default 30 s. Nothing in it needs a graceful stop.
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": cfg.tmp_size}}]
+    pod_spec = locked_pod_spec(SANDBOX_UID, container, volumes, TERMINATION_GRACE_S)
     if cfg.service_account:
         pod_spec["serviceAccountName"] = cfg.service_account
     if cfg.runtime_class:
