@@ -8,15 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3server import free_port
-
-from nasloop.rpc import connect, wait_until_serving
+from nasloop.local import start_service, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,47 +29,20 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
-SERVICE_NAMES = {
-    "novelty": "nasloop.v1.Novelty",
-    "generator": "nasloop.v1.Generator",
-    "evaluator": "nasloop.v1.Evaluator",
-    "trainer": "nasloop.v1.Trainer",
-}
-
-
 @contextmanager
 def service_server(
     service: str, env: dict[str, str], log: Path, timeout_s: float = 60
 ) -> Iterator[Server]:
     """``nasloop serve <service>`` on a free loopback port, SERVING before it is yielded."""
-    port = free_port()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nasloop", "serve", service, "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a kill reaches its children too
-        )
-    server = Server(proc, f"127.0.0.1:{port}", log)
+    started = start_service(service, env, log, cwd=ROOT)  # in its own process group
+    server = Server(started.proc, started.address, log)
     try:
-        deadline = time.monotonic() + timeout_s
-        with connect(server.address) as ch:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{service} exited with {proc.returncode}; see {log}")
-                try:
-                    wait_until_serving(ch, SERVICE_NAMES[service], timeout_s=2)
-                    break
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise
+        wait_ready(started, timeout_s)
         yield server
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if started.proc.poll() is None:
+            os.killpg(started.proc.pid, signal.SIGKILL)
+            started.proc.wait()
 
 
 def novelty_server(env: dict[str, str], log: Path, timeout_s: float = 60):  # type: ignore[no-untyped-def]
