@@ -16,7 +16,7 @@ from nasloop.runspec import dump_spec, load_spec
 from nasloop.store import open_store
 from services.controller import report
 from services.controller import state as st
-from services.controller.summary import CycleSummary, load_summary
+from services.controller.summary import load_summaries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,21 +91,14 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def summaries(store, run: str) -> list[CycleSummary]:  # type: ignore[no-untyped-def]
-    s = st.load_run_state(store, run)
-    if s is None:
-        return []
-    found = (load_summary(store, run, n) for n in range(1, s.cycles_done + 1))
-    return [x for x in found if x is not None]
-
-
 def report_table(args: argparse.Namespace) -> int:
     store = open_store(load_config(args.config).store)
     run = layout.check_run_name(args.run)
-    if st.load_run_state(store, run) is None:
+    state = st.load_run_state(store, run)
+    if state is None:
         print(f"nasloop: no run named {run!r}", file=sys.stderr)
         return 2
-    found = summaries(store, run)
+    found = load_summaries(store, run, state.cycles_done)
     print(report.table(found) if found else f"run {run} has no completed cycle yet")
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta, read_manifest
 from nasloop.clients import Services
 from nasloop.records import (
     CandidateRecord,
@@ -47,7 +48,7 @@ from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2, trainer_pb2
 from services.controller import state as st
 from services.controller.selection import select
-from services.controller.summary import CycleSummary, save_summary, summarize
+from services.controller.summary import CycleSummary, load_summary, save_summary, summarize
 
 log = logging.getLogger("nasloop.controller")
 
@@ -146,6 +147,7 @@ class Cycle:
         self._streams: list[Any] = []  # calls in flight, cancelled on a stop "now"
         self._streams_lock = threading.Lock()
         self._finished = threading.Event()
+        self._summary_written: CycleSummary | None = None
 
     # -- the cycle --------------------------------------------------------------------------
     def run_cycle(self, previous: st.AdapterState | None) -> CycleSummary:
@@ -181,7 +183,7 @@ class Cycle:
             raise
         finally:
             self._finished.set()
-        return self._load_or_summary(progress)
+        return self._result()
 
     def _account(self, progress: st.CycleProgress, started: float, busy_before: float) -> None:
         progress.wall_seconds += time.perf_counter() - started
@@ -529,8 +531,6 @@ class Cycle:
 
     def _publish(self, progress: st.CycleProgress) -> None:
         """Record the adapter the trainer published (or, with no pairs yet, keep the old one)."""
-        from nasloop.artifacts import AdapterMeta, read_manifest
-
         prefix = layout.adapter_prefix(self.run, self.n)
         try:
             manifest, sha = read_manifest(self.store, prefix)
@@ -565,12 +565,12 @@ class Cycle:
         records = st.load_candidates(self.store, self.run, self.n)
         summary = summarize(records, progress, self.run)
         save_summary(self.store, summary)
+        self._summary_written = summary
         self.emit(Event(self.run, self.n, "summary", "cycle done", summary=summary))
 
-    def _load_or_summary(self, progress: st.CycleProgress) -> CycleSummary:
-        from services.controller.summary import load_summary
-
-        summary = load_summary(self.store, self.run, self.n)
+    def _result(self) -> CycleSummary:
+        """The summary this run of the cycle wrote, or the one written before (done cycle)."""
+        summary = self._summary_written or load_summary(self.store, self.run, self.n)
         if summary is None:
             raise CycleError(f"cycle {self.n} ended without a summary")
         return summary

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -27,7 +28,10 @@ from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller import state as st
 from services.controller.cycle import Cycle, CycleError, Event, Stopped, StopSignal
 from services.controller.events import EventBus
-from services.controller.summary import CycleSummary, load_summary
+from services.controller.summary import CycleSummary, load_summaries, load_summary
+
+if TYPE_CHECKING:
+    from services.controller.kube import CycleJobs
 
 log = logging.getLogger("nasloop.controller")
 
@@ -77,7 +81,7 @@ class RunManager:
         cfg: Config,
         store: ObjectStore,
         services: Services | None = None,
-        cycle_jobs: object | None = None,
+        cycle_jobs: CycleJobs | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -143,8 +147,7 @@ class RunManager:
         return summary
 
     def summaries(self, name: str, state: st.RunState, first: int = 1) -> list[CycleSummary]:
-        found = (load_summary(self.store, name, n) for n in range(first, state.cycles_done + 1))
-        return [s for s in found if s is not None]
+        return load_summaries(self.store, name, state.cycles_done, first)
 
     def watch(
         self, name: str, from_cycle: int = 0, alive: threading.Event | None = None
@@ -270,17 +273,14 @@ class RunManager:
         jobs = self.cycle_jobs
         if jobs is None:
             raise CycleError("cluster mode needs the Kubernetes API (no CycleJobs given)")
-        state.cycle_job = jobs.ensure(name, n)  # type: ignore[attr-defined]
+        state.cycle_job = jobs.ensure(name, n)
         st.save_run_state(self.store, state)
-        seen: set[str] = set()
-        while True:
-            outcome = jobs.wait(name, n, stop.now)  # type: ignore[attr-defined]
-            if outcome.state != "stopped":
-                break
+        outcome = jobs.wait(name, n, stop.now)
+        if outcome.state == "stopped":
             # stop "now": the Job is deleted; "after the step": the Job reads stop.json itself
-            jobs.delete(name, n)  # type: ignore[attr-defined]
+            jobs.delete(name, n)
             raise Stopped("stopped at once")
-        self._replay_progress(name, n, state, seen)
+        self._replay_progress(name, n, state)
         if outcome.state == "succeeded":
             summary = load_summary(self.store, name, n)
             if summary is not None:
@@ -289,15 +289,14 @@ class RunManager:
             if self.store.exists(stop_key(name)):
                 raise Stopped("stopped after a step")
             raise CycleError(f"cycle job {state.cycle_job} succeeded without a summary")
-        jobs.delete(name, n)  # type: ignore[attr-defined]  # a resume creates a fresh Job
+        jobs.delete(name, n)  # a resume creates a fresh Job
         raise CycleError(f"cycle job {state.cycle_job} {outcome.state}: {outcome.message}")
 
-    def _replay_progress(self, name: str, n: int, state: st.RunState, seen: set[str]) -> None:
+    def _replay_progress(self, name: str, n: int, state: st.RunState) -> None:
+        """The steps the cycle Job finished, as events (it runs in another process)."""
         progress = st.load_progress(self.store, name, n)
         for step in progress.done if progress else []:
-            if step not in seen:
-                seen.add(step)
-                self._emit(state, Event(name, n, step, f"{step} done"))
+            self._emit(state, Event(name, n, step, f"{step} done"))
 
 
 def _error(e: BaseException) -> str:

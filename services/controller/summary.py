@@ -135,3 +135,9 @@ def load_summary(store: ObjectStore, run: str, cycle: int) -> CycleSummary | Non
     for k in ("adapter", "generated_with"):
         data[k] = adapter_from_dict(data.get(k))
     return CycleSummary(**data)
+
+
+def load_summaries(store: ObjectStore, run: str, last: int, first: int = 1) -> list[CycleSummary]:
+    """The summaries of cycles ``first`` to ``last`` that are in the store, in order."""
+    found = (load_summary(store, run, n) for n in range(first, last + 1))
+    return [s for s in found if s is not None]
