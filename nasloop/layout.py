@@ -8,6 +8,8 @@ Store layout (DESIGN.md, "Object store"):
     runs/<run>/cycles/<n>/summary.json        the cycle's summary, written when it is done
     runs/<run>/pairs/<n>.jsonl                training pairs selected in cycle n (cumulative set:
                                               all files up to n)
+    runs/<run>/baseline/candidates.jsonl      the cycle-0 model (no adapter) on the last cycle's
+                                              prompts and seeds, evaluated the same way
     adapters/<run>/<n>/                       the adapter trained at the end of cycle n
     models/<name>/  corpora/<name>/           base models and seed corpora
 """
@@ -80,6 +82,15 @@ def pairs_key(run: str, cycle: int) -> str:
 def training_set_key(run: str, cycle: int) -> str:
     """The cumulative pairs the adapter of ``cycle`` was trained on (one object for the trainer)."""
     return f"{cycle_prefix(run, cycle)}/training-set.jsonl"
+
+
+def baseline_prefix(run: str) -> str:
+    return f"{run_prefix(run)}/baseline"
+
+
+def baseline_candidates_key(run: str) -> str:
+    """One final CandidateRecord per baseline answer (the base model, no adapter)."""
+    return f"{baseline_prefix(run)}/candidates.jsonl"
 
 
 def adapter_prefix(run: str, cycle: int) -> str:
