@@ -16,7 +16,6 @@ from nasloop.runspec import dump_spec, load_spec
 from nasloop.store import open_store
 from services.controller import report
 from services.controller import state as st
-from services.controller.summary import load_summaries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,15 +90,19 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_table(args: argparse.Namespace) -> int:
+def report_run(args: argparse.Namespace) -> int:
+    """The per-cycle table on stdout; the full report (Markdown, HTML, plots) in a folder."""
+    from pathlib import Path
+
     store = open_store(load_config(args.config).store)
     run = layout.check_run_name(args.run)
-    state = st.load_run_state(store, run)
-    if state is None:
+    if st.load_run_state(store, run) is None:
         print(f"nasloop: no run named {run!r}", file=sys.stderr)
         return 2
-    found = load_summaries(store, run, state.cycles_done)
-    print(report.table(found) if found else f"run {run} has no completed cycle yet")
+    r = report.load_report(store, run)
+    html = report.write_report(r, Path(args.out) if args.out else report.default_folder(store, run))
+    print(report.table(r.cycles) if r.cycles else f"run {run} has no completed cycle yet")
+    print(f"report: {html} (report.md and the plots beside it)")
     return 0
 
 
