@@ -135,6 +135,7 @@ def _finish(
     took = time.monotonic() - started
     if state.state == "succeeded":
         print(f"run {state.name} finished {state.cycles_done} cycles in {took:.0f} s", file=out)
+        report.announce(store, state.name, out)
         return 0
     if state.state == "stopped":
         print(

@@ -372,9 +372,10 @@ def write_report(r: RunReport, folder: Path) -> Path:
     return html
 
 
-def announce(store: ObjectStore, run: str, out: TextIO = sys.stderr) -> Path | None:
+def announce(store: ObjectStore, run: str, out: TextIO | None = None) -> Path | None:
     """Write the report to its default folder and say where it is (the end of ``nasloop run``);
     a failure to write it is reported, never raised."""
+    out = out or sys.stderr
     try:
         html = write_report(load_report(store, run), default_folder(store, run))
     except (ImportError, OSError, StoreError) as e:

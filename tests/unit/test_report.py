@@ -186,3 +186,16 @@ def test_html_renders_every_plot_offline(store: LocalStore, tmp_path: Path) -> N
     found = re.search(r'data-probe="(\d+)/(\d+)"', out.stdout)
     assert found, out.stdout[-2000:]
     assert found.groups() == (str(len(PLOTS)), str(len(PLOTS)))
+
+
+def test_the_end_of_a_run_announces_its_report(
+    store: LocalStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nasloop.config import StoreConfig
+    from services.controller.commands import _report_if_visible
+
+    make_run(store)
+    assert report.announce(store, RUN) == tmp_path / "reports" / RUN / "report.html"
+    assert f"report: {tmp_path / 'reports' / RUN / 'report.html'}" in capsys.readouterr().err
+    _report_if_visible(StoreConfig(url=f"file://{tmp_path / 'elsewhere'}"), RUN)
+    assert f"does not hold run {RUN}" in capsys.readouterr().err
