@@ -29,7 +29,7 @@ from nasloop.v1 import novelty_pb2 as nasloop_dot_v1_dot_novelty__pb2
 from nasloop.v1 import trainer_pb2 as nasloop_dot_v1_dot_trainer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnasloop/v1/controller.proto\x12\nnasloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nasloop/v1/common.proto\x1a\x1anasloop/v1/evaluator.proto\x1a\x18nasloop/v1/novelty.proto\x1a\x18nasloop/v1/trainer.proto\"n\n\x0fSelectionPolicy\x12\x14\n\x0cmin_accuracy\x18\x01 \x01(\x01\x12\x11\n\ttop_up_to\x18\x02 \x01(\r\x12\x1b\n\x13top_up_min_accuracy\x18\x03 \x01(\x01\x12\x15\n\rmax_per_cycle\x18\x04 \x01(\r\"\xb9\x01\n\x10TrainingSettings\x12$\n\x04lora\x18\x01 \x01(\x0b\x32\x16.nasloop.v1.LoraConfig\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x12\n\ngrad_accum\x18\x05 \x01(\r\x12(\n\tprecision\x18\x06 \x01(\x0e\x32\x15.nasloop.v1.Precision\x12\x11\n\tcontinual\x18\x07 \x01(\x08\"X\n\x0fNoveltySettings\x12\x18\n\x10\x63orpus_namespace\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\"\x99\x03\n\x07RunSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0e\n\x06\x63ycles\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61ndidates_per_cycle\x18\x04 \x01(\r\x12\x12\n\nbase_model\x18\x05 \x01(\t\x12\x0e\n\x06\x63orpus\x18\x06 \x01(\t\x12\"\n\x04task\x18\x07 \x01(\x0b\x32\x14.nasloop.v1.TaskSpec\x12,\n\x08sampling\x18\x08 \x01(\x0b\x32\x1a.nasloop.v1.SamplingParams\x12\x30\n\x08protocol\x18\t \x01(\x0b\x32\x1e.nasloop.v1.EvaluationProtocol\x12,\n\x07novelty\x18\n \x01(\x0b\x32\x1b.nasloop.v1.NoveltySettings\x12.\n\tselection\x18\x0b \x01(\x0b\x32\x1b.nasloop.v1.SelectionPolicy\x12.\n\x08training\x18\x0c \x01(\x0b\x32\x1c.nasloop.v1.TrainingSettings\x12\x0c\n\x04seed\x18\r \x01(\x04\"a\n\nStageCount\x12 \n\x05stage\x18\x01 \x01(\x0e\x32\x11.nasloop.v1.Stage\x12\"\n\x06status\x18\x02 \x01(\x0e\x32\x12.nasloop.v1.Status\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xe3\x05\n\x0c\x43ycleSummary\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\r\x12%\n\x05phase\x18\x03 \x01(\x0e\x32\x16.nasloop.v1.CyclePhase\x12\x11\n\tgenerated\x18\x04 \x01(\r\x12\r\n\x05valid\x18\x05 \x01(\r\x12\r\n\x05novel\x18\x06 \x01(\r\x12\x10\n\x08selected\x18\x07 \x01(\r\x12\x12\n\nvalid_rate\x18\x08 \x01(\x01\x12\x15\n\rmean_accuracy\x18\t \x01(\x01\x12\x15\n\rbest_accuracy\x18\n \x01(\x01\x12\x17\n\x0fshare_above_040\x18\x0b \x01(\x01\x12\'\n\x07stopped\x18\x0c \x03(\x0b\x32\x16.nasloop.v1.StageCount\x12\'\n\x07\x61\x64\x61pter\x18\r \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12.\n\x0egenerated_with\x18\x0e \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12\x0f\n\x07seconds\x18\x0f \x01(\x01\x12+\n\x07started\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66inished\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\ncandidates\x18\x12 \x01(\x0b\x32\x15.nasloop.v1.ObjectRef\x12\r\n\x05\x65rror\x18\x13 \x01(\t\x12\x10\n\x08\x64istinct\x18\x14 \x01(\r\x12?\n\x0cstep_seconds\x18\x15 \x03(\x0b\x32).nasloop.v1.CycleSummary.StepSecondsEntry\x12\x17\n\x0fservice_seconds\x18\x16 \x01(\x01\x12\x16\n\x0etraining_pairs\x18\x17 \x01(\r\x12\x12\n\nfinal_loss\x18\x18 \x01(\x01\x1a\x32\n\x10StepSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xef\x02\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.nasloop.v1.RunSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.nasloop.v1.RunState\x12\x15\n\rcurrent_cycle\x18\x04 \x01(\r\x12-\n\rcurrent_phase\x18\x05 \x01(\x0e\x32\x16.nasloop.v1.CyclePhase\x12(\n\x06\x63ycles\x18\x06 \x03(\x0b\x32\x18.nasloop.v1.CycleSummary\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcycle_job\x18\n \x01(\t\x12\x13\n\x0b\x63ycles_done\x18\x0b \x01(\r\x12\x11\n\tspec_yaml\x18\x0c \x01(\t\"\x82\x03\n\nCycleEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\r\x12%\n\x05phase\x18\x03 \x01(\x0e\x32\x16.nasloop.v1.CyclePhase\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x31\n\tcandidate\x18\x06 \x01(\x0b\x32\x1c.nasloop.v1.EvaluationResultH\x00\x12+\n\x08training\x18\x07 \x01(\x0b\x32\x17.nasloop.v1.JobProgressH\x00\x12+\n\x07summary\x18\x08 \x01(\x0b\x32\x18.nasloop.v1.CycleSummaryH\x00\x12\x32\n\x06\x63ounts\x18\t \x03(\x0b\x32\".nasloop.v1.CycleEvent.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\x08\n\x06\x64\x65tail\"Z\n\x0fStartRunRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.nasloop.v1.RunSpec\x12\x11\n\tspec_yaml\x18\x02 \x01(\t\x12\x11\n\toverrides\x18\x03 \x03(\t\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x11\n\x0fListRunsRequest\"1\n\x10ListRunsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.nasloop.v1.Run\"+\n\x0eStopRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03now\x18\x02 \x01(\x08\" \n\x10ResumeRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x0fWatchRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nfrom_cycle\x18\x02 \x01(\r\"-\n\x0fGetCycleRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\r*\xb1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x16\n\x12RUN_STATE_STOPPING\x10\x03\x12\x15\n\x11RUN_STATE_STOPPED\x10\x04\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x05\x12\x14\n\x10RUN_STATE_FAILED\x10\x06*\xa4\x02\n\nCyclePhase\x12\x1b\n\x17\x43YCLE_PHASE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43YCLE_PHASE_GENERATE\x10\x01\x12\x18\n\x14\x43YCLE_PHASE_VALIDATE\x10\x02\x12\x18\n\x14\x43YCLE_PHASE_EVALUATE\x10\x03\x12\x17\n\x13\x43YCLE_PHASE_NOVELTY\x10\x04\x12\x16\n\x12\x43YCLE_PHASE_SELECT\x10\x05\x12\x19\n\x15\x43YCLE_PHASE_FINE_TUNE\x10\x06\x12\x17\n\x13\x43YCLE_PHASE_PUBLISH\x10\x07\x12\x18\n\x14\x43YCLE_PHASE_HOT_LOAD\x10\x08\x12\x14\n\x10\x43YCLE_PHASE_DONE\x10\t\x12\x16\n\x12\x43YCLE_PHASE_FAILED\x10\n2\xbd\x03\n\nController\x12\x38\n\x08StartRun\x12\x1b.nasloop.v1.StartRunRequest\x1a\x0f.nasloop.v1.Run\x12\x34\n\x06GetRun\x12\x19.nasloop.v1.GetRunRequest\x1a\x0f.nasloop.v1.Run\x12\x45\n\x08ListRuns\x12\x1b.nasloop.v1.ListRunsRequest\x1a\x1c.nasloop.v1.ListRunsResponse\x12\x36\n\x07StopRun\x12\x1a.nasloop.v1.StopRunRequest\x1a\x0f.nasloop.v1.Run\x12:\n\tResumeRun\x12\x1c.nasloop.v1.ResumeRunRequest\x1a\x0f.nasloop.v1.Run\x12\x41\n\x08WatchRun\x12\x1b.nasloop.v1.WatchRunRequest\x1a\x16.nasloop.v1.CycleEvent0\x01\x12\x41\n\x08GetCycle\x12\x1b.nasloop.v1.GetCycleRequest\x1a\x18.nasloop.v1.CycleSummaryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnasloop/v1/controller.proto\x12\nnasloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nasloop/v1/common.proto\x1a\x1anasloop/v1/evaluator.proto\x1a\x18nasloop/v1/novelty.proto\x1a\x18nasloop/v1/trainer.proto\"n\n\x0fSelectionPolicy\x12\x14\n\x0cmin_accuracy\x18\x01 \x01(\x01\x12\x11\n\ttop_up_to\x18\x02 \x01(\r\x12\x1b\n\x13top_up_min_accuracy\x18\x03 \x01(\x01\x12\x15\n\rmax_per_cycle\x18\x04 \x01(\r\"\xb9\x01\n\x10TrainingSettings\x12$\n\x04lora\x18\x01 \x01(\x0b\x32\x16.nasloop.v1.LoraConfig\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\r\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x12\n\ngrad_accum\x18\x05 \x01(\r\x12(\n\tprecision\x18\x06 \x01(\x0e\x32\x15.nasloop.v1.Precision\x12\x11\n\tcontinual\x18\x07 \x01(\x08\"X\n\x0fNoveltySettings\x12\x18\n\x10\x63orpus_namespace\x18\x01 \x01(\t\x12+\n\x06params\x18\x02 \x01(\x0b\x32\x1b.nasloop.v1.NamespaceParams\"\xbd\x03\n\x07RunSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0e\n\x06\x63ycles\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61ndidates_per_cycle\x18\x04 \x01(\r\x12\x12\n\nbase_model\x18\x05 \x01(\t\x12\x0e\n\x06\x63orpus\x18\x06 \x01(\t\x12\"\n\x04task\x18\x07 \x01(\x0b\x32\x14.nasloop.v1.TaskSpec\x12,\n\x08sampling\x18\x08 \x01(\x0b\x32\x1a.nasloop.v1.SamplingParams\x12\x30\n\x08protocol\x18\t \x01(\x0b\x32\x1e.nasloop.v1.EvaluationProtocol\x12,\n\x07novelty\x18\n \x01(\x0b\x32\x1b.nasloop.v1.NoveltySettings\x12.\n\tselection\x18\x0b \x01(\x0b\x32\x1b.nasloop.v1.SelectionPolicy\x12.\n\x08training\x18\x0c \x01(\x0b\x32\x1c.nasloop.v1.TrainingSettings\x12\x0c\n\x04seed\x18\r \x01(\x04\x12\x15\n\x08\x62\x61seline\x18\x0e \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_baseline\"a\n\nStageCount\x12 \n\x05stage\x18\x01 \x01(\x0e\x32\x11.nasloop.v1.Stage\x12\"\n\x06status\x18\x02 \x01(\x0e\x32\x12.nasloop.v1.Status\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xe3\x05\n\x0c\x43ycleSummary\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\r\x12%\n\x05phase\x18\x03 \x01(\x0e\x32\x16.nasloop.v1.CyclePhase\x12\x11\n\tgenerated\x18\x04 \x01(\r\x12\r\n\x05valid\x18\x05 \x01(\r\x12\r\n\x05novel\x18\x06 \x01(\r\x12\x10\n\x08selected\x18\x07 \x01(\r\x12\x12\n\nvalid_rate\x18\x08 \x01(\x01\x12\x15\n\rmean_accuracy\x18\t \x01(\x01\x12\x15\n\rbest_accuracy\x18\n \x01(\x01\x12\x17\n\x0fshare_above_040\x18\x0b \x01(\x01\x12\'\n\x07stopped\x18\x0c \x03(\x0b\x32\x16.nasloop.v1.StageCount\x12\'\n\x07\x61\x64\x61pter\x18\r \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12.\n\x0egenerated_with\x18\x0e \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12\x0f\n\x07seconds\x18\x0f \x01(\x01\x12+\n\x07started\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66inished\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\ncandidates\x18\x12 \x01(\x0b\x32\x15.nasloop.v1.ObjectRef\x12\r\n\x05\x65rror\x18\x13 \x01(\t\x12\x10\n\x08\x64istinct\x18\x14 \x01(\r\x12?\n\x0cstep_seconds\x18\x15 \x03(\x0b\x32).nasloop.v1.CycleSummary.StepSecondsEntry\x12\x17\n\x0fservice_seconds\x18\x16 \x01(\x01\x12\x16\n\x0etraining_pairs\x18\x17 \x01(\r\x12\x12\n\nfinal_loss\x18\x18 \x01(\x01\x1a\x32\n\x10StepSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9b\x03\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.nasloop.v1.RunSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.nasloop.v1.RunState\x12\x15\n\rcurrent_cycle\x18\x04 \x01(\r\x12-\n\rcurrent_phase\x18\x05 \x01(\x0e\x32\x16.nasloop.v1.CyclePhase\x12(\n\x06\x63ycles\x18\x06 \x03(\x0b\x32\x18.nasloop.v1.CycleSummary\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcycle_job\x18\n \x01(\t\x12\x13\n\x0b\x63ycles_done\x18\x0b \x01(\r\x12\x11\n\tspec_yaml\x18\x0c \x01(\t\x12*\n\x08\x62\x61seline\x18\r \x01(\x0b\x32\x18.nasloop.v1.CycleSummary\"\x82\x03\n\nCycleEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\r\x12%\n\x05phase\x18\x03 \x01(\x0e\x32\x16.nasloop.v1.CyclePhase\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x31\n\tcandidate\x18\x06 \x01(\x0b\x32\x1c.nasloop.v1.EvaluationResultH\x00\x12+\n\x08training\x18\x07 \x01(\x0b\x32\x17.nasloop.v1.JobProgressH\x00\x12+\n\x07summary\x18\x08 \x01(\x0b\x32\x18.nasloop.v1.CycleSummaryH\x00\x12\x32\n\x06\x63ounts\x18\t \x03(\x0b\x32\".nasloop.v1.CycleEvent.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\x08\n\x06\x64\x65tail\"Z\n\x0fStartRunRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.nasloop.v1.RunSpec\x12\x11\n\tspec_yaml\x18\x02 \x01(\t\x12\x11\n\toverrides\x18\x03 \x03(\t\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x11\n\x0fListRunsRequest\"1\n\x10ListRunsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.nasloop.v1.Run\"+\n\x0eStopRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03now\x18\x02 \x01(\x08\" \n\x10ResumeRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x0fWatchRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nfrom_cycle\x18\x02 \x01(\r\"-\n\x0fGetCycleRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\r*\xb1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x16\n\x12RUN_STATE_STOPPING\x10\x03\x12\x15\n\x11RUN_STATE_STOPPED\x10\x04\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x05\x12\x14\n\x10RUN_STATE_FAILED\x10\x06*\xbe\x02\n\nCyclePhase\x12\x1b\n\x17\x43YCLE_PHASE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43YCLE_PHASE_GENERATE\x10\x01\x12\x18\n\x14\x43YCLE_PHASE_VALIDATE\x10\x02\x12\x18\n\x14\x43YCLE_PHASE_EVALUATE\x10\x03\x12\x17\n\x13\x43YCLE_PHASE_NOVELTY\x10\x04\x12\x16\n\x12\x43YCLE_PHASE_SELECT\x10\x05\x12\x19\n\x15\x43YCLE_PHASE_FINE_TUNE\x10\x06\x12\x17\n\x13\x43YCLE_PHASE_PUBLISH\x10\x07\x12\x18\n\x14\x43YCLE_PHASE_HOT_LOAD\x10\x08\x12\x14\n\x10\x43YCLE_PHASE_DONE\x10\t\x12\x16\n\x12\x43YCLE_PHASE_FAILED\x10\n\x12\x18\n\x14\x43YCLE_PHASE_BASELINE\x10\x0b\x32\xbd\x03\n\nController\x12\x38\n\x08StartRun\x12\x1b.nasloop.v1.StartRunRequest\x1a\x0f.nasloop.v1.Run\x12\x34\n\x06GetRun\x12\x19.nasloop.v1.GetRunRequest\x1a\x0f.nasloop.v1.Run\x12\x45\n\x08ListRuns\x12\x1b.nasloop.v1.ListRunsRequest\x1a\x1c.nasloop.v1.ListRunsResponse\x12\x36\n\x07StopRun\x12\x1a.nasloop.v1.StopRunRequest\x1a\x0f.nasloop.v1.Run\x12:\n\tResumeRun\x12\x1c.nasloop.v1.ResumeRunRequest\x1a\x0f.nasloop.v1.Run\x12\x41\n\x08WatchRun\x12\x1b.nasloop.v1.WatchRunRequest\x1a\x16.nasloop.v1.CycleEvent0\x01\x12\x41\n\x08GetCycle\x12\x1b.nasloop.v1.GetCycleRequest\x1a\x18.nasloop.v1.CycleSummaryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,10 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CYCLESUMMARY_STEPSECONDSENTRY']._serialized_options = b'8\001'
   _globals['_CYCLEEVENT_COUNTSENTRY']._loaded_options = None
   _globals['_CYCLEEVENT_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=2956
-  _globals['_RUNSTATE']._serialized_end=3133
-  _globals['_CYCLEPHASE']._serialized_start=3136
-  _globals['_CYCLEPHASE']._serialized_end=3428
+  _globals['_RUNSTATE']._serialized_start=3036
+  _globals['_RUNSTATE']._serialized_end=3213
+  _globals['_CYCLEPHASE']._serialized_start=3216
+  _globals['_CYCLEPHASE']._serialized_end=3534
   _globals['_SELECTIONPOLICY']._serialized_start=181
   _globals['_SELECTIONPOLICY']._serialized_end=291
   _globals['_TRAININGSETTINGS']._serialized_start=294
@@ -51,35 +51,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOVELTYSETTINGS']._serialized_start=481
   _globals['_NOVELTYSETTINGS']._serialized_end=569
   _globals['_RUNSPEC']._serialized_start=572
-  _globals['_RUNSPEC']._serialized_end=981
-  _globals['_STAGECOUNT']._serialized_start=983
-  _globals['_STAGECOUNT']._serialized_end=1080
-  _globals['_CYCLESUMMARY']._serialized_start=1083
-  _globals['_CYCLESUMMARY']._serialized_end=1822
-  _globals['_CYCLESUMMARY_STEPSECONDSENTRY']._serialized_start=1772
-  _globals['_CYCLESUMMARY_STEPSECONDSENTRY']._serialized_end=1822
-  _globals['_RUN']._serialized_start=1825
-  _globals['_RUN']._serialized_end=2192
-  _globals['_CYCLEEVENT']._serialized_start=2195
-  _globals['_CYCLEEVENT']._serialized_end=2581
-  _globals['_CYCLEEVENT_COUNTSENTRY']._serialized_start=2526
-  _globals['_CYCLEEVENT_COUNTSENTRY']._serialized_end=2571
-  _globals['_STARTRUNREQUEST']._serialized_start=2583
-  _globals['_STARTRUNREQUEST']._serialized_end=2673
-  _globals['_GETRUNREQUEST']._serialized_start=2675
-  _globals['_GETRUNREQUEST']._serialized_end=2704
-  _globals['_LISTRUNSREQUEST']._serialized_start=2706
-  _globals['_LISTRUNSREQUEST']._serialized_end=2723
-  _globals['_LISTRUNSRESPONSE']._serialized_start=2725
-  _globals['_LISTRUNSRESPONSE']._serialized_end=2774
-  _globals['_STOPRUNREQUEST']._serialized_start=2776
-  _globals['_STOPRUNREQUEST']._serialized_end=2819
-  _globals['_RESUMERUNREQUEST']._serialized_start=2821
-  _globals['_RESUMERUNREQUEST']._serialized_end=2853
-  _globals['_WATCHRUNREQUEST']._serialized_start=2855
-  _globals['_WATCHRUNREQUEST']._serialized_end=2906
-  _globals['_GETCYCLEREQUEST']._serialized_start=2908
-  _globals['_GETCYCLEREQUEST']._serialized_end=2953
-  _globals['_CONTROLLER']._serialized_start=3431
-  _globals['_CONTROLLER']._serialized_end=3876
+  _globals['_RUNSPEC']._serialized_end=1017
+  _globals['_STAGECOUNT']._serialized_start=1019
+  _globals['_STAGECOUNT']._serialized_end=1116
+  _globals['_CYCLESUMMARY']._serialized_start=1119
+  _globals['_CYCLESUMMARY']._serialized_end=1858
+  _globals['_CYCLESUMMARY_STEPSECONDSENTRY']._serialized_start=1808
+  _globals['_CYCLESUMMARY_STEPSECONDSENTRY']._serialized_end=1858
+  _globals['_RUN']._serialized_start=1861
+  _globals['_RUN']._serialized_end=2272
+  _globals['_CYCLEEVENT']._serialized_start=2275
+  _globals['_CYCLEEVENT']._serialized_end=2661
+  _globals['_CYCLEEVENT_COUNTSENTRY']._serialized_start=2606
+  _globals['_CYCLEEVENT_COUNTSENTRY']._serialized_end=2651
+  _globals['_STARTRUNREQUEST']._serialized_start=2663
+  _globals['_STARTRUNREQUEST']._serialized_end=2753
+  _globals['_GETRUNREQUEST']._serialized_start=2755
+  _globals['_GETRUNREQUEST']._serialized_end=2784
+  _globals['_LISTRUNSREQUEST']._serialized_start=2786
+  _globals['_LISTRUNSREQUEST']._serialized_end=2803
+  _globals['_LISTRUNSRESPONSE']._serialized_start=2805
+  _globals['_LISTRUNSRESPONSE']._serialized_end=2854
+  _globals['_STOPRUNREQUEST']._serialized_start=2856
+  _globals['_STOPRUNREQUEST']._serialized_end=2899
+  _globals['_RESUMERUNREQUEST']._serialized_start=2901
+  _globals['_RESUMERUNREQUEST']._serialized_end=2933
+  _globals['_WATCHRUNREQUEST']._serialized_start=2935
+  _globals['_WATCHRUNREQUEST']._serialized_end=2986
+  _globals['_GETCYCLEREQUEST']._serialized_start=2988
+  _globals['_GETCYCLEREQUEST']._serialized_end=3033
+  _globals['_CONTROLLER']._serialized_start=3537
+  _globals['_CONTROLLER']._serialized_end=3982
 # @@protoc_insertion_point(module_scope)

@@ -104,9 +104,11 @@ def report_table(args: argparse.Namespace) -> int:
 
 
 def cycle(args: argparse.Namespace) -> int:
-    """One cycle of a run, as a Kubernetes Job runs it (also usable by hand)."""
+    """One cycle of a run, or its baseline (``--baseline``), as a Kubernetes Job runs it (also
+    usable by hand)."""
     from nasloop.clients import Services
-    from services.controller.cycle import Cycle, Stopped, StopSignal
+    from services.controller.baseline import runner
+    from services.controller.cycle import Stopped, StopSignal
     from services.controller.runs import load_run_spec, poll_stop
 
     cfg = load_config(args.config)
@@ -120,10 +122,11 @@ def cycle(args: argparse.Namespace) -> int:
     stop = StopSignal()
     threading.Thread(target=poll_stop, args=(store, run, stop), daemon=True).start()
     services = Services(cfg.controller)
+    n = layout.BASELINE if args.baseline else args.cycle
     try:
-        summary = Cycle(run, args.cycle, spec, store, services, stop=stop).run_cycle(state.adapter)
+        summary = runner(n)(run, n, spec, store, services, stop=stop).run_cycle(state.adapter)
     except Stopped as e:
-        print(f"cycle {args.cycle} of {run}: {e}", file=sys.stderr)
+        print(f"{'the baseline' if args.baseline else f'cycle {n}'} of {run}: {e}", file=sys.stderr)
         return 0  # the controller sees no summary and the stop request
     finally:
         services.close()
