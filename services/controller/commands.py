@@ -83,7 +83,11 @@ def status(args: argparse.Namespace) -> int:
     if s is None:
         print(f"nasloop: no run named {args.run!r}", file=sys.stderr)
         return 2
-    print(f"run {s.name}: {s.state}, cycle {s.cycle} step {s.phase or '-'}, {s.cycles_done} done")
+    baseline = ", baseline done" if s.baseline_done else ""
+    print(
+        f"run {s.name}: {s.state}, cycle {s.cycle} step {s.phase or '-'}, "
+        f"{s.cycles_done} done{baseline}"
+    )
     if s.adapter:
         print(f"adapter: {s.adapter.name} ({s.adapter.prefix}, {s.adapter.sha256[:12]})")
     if s.error:
