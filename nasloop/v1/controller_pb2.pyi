@@ -139,7 +139,7 @@ class StageCount(_message.Message):
     def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ..., status: _Optional[_Union[_common_pb2.Status, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CycleSummary(_message.Message):
-    __slots__ = ("run", "cycle", "phase", "generated", "valid", "novel", "selected", "valid_rate", "mean_accuracy", "best_accuracy", "share_above_040", "stopped", "adapter", "generated_with", "seconds", "started", "finished", "candidates", "error", "distinct", "step_seconds", "service_seconds", "training_pairs", "final_loss")
+    __slots__ = ("run", "cycle", "phase", "generated", "valid", "novel", "selected", "valid_rate", "mean_accuracy", "best_accuracy", "share_above_040", "stopped", "adapter", "generated_with", "seconds", "started", "finished", "candidates", "error", "distinct", "step_seconds", "service_seconds", "training_pairs", "final_loss", "selection_threshold", "share_above_threshold", "novel_good")
     class StepSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +171,9 @@ class CycleSummary(_message.Message):
     SERVICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRAINING_PAIRS_FIELD_NUMBER: _ClassVar[int]
     FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SHARE_ABOVE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NOVEL_GOOD_FIELD_NUMBER: _ClassVar[int]
     run: str
     cycle: int
     phase: CyclePhase
@@ -195,7 +198,10 @@ class CycleSummary(_message.Message):
     service_seconds: float
     training_pairs: int
     final_loss: float
-    def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., generated: _Optional[int] = ..., valid: _Optional[int] = ..., novel: _Optional[int] = ..., selected: _Optional[int] = ..., valid_rate: _Optional[float] = ..., mean_accuracy: _Optional[float] = ..., best_accuracy: _Optional[float] = ..., share_above_040: _Optional[float] = ..., stopped: _Optional[_Iterable[_Union[StageCount, _Mapping]]] = ..., adapter: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., generated_with: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., seconds: _Optional[float] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., error: _Optional[str] = ..., distinct: _Optional[int] = ..., step_seconds: _Optional[_Mapping[str, float]] = ..., service_seconds: _Optional[float] = ..., training_pairs: _Optional[int] = ..., final_loss: _Optional[float] = ...) -> None: ...
+    selection_threshold: float
+    share_above_threshold: float
+    novel_good: int
+    def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., generated: _Optional[int] = ..., valid: _Optional[int] = ..., novel: _Optional[int] = ..., selected: _Optional[int] = ..., valid_rate: _Optional[float] = ..., mean_accuracy: _Optional[float] = ..., best_accuracy: _Optional[float] = ..., share_above_040: _Optional[float] = ..., stopped: _Optional[_Iterable[_Union[StageCount, _Mapping]]] = ..., adapter: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., generated_with: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., seconds: _Optional[float] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., error: _Optional[str] = ..., distinct: _Optional[int] = ..., step_seconds: _Optional[_Mapping[str, float]] = ..., service_seconds: _Optional[float] = ..., training_pairs: _Optional[int] = ..., final_loss: _Optional[float] = ..., selection_threshold: _Optional[float] = ..., share_above_threshold: _Optional[float] = ..., novel_good: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("name", "spec", "state", "current_cycle", "current_phase", "cycles", "error", "created", "updated", "cycle_job", "cycles_done", "spec_yaml", "baseline")

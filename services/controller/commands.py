@@ -11,12 +11,11 @@ import sys
 import threading
 
 from nasloop import layout
-from nasloop.config import load_config
+from nasloop.config import StoreConfig, load_config
 from nasloop.runspec import dump_spec, load_spec
-from nasloop.store import open_store
+from nasloop.store import StoreError, open_store
 from services.controller import report
 from services.controller import state as st
-from services.controller.summary import load_summaries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,13 +29,13 @@ def run(args: argparse.Namespace) -> int:
         if args.name:
             spec = spec.model_copy(update={"name": layout.check_run_name(args.name)})
     if args.controller:
-        return _run_remote(args.controller, spec, args.resume)
+        return _run_remote(args.controller, spec, args.resume, cfg.store)
     from services.controller.local_run import run_local
 
     return run_local(cfg, spec, args.resume)
 
 
-def _run_remote(address: str, spec, resume: str | None) -> int:  # type: ignore[no-untyped-def]
+def _run_remote(address: str, spec, resume: str | None, store_cfg: StoreConfig) -> int:  # type: ignore[no-untyped-def]
     from nasloop.rpc import connect
     from nasloop.v1 import controller_pb2 as pb
     from nasloop.v1 import controller_pb2_grpc as pb_grpc
@@ -62,7 +61,24 @@ def _run_remote(address: str, spec, resume: str | None) -> int:  # type: ignore[
         progress.close()
         run = stub.GetRun(pb.GetRunRequest(name=run.name))
     print(pb.RunState.Name(run.state).removeprefix("RUN_STATE_").lower(), run.error)
-    return 0 if run.state == pb.RUN_STATE_SUCCEEDED else 1
+    if run.state != pb.RUN_STATE_SUCCEEDED:
+        return 1
+    _report_if_visible(store_cfg, run.name)
+    return 0
+
+
+def _report_if_visible(store_cfg: StoreConfig, run: str) -> None:
+    """After a run on a controller: its report, if this CLI's store holds the run."""
+    try:
+        store = open_store(store_cfg)
+        held = st.load_run_state(store, run) is not None
+    except StoreError as e:
+        print(f"no report: cannot read this CLI's store ({e})", file=sys.stderr)
+        return
+    if not held:
+        print(f"no report: this CLI's store ({store.url}) does not hold run {run}", file=sys.stderr)
+        return
+    report.announce(store, run)
 
 
 def runs(args: argparse.Namespace) -> int:
@@ -95,15 +111,19 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_table(args: argparse.Namespace) -> int:
+def report_run(args: argparse.Namespace) -> int:
+    """The per-cycle table on stdout; the full report (Markdown, HTML, plots) in a folder."""
+    from pathlib import Path
+
     store = open_store(load_config(args.config).store)
     run = layout.check_run_name(args.run)
-    state = st.load_run_state(store, run)
-    if state is None:
+    if st.load_run_state(store, run) is None:
         print(f"nasloop: no run named {run!r}", file=sys.stderr)
         return 2
-    found = load_summaries(store, run, state.cycles_done)
-    print(report.table(found) if found else f"run {run} has no completed cycle yet")
+    r = report.load_report(store, run)
+    html = report.write_report(r, Path(args.out) if args.out else report.default_folder(store, run))
+    print(report.table(r.cycles) if r.cycles else f"run {run} has no completed cycle yet")
+    print(f"report: {html} (report.md and the plots beside it)")
     return 0
 
 

@@ -593,7 +593,7 @@ class Cycle:
     def _summary(self, progress: st.CycleProgress) -> None:
         progress.finished = st.now()
         records = st.load_candidates(self.store, self.run, self.n)
-        summary = summarize(records, progress, self.run)
+        summary = summarize(records, progress, self.run, self.spec.selection.min_accuracy)
         save_summary(self.store, summary)
         self._summary_written = summary
         step = self._phase("summary")

@@ -139,6 +139,7 @@ def _finish(
             f"run {state.name} finished {state.cycles_done} cycles{baseline} in {took:.0f} s",
             file=out,
         )
+        report.announce(store, state.name, out)
         return 0
     if state.state == "stopped":
         print(

@@ -34,6 +34,9 @@ class CycleSummary:
     mean_accuracy: float = 0.0  # over valid candidates
     best_accuracy: float = 0.0
     share_above_040: float = 0.0  # of valid candidates
+    threshold: float = SHARE_THRESHOLD  # the spec's selection.min_accuracy ("good")
+    share_above_threshold: float = 0.0  # of valid candidates, accuracy ≥ threshold
+    novel_good: int = 0  # novel candidates with accuracy ≥ threshold
     stopped: dict[str, int] = field(default_factory=dict)  # "STAGE/STATUS" → count, invalid ones
     seconds: dict[str, float] = field(default_factory=dict)  # per step
     wall_seconds: float = 0.0
@@ -64,6 +67,9 @@ class CycleSummary:
             service_seconds=self.service_seconds,
             training_pairs=int(self.training.get("pairs") or 0),
             final_loss=float(self.training.get("final_loss") or 0.0),
+            selection_threshold=self.threshold,
+            share_above_threshold=self.share_above_threshold,
+            novel_good=self.novel_good,
         )
         for key, count in sorted(self.stopped.items()):
             stage, _, status = key.partition("/")
@@ -83,9 +89,15 @@ class CycleSummary:
 
 
 def summarize(
-    records: Sequence[CandidateRecord], progress: CycleProgress, run: str
+    records: Sequence[CandidateRecord],
+    progress: CycleProgress,
+    run: str,
+    threshold: float = SHARE_THRESHOLD,
 ) -> CycleSummary:
+    """The cycle's summary from its records; ``threshold`` is the accuracy that counts as good
+    (the run spec's ``selection.min_accuracy``)."""
     valid = [r for r in records if r.valid]
+    novel = [r for r in valid if r.novelty is not None and r.novelty.novel]
     accuracies = [r.accuracy for r in valid]
     stopped = Counter(
         f"{r.evaluation.last_stage}/{r.evaluation.status}"
@@ -99,7 +111,7 @@ def summarize(
         cycle=progress.cycle,
         generated=len(records),
         valid=len(valid),
-        novel=sum(1 for r in valid if r.novelty is not None and r.novelty.novel),
+        novel=len(novel),
         selected=sum(1 for r in records if r.selected),
         distinct=len({r.code for r in records if r.code.strip()}),
         valid_rate=len(valid) / len(records) if records else 0.0,
@@ -108,6 +120,11 @@ def summarize(
         share_above_040=(
             sum(a > SHARE_THRESHOLD for a in accuracies) / len(accuracies) if accuracies else 0.0
         ),
+        threshold=threshold,
+        share_above_threshold=(
+            sum(a >= threshold for a in accuracies) / len(accuracies) if accuracies else 0.0
+        ),
+        novel_good=sum(1 for r in novel if r.accuracy >= threshold),
         stopped=dict(stopped),
         seconds=dict(progress.seconds),
         wall_seconds=progress.wall_seconds,

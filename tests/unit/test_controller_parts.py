@@ -110,13 +110,18 @@ def test_summary_counts() -> None:
     rs += [record(2, status="STATUS_SYNTAX_ERROR", acc=0, code="same")]
     rs[2].evaluation.last_stage = "STAGE_EXTRACTED"  # type: ignore[union-attr]
     rs[0].selected = True
-    s = summarize(rs, CycleProgress(cycle=1, seconds={"generate": 3.0}, wall_seconds=4), "r")
+    progress = CycleProgress(cycle=1, seconds={"generate": 3.0}, wall_seconds=4)
+    s = summarize(rs, progress, "r", threshold=0.3)
     assert (s.generated, s.valid, s.novel, s.selected, s.distinct) == (3, 2, 1, 1, 2)
     assert s.valid_rate == pytest.approx(2 / 3) and s.mean_accuracy == pytest.approx(0.4)
     assert s.best_accuracy == 0.5 and s.share_above_040 == 0.5
+    assert (s.threshold, s.share_above_threshold, s.novel_good) == (0.3, 1.0, 1)
     assert s.stopped == {"STAGE_EXTRACTED/STATUS_SYNTAX_ERROR": 1}
     proto = s.to_proto()
     assert proto.stopped[0].count == 1 and proto.step_seconds["generate"] == 3.0
+    assert (proto.selection_threshold, proto.share_above_threshold, proto.novel_good) == (
+        pytest.approx(0.3), 1.0, 1,
+    )  # fmt: skip
 
 
 def test_contiguous_ranges_of_missing_answers() -> None:

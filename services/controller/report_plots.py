@@ -1,0 +1,191 @@
+"""The report's plots, one PNG per question, drawn with matplotlib's object API (Agg canvas;
+no pyplot, so no global state and no display needed). Every plot has one bar or point per
+finished cycle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from nasloop.v1 import common_pb2 as common
+from services.controller.report_doc import Figure as FigureBlock
+from services.controller.state import STEPS
+from services.controller.summary import CycleSummary
+
+VALID_COLOR = "#2da44e"
+# Colours of the stopped-at slices and of the steps (a qualitative palette without green).
+PALETTE = (
+    "#cf222e", "#fb8f44", "#d4a72c", "#8250df", "#0969da", "#bf3989", "#57606a", "#1b7c83",
+    "#a0a0a0",
+)  # fmt: skip
+STEP_COLORS = ("#0969da", "#1b7c83", "#57606a", "#fb8f44", "#8250df", "#bf3989", "#d4a72c")
+MAX_STOPPED_KINDS = 8  # more stage/status kinds than this: the rarest share one "other" slice
+DPI = 110
+
+
+def short(name: str) -> str:
+    """``STAGE_IMPORTED`` → ``imported``; ``STATUS_INIT_EXCEPTION`` → ``init exception``."""
+    for prefix in ("STAGE_", "STATUS_"):
+        name = name.removeprefix(prefix)
+    return name.lower().replace("_", " ")
+
+
+def stopped_label(key: str) -> str:
+    """A ``STAGE/STATUS`` key of :attr:`CycleSummary.stopped` as a legend label."""
+    stage, _, status = key.partition("/")
+    return f"{short(stage)}: {short(status)}"
+
+
+def _stage_order(key: str) -> tuple[int, str]:
+    stage = key.partition("/")[0]
+    try:
+        return common.Stage.Value(stage), key
+    except ValueError:
+        return -1, key
+
+
+def _new(title: str, ylabel: str, cycles: Sequence[CycleSummary]) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(6.4, 3.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks([s.cycle for s in cycles])
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    return fig, ax
+
+
+def validity(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    fig, ax = _new("Valid rate and where the rest stopped", "% of generated answers", cycles)
+    x = [s.cycle for s in cycles]
+    totals = Counter[str]()
+    for s in cycles:
+        totals.update(s.stopped)
+    kinds = sorted(totals, key=_stage_order)
+    if len(kinds) > MAX_STOPPED_KINDS:
+        keep = {k for k, _ in totals.most_common(MAX_STOPPED_KINDS - 1)}
+        kinds = [k for k in kinds if k in keep]
+    valid = [100 * s.valid_rate for s in cycles]
+    bars = ax.bar(x, valid, color=VALID_COLOR, label="valid")
+    ax.bar_label(bars, fmt="%.0f %%", label_type="center", color="white", fontsize=8)
+    bottom = valid
+    slices = [(stopped_label(k), lambda s, k=k: s.stopped.get(k, 0)) for k in kinds]
+    if len(kinds) < len(totals):
+        slices.append(("other", lambda s: sum(n for k, n in s.stopped.items() if k not in kinds)))
+    for (label, count), color in zip(slices, PALETTE, strict=False):
+        heights = [100 * count(s) / s.generated if s.generated else 0 for s in cycles]
+        ax.bar(x, heights, bottom=bottom, color=color, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="stopped at")
+    return fig
+
+
+def accuracy(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    fig, ax = _new("First-epoch accuracy of valid candidates", "accuracy", cycles)
+    x = [s.cycle for s in cycles]
+    ax.plot(x, [s.mean_accuracy for s in cycles], "o-", label="mean")
+    ax.plot(x, [s.best_accuracy for s in cycles], "s-", label="best")
+    threshold = cycles[-1].threshold
+    ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if baseline_mean is not None:
+        ax.axhline(baseline_mean, color="black", ls=":", lw=1, label="baseline mean")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def share_above(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    threshold = cycles[-1].threshold
+    fig, ax = _new(
+        f"Valid candidates with accuracy ≥ {threshold:g}", "% of valid candidates", cycles
+    )
+    bars = ax.bar([s.cycle for s in cycles], [100 * s.share_above_threshold for s in cycles])
+    ax.bar_label(bars, fmt="%.0f %%", fontsize=8)
+    ax.set_ylim(0, 110)
+    return fig
+
+
+def novel_selected(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    fig, ax = _new("Novel and selected candidates", "candidates", cycles)
+    x = [s.cycle for s in cycles]
+    novel = ax.bar([c - 0.2 for c in x], [s.novel for s in cycles], width=0.4, label="novel")
+    chosen = ax.bar([c + 0.2 for c in x], [s.selected for s in cycles], width=0.4)
+    chosen.set_label("selected (training pairs)")
+    for bars in (novel, chosen):
+        ax.bar_label(bars, fontsize=8)
+    ax.margins(y=0.3)
+    ax.legend(fontsize=8, loc="upper left", ncols=2)
+    return fig
+
+
+def distinct(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    fig, ax = _new("Distinct answers (distinct codes / generated)", "% of generated", cycles)
+    rates = [100 * s.distinct / s.generated if s.generated else 0 for s in cycles]
+    ax.plot([s.cycle for s in cycles], rates, "o-")
+    ax.set_ylim(0, 105)
+    return fig
+
+
+def novel_good(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    threshold = cycles[-1].threshold
+    fig, ax = _new(
+        f"Novel good architectures (novel, accuracy ≥ {threshold:g}), cumulative",
+        "architectures",
+        cycles,
+    )
+    x = [s.cycle for s in cycles]
+    total = list(accumulate(s.novel_good for s in cycles))
+    ax.plot(x, total, "o-", color=VALID_COLOR)
+    for cx, n in zip(x, total, strict=True):
+        ax.annotate(str(n), (cx, n), textcoords="offset points", xytext=(0, 6), ha="center")
+    ax.set_ylim(0, max(total, default=0) * 1.2 + 1)
+    return fig
+
+
+def time_per_step(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
+    fig, ax = _new("Time per step", "seconds", cycles)
+    x = [s.cycle for s in cycles]
+    bottom = [0.0] * len(cycles)
+    steps = [step for step in STEPS if any(s.seconds.get(step) for s in cycles)]
+    steps += sorted({k for s in cycles for k in s.seconds} - set(STEPS))
+    for step, color in zip(steps, STEP_COLORS + PALETTE, strict=False):
+        heights = [s.seconds.get(step, 0.0) for s in cycles]
+        ax.bar(x, heights, bottom=bottom, color=color, label=step.replace("_", "-"))
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="step")
+    return fig
+
+
+Plot = Callable[[Sequence[CycleSummary], float | None], Figure]
+PLOTS: tuple[tuple[str, str, Plot], ...] = (
+    ("validity.png", "Valid rate per cycle, and where the other answers stopped", validity),
+    ("accuracy.png", "Mean and best first-epoch accuracy of the valid candidates", accuracy),
+    ("share-above-threshold.png", "Share of valid candidates at or above the threshold",
+     share_above),
+    ("novel-selected.png", "Novel and selected candidates per cycle", novel_selected),
+    ("distinct.png", "Distinct-answer rate: distinct extracted codes / generated", distinct),
+    ("novel-good.png", "Cumulative count of novel good architectures", novel_good),
+    ("time.png", "Seconds per step of each cycle (generation and evaluation overlap: one step)",
+     time_per_step),
+)  # fmt: skip
+
+
+def write_plots(
+    cycles: Sequence[CycleSummary], folder: Path, baseline_mean: float | None = None
+) -> list[FigureBlock]:
+    """Every plot as ``folder/<name>.png``; the figures for the report, in order."""
+    if not cycles:
+        return []
+    out = []
+    for file, caption, draw in PLOTS:
+        draw(cycles, baseline_mean).savefig(folder / file, format="png")
+        out.append(FigureBlock(file, caption))
+    return out
