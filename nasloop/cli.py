@@ -151,6 +151,10 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
         help="override one spec field, e.g. --set cycles=3 --set training.lora.r=8",
     )  # fmt: skip
+    run.add_argument(
+        "--no-baseline", dest="sets", action="append_const", const="baseline=false",
+        help="skip the baseline after the last cycle (the same as --set baseline=false)",
+    )  # fmt: skip
     run.add_argument("--name", help="run name (default: <preset>-<date>-<time>)")
     run.add_argument("--resume", metavar="RUN", help="resume a stopped or failed run")
     run.add_argument("--controller", metavar="HOST:PORT", help="drive a running controller instead")
@@ -166,9 +170,16 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("run")
     report.add_argument("--out", metavar="DIR", help="default: reports/<run>/ beside the store")
     report.set_defaults(func=_command_errors(commands.report_run))
-    cycle = sub.add_parser("cycle", help="run (or resume) one cycle of a run: the cycle Job")
+    cycle = sub.add_parser(
+        "cycle", help="run (or resume) one cycle of a run, or its baseline: the cycle Job"
+    )
     cycle.add_argument("--run", required=True)
-    cycle.add_argument("--cycle", type=int, required=True)
+    which = cycle.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cycle", type=int)
+    which.add_argument(
+        "--baseline", action="store_true",
+        help="the base model on the last cycle's prompts and seeds (after the last cycle)",
+    )  # fmt: skip
     cycle.set_defaults(func=_command_errors(commands.cycle))
     for p in (run, runs, status, report, cycle):
         p.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")

@@ -109,6 +109,15 @@ class NoveltyClient(_Client):
         )
         return list(self.stub.BatchCheckAndAdd(request, timeout=self.deadlines.novelty_s).results)
 
+    def batch_check(
+        self, namespaces: Sequence[str], codes: Sequence[str]
+    ) -> list[novelty.CheckResult]:
+        """Check-only verdicts for ``codes`` in order against ``namespaces``; nothing is added."""
+        request = novelty.BatchCheckRequest(
+            items=[novelty.CheckRequest(code=c, namespaces=namespaces) for c in codes]
+        )
+        return list(self.stub.BatchCheck(request, timeout=self.deadlines.novelty_s).results)
+
     def add(self, namespace: str, items: Sequence[tuple[str, str]]) -> int:
         """Add unconditionally, skipping ids already present (idempotent seeding)."""
         request = novelty.AddRequest(

@@ -10,6 +10,7 @@ Store layout (DESIGN.md, "Object store"):
                                               all files up to n)
     runs/<run>/baseline/candidates.jsonl      the cycle-0 model (no adapter) on the last cycle's
                                               prompts and seeds, evaluated the same way
+    runs/<run>/baseline/summary.json          its summary (a cycle's shape, cycle 0)
     adapters/<run>/<n>/                       the adapter trained at the end of cycle n
     models/<name>/  corpora/<name>/           base models and seed corpora
 """
@@ -21,6 +22,9 @@ import re
 RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 MAX_CYCLE = 9999
 RUNS = "runs"
+# The baseline's number wherever a cycle's goes (records, progress, summary, events): it is the
+# cycle-0 model, the base model without an adapter. Cycles count from 1, so it is never a cycle.
+BASELINE = 0
 
 
 class InvalidName(ValueError):
@@ -62,12 +66,18 @@ def cycle_prefix(run: str, cycle: int) -> str:
     return f"{run_prefix(run)}/cycles/{check_cycle(cycle)}"
 
 
+def records_prefix(run: str, cycle: int) -> str:
+    """Where cycle ``cycle`` keeps its records and progress; ``BASELINE`` is the baseline's."""
+    return baseline_prefix(run) if cycle == BASELINE else cycle_prefix(run, cycle)
+
+
 def candidates_key(run: str, cycle: int) -> str:
-    return f"{cycle_prefix(run, cycle)}/candidates.jsonl"
+    """One final CandidateRecord per answer of ``cycle`` (of the baseline for ``BASELINE``)."""
+    return f"{records_prefix(run, cycle)}/candidates.jsonl"
 
 
 def summary_key(run: str, cycle: int) -> str:
-    return f"{cycle_prefix(run, cycle)}/summary.json"
+    return f"{records_prefix(run, cycle)}/summary.json"
 
 
 def pairs_prefix(run: str) -> str:
@@ -90,7 +100,7 @@ def baseline_prefix(run: str) -> str:
 
 def baseline_candidates_key(run: str) -> str:
     """One final CandidateRecord per baseline answer (the base model, no adapter)."""
-    return f"{baseline_prefix(run)}/candidates.jsonl"
+    return candidates_key(run, BASELINE)
 
 
 def adapter_prefix(run: str, cycle: int) -> str:
@@ -111,6 +121,11 @@ def run_namespace(run: str) -> str:
 def candidate_id(run: str, cycle: int, index: int) -> str:
     """Deterministic candidate ids, so a retried step never makes a second record or entry."""
     return f"{check_run_name(run)}-c{check_cycle(cycle)}-{index}"
+
+
+def baseline_candidate_id(run: str, index: int) -> str:
+    """The baseline's candidate ids: ``<run>-base-<i>``, never a cycle's ``<run>-c<n>-<i>``."""
+    return f"{check_run_name(run)}-base-{index}"
 
 
 def training_job_id(run: str, cycle: int) -> str:

@@ -67,6 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_model": "models/bootstrap-default",
         "corpus": "seed",
         "seed": 0,
+        "baseline": True,
         "task": {
             "task": "img-classification",
             "dataset": "digits",
@@ -123,6 +124,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_model": "deepseek-ai/deepseek-coder-7b-instruct-v1.5",
         "corpus": "lemur",
         "seed": 0,
+        "baseline": True,
         "task": {
             "task": "img-classification",
             "dataset": "cifar10",
@@ -329,6 +331,10 @@ class RunSpec(_Section):
     base_model: str = Field(min_length=1, description="store prefix, HF id or path")
     corpus: str = Field(min_length=1, description="corpora/<name> in the store")
     seed: int = Field(ge=0, le=MAX_SEED)
+    baseline: bool = Field(
+        description="after the last cycle, the base model (no adapter) answers the last "
+        "cycle's prompts with its seeds, evaluated the same way (runs/<run>/baseline/)"
+    )
     task: TaskSection
     sampling: SamplingSection
     protocol: ProtocolSection
@@ -486,6 +492,7 @@ def spec_to_proto(spec: RunSpec) -> controller_pb2.RunSpec:
             continual=t.continual,
         ),
         seed=spec.seed,
+        baseline=spec.baseline,
     )
 
 

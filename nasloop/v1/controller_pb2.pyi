@@ -37,6 +37,7 @@ class CyclePhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CYCLE_PHASE_HOT_LOAD: _ClassVar[CyclePhase]
     CYCLE_PHASE_DONE: _ClassVar[CyclePhase]
     CYCLE_PHASE_FAILED: _ClassVar[CyclePhase]
+    CYCLE_PHASE_BASELINE: _ClassVar[CyclePhase]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_PENDING: RunState
 RUN_STATE_RUNNING: RunState
@@ -55,6 +56,7 @@ CYCLE_PHASE_PUBLISH: CyclePhase
 CYCLE_PHASE_HOT_LOAD: CyclePhase
 CYCLE_PHASE_DONE: CyclePhase
 CYCLE_PHASE_FAILED: CyclePhase
+CYCLE_PHASE_BASELINE: CyclePhase
 
 class SelectionPolicy(_message.Message):
     __slots__ = ("min_accuracy", "top_up_to", "top_up_min_accuracy", "max_per_cycle")
@@ -95,7 +97,7 @@ class NoveltySettings(_message.Message):
     def __init__(self, corpus_namespace: _Optional[str] = ..., params: _Optional[_Union[_novelty_pb2.NamespaceParams, _Mapping]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "preset", "cycles", "candidates_per_cycle", "base_model", "corpus", "task", "sampling", "protocol", "novelty", "selection", "training", "seed")
+    __slots__ = ("name", "preset", "cycles", "candidates_per_cycle", "base_model", "corpus", "task", "sampling", "protocol", "novelty", "selection", "training", "seed", "baseline")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     CYCLES_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +111,7 @@ class RunSpec(_message.Message):
     SELECTION_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     preset: str
     cycles: int
@@ -122,7 +125,8 @@ class RunSpec(_message.Message):
     selection: SelectionPolicy
     training: TrainingSettings
     seed: int
-    def __init__(self, name: _Optional[str] = ..., preset: _Optional[str] = ..., cycles: _Optional[int] = ..., candidates_per_cycle: _Optional[int] = ..., base_model: _Optional[str] = ..., corpus: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., protocol: _Optional[_Union[_common_pb2.EvaluationProtocol, _Mapping]] = ..., novelty: _Optional[_Union[NoveltySettings, _Mapping]] = ..., selection: _Optional[_Union[SelectionPolicy, _Mapping]] = ..., training: _Optional[_Union[TrainingSettings, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    baseline: bool
+    def __init__(self, name: _Optional[str] = ..., preset: _Optional[str] = ..., cycles: _Optional[int] = ..., candidates_per_cycle: _Optional[int] = ..., base_model: _Optional[str] = ..., corpus: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., protocol: _Optional[_Union[_common_pb2.EvaluationProtocol, _Mapping]] = ..., novelty: _Optional[_Union[NoveltySettings, _Mapping]] = ..., selection: _Optional[_Union[SelectionPolicy, _Mapping]] = ..., training: _Optional[_Union[TrainingSettings, _Mapping]] = ..., seed: _Optional[int] = ..., baseline: _Optional[bool] = ...) -> None: ...
 
 class StageCount(_message.Message):
     __slots__ = ("stage", "status", "count")
@@ -200,7 +204,7 @@ class CycleSummary(_message.Message):
     def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ..., phase: _Optional[_Union[CyclePhase, str]] = ..., generated: _Optional[int] = ..., valid: _Optional[int] = ..., novel: _Optional[int] = ..., selected: _Optional[int] = ..., valid_rate: _Optional[float] = ..., mean_accuracy: _Optional[float] = ..., best_accuracy: _Optional[float] = ..., share_above_040: _Optional[float] = ..., stopped: _Optional[_Iterable[_Union[StageCount, _Mapping]]] = ..., adapter: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., generated_with: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., seconds: _Optional[float] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., error: _Optional[str] = ..., distinct: _Optional[int] = ..., step_seconds: _Optional[_Mapping[str, float]] = ..., service_seconds: _Optional[float] = ..., training_pairs: _Optional[int] = ..., final_loss: _Optional[float] = ..., selection_threshold: _Optional[float] = ..., share_above_threshold: _Optional[float] = ..., novel_good: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("name", "spec", "state", "current_cycle", "current_phase", "cycles", "error", "created", "updated", "cycle_job", "cycles_done", "spec_yaml")
+    __slots__ = ("name", "spec", "state", "current_cycle", "current_phase", "cycles", "error", "created", "updated", "cycle_job", "cycles_done", "spec_yaml", "baseline")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +217,7 @@ class Run(_message.Message):
     CYCLE_JOB_FIELD_NUMBER: _ClassVar[int]
     CYCLES_DONE_FIELD_NUMBER: _ClassVar[int]
     SPEC_YAML_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: RunSpec
     state: RunState
@@ -225,7 +230,8 @@ class Run(_message.Message):
     cycle_job: str
     cycles_done: int
     spec_yaml: str
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., current_cycle: _Optional[int] = ..., current_phase: _Optional[_Union[CyclePhase, str]] = ..., cycles: _Optional[_Iterable[_Union[CycleSummary, _Mapping]]] = ..., error: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_job: _Optional[str] = ..., cycles_done: _Optional[int] = ..., spec_yaml: _Optional[str] = ...) -> None: ...
+    baseline: CycleSummary
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., current_cycle: _Optional[int] = ..., current_phase: _Optional[_Union[CyclePhase, str]] = ..., cycles: _Optional[_Iterable[_Union[CycleSummary, _Mapping]]] = ..., error: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_job: _Optional[str] = ..., cycles_done: _Optional[int] = ..., spec_yaml: _Optional[str] = ..., baseline: _Optional[_Union[CycleSummary, _Mapping]] = ...) -> None: ...
 
 class CycleEvent(_message.Message):
     __slots__ = ("run", "cycle", "phase", "at", "message", "candidate", "training", "summary", "counts")

@@ -99,7 +99,11 @@ def status(args: argparse.Namespace) -> int:
     if s is None:
         print(f"nasloop: no run named {args.run!r}", file=sys.stderr)
         return 2
-    print(f"run {s.name}: {s.state}, cycle {s.cycle} step {s.phase or '-'}, {s.cycles_done} done")
+    baseline = ", baseline done" if s.baseline_done else ""
+    print(
+        f"run {s.name}: {s.state}, cycle {s.cycle} step {s.phase or '-'}, "
+        f"{s.cycles_done} done{baseline}"
+    )
     if s.adapter:
         print(f"adapter: {s.adapter.name} ({s.adapter.prefix}, {s.adapter.sha256[:12]})")
     if s.error:
@@ -124,9 +128,11 @@ def report_run(args: argparse.Namespace) -> int:
 
 
 def cycle(args: argparse.Namespace) -> int:
-    """One cycle of a run, as a Kubernetes Job runs it (also usable by hand)."""
+    """One cycle of a run, or its baseline (``--baseline``), as a Kubernetes Job runs it (also
+    usable by hand)."""
     from nasloop.clients import Services
-    from services.controller.cycle import Cycle, Stopped, StopSignal
+    from services.controller.baseline import runner
+    from services.controller.cycle import Stopped, StopSignal
     from services.controller.runs import load_run_spec, poll_stop
 
     cfg = load_config(args.config)
@@ -140,10 +146,11 @@ def cycle(args: argparse.Namespace) -> int:
     stop = StopSignal()
     threading.Thread(target=poll_stop, args=(store, run, stop), daemon=True).start()
     services = Services(cfg.controller)
+    n = layout.BASELINE if args.baseline else args.cycle
     try:
-        summary = Cycle(run, args.cycle, spec, store, services, stop=stop).run_cycle(state.adapter)
+        summary = runner(n)(run, n, spec, store, services, stop=stop).run_cycle(state.adapter)
     except Stopped as e:
-        print(f"cycle {args.cycle} of {run}: {e}", file=sys.stderr)
+        print(f"{'the baseline' if args.baseline else f'cycle {n}'} of {run}: {e}", file=sys.stderr)
         return 0  # the controller sees no summary and the stop request
     finally:
         services.close()

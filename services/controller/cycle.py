@@ -122,6 +122,12 @@ class Busy:
 
 
 class Cycle:
+    """One cycle; :class:`services.controller.baseline.Baseline` reuses its machinery (the step
+    loop, generate+evaluate, novelty, summary) with its own steps, ids and novelty call."""
+
+    steps: tuple[str, ...] = st.STEPS
+    done_message = "cycle done"
+
     def __init__(
         self,
         run: str,
@@ -154,20 +160,19 @@ class Cycle:
         """Run (or resume) the cycle; ``previous`` is the adapter it generates with."""
         progress = st.load_progress(self.store, self.run, self.n)
         if progress is None:
-            progress = st.CycleProgress(cycle=self.n, generated_with=previous)
-            progress.seed = self.spec.seed + self.n * SEED_STRIDE
+            progress = self._new_progress(previous)
             st.save_progress(self.store, self.run, progress)
         started = time.perf_counter()
         busy_before = self.busy.seconds
         watcher = threading.Thread(target=self._cancel_on_stop, daemon=True)
         watcher.start()
         try:
-            for step in st.STEPS:
+            for step in self.steps:
                 if progress.is_done(step):
                     continue
                 if self.stop.after_step.is_set():
                     raise Stopped(f"stopped before {step}")
-                self.emit(Event(self.run, self.n, step, f"{step} started"))
+                self.emit(Event(self.run, self.n, self._phase(step), f"{step} started"))
                 t0 = time.perf_counter()
                 getattr(self, f"_{step}")(progress)
                 progress.seconds[step] = progress.seconds.get(step, 0.0) + time.perf_counter() - t0
@@ -176,7 +181,7 @@ class Cycle:
                 started, busy_before = time.perf_counter(), self.busy.seconds
                 st.save_progress(self.store, self.run, progress)
                 if step != "summary":  # the summary step announces the cycle's end itself
-                    self.emit(Event(self.run, self.n, step, f"{step} done"))
+                    self.emit(Event(self.run, self.n, self._phase(step), f"{step} done"))
         except BaseException:
             self._account(progress, started, busy_before)
             st.save_progress(self.store, self.run, progress)
@@ -185,6 +190,25 @@ class Cycle:
             self._finished.set()
         return self._result()
 
+    # -- what a baseline does differently --------------------------------------------------
+    def _new_progress(self, previous: st.AdapterState | None) -> st.CycleProgress:
+        """A first attempt's progress: answer i samples with seed ``progress.seed + i``."""
+        seed = self.spec.seed + self.n * SEED_STRIDE
+        return st.CycleProgress(cycle=self.n, generated_with=previous, seed=seed)
+
+    def _phase(self, step: str) -> str:
+        """The step as watchers see it (``Event.step``)."""
+        return step
+
+    def _candidate_id(self, index: int) -> str:
+        return layout.candidate_id(self.run, self.n, index)
+
+    def _verdicts(self, own: str, consult: list[str], items: list[tuple[str, str]]) -> list[Any]:
+        """Novelty verdicts (``CheckResult``) for ``(id, code)`` items; a cycle adds the novel
+        ones to the run's namespace."""
+        return self.services.novelty.batch_check_and_add(own, consult, items)
+
+    # -- bookkeeping ------------------------------------------------------------------------
     def _account(self, progress: st.CycleProgress, started: float, busy_before: float) -> None:
         progress.wall_seconds += time.perf_counter() - started
         progress.service_seconds += self.busy.seconds - busy_before
@@ -344,7 +368,7 @@ class Cycle:
                 adapter=adapter.name if adapter else "",
                 run=self.run,
                 cycle=self.n,
-                id_prefix=f"{self.run}-c{self.n}-g{first}",
+                id_prefix=f"{self._candidate_id(first)}-g",
             )
             call = self.services.generator.generate(request)
             with self.busy.call(), self.generating.call(), self._stream(call):
@@ -357,7 +381,7 @@ class Cycle:
                             f"({c.provenance.prompt_sha256[:12]}… ≠ {progress.prompt_sha256[:12]}…)"
                         )
                     yield CandidateRecord(
-                        id=layout.candidate_id(self.run, self.n, index),
+                        id=self._candidate_id(index),
                         run=self.run,
                         cycle=self.n,
                         index=index,
@@ -396,9 +420,8 @@ class Cycle:
                         continue
                     st.save_evaluated(self.store, record)
                     counts["evaluated"] += 1
-                    self.emit(
-                        Event(self.run, self.n, "generate", candidate=record, counts=dict(counts))
-                    )
+                    phase = self._phase("generate")
+                    self.emit(Event(self.run, self.n, phase, candidate=record, counts=dict(counts)))
         except grpc.RpcError as e:
             self._check_stop_now()
             raise CycleError(_describe("evaluation", e)) from e
@@ -420,12 +443,12 @@ class Cycle:
                 verdicts = []
                 for i in range(0, len(valid), NOVELTY_BATCH):
                     chunk = valid[i : i + NOVELTY_BATCH]
-                    verdicts += self.services.novelty.batch_check_and_add(
-                        own, consult, [(r.id, r.code) for r in chunk]
-                    )
+                    verdicts += self._verdicts(own, consult, [(r.id, r.code) for r in chunk])
         except grpc.RpcError as e:
             raise CycleError(_describe("novelty", e)) from e
         for record, v in zip(valid, verdicts, strict=True):
+            if v is None:  # no verdict to record (a baseline without a check-only call)
+                continue
             record.novelty = NoveltyVerdict(
                 v.novel, v.added, v.max_similarity, v.nearest_id, v.nearest_namespace
             )
@@ -455,11 +478,18 @@ class Cycle:
 
     # -- select -----------------------------------------------------------------------------
     def _select(self, progress: st.CycleProgress) -> None:
-        evaluated = st.load_evaluated(self.store, self.run, self.n)
-        records = [evaluated[i] for i in sorted(evaluated)]
+        records = self._final_records()
         chosen = select(records, self.spec.selection)
         pairs = [TrainingPair.from_record(r) for r in chosen]
         self.store.put_bytes(layout.pairs_key(self.run, self.n), dumps_lines(pairs))
+        self._save_records(records)
+
+    def _final_records(self) -> list[CandidateRecord]:
+        evaluated = st.load_evaluated(self.store, self.run, self.n)
+        return [evaluated[i] for i in sorted(evaluated)]
+
+    def _save_records(self, records: list[CandidateRecord]) -> None:
+        """The final records, one object (``candidates.jsonl``)."""
         self.store.put_bytes(layout.candidates_key(self.run, self.n), dumps_lines(records))
 
     # -- fine-tune, publish, hot-load -------------------------------------------------------
@@ -566,7 +596,8 @@ class Cycle:
         summary = summarize(records, progress, self.run, self.spec.selection.min_accuracy)
         save_summary(self.store, summary)
         self._summary_written = summary
-        self.emit(Event(self.run, self.n, "summary", "cycle done", summary=summary))
+        step = self._phase("summary")
+        self.emit(Event(self.run, self.n, step, self.done_message, summary=summary))
 
     def _result(self) -> CycleSummary:
         """The summary this run of the cycle wrote, or the one written before (done cycle)."""

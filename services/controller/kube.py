@@ -1,4 +1,6 @@
-"""Cluster mode: each cycle runs as a Kubernetes Job (``nasloop cycle --run R --cycle N``).
+"""Cluster mode: each cycle runs as a Kubernetes Job (``nasloop cycle --run R --cycle N``), and
+so does the run's baseline after its last cycle (``nasloop cycle --run R --baseline``: "cycle"
+``layout.BASELINE`` here, its Job named ``nasloop-cycle-<run>-base``).
 
 The Job's name is a function of the run and the cycle only (:func:`cycle_job_name`), so a
 controller that restarts finds the Job it started and re-attaches to it instead of creating a
@@ -33,7 +35,7 @@ from kubernetes.client.rest import ApiException
 
 from nasloop.config import Config
 from nasloop.kubeapi import locked_container_security, locked_pod_spec
-from nasloop.layout import check_cycle, check_run_name
+from nasloop.layout import BASELINE, check_cycle, check_run_name
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,15 @@ class CycleOutcome:
 # -- names and manifests ---------------------------------------------------------------------
 
 
+def _cycle_label(cycle: int) -> str:
+    """``base`` for the baseline, else the cycle number."""
+    return "base" if cycle == BASELINE else str(check_cycle(cycle))
+
+
 def cycle_job_name(run: str, cycle: int) -> str:
-    """``nasloop-cycle-<run>-<cycle>``: deterministic, a DNS-1123 label of at most 63 chars
-    (run names have at most 40 characters, cycles at most 4 digits)."""
-    name = f"{JOB_PREFIX}{check_run_name(run)}-{check_cycle(cycle)}"
+    """``nasloop-cycle-<run>-<cycle>`` (``-base`` for the baseline): deterministic, a DNS-1123
+    label of at most 63 chars (run names have at most 40 characters, cycles at most 4 digits)."""
+    name = f"{JOB_PREFIX}{check_run_name(run)}-{_cycle_label(cycle)}"
     if len(name) > _MAX_NAME or not _DNS_LABEL.match(name):  # cannot happen for valid inputs
         raise ValueError(f"cycle job name {name!r} is not a DNS-1123 label")
     return name
@@ -109,12 +116,13 @@ def cycle_labels(run: str, cycle: int) -> dict[str, str]:
         LABEL_NAME: APP,
         LABEL_COMPONENT: COMPONENT,
         LABEL_RUN: check_run_name(run),  # a run name is a valid label value
-        LABEL_CYCLE: str(check_cycle(cycle)),
+        LABEL_CYCLE: _cycle_label(cycle),
     }
 
 
 def cycle_command(run: str, cycle: int) -> list[str]:
-    return ["python", "-m", "nasloop", "cycle", "--run", run, "--cycle", str(cycle)]
+    which = ["--baseline"] if cycle == BASELINE else ["--cycle", str(check_cycle(cycle))]
+    return ["python", "-m", "nasloop", "cycle", "--run", run, *which]
 
 
 def _env(cfg: Config) -> list[dict[str, Any]]:

@@ -134,7 +134,11 @@ def _finish(
         print(report.table(summaries))
     took = time.monotonic() - started
     if state.state == "succeeded":
-        print(f"run {state.name} finished {state.cycles_done} cycles in {took:.0f} s", file=out)
+        baseline = " and its baseline" if state.baseline_done else ""
+        print(
+            f"run {state.name} finished {state.cycles_done} cycles{baseline} in {took:.0f} s",
+            file=out,
+        )
         report.announce(store, state.name, out)
         return 0
     if state.state == "stopped":

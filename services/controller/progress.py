@@ -17,6 +17,7 @@ STEP_NAMES = {
     pb.CYCLE_PHASE_HOT_LOAD: "hot-load",
     pb.CYCLE_PHASE_DONE: "summary",
 }
+BASELINE = "baseline (base model, no adapter)"  # the baseline's events: cycle 0
 
 
 class Progress:
@@ -36,6 +37,8 @@ class Progress:
             self.key = (cycle, phase)
             self.valid = 0
             desc = f"cycle {cycle} {STEP_NAMES.get(phase, '')}"
+            if phase == pb.CYCLE_PHASE_BASELINE:
+                desc = BASELINE
             self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.out, leave=True)
         return self.bar
 
@@ -67,8 +70,9 @@ class Progress:
         elif detail == "summary":
             self.close()
             s = event.summary
+            what = BASELINE if event.phase == pb.CYCLE_PHASE_BASELINE else f"cycle {s.cycle}"
             print(
-                f"cycle {s.cycle}: {s.generated} generated, {s.valid} valid "
+                f"{what}: {s.generated} generated, {s.valid} valid "
                 f"({100 * s.valid_rate:.1f} %), mean accuracy {s.mean_accuracy:.3f}, "
                 f"{s.novel} novel, {s.selected} selected, {s.seconds:.0f} s",
                 file=self.out,

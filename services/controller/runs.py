@@ -3,8 +3,10 @@
 A run's spec is ``runs/<run>/spec.yaml`` and its state ``runs/<run>/state.json``; everything a
 run knows survives the process. In local mode each cycle runs in this process (one thread per
 run); in cluster mode each cycle is a Kubernetes Job running ``nasloop cycle``, and this process
-waits for it. A controller that restarts picks up every run that was active, re-attaching to
-its cycle Job (cluster mode) or resuming the cycle where its durable state says (local mode).
+waits for it. After the last cycle the run's baseline (services/controller/baseline.py) runs the
+same way, unless the spec says ``baseline: false``. A controller that restarts picks up every
+run that was active, re-attaching to its cycle Job (cluster mode) or resuming the cycle where
+its durable state says (local mode).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller import state as st
-from services.controller.cycle import Cycle, CycleError, Event, Stopped, StopSignal
+from services.controller.baseline import PHASE as BASELINE_PHASE
+from services.controller.baseline import runner
+from services.controller.cycle import CycleError, Event, Stopped, StopSignal
 from services.controller.events import EventBus
 from services.controller.summary import CycleSummary, load_summaries, load_summary
 
@@ -149,21 +153,29 @@ class RunManager:
     def summaries(self, name: str, state: st.RunState, first: int = 1) -> list[CycleSummary]:
         return load_summaries(self.store, name, state.cycles_done, first)
 
+    def baseline(self, name: str, state: st.RunState) -> CycleSummary | None:
+        """The baseline's summary once it is done (``None`` before, or without one)."""
+        return load_summary(self.store, name, layout.BASELINE) if state.baseline_done else None
+
     def watch(
         self, name: str, from_cycle: int = 0, alive: threading.Event | None = None
     ) -> Iterator[Event]:
-        """Summaries of the completed cycles from ``from_cycle`` on, then live events until the
-        run ends."""
+        """Summaries of the completed cycles from ``from_cycle`` on (and the baseline's, once
+        done), then live events until the run ends. The baseline's events (cycle 0) come
+        whatever ``from_cycle`` is: they follow the last cycle."""
         load_run_spec(self.store, name)
         q = self.bus.subscribe(name)  # before reading the past, so nothing falls in between
         state = self._states.get(name) or self._load_state(name)
         for summary in self.summaries(name, state, max(1, from_cycle)):
-            yield Event(name, summary.cycle, "summary", "cycle done", summary=summary)
+            yield _summary_event(name, summary.cycle, summary)
+        baseline = self.baseline(name, state)
+        if baseline is not None:
+            yield _summary_event(name, layout.BASELINE, baseline)
         if not self.is_active(name):
             self.bus.unsubscribe(name, q)
             return
         for event in self.bus.drain(name, q, alive):
-            if event.cycle >= from_cycle:
+            if event.cycle >= from_cycle or event.cycle == layout.BASELINE:
                 yield event
 
     def is_active(self, name: str) -> bool:
@@ -238,6 +250,13 @@ class RunManager:
                 state.adapter = summary.adapter or state.adapter
                 state.phase = "done"
                 st.save_run_state(self.store, state)
+            if spec.baseline and not state.baseline_done:
+                if stop.after_step.is_set():
+                    raise Stopped("stopped before the baseline")
+                self._run_cycle(name, layout.BASELINE, spec, state, stop)
+                state.baseline_done = True
+                state.phase = "done"
+                st.save_run_state(self.store, state)
             state.state = "succeeded"
         except Stopped as e:
             state.state, state.error = "stopped", ""
@@ -260,8 +279,9 @@ class RunManager:
     def _run_cycle(
         self, name: str, n: int, spec: RunSpec, state: st.RunState, stop: StopSignal
     ) -> CycleSummary:
+        """Cycle ``n`` (or the baseline: ``layout.BASELINE``) in this process or as a Job."""
         if self.cfg.controller.mode == "local":
-            cycle = Cycle(
+            cycle = runner(n)(
                 name, n, spec, self.store, self.services, lambda e: self._emit(state, e), stop
             )
             return cycle.run_cycle(state.adapter)
@@ -284,7 +304,7 @@ class RunManager:
         if outcome.state == "succeeded":
             summary = load_summary(self.store, name, n)
             if summary is not None:
-                self._emit(state, Event(name, n, "summary", "cycle done", summary=summary))
+                self._emit(state, _summary_event(name, n, summary))
                 return summary
             if self.store.exists(stop_key(name)):
                 raise Stopped("stopped after a step")
@@ -296,7 +316,14 @@ class RunManager:
         """The steps the cycle Job finished, as events (it runs in another process)."""
         progress = st.load_progress(self.store, name, n)
         for step in progress.done if progress else []:
-            self._emit(state, Event(name, n, step, f"{step} done"))
+            phase = BASELINE_PHASE if n == layout.BASELINE else step
+            self._emit(state, Event(name, n, phase, f"{step} done"))
+
+
+def _summary_event(name: str, n: int, summary: CycleSummary) -> Event:
+    if n == layout.BASELINE:
+        return Event(name, n, BASELINE_PHASE, "baseline done", summary=summary)
+    return Event(name, n, "summary", "cycle done", summary=summary)
 
 
 def _error(e: BaseException) -> str:

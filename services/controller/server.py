@@ -45,6 +45,7 @@ PHASES = {
     "hot_load": pb.CYCLE_PHASE_HOT_LOAD,
     "summary": pb.CYCLE_PHASE_DONE,
     "done": pb.CYCLE_PHASE_DONE,
+    "baseline": pb.CYCLE_PHASE_BASELINE,
 }
 
 
@@ -59,8 +60,13 @@ def summary_to_pb(s: CycleSummary) -> pb.CycleSummary:
     return s.to_proto()
 
 
-def run_to_pb(state: RunState, spec: RunSpec, cycles: list[CycleSummary]) -> pb.Run:
-    return pb.Run(
+def run_to_pb(
+    state: RunState,
+    spec: RunSpec,
+    cycles: list[CycleSummary],
+    baseline: CycleSummary | None = None,
+) -> pb.Run:
+    out = pb.Run(
         name=state.name,
         spec=spec_to_proto(spec),
         state=RUN_STATES.get(state.state, pb.RUN_STATE_UNSPECIFIED),
@@ -74,6 +80,9 @@ def run_to_pb(state: RunState, spec: RunSpec, cycles: list[CycleSummary]) -> pb.
         cycles_done=state.cycles_done,
         spec_yaml=dump_spec(spec),
     )
+    if baseline is not None:
+        out.baseline.CopyFrom(summary_to_pb(baseline))
+    return out
 
 
 def event_to_pb(e: Event) -> pb.CycleEvent:
@@ -119,7 +128,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         self.runs = runs
 
     def _run(self, name: str) -> pb.Run:
-        return run_to_pb(*self.runs.get(name))
+        state, spec, cycles = self.runs.get(name)
+        return run_to_pb(state, spec, cycles, self.runs.baseline(name, state))
 
     def StartRun(self, request, context):  # type: ignore[no-untyped-def]
         state = self.runs.start(spec_from_request(request))

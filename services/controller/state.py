@@ -5,6 +5,8 @@ next cycle generates with); ``runs/<run>/cycles/<n>/progress.json`` says which o
 steps are done and what they produced. Each is rewritten whole (an atomic put) after the step
 it describes has made its own results durable, so on resume a step marked done is done.
 Per-candidate results are durable one by one, as ``cycles/<n>/evaluated/<index>.json``.
+The baseline (after the last cycle) keeps the same files under ``runs/<run>/baseline/``: it is
+"cycle" ``layout.BASELINE`` here, with its own steps (``BASELINE_STEPS``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from nasloop.v1 import common_pb2 as common
 
 # The steps of a cycle, in order. Generation and evaluation overlap: one step.
 STEPS = ("generate", "novelty", "select", "fine_tune", "publish", "hot_load", "summary")
+# The baseline's steps: the base model on the last cycle's prompts and seeds, the same
+# evaluation, a check-only novelty verdict, its records, its summary.
+BASELINE_STEPS = ("generate", "novelty", "records", "summary")
 RUN_STATES = ("pending", "running", "stopping", "stopped", "succeeded", "failed")
 ACTIVE = ("pending", "running", "stopping")
 
@@ -69,6 +74,7 @@ class RunState:
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
     cycle_job: str = ""
+    baseline_done: bool = False  # the baseline's records and summary are written
 
     @property
     def active(self) -> bool:
@@ -124,7 +130,7 @@ def save_run_state(store: ObjectStore, state: RunState) -> None:
 
 
 def progress_key(run: str, cycle: int) -> str:
-    return f"{layout.cycle_prefix(run, cycle)}/progress.json"
+    return f"{layout.records_prefix(run, cycle)}/progress.json"
 
 
 def load_progress(store: ObjectStore, run: str, cycle: int) -> CycleProgress | None:
@@ -143,8 +149,12 @@ def save_progress(store: ObjectStore, run: str, progress: CycleProgress) -> None
     store.put_bytes(progress_key(run, progress.cycle), _to_json(progress))
 
 
+def evaluated_prefix(run: str, cycle: int) -> str:
+    return f"{layout.records_prefix(run, cycle)}/evaluated/"
+
+
 def evaluated_key(run: str, cycle: int, index: int) -> str:
-    return f"{layout.cycle_prefix(run, cycle)}/evaluated/{index}.json"
+    return f"{evaluated_prefix(run, cycle)}{index}.json"
 
 
 def save_evaluated(store: ObjectStore, record: CandidateRecord) -> None:
@@ -154,9 +164,8 @@ def save_evaluated(store: ObjectStore, record: CandidateRecord) -> None:
 
 
 def load_evaluated(store: ObjectStore, run: str, cycle: int) -> dict[int, CandidateRecord]:
-    prefix = f"{layout.cycle_prefix(run, cycle)}/evaluated/"
     out: dict[int, CandidateRecord] = {}
-    for key in store.list(prefix):
+    for key in store.list(evaluated_prefix(run, cycle)):
         record = CandidateRecord.from_json(store.get_bytes(key).decode())
         out[record.index] = record
     return out

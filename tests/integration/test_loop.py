@@ -1,6 +1,6 @@
 """The closed loop through the real services: the controller over gRPC, crash-safe cycles
-(SIGKILL at every step, then resume), stop and resume, a controller restart mid-run, and
-``nasloop run`` on this machine.
+and baseline (SIGKILL at every step, then resume), stop and resume, a controller restart
+mid-run, and ``nasloop run`` on this machine.
 
 Every service is a real process on loopback (tests/loop_world.py): vLLM is not used here (the
 transformers backend starts in seconds; the generator's own tests serve with vLLM), the store
@@ -85,6 +85,24 @@ def check_cycle_records(world: LoopWorld, run: str, cycle: int, n: int = CANDIDA
     assert progress is not None and sorted(progress.done) == sorted(st.STEPS)
 
 
+def check_baseline_records(world: LoopWorld, run: str, last: int, n: int = CANDIDATES) -> None:
+    """The base model answered the last cycle's prompt with its seeds: one final, evaluated
+    record per index, no adapter, ids of its own."""
+    found = loads_records(world.store.get_bytes(layout.baseline_candidates_key(run)))
+    previous = records(world, run, last)
+    assert len(found) == len(previous) == n
+    assert [r.id for r in found] == [layout.baseline_candidate_id(run, i) for i in range(n)]
+    for mine, theirs in zip(found, previous, strict=True):
+        assert mine.index == theirs.index and mine.cycle == layout.BASELINE
+        assert (mine.prompt_sha256, mine.seed) == (theirs.prompt_sha256, theirs.seed)
+        assert mine.adapter_name == "" and mine.evaluation is not None and not mine.selected
+        assert mine.novelty is None or not mine.novelty.added  # checked, never added
+    evaluated = world.store.list(st.evaluated_prefix(run, layout.BASELINE))
+    assert len(evaluated) == n
+    progress = st.load_progress(world.store, run, layout.BASELINE)
+    assert progress is not None and sorted(progress.done) == sorted(st.BASELINE_STEPS)
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float = 120, what: str = "") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -104,16 +122,23 @@ def test_full_loop_through_the_controller_service(world, services) -> None:  # t
         assert final.state == pb.RUN_STATE_SUCCEEDED, final.error
         assert final.cycles_done == 2 and len(final.cycles) == 2
 
-        # WatchRun streamed phase changes, every candidate's result, training and summaries.
+        # WatchRun streamed phase changes, every candidate's result, training and summaries
+        # (the baseline's too, after the last cycle).
         kinds = [e.WhichOneof("detail") for e in events]
-        assert kinds.count("candidate") == 2 * CANDIDATES
-        assert kinds.count("summary") == 2 and "training" in kinds
+        assert kinds.count("candidate") == 3 * CANDIDATES
+        assert kinds.count("summary") == 3 and "training" in kinds
         phases = {e.phase for e in events}
-        assert {pb.CYCLE_PHASE_GENERATE, pb.CYCLE_PHASE_FINE_TUNE, pb.CYCLE_PHASE_DONE} <= phases
+        assert {
+            pb.CYCLE_PHASE_GENERATE, pb.CYCLE_PHASE_FINE_TUNE, pb.CYCLE_PHASE_DONE,
+            pb.CYCLE_PHASE_BASELINE,
+        } <= phases  # fmt: skip
+        assert events[-1].phase == pb.CYCLE_PHASE_BASELINE and events[-1].summary.cycle == 0
+        assert final.baseline.generated == CANDIDATES
+        assert final.baseline.candidates.key == layout.baseline_candidates_key(run)
 
         # A watcher that arrives late gets the recorded summaries, and the stream ends.
         late = list(ctl.WatchRun(pb.WatchRunRequest(name=run, from_cycle=2), timeout=30))
-        assert [e.summary.cycle for e in late] == [2]
+        assert [e.summary.cycle for e in late] == [2, layout.BASELINE]
         got = ctl.GetCycle(pb.GetCycleRequest(run=run, cycle=1))
         assert got.generated == CANDIDATES and got.valid + sum(s.count for s in got.stopped) == 8
         assert got.step_seconds["generate"] > 0 and 0 < got.service_seconds <= got.seconds
@@ -144,10 +169,12 @@ def test_full_loop_through_the_controller_service(world, services) -> None:  # t
         )
         assert cycle["generated"] == CANDIDATES
         watched = json_stream(grpcurl(c, "nasloop.v1.Controller/WatchRun", data={"name": run}))
-        assert [e["summary"]["cycle"] for e in watched] == [1, 2]
+        assert [e["summary"].get("cycle", 0) for e in watched] == [1, 2, 0]
 
     for cycle in (1, 2):
         check_cycle_records(world, run, cycle)
+    check_baseline_records(world, run, 2)
+    assert st.load_run_state(world.store, run).baseline_done  # type: ignore[union-attr]
     # Cycle 1 found novel answers, trained adapter 1; cycle 2 generated with it and trained
     # adapter 2 from it (continual), which the generator now serves under a new name.
     first, second = records(world, run, 1), records(world, run, 2)
@@ -158,7 +185,7 @@ def test_full_loop_through_the_controller_service(world, services) -> None:  # t
     assert summary2.adapter.parent_sha256 == final.cycles[0].adapter.sha256
     loaded = [a.name for a in GeneratorClient(services["generator"].address).list_adapters()]
     assert layout.adapter_name(run, 2) in loaded and layout.adapter_name(run, 1) not in loaded
-    # Novel candidates were added to the run's namespace once each.
+    # Novel candidates were added to the run's namespace once each (the baseline's: never).
     ns = NoveltyClient(services["novelty"].address).get_namespace(layout.run_namespace(run))
     assert ns.entries == sum(1 for r in first + second if r.novelty and r.novelty.novel)
 
@@ -199,13 +226,16 @@ def test_nasloop_run_drives_a_running_controller(world, services) -> None:  # ty
         )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("succeeded") and "cycle 1: 2 generated" in out.stderr
+    assert "baseline (base model, no adapter): 2 generated" in out.stderr
     check_cycle_records(world, run, 1, 2)
+    check_baseline_records(world, run, 1, 2)
 
 
 # -- crash safety ---------------------------------------------------------------------------------
 def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, services) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL of the process running the cycle (what a Kubernetes Job runs) inside generate
-    and evaluate, at each step boundary and inside fine-tuning; each restart resumes."""
+    and evaluate, at each step boundary and inside fine-tuning; each restart resumes. Then the
+    same for the run's baseline (``nasloop cycle --baseline``)."""
     run = "crash"
     store = world.store
     create_run(store, spec_of(run, "cycles=1"))
@@ -213,15 +243,15 @@ def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, 
     trainer = TrainerClient(services["trainer"].address)
     job_id = layout.training_job_id(run, 1)
 
-    def done(step: str) -> Callable[[], bool]:
+    def done(step: str, cycle: int = 1) -> Callable[[], bool]:
         def check() -> bool:
-            progress = st.load_progress(store, run, 1)
+            progress = st.load_progress(store, run, cycle)
             return progress is not None and step in progress.done
 
         return check
 
-    def evaluated(n: int) -> Callable[[], bool]:
-        return lambda: len(store.list(f"{layout.cycle_prefix(run, 1)}/evaluated/")) >= n
+    def evaluated(n: int, cycle: int = 1) -> Callable[[], bool]:
+        return lambda: len(store.list(st.evaluated_prefix(run, cycle))) >= n
 
     def training() -> bool:
         try:
@@ -239,20 +269,8 @@ def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, 
         ("after publish", done("publish")),
         ("after hot-load", done("hot_load")),
     ]
-    killed = []
     command = [sys.executable, "-m", "nasloop", "cycle", "--run", run, "--cycle", "1"]
-    for where, condition in kill_points:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-        try:
-            wait_for(_either(condition, proc), 300, where)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed.append(where)
-            proc.wait()
-        assert proc.returncode in (0, -signal.SIGKILL), where
-    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    killed = _kill_and_finish(command, env, kill_points)
     assert "inside generate+evaluate" in killed and "inside fine-tune" in killed, killed
 
     check_cycle_records(world, run, 1)
@@ -265,11 +283,48 @@ def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, 
     assert meta["job_id"] == job_id and meta["cycle"] == 1
     assert store.get_json(layout.summary_key(run, 1))["generated"] == CANDIDATES
 
+    # The baseline, killed inside generate+evaluate and after each step, then finished.
+    base = layout.BASELINE
+    baseline_kill_points = [
+        ("inside the baseline's generate+evaluate", evaluated(2, base)),
+        ("after the baseline's generate", done("generate", base)),
+        ("after the baseline's novelty", done("novelty", base)),
+        ("after the baseline's records", done("records", base)),
+    ]
+    command = [sys.executable, "-m", "nasloop", "cycle", "--run", run, "--baseline"]
+    killed = _kill_and_finish(command, env, baseline_kill_points)
+    assert "inside the baseline's generate+evaluate" in killed, killed
+    check_baseline_records(world, run, 1)
+    assert store.get_json(layout.summary_key(run, base))["generated"] == CANDIDATES
+    ns2 = NoveltyClient(services["novelty"].address).get_namespace(layout.run_namespace(run))
+    assert ns2.entries == ns.entries  # check-only: the baseline added nothing
+
+
+def _kill_and_finish(
+    command: list[str], env: dict[str, str], kill_points: list[tuple[str, Callable[[], bool]]]
+) -> list[str]:
+    """Start ``command`` once per kill point and SIGKILL it there (unless it finished first),
+    then run it to the end; the kill points where it was killed."""
+    killed = []
+    for where, condition in kill_points:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        try:
+            wait_for(_either(condition, proc), 300, where)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed.append(where)
+            proc.wait()
+        assert proc.returncode in (0, -signal.SIGKILL), where
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return killed
+
 
 def test_stop_resume_and_a_controller_restart_mid_run(world, services) -> None:  # type: ignore[no-untyped-def]
     run = "restart"
     store = world.store
-    spec = spec_of(run, "candidates_per_cycle=4")
+    spec = spec_of(run, "candidates_per_cycle=4", "baseline=false")
     evaluated = f"{layout.cycle_prefix(run, 1)}/evaluated/"
     with controller(world, services) as c:
         ctl = stub(c)
@@ -296,7 +351,9 @@ def test_stop_resume_and_a_controller_restart_mid_run(world, services) -> None: 
     assert [e.summary.cycle for e in events if e.WhichOneof("detail") == "summary"] == [2]
     for cycle in (1, 2):
         check_cycle_records(world, run, cycle, 4)
-    assert json.loads(store.get_bytes(layout.state_key(run)))["cycles_done"] == 2
+    state = json.loads(store.get_bytes(layout.state_key(run)))
+    assert state["cycles_done"] == 2 and not state["baseline_done"]
+    assert not store.list(f"{layout.baseline_prefix(run)}/")  # baseline=false: none
 
 
 # -- nasloop run on this machine ------------------------------------------------------------------
@@ -328,7 +385,7 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
     sets = [
         a for s in [*SPEC_OVERRIDES, "cycles=1", "candidates_per_cycle=4"] for a in ("--set", s)
     ]
-    command = [sys.executable, "-m", "nasloop", "run", "--name", run, *sets]
+    command = [sys.executable, "-m", "nasloop", "run", "--name", run, "--no-baseline", *sets]
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -355,6 +412,7 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "| cycle |" in resumed.stdout and f"run {run} finished 1 cycles" in resumed.stderr
     check_cycle_records(world, run, 1, 4)
+    assert not store.list(f"{layout.baseline_prefix(run)}/")  # --no-baseline, kept on resume
 
     def cli(*args: str) -> str:
         out = subprocess.run(

@@ -47,16 +47,19 @@ class PlayedCycles:
                 ]
             for name, uid in new:
                 self.seen.append(uid)
-                cycle = int(name.rsplit("-", 1)[1])
+                suffix = name.rsplit("-", 1)[1]
+                cycle = layout.BASELINE if suffix == "base" else int(suffix)
                 self.fake.start_pod(name)
                 if cycle in self.fail:
                     self.fail.discard(cycle)  # fails once; a resumed cycle succeeds
                     self.fake.deadline_exceeded(name)
                     continue
-                adapter = st.AdapterState(
-                    layout.adapter_name(RUN, cycle), layout.adapter_prefix(RUN, cycle), "a" * 64,
-                    cycle,
-                )  # fmt: skip
+                adapter = None
+                if cycle != layout.BASELINE:  # the baseline trains nothing
+                    adapter = st.AdapterState(
+                        layout.adapter_name(RUN, cycle), layout.adapter_prefix(RUN, cycle),
+                        "a" * 64, cycle,
+                    )  # fmt: skip
                 save_summary(self.store, CycleSummary(RUN, cycle, generated=4, adapter=adapter))
                 self.fake.succeed(name)
 
@@ -76,22 +79,27 @@ def manager(fake: FakeKubeAPI, store: LocalStore) -> RunManager:
     return RunManager(cfg, store, cycle_jobs=CycleJobs(fake.api_client(), cfg))
 
 
-def spec(cycles: int = 2):  # type: ignore[no-untyped-def]
-    return load_spec(overrides=[f"name={RUN}", f"cycles={cycles}"])
+def spec(cycles: int = 2, baseline: bool = False):  # type: ignore[no-untyped-def]
+    return load_spec(overrides=[f"name={RUN}", f"cycles={cycles}", f"baseline={baseline}"])
 
 
 def test_fake_kube_each_cycle_is_a_job_and_the_run_succeeds(fake, local_store) -> None:  # type: ignore[no-untyped-def]
     played = PlayedCycles(fake, local_store)
     runs = manager(fake, local_store)
-    runs.start(spec())
+    runs.start(spec(baseline=True))
     state = runs.wait(RUN, 30)
     played.close()
     assert state.state == "succeeded" and state.cycles_done == 2, state.error
+    # ... and the baseline after the last cycle, as a Job of its own
     assert [m["metadata"]["name"] for m in fake.created] == [
-        cycle_job_name(RUN, 1), cycle_job_name(RUN, 2),
+        cycle_job_name(RUN, 1), cycle_job_name(RUN, 2), f"nasloop-cycle-{RUN}-base",
     ]  # fmt: skip
+    baseline = fake.created[2]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert baseline[-3:] == ["--run", RUN, "--baseline"]
     assert state.adapter is not None and state.adapter.name == layout.adapter_name(RUN, 2)
-    assert state.cycle_job == cycle_job_name(RUN, 2)
+    assert state.cycle_job == cycle_job_name(RUN, layout.BASELINE) and state.baseline_done
+    summary = runs.baseline(RUN, state)
+    assert summary is not None and summary.cycle == layout.BASELINE
 
 
 def test_fake_kube_a_failed_cycle_job_fails_the_run_and_resume_runs_it_again(

@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 from kubefake import FakeKubeAPI
 
+from nasloop import layout
 from nasloop.config import Config, load_config
 from nasloop.layout import InvalidName
 from services.controller import kube
@@ -227,9 +228,17 @@ def test_cycle_job_name_is_deterministic_and_short_enough_for_40_char_runs() -> 
     job = cycle_job_manifest(run, 9999, config())
     assert job["metadata"]["labels"]["nasloop.io/run"] == run
     kubernetes_validate.validate(job, SCHEMA, strict=True)
+    # The baseline (cycle 0) runs as a Job of its own: `nasloop cycle --baseline`.
+    base = cycle_job_manifest(run, layout.BASELINE, config())
+    assert base["metadata"]["name"] == f"nasloop-cycle-{run}-base"
+    assert base["metadata"]["labels"]["nasloop.io/cycle"] == "base"
+    assert base["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "--baseline"
+    kubernetes_validate.validate(base, SCHEMA, strict=True)
 
 
-@pytest.mark.parametrize(("run", "cycle"), [("Bad_Name", 1), ("-x", 1), ("a" * 41, 1), (RUN, 0)])
+@pytest.mark.parametrize(
+    ("run", "cycle"), [("Bad_Name", 1), ("-x", 1), ("a" * 41, 1), (RUN, -1), (RUN, 10000)]
+)
 def test_cycle_job_name_refuses_bad_runs_and_cycles(run: str, cycle: int) -> None:
     with pytest.raises(InvalidName):
         cycle_job_name(run, cycle)
