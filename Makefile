@@ -28,6 +28,10 @@ system-deps:
 	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
 	  apt-get install -y -q bubblewrap >/dev/null; } || \
 	  { echo 'the strict sandbox needs bubblewrap: apt-get install bubblewrap'; exit 1; }
+
+# Debian's chromium for the test that renders a run report in a real browser (make test only).
+.PHONY: browser-deps
+browser-deps:
 	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q >/dev/null && \
 	  apt-get install -y -q chromium >/dev/null; } || \
 	  echo 'chromium is missing (apt-get install chromium): the report browser test will skip'
@@ -40,7 +44,7 @@ run: $(STAMP) system-deps
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
 
-test: $(STAMP) system-deps chart-check shellcheck
+test: $(STAMP) system-deps browser-deps chart-check shellcheck
 	$(PY) -m pytest -q -m "not cluster and not gpu" --ignore=tests/deploy $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-nonroot
 

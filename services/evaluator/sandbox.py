@@ -12,6 +12,7 @@ seccomp filter where available, and the sandbox uid when the evaluator is root.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -99,6 +100,30 @@ def _python_view(data_dir: Path) -> list[str]:
     return args
 
 
+# NVIDIA's device nodes (the driver's control and UVM nodes, one per GPU) and the variables that
+# say which GPUs a process may use and where the driver's libraries are (a GPU node may keep them
+# outside ld.so.cache). Bound and passed only where they exist; a CPU machine has none.
+GPU_DEVICE_GLOBS = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
+GPU_ENVIRONMENT = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+
+
+def _gpu_devices() -> list[str]:
+    args: list[str] = []
+    for pattern in GPU_DEVICE_GLOBS:
+        for path in sorted(glob.glob(pattern)):
+            if not os.path.isdir(path):
+                args += ["--dev-bind", path, path]
+    return args
+
+
+def _gpu_environment() -> list[str]:
+    args: list[str] = []
+    for name in GPU_ENVIRONMENT:
+        if os.environ.get(name):
+            args += ["--setenv", name, os.environ[name]]
+    return args
+
+
 def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
     # No --die-with-parent: its signal fires when the *thread* that started the worker ends,
     # and workers are started from short-lived threads. A worker exits at the end of its stdin
@@ -128,9 +153,10 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
     # /tmp first, so that binds below it (a data directory under /tmp) stay visible.
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += _python_view(data_dir)
+    args += ["--proc", "/proc", "--dev", "/dev", *_gpu_devices()]
     args += [
-        "--proc", "/proc", "--dev", "/dev",
         "--clearenv",
+        *_gpu_environment(),
         "--setenv", "PYTHONPATH", str(PROJECT_ROOT),
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         "--setenv", "HOME", "/tmp",

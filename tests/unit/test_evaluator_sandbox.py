@@ -183,3 +183,26 @@ def test_cancel_through_the_watched_fd(data: SandboxData) -> None:
         os.close(rfd)
         os.close(wfd)
     assert r.status == common.STATUS_CANCELLED
+
+
+def test_strict_sandbox_sees_gpu_devices_and_driver_paths(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A GPU's device nodes are bound into the bubblewrap view and the variables that select
+    GPUs and locate the driver pass through --clearenv; without them CUDA cannot start there.
+    (Device nodes cannot be made here: plain files stand in for /dev/nvidia*.)"""
+    from services.evaluator import sandbox
+
+    for name in ("nvidiactl", "nvidia0", "nvidia-uvm"):
+        (tmp_path / name).touch()
+    monkeypatch.setattr(sandbox, "GPU_DEVICE_GLOBS", (f"{tmp_path}/nvidia*",))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/nvidia/lib64")
+    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
+    args = sandbox.bwrap_command("bwrap", tmp_path, 1 << 20)
+    binds = {args[i + 1] for i, a in enumerate(args) if a == "--dev-bind"}
+    assert binds == {str(tmp_path / n) for n in ("nvidiactl", "nvidia0", "nvidia-uvm")}
+    assert args.index("--dev") < min(i for i, a in enumerate(args) if a == "--dev-bind")
+    env = {args[i + 1]: args[i + 2] for i, a in enumerate(args) if a == "--setenv"}
+    assert env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+    assert "NVIDIA_VISIBLE_DEVICES" not in env
+    assert args.index("--clearenv") < args.index("CUDA_VISIBLE_DEVICES")
