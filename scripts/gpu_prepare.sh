@@ -55,5 +55,6 @@ fi
 
 echo "wheels:"
 ls -1 .whl
-echo "bubblewrap: $(ls .gpu 2>/dev/null | tr '\n' ' ')$(ls .gpu/lib 2>/dev/null | tr '\n' ' ')"
+echo "carried beside the wheels:"
+find .gpu -type f | sort
 du -sh .whl .gpu

@@ -37,7 +37,7 @@ from lemur_nets import NETS
 
 from nasloop.config import EvaluatorConfig
 from nasloop.v1 import common_pb2 as common
-from services.evaluator import protocols, seccomp_filter
+from services.evaluator import protocols, sandbox, seccomp_filter
 from services.evaluator.datasets import DatasetCache
 from services.evaluator.engine import Evaluator
 from services.evaluator.pool import LocalExecutor
@@ -174,10 +174,13 @@ class Bench:
 
 def _probe(device: str, data_dir: Path) -> tuple[Bench | None, str]:
     """A strict bench on ``device`` that evaluated the good network, or why there is none."""
+    start_timeout, sandbox.START_TIMEOUT_S = sandbox.START_TIMEOUT_S, 90.0  # not 180: time is short
     try:
         bench = Bench(device, "strict", data_dir)
     except Exception as e:
         return None, f"strict executor did not start on {device}: {e}"
+    finally:
+        sandbox.START_TIMEOUT_S = start_timeout
     r = bench.one("strict_probe_good", GOOD_NET)  # one epoch
     if r.status == common.STATUS_OK:
         return bench, ""
@@ -343,13 +346,27 @@ def test_good_network_after(
     # Same seed and batches: identical on cpu; on cuda only non-deterministic kernels differ.
     assert abs(r.accuracy - good[device].accuracy) <= 0.1, (r.accuracy, good[device].accuracy)
     if os.geteuid() == 0:  # root drops candidates to the sandbox uid: none may outlive its run
-        left = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                text = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            uid_line = next(x for x in text.splitlines() if x.startswith("Uid:"))
-            if int(uid_line.split()[1]) == SANDBOX_UID:
-                left.append(pid)
+        left = [pid for pid, uid in _descendants().items() if uid == SANDBOX_UID]
         assert left == [], f"processes of uid {SANDBOX_UID} still running: {left}"
+
+
+def _descendants() -> dict[int, int]:
+    """pid -> uid of every process below this one (other users of the machine left out)."""
+    parent, uid = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+        line = next(x for x in text.splitlines() if x.startswith("Uid:"))
+        uid[int(pid)] = int(line.split()[1])
+    me, out = os.getpid(), {}
+    for pid in parent:
+        p = pid
+        while p > 1 and p != me:
+            p = parent.get(p, 0)
+        if p == me and pid != me:
+            out[pid] = uid[pid]
+    return out
