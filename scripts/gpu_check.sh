@@ -19,6 +19,7 @@ OUT="${OUT:-$PWD/gpu-check-out}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 exec > >(tee -a "$LOG") 2>&1
+TEE_PID=$!
 PY="${PYTHON:-python3}"
 PYTEST_TIMEOUT="${GPU_CHECK_TIMEOUT:-300}"
 WHL="${GPU_CHECK_WHEELS:-.whl}"  # another (empty) folder skips the install, e.g. on a CPU machine
@@ -145,4 +146,6 @@ else
   echo "GPU CHECK: FAILED (pytest exit status $rc)"
 fi
 echo "total ${SECONDS}s"
+exec >&- 2>&-  # let tee finish the log before the files under $OUT are collected
+wait "$TEE_PID" 2>/dev/null || sleep 1
 exit "$rc"

@@ -181,7 +181,7 @@ def _probe(device: str, data_dir: Path) -> tuple[Bench | None, str]:
         return None, f"strict executor did not start on {device}: {e}"
     finally:
         sandbox.START_TIMEOUT_S = start_timeout
-    r = bench.one("strict_probe_good", GOOD_NET)  # one epoch
+    r = bench.one("strict_probe_good", GOOD_NET, bench.protocol(time_limit_s=60))  # one epoch
     if r.status == common.STATUS_OK:
         return bench, ""
     bench.close()
