@@ -89,6 +89,8 @@ def _python_view(data_dir: Path) -> list[str]:
     base_sp = Path(sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"])
     site = view.site_packages()
     for sp in dict.fromkeys([base_sp, site]):  # emptied, then only the allowed entries
+        if not sp.is_dir():
+            continue  # nothing to hide (a base interpreter without site-packages of its own)
         parents(sp)
         args += ["--perms", "0755", "--tmpfs", str(sp)]
         made.add(sp)
@@ -160,6 +162,9 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
         "--setenv", "PYTHONPATH", str(PROJECT_ROOT),
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         "--setenv", "HOME", "/tmp",
+        # No /etc/passwd inside: getpass.getuser() (torch's cache paths call it on import)
+        # reads these first.
+        "--setenv", "USER", "sandbox", "--setenv", "LOGNAME", "sandbox",
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "NASLOOP_SANDBOX_CLEAN_TMP", "1",
         "--setenv", "NASLOOP_SANDBOX_TMP_INODES", str(TMP_INODES),

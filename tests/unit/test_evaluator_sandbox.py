@@ -206,3 +206,27 @@ def test_strict_sandbox_sees_gpu_devices_and_driver_paths(tmp_path, monkeypatch)
     assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
     assert "NVIDIA_VISIBLE_DEVICES" not in env
     assert args.index("--clearenv") < args.index("CUDA_VISIBLE_DEVICES")
+
+
+def test_strict_view_without_a_base_site_packages(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A base interpreter with no site-packages of its own (Ubuntu's python3 under a venv, as on
+    the GPU machine) has nothing to hide: bubblewrap cannot make a mount point inside the
+    read-only /usr, and the worker would not start. getpass.getuser(), which torch calls on
+    import, finds USER: there is no /etc/passwd inside."""
+    from services.evaluator import sandbox
+
+    real = sandbox.sysconfig.get_paths
+    missing = tmp_path / "no-such" / "site-packages"
+
+    def get_paths(*args, **kwargs):  # type: ignore[no-untyped-def]
+        paths = dict(real(*args, **kwargs))
+        if kwargs.get("vars"):
+            paths["purelib"] = str(missing)
+        return paths
+
+    monkeypatch.setattr(sandbox.sysconfig, "get_paths", get_paths)
+    args = sandbox.bwrap_command("bwrap", tmp_path, 1 << 20)
+    assert str(missing) not in args
+    assert str(sandbox.view.site_packages()) in args  # the venv's own is still emptied
+    env = {args[i + 1]: args[i + 2] for i, a in enumerate(args) if a == "--setenv"}
+    assert env["USER"] == env["LOGNAME"] == "sandbox"
