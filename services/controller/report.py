@@ -233,16 +233,25 @@ def best_section(r: RunReport) -> list[Block]:
     rows = []
     for rank, c in enumerate(best, 1):
         nov = c.novelty
-        nearest = f"{nov.nearest_id} ({nov.nearest_namespace})" if nov and nov.nearest_id else "-"
+        near = nov is not None and bool(nov.nearest_id)
+        nearest = f"{nov.nearest_id} ({nov.nearest_namespace})" if near else "none near"
         rows.append([
             str(rank), c.id, f"{c.accuracy:.4f}",
             f"{c.evaluation.parameter_count:,}" if c.evaluation else "-", str(c.cycle),
-            c.adapter_name or "base model", nearest, f"{nov.max_similarity:.3f}" if nov else "-",
+            c.adapter_name or "base model", nearest if nov else "-",
+            f"{nov.max_similarity:.3f}" if near else "-",
             ("novel" if nov.novel else "not novel") if nov else "-",
         ])  # fmt: skip
     header = ("#", "candidate", "accuracy", "parameters", "cycle", "adapter",
               "nearest network", "similarity", "novelty")  # fmt: skip
     blocks.append(Table(header, rows))
+    blocks.append(
+        Paragraph(
+            "Nearest network: the most similar indexed network (seed corpus or this run) that "
+            'the MinHash index found; "none near" when no indexed network shares a band '
+            "with it (the LSH index reports only neighbours near the novelty threshold)."
+        )
+    )
     for rank, c in enumerate(best, 1):
         blocks += [Heading(f"{rank}. {c.id}: accuracy {c.accuracy:.4f}", 3), Code(c.code)]
     return blocks
