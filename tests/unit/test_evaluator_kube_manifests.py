@@ -1,4 +1,5 @@
-"""The evaluation Job and NetworkPolicy manifests: schema-valid (Kubernetes 1.33) and hardened."""
+"""The evaluation Job manifest: schema-valid (Kubernetes 1.33) and hardened (its NetworkPolicy is
+the chart's: tests/deploy)."""
 
 from __future__ import annotations
 
@@ -50,52 +51,6 @@ def env(job: dict) -> dict[str, str]:
 )
 def test_job_manifest_is_valid_against_the_kubernetes_schema(cfg: KubernetesConfig) -> None:
     assert kubernetes_validate.validate(build(cfg), "1.33", strict=True) == "1.33"
-
-
-def test_network_policy_manifest_is_valid_and_default_deny() -> None:
-    np = m.network_policy_manifest("nasloop", store_port=9000, store_namespace="storage")
-    kubernetes_validate.validate(np, "1.33", strict=True)
-    spec = np["spec"]
-    assert spec["podSelector"] == {
-        "matchLabels": {"app.kubernetes.io/component": "evaluator-sandbox"}
-    }
-    assert spec["policyTypes"] == ["Ingress", "Egress"]
-    assert spec["ingress"] == []
-    dns, store = spec["egress"]
-    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
-    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "kube-system"
-    }
-    assert store["ports"] == [{"protocol": "TCP", "port": 9000}]
-    assert store["to"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}}
-    ]
-
-
-def test_network_policy_variants() -> None:
-    by_labels = m.network_policy_manifest(
-        "nasloop", store_port=9000, store_namespace="s", store_pod_labels={"app": "minio"}
-    )
-    kubernetes_validate.validate(by_labels, "1.33", strict=True)
-    assert by_labels["spec"]["egress"][1]["to"][0]["podSelector"] == {
-        "matchLabels": {"app": "minio"}
-    }
-    by_cidr = m.network_policy_manifest("nasloop", store_port=443, store_cidr="10.0.0.0/8")
-    kubernetes_validate.validate(by_cidr, "1.33", strict=True)
-    assert by_cidr["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
-    with pytest.raises(ValueError):
-        m.network_policy_manifest("nasloop", store_port=9000)
-    with pytest.raises(ValueError):
-        m.network_policy_manifest("nasloop", store_port=0, store_namespace="s")
-
-
-def test_network_policy_selects_the_job_pods() -> None:
-    job = build()
-    selector = m.network_policy_manifest("nasloop", store_port=9000, store_namespace="s")["spec"][
-        "podSelector"
-    ]["matchLabels"]
-    pod_labels = job["spec"]["template"]["metadata"]["labels"]
-    assert selector.items() <= pod_labels.items()
 
 
 def test_labels_on_job_and_pod_template() -> None:

@@ -1,6 +1,7 @@
 """Cluster mode of the evaluator: each evaluation runs as a hardened Kubernetes Job.
 
-``manifests`` builds the Job and the sandbox NetworkPolicy (pure functions); ``launcher`` runs
-a Job per candidate through the Kubernetes API and maps its outcome to a report. The pod side is
+``manifests`` builds the Job (a pure function; the chart applies the pods' NetworkPolicy);
+``launcher`` runs a Job per candidate through the Kubernetes API and maps its outcome to a
+report. The pod side is
 ``services/evaluator/pod.py``.
 """

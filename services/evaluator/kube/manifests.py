@@ -1,4 +1,7 @@
-"""Manifests for cluster mode: the hardened Job that runs one evaluation, and its NetworkPolicy.
+"""Manifests for cluster mode: the hardened Job that runs one evaluation.
+
+Its pods carry the labels that the Helm chart's default-deny NetworkPolicy selects
+(``deploy/helm/nasloop/templates/networkpolicy.yaml``; tests/deploy checks that it selects them).
 
 Pure functions from configuration to plain dicts (what ``kubectl apply`` and the ``kubernetes``
 client both accept), so they can be checked against the Kubernetes schemas without a cluster.
@@ -39,7 +42,6 @@ CONTAINER = "sandbox"
 GPU_RESOURCE = "nvidia.com/gpu"
 SANDBOX_UID = 65534  # "nobody": no files in the image belong to it
 JOB_PREFIX = "eval-"
-NETWORK_POLICY_NAME = "nasloop-evaluator-sandbox"
 TERMINATION_GRACE_S = 5
 
 ENV_TASK_URL = "NASLOOP_TASK_URL"
@@ -204,61 +206,5 @@ def job_manifest(
                 "metadata": {"labels": dict(meta_labels), "annotations": dict(annotations)},
                 "spec": pod_spec,
             },
-        },
-    }
-
-
-def network_policy_manifest(
-    namespace: str,
-    *,
-    store_port: int,
-    store_namespace: str | None = None,
-    store_pod_labels: Mapping[str, str] | None = None,
-    store_cidr: str | None = None,
-    dns_namespace: str = "kube-system",
-    dns_pod_labels: Mapping[str, str] | None = None,
-    name: str = NETWORK_POLICY_NAME,
-) -> dict[str, Any]:
-    """Default-deny for evaluation pods: no ingress; egress only to DNS and the object store.
-
-    The store is reached in ``store_namespace`` (optionally only its pods with
-    ``store_pod_labels``) or, for a store outside the cluster, at ``store_cidr``; always on
-    TCP ``store_port``.
-    """
-    if not 0 < store_port < 65536:
-        raise ValueError(f"store port must be in 1..65535, got {store_port}")
-    if (store_namespace is None) == (store_cidr is None):
-        raise ValueError("give exactly one of store_namespace and store_cidr")
-    if store_namespace is not None:
-        peer: dict[str, Any] = {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": store_namespace}}
-        }
-        if store_pod_labels:
-            peer["podSelector"] = {"matchLabels": dict(store_pod_labels)}
-    else:
-        peer = {"ipBlock": {"cidr": store_cidr}}
-    dns_peer = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dns_namespace}},
-        "podSelector": {"matchLabels": dict(dns_pod_labels or {"k8s-app": "kube-dns"})},
-    }
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {LABEL_NAME: APP, LABEL_COMPONENT: COMPONENT},
-        },
-        "spec": {
-            "podSelector": {"matchLabels": {LABEL_COMPONENT: COMPONENT}},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
-            "egress": [
-                {
-                    "to": [dns_peer],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-                {"to": [peer], "ports": [{"protocol": "TCP", "port": store_port}]},
-            ],
         },
     }
