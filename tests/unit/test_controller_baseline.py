@@ -21,7 +21,7 @@ from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2, generator_pb2, novelty_pb2
 from services.controller import state as st
 from services.controller.baseline import Baseline, plan_from, runner
-from services.controller.cycle import SEED_STRIDE, Cycle, CycleError, Event
+from services.controller.cycle import Cycle, CycleError, Event, cycle_seed
 
 RUN = "r"
 PROMPT = "### Task: img-classification on digits\n### Code:\n"
@@ -37,7 +37,7 @@ def spec(*overrides: str):  # type: ignore[no-untyped-def]
     )  # fmt: skip
 
 
-def last_cycle(seed: int = 2 * SEED_STRIDE) -> list[CandidateRecord]:
+def last_cycle(seed: int = cycle_seed(0, 2)) -> list[CandidateRecord]:
     return [
         CandidateRecord(
             id=layout.candidate_id(RUN, 2, i),
@@ -170,9 +170,9 @@ def test_a_killed_baseline_resumes_with_the_missing_answers_only(local_store: Lo
     services = FakeServices(s.base_model)
     Baseline(RUN, layout.BASELINE, s, local_store, services).run_cycle(None)
     regenerated = {r.sampling.seed + i for r in services.requests for i in range(r.n)}
-    assert regenerated == {2 * SEED_STRIDE + i for i in range(N) if i not in kept}
+    assert regenerated == {cycle_seed(0, 2) + i for i in range(N) if i not in kept}
     found = st.load_candidates(local_store, RUN, layout.BASELINE)
-    assert [r.seed for r in found] == [2 * SEED_STRIDE + i for i in range(N)]
+    assert [r.seed for r in found] == [cycle_seed(0, 2) + i for i in range(N)]
 
 
 def test_baseline_needs_the_last_cycles_records(local_store: LocalStore) -> None:
