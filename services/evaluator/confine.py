@@ -11,6 +11,7 @@ two candidates.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import resource
@@ -35,6 +36,10 @@ MAX_RESULT_BYTES = 48 << 20  # below the worker frame limit (64 MiB)
 SETUP_FAILED = 70
 DRAIN_AFTER_EXIT_S = 2.0
 CHILD_ENV = {"HOME": "/tmp", "PATH": "/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+CLONE_NEWUSER = 0x10000000
+PR_SET_DUMPABLE = 4
+CAP_SETFCAP = 31
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,19 @@ class Limits:
     gid: int | None
     seccomp: bool
     output_tail_bytes: int = 4096
+    # Become uid/gid in a user namespace of the child's own (mapped to the worker's ids)
+    # instead of switching to them: how a non-root evaluator, which cannot setuid, gives a
+    # candidate another uid than its worker's.
+    user_namespace: bool = False
 
 
-def limits_for(task: Task, cfg: EvaluatorConfig, uid: int | None, seccomp: bool) -> Limits:
+def limits_for(
+    task: Task,
+    cfg: EvaluatorConfig,
+    uid: int | None,
+    seccomp: bool,
+    user_namespace: bool = False,
+) -> Limits:
     wall = task.wall_limit_s(cfg.probe_time_limit_s)
     return Limits(
         wall_s=wall,
@@ -62,6 +77,7 @@ def limits_for(task: Task, cfg: EvaluatorConfig, uid: int | None, seccomp: bool)
         gid=cfg.sandbox_gid if uid is not None else None,
         seccomp=seccomp,
         output_tail_bytes=cfg.output_tail_bytes,
+        user_namespace=user_namespace and uid is not None,
     )
 
 
@@ -71,6 +87,59 @@ def _vm_size() -> int:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _libc_call(name: str, *args: object) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name} failed: {os.strerror(err)}")
+
+
+def not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: this process's /proc files belong to root, unreadable to its uid, and
+    no process without CAP_SYS_PTRACE over its user namespace may trace it."""
+    _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def drop_capabilities(keep: tuple[int, ...] = ()) -> None:
+    """capset(2) to nothing but ``keep`` (effective and permitted); inheritable emptied."""
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) for caps 0-31, 32-63
+    for cap in keep:
+        word = 3 * (cap // 32)
+        data[word] |= 1 << (cap % 32)
+        data[word + 1] |= 1 << (cap % 32)
+    _libc_call("capset", header, data)
+
+
+def enter_user_namespace(uid: int, gid: int) -> None:
+    """Become ``uid``/``gid`` in a new user namespace whose only ids map to this process's own
+    (an unprivileged process may map its own euid and egid, setgroups denied first), then give
+    up the capabilities the new namespace granted. The process must be single-threaded, and
+    where its euid is 0 (the worker in bubblewrap's user namespace) it must hold CAP_SETFCAP:
+    the kernel maps a parent namespace's uid 0 only for a creator that held it.
+
+    The kernel still sees the worker's uid (signals, file ownership outside); what changes is
+    every id check made in a namespace: the candidate is not uid 0 of the worker's namespace
+    and holds no capability in it or over it.
+    """
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    _libc_call("unshare", CLONE_NEWUSER)
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {outer_uid} 1\n"),
+        ("gid_map", f"{gid} {outer_gid} 1\n"),
+    ):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    drop_capabilities()
+    not_dumpable()  # a change of credentials may have reset it
+    if (os.getuid(), os.getgid()) != (uid, gid):
+        raise OSError(f"user namespace: uid {os.getuid()}, gid {os.getgid()}")
 
 
 def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> None:
@@ -91,6 +160,9 @@ def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> None:
     if not cuda:  # CUDA reserves huge address ranges; on GPU the pod's cgroup bounds memory
         cap = _vm_size() + limits.memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    if limits.user_namespace and limits.uid is not None and limits.gid is not None:
+        enter_user_namespace(limits.uid, limits.gid)
+        return
     if limits.gid is not None:
         os.setgroups([])
         os.setresgid(limits.gid, limits.gid, limits.gid)

@@ -38,8 +38,11 @@ class LocalExecutor:
                 "" if seccomp_filter.available() else " and without seccomp",
             )
         self.kind = pb.EXECUTOR_LOCAL_SANDBOX if self.strict else pb.EXECUTOR_LOCAL_UNSANDBOXED
-        # Root drops each child to the sandbox uid; a non-root evaluator already is one.
-        self.uid = cfg.sandbox_uid if os.geteuid() == 0 else None
+        # Root drops each child to the sandbox uid. A non-root evaluator cannot; in strict mode
+        # each child becomes the sandbox uid in a user namespace of its own instead (mapped to
+        # the worker's uid), so that it is not uid 0 of the worker's namespace.
+        self.user_namespace = self.strict and os.geteuid() != 0
+        self.uid = cfg.sandbox_uid if os.geteuid() == 0 or self.user_namespace else None
         argv, env = worker_argv(self.strict, data_dir, cfg.tmp_bytes)
         self.workers = [SandboxWorker(f"w{i}", argv, env) for i in range(cfg.workers)]
         self._idle: queue.Queue[SandboxWorker] = queue.Queue()
@@ -61,7 +64,9 @@ class LocalExecutor:
                     report = Report(last_stage=common.STAGE_POLICY)
                     return report.fail(common.STATUS_CANCELLED, "cancelled before it started"), ""
         try:
-            limits = limits_for(task, self.cfg, self.uid, seccomp_filter.available())
+            limits = limits_for(
+                task, self.cfg, self.uid, seccomp_filter.available(), self.user_namespace
+            )
             return worker.run(task, dataset.sandbox_file, limits, cancelled), worker.name
         finally:
             self._idle.put(worker)

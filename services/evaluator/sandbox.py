@@ -143,8 +143,11 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
     else:
         # Non-root (e.g. a container under Pod Security "restricted"): a user namespace in which
         # the worker keeps CAP_SYS_ADMIN just long enough to bound /tmp's inodes, then drops
-        # every capability before it forks a child (NASLOOP_SANDBOX_DROP_CAPS).
-        args += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_SYS_ADMIN"]
+        # every capability but CAP_SETFCAP before it forks a child (NASLOOP_SANDBOX_DROP_CAPS).
+        # Each child becomes the sandbox uid in a user namespace of its own, mapped to the
+        # worker's uid 0 here, which the kernel allows only to a holder of CAP_SETFCAP.
+        args += ["--unshare-user", "--uid", "0", "--gid", "0"]
+        args += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETFCAP"]
     for top in ("/bin", "/lib", "/lib32", "/lib64", "/sbin"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]

@@ -7,8 +7,9 @@ Started by the evaluator's pool (inside bubblewrap in strict mode) as
 * out: ``H`` once ready; ``R`` + the task's ``seq`` (8 bytes, big-endian) + an encoded report.
 
 The worker itself runs no candidate code. Its stdout carries only frames; anything else it
-prints goes to stderr. It is not dumpable: a child running under the same uid (non-root mode)
-cannot open its /proc entries (its pipes, its memory) to forge an answer.
+prints goes to stderr. It is not dumpable: a child whose uid is the same in the kernel's eyes
+(non-root mode, where the child is uid 65534 only in a user namespace of its own) cannot open
+its /proc entries (its pipes, its memory) to forge an answer.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ import torch.utils.data
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
-from services.evaluator.confine import Limits, run_confined
+from services.evaluator.confine import (
+    CAP_SETFCAP,
+    Limits,
+    drop_capabilities,
+    not_dumpable,
+    run_confined,
+)
 from services.evaluator.datasets import SandboxData
 from services.evaluator.frames import read_frame, write_frame
 from services.evaluator.harness import Harness  # noqa: F401  (imported before any fork)
@@ -47,25 +54,7 @@ from services.evaluator.report import Report
 from services.evaluator.task import Task
 
 MS_NOSUID, MS_NODEV, MS_REMOUNT = 2, 4, 32
-PR_SET_DUMPABLE = 4
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CACHED_DATASETS = 2
-
-
-def not_dumpable() -> None:
-    """PR_SET_DUMPABLE 0: this process's /proc files belong to root, unreadable to its uid."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
-
-
-def drop_capabilities() -> None:
-    """capset(2) to nothing: effective, permitted and inheritable sets emptied."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (ctypes.c_uint32 * 6)()
-    if libc.capset(header, data) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def answer(fd: int, seq: int, report: Report) -> None:
@@ -112,7 +101,9 @@ def main() -> None:
     if clean_tmp and os.environ.get("NASLOOP_SANDBOX_TMP_INODES"):
         _limit_tmp_inodes(int(os.environ["NASLOOP_SANDBOX_TMP_INODES"]))
     if os.environ.get("NASLOOP_SANDBOX_DROP_CAPS") == "1":
-        drop_capabilities()
+        # All but CAP_SETFCAP, which each child needs to map its user namespace's uid to this
+        # worker's uid 0 (confine.enter_user_namespace) and gives up right after.
+        drop_capabilities(keep=(CAP_SETFCAP,))
     keep = set(os.listdir("/tmp")) if clean_tmp else set()
     datasets: OrderedDict[str, SandboxData] = OrderedDict()
     write_frame(frames_out, b"H", b"")

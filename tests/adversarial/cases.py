@@ -237,6 +237,22 @@ CASES = [
          with_prefix(FORGE + "_forge({'last_stage': 7, 'status': 1, 'outputs_shape': "
                      "[359, 55710]}, bytes(359 * 55710 * 4))"),
          "STATUS_NO_RESULT"),
+    # Prints its ids, capabilities and uid map: test_adversarial checks that it is the sandbox
+    # uid, not its worker's (root, or uid 0 of bubblewrap's user namespace when non-root).
+    case("report_own_ids",
+         with_prefix(f"{OS}\n"
+                     "def _read(_p):\n"
+                     "    _fd = _os.open(_p, _os.O_RDONLY)\n"
+                     "    try:\n"
+                     "        return _os.read(_fd, 4096).decode()\n"
+                     "    finally:\n"
+                     "        _os.close(_fd)\n"
+                     "_caps = [_l.split()[1] for _l in _read('/proc/self/status').splitlines()\n"
+                     "         if _l.startswith('CapEff:')][0]\n"
+                     "_map = ' '.join(_read('/proc/self/uid_map').split())\n"
+                     "print(f'ids uid={_os.getuid()} euid={_os.geteuid()} gid={_os.getgid()}'\n"
+                     "      f' caps={_caps} map={_map};')"),
+         *FAIL_OR_LOW),
     case("keyboard_interrupt", with_prefix("raise KeyboardInterrupt"), "STATUS_IMPORT_ERROR"),
     case("sysv_shared_memory",
          with_prefix("import numpy.ctypeslib as _nc\n"

@@ -8,6 +8,7 @@ to evaluate a good network correctly with no stray process behind.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -22,31 +23,19 @@ from nasloop.v1 import evaluator_pb2 as pb
 from nasloop.v1 import evaluator_pb2_grpc as pb_grpc
 
 SANDBOX_UID = 65534
+# The worker's uid where it runs: root, or uid 0 of bubblewrap's user namespace (non-root mode).
+WORKER_UID = 0
 ROOT_MODE = os.geteuid() == 0  # else the unprivileged run of `make test` (non-root strict mode)
 PROTOCOL = common.EvaluationProtocol(dataset="digits", time_limit_s=8, seed=7)
 
 
-def _uid_processes(uid: int) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        if int(uids.split()[1]) == uid:
-            found.append(pid)
-    return found
-
-
-def _worker_processes(server_pid: int) -> list[str]:
-    """Processes below the evaluator server that run the worker's code (workers, and any child
-    a worker forked that outlived its run)."""
-    parent, argvs = {}, {}
+def _below(server_pid: int) -> set[int]:
+    """Processes below the evaluator server (another evaluator on this machine is no concern
+    of this suite's)."""
+    parent = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
-            argvs[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
@@ -58,13 +47,34 @@ def _worker_processes(server_pid: int) -> list[str]:
                 return True
         return False
 
-    return [
-        f"{pid}: {b' '.join(argv).decode(errors='replace')}"
-        for pid, argv in argvs.items()
-        if argv[0].endswith(b"python")
-        and b"services.evaluator.worker" in argv
-        and below_server(pid)
-    ]
+    return {pid for pid in parent if below_server(pid)}
+
+
+def _uid_processes(uid: int, server_pid: int) -> list[str]:
+    found = []
+    for pid in _below(server_pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        if int(uids.split()[1]) == uid:
+            found.append(str(pid))
+    return found
+
+
+def _worker_processes(server_pid: int) -> list[str]:
+    """Processes below the evaluator server that run the worker's code (workers, and any child
+    a worker forked that outlived its run)."""
+    found = []
+    for pid in _below(server_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"python") and b"services.evaluator.worker" in argv:
+            found.append(f"{pid}: {b' '.join(argv).decode(errors='replace')}")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +121,19 @@ def test_nothing_escaped(suite_results) -> None:  # type: ignore[no-untyped-def]
     assert not Path("/tmp/pwned").exists()
 
 
+def test_candidate_runs_under_another_uid_than_its_worker(suite_results) -> None:  # type: ignore[no-untyped-def]
+    """Root switches each child to the sandbox uid; a non-root evaluator's child becomes it in
+    a user namespace of its own, whose one mapped uid is the worker's (issue 11)."""
+    tail = suite_results["report_own_ids"].output_tail
+    found = re.search(r"ids uid=(\d+) euid=(\d+) gid=(\d+) caps=(\w+) map=([\d ]+);", tail)
+    assert found, tail
+    uid, euid, gid = int(found[1]), int(found[2]), int(found[3])
+    assert uid == euid == gid == SANDBOX_UID != WORKER_UID, tail
+    assert int(found[4], 16) == 0, "the candidate holds capabilities"
+    if not ROOT_MODE:  # no other uid exists there, the worker's included
+        assert found[5].split() == [str(SANDBOX_UID), str(WORKER_UID), "1"], tail
+
+
 def test_service_still_evaluates_a_good_network(evaluator_server: Server, suite_results) -> None:  # type: ignore[no-untyped-def]
     with connect(evaluator_server.address) as ch:
         stub = pb_grpc.EvaluatorStub(ch)
@@ -124,8 +147,8 @@ def test_service_still_evaluates_a_good_network(evaluator_server: Server, suite_
     assert r.executor == pb.EXECUTOR_LOCAL_SANDBOX
     # No candidate process outlived its run.
     if ROOT_MODE:
-        assert _uid_processes(SANDBOX_UID) == []
-    else:  # candidates share this uid: only the two workers run the worker's code
+        assert _uid_processes(SANDBOX_UID, evaluator_server.proc.pid) == []
+    else:  # candidates share the kernel's uid: only the two workers run the worker's code
         deadline = time.monotonic() + 15  # a replaced worker may still be on its way out
         pid = evaluator_server.proc.pid
         while len(_worker_processes(pid)) > 2 and time.monotonic() < deadline:

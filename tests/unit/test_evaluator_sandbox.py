@@ -124,6 +124,25 @@ def test_confined_child_reports_and_drops_privileges(data: SandboxData) -> None:
         assert f"uid {UID}" in r.output_tail
 
 
+def test_child_in_a_user_namespace_of_its_own_is_the_sandbox_uid(data: SandboxData) -> None:
+    """How a non-root evaluator's child gets another uid than its worker (issue 11)."""
+    code = with_prefix(
+        "_os = torch.serialization.os\n"
+        "print('ids', _os.getuid(), _os.geteuid(), _os.getgid(), _os.getegid())"
+    )
+    r = run_confined(task(code), data, limits(uid=65534, gid=65534, user_namespace=True))
+    assert r.status == common.STATUS_OK, (r.message, r.output_tail)
+    assert "ids 65534 65534 65534 65534" in r.output_tail
+
+
+@pytest.mark.skipif(not seccomp_filter.available(), reason="needs seccomp bindings")
+@pytest.mark.parametrize("call", ["unshare(0x10000000)", "setns(0, 0)"])
+def test_a_child_in_its_own_user_namespace_cannot_make_another(data: SandboxData, call) -> None:  # type: ignore[no-untyped-def]
+    code = with_prefix(f"import numpy.ctypeslib as _nc\n_nc.ctypes.CDLL(None).{call}")
+    r = run_confined(task(code), data, limits(uid=65534, gid=65534, user_namespace=True))
+    assert r.status == common.STATUS_SANDBOX_VIOLATION, (r.message, r.output_tail)
+
+
 def test_wall_clock_limit_kills(data: SandboxData) -> None:
     t0 = time.monotonic()
     r = run_confined(task(with_prefix("while True:\n    pass")), data, limits(wall_s=1.5))
