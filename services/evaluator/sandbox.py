@@ -159,6 +159,9 @@ def bwrap_command(bwrap: str, data_dir: Path, tmp_bytes: int) -> list[str]:
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += _python_view(data_dir)
     args += ["--proc", "/proc", "--dev", "/dev", *_gpu_devices()]
+    # The root is bubblewrap's tmpfs, and the directories made in it belong to the sandbox's
+    # uid: read-only, so that only /tmp (its own mount) can be written.
+    args += ["--remount-ro", "/"]
     args += [
         "--clearenv",
         *_gpu_environment(),

@@ -8,10 +8,15 @@ policy is a courtesy: these cases test the sandbox itself. A few plain ones test
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from candidates import replace, with_prefix
 
 from adversarial import integrity as ig
+
+# The checkout's root: inside the sandbox it is a directory bubblewrap made (parents of the
+# code it binds), the likeliest place outside /tmp that a candidate could write to.
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 CANARY_ENV = "AWS_SECRET_ACCESS_KEY"
 CANARY_VALUE = "canary-7b1f0c"
@@ -187,7 +192,7 @@ CASES = [
                      "            print('FOUND', _root, _f)"),
          *FAIL_OR_LOW, not_in_output=("FOUND",)),
     case("write_outside_tmp",
-         with_prefix("import numpy as _np\n_np.save('/work/main/pwned.npy', _np.zeros(3))"),
+         with_prefix(f"import numpy as _np\n_np.save('{CHECKOUT}/pwned.npy', _np.zeros(3))"),
          "STATUS_IMPORT_ERROR"),
     case("fill_tmp",
          with_prefix("import numpy as _np\n"
