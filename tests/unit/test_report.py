@@ -67,7 +67,9 @@ BASELINE = candidates(2, [0.3, 0.4, 0.5, 0.6], 16)
 
 
 def make_run(store: LocalStore, cycles: int = 2, state: str = "succeeded") -> None:
-    spec = load_spec("local", overrides=["cycles=3"]).model_copy(update={"name": RUN})
+    spec = load_spec("local", overrides=["cycles=3", "selection.min_accuracy=0.5"]).model_copy(
+        update={"name": RUN}
+    )
     store.put_bytes(layout.spec_key(RUN), dump_spec(spec).encode())
     threshold = spec.selection.min_accuracy
     for n in range(1, cycles + 1):
