@@ -14,9 +14,23 @@ from candidates import replace, with_prefix
 
 from adversarial import integrity as ig
 
-# The checkout's root: inside the sandbox it is a directory bubblewrap made (parents of the
-# code it binds), the likeliest place outside /tmp that a candidate could write to.
-CHECKOUT = Path(__file__).resolve().parents[2]
+# Places outside the sandbox's private /tmp that exist inside it: the root (bubblewrap's tmpfs),
+# /usr, and the checkout's root (a directory bubblewrap made as a parent of the code it binds)
+# unless the checkout itself lies under /tmp, where writing is the sandbox's design.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+OUTSIDE_TMP = ["/", "/usr", *([str(_CHECKOUT)] if _CHECKOUT.parts[1] != "tmp" else [])]
+# Imports only if no write outside /tmp succeeded (STATUS_IMPORT_ERROR).
+WRITE_OUTSIDE_TMP = f"""import numpy as _np
+_written = []
+for _d in {OUTSIDE_TMP!r}:
+    try:
+        _np.save(_d.rstrip('/') + '/pwned.npy', _np.zeros(3))
+        _written.append(_d)
+    except OSError:
+        pass
+if not _written:
+    raise OSError('read-only')
+"""
 
 CANARY_ENV = "AWS_SECRET_ACCESS_KEY"
 CANARY_VALUE = "canary-7b1f0c"
@@ -192,7 +206,7 @@ CASES = [
                      "            print('FOUND', _root, _f)"),
          *FAIL_OR_LOW, not_in_output=("FOUND",)),
     case("write_outside_tmp",
-         with_prefix(f"import numpy as _np\n_np.save('{CHECKOUT}/pwned.npy', _np.zeros(3))"),
+         with_prefix(WRITE_OUTSIDE_TMP),
          "STATUS_IMPORT_ERROR"),
     case("fill_tmp",
          with_prefix("import numpy as _np\n"
