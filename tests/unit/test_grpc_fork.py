@@ -4,6 +4,8 @@ CLI that starts services could freeze; the test suite itself froze that way in C
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -45,11 +47,17 @@ print("forked")
 def _run(env: dict[str, str], timeout_s: float) -> tuple[bool, str, str]:
     """(finished, stdout, stderr) of PROGRAM run after ``import nasloop``."""
     command = [sys.executable, "-c", PROGRAM.format(first="import nasloop")]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
-        out = subprocess.run(command, env=env, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as e:
-        return False, (e.stdout or b"").decode(), (e.stderr or b"").decode()
-    return out.returncode == 0, out.stdout.decode(), out.stderr.decode()
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        # The whole group: a fork that hung in gRPC's handler is a copy of the program.
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        return False, stdout.decode(), stderr.decode()
+    return proc.returncode == 0, stdout.decode(), stderr.decode()
 
 
 ENV = {"PATH": "/usr/bin:/bin", "GRPC_VERBOSITY": "INFO"}
