@@ -91,7 +91,8 @@ class Baseline(Cycle):
             generated_with=None,  # the cycle-0 model: no adapter
         )
 
-    def _phase(self, step: str) -> str:
+    @classmethod
+    def phase_of(cls, step: str) -> str:
         return PHASE
 
     def _candidate_id(self, index: int) -> str:

@@ -173,7 +173,7 @@ class Cycle:
                     continue
                 if self.stop.after_step.is_set():
                     raise Stopped(f"stopped before {step}")
-                self.emit(Event(self.run, self.n, self._phase(step), f"{step} started"))
+                self.emit(Event(self.run, self.n, self.phase_of(step), f"{step} started"))
                 t0 = time.perf_counter()
                 getattr(self, f"_{step}")(progress)
                 progress.seconds[step] = progress.seconds.get(step, 0.0) + time.perf_counter() - t0
@@ -182,7 +182,7 @@ class Cycle:
                 started, busy_before = time.perf_counter(), self.busy.seconds
                 st.save_progress(self.store, self.run, progress)
                 if step != "summary":  # the summary step announces the cycle's end itself
-                    self.emit(Event(self.run, self.n, self._phase(step), f"{step} done"))
+                    self.emit(Event(self.run, self.n, self.phase_of(step), f"{step} done"))
         except BaseException:
             self._account(progress, started, busy_before)
             st.save_progress(self.store, self.run, progress)
@@ -197,7 +197,8 @@ class Cycle:
         seed = cycle_seed(self.spec.seed, self.n)
         return st.CycleProgress(cycle=self.n, generated_with=previous, seed=seed)
 
-    def _phase(self, step: str) -> str:
+    @classmethod
+    def phase_of(cls, step: str) -> str:
         """The step as watchers see it (``Event.step``)."""
         return step
 
@@ -421,7 +422,7 @@ class Cycle:
                         continue
                     st.save_evaluated(self.store, record)
                     counts["evaluated"] += 1
-                    phase = self._phase("generate")
+                    phase = self.phase_of("generate")
                     self.emit(Event(self.run, self.n, phase, candidate=record, counts=dict(counts)))
         except grpc.RpcError as e:
             self._check_stop_now()
@@ -597,7 +598,7 @@ class Cycle:
         summary = summarize(records, progress, self.run, self.spec.selection.min_accuracy)
         save_summary(self.store, summary)
         self._summary_written = summary
-        step = self._phase("summary")
+        step = self.phase_of("summary")
         self.emit(Event(self.run, self.n, step, self.done_message, summary=summary))
 
     def _result(self) -> CycleSummary:

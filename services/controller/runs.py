@@ -28,7 +28,6 @@ from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller import state as st
-from services.controller.baseline import PHASE as BASELINE_PHASE
 from services.controller.baseline import runner
 from services.controller.cycle import CycleError, Event, Stopped, StopSignal
 from services.controller.events import EventBus
@@ -316,14 +315,13 @@ class RunManager:
         """The steps the cycle Job finished, as events (it runs in another process)."""
         progress = st.load_progress(self.store, name, n)
         for step in progress.done if progress else []:
-            phase = BASELINE_PHASE if n == layout.BASELINE else step
-            self._emit(state, Event(name, n, phase, f"{step} done"))
+            self._emit(state, Event(name, n, runner(n).phase_of(step), f"{step} done"))
 
 
 def _summary_event(name: str, n: int, summary: CycleSummary) -> Event:
-    if n == layout.BASELINE:
-        return Event(name, n, BASELINE_PHASE, "baseline done", summary=summary)
-    return Event(name, n, "summary", "cycle done", summary=summary)
+    """The event that cycle ``n`` (or the baseline) ends with, as its own run emits it."""
+    kind = runner(n)
+    return Event(name, n, kind.phase_of("summary"), kind.done_message, summary=summary)
 
 
 def _error(e: BaseException) -> str:
