@@ -41,7 +41,9 @@ class _Section(BaseModel):
 
 
 class StoreConfig(_Section):
-    """Where artifacts live: ``file://<dir>`` (local mode) or ``s3://<bucket>[/<prefix>]``."""
+    """Where artifacts live: ``file://<dir>`` (local mode), ``s3://<bucket>[/<prefix>]``, or
+    ``controller://<host>:<port>`` (a cycle Job in cluster mode: the store through the
+    controller, which holds the keys)."""
 
     url: str = "file://.nasloop/store"
     endpoint: str | None = Field(None, description="S3 endpoint host:port (for s3:// URLs)")
@@ -56,10 +58,14 @@ class StoreConfig(_Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        if not (v.startswith("file://") or v.startswith("s3://")):
-            raise ValueError(f"store url must start with file:// or s3://, got {v!r}")
+        if not v.startswith(("file://", "s3://", "controller://")):
+            raise ValueError(
+                f"store url must start with file://, s3:// or controller://, got {v!r}"
+            )
         if v.startswith("s3://") and not v[len("s3://") :].strip("/"):
             raise ValueError("s3 store url needs a bucket: s3://<bucket>[/<prefix>]")
+        if v.startswith("controller://") and not v[len("controller://") :].strip("/"):
+            raise ValueError("controller store url needs an address: controller://<host>:<port>")
         return v
 
 
@@ -243,8 +249,10 @@ class CycleJobConfig(_Section):
     service_account: str = Field(
         "nasloop-cycle", description="the cycle pods' ServiceAccount (its token is not mounted)"
     )
-    store_secret: str | None = Field(
-        None, description="Secret with access_key/secret_key for the store, exposed as env vars"
+    controller_address: str = Field(
+        "nasloop-controller:50055",
+        description="host:port at which cycle pods reach this controller: their object store "
+        "(controller://, the CycleStore service), so they hold no store keys",
     )
     config_map: str | None = Field(
         None, description="ConfigMap holding config.yaml, mounted and named by NASLOOP_CONFIG"

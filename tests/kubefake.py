@@ -194,8 +194,15 @@ class FakeKubeAPI:
         container = self.job(name, namespace)["spec"]["template"]["spec"]["containers"][0]
         return {e["name"]: e["value"] for e in container.get("env", [])}
 
-    def start_pod(self, name: str, namespace: str = "nasloop", phase: str = "Running") -> str:
-        """Create the Job's pod (as the Job controller would) in ``phase``; return its name."""
+    def start_pod(
+        self,
+        name: str,
+        namespace: str = "nasloop",
+        phase: str = "Running",
+        pod_ip: str | None = None,
+    ) -> str:
+        """Create the Job's pod (as the Job controller would) in ``phase``, with address
+        ``pod_ip`` if given (as the network plugin would); return its name."""
         with self.lock:
             job = self.jobs[(namespace, name)]
             template = job["spec"]["template"]
@@ -223,6 +230,8 @@ class FakeKubeAPI:
                 "spec": copy.deepcopy(template["spec"]),
                 "status": {"phase": phase, "conditions": []},
             }
+            if pod_ip is not None:
+                pod["status"].update(podIP=pod_ip, podIPs=[{"ip": pod_ip}])
             if phase == "Running":
                 pod["status"]["containerStatuses"] = [
                     self._container_status(container, {"running": {"startedAt": _now()}}, True)

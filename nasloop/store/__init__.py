@@ -19,6 +19,7 @@ from nasloop.store.base import (
     sha256_hex,
 )
 from nasloop.store.local import LocalStore
+from nasloop.store.remote import PermissionDenied, RemoteStore
 from nasloop.store.s3 import S3Store
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "PermissionDenied",
+    "RemoteStore",
     "S3Store",
     "StoreError",
     "check_key",
@@ -40,7 +43,8 @@ __all__ = [
 
 
 def open_store(cfg: StoreConfig) -> ObjectStore:
-    """The store ``cfg.url`` names: ``file://<dir>`` (relative to the cwd) or ``s3://bucket/...``."""
+    """The store ``cfg.url`` names: ``file://<dir>`` (relative to the cwd), ``s3://bucket/...``,
+    or ``controller://host:port`` (a cycle Job's view, through the controller)."""
     url = cfg.url
     if url.startswith("file://"):
         path = url[len("file://") :]
@@ -65,4 +69,9 @@ def open_store(cfg: StoreConfig) -> ObjectStore:
             retries=cfg.retries,
             backoff_s=cfg.backoff_s,
         )
-    raise StoreError(f"unsupported store url {url!r}: use file://<dir> or s3://<bucket>[/<prefix>]")
+    if url.startswith("controller://"):
+        return RemoteStore(url[len("controller://") :].strip("/"))
+    raise StoreError(
+        f"unsupported store url {url!r}: use file://<dir>, s3://<bucket>[/<prefix>] or "
+        "controller://<host>:<port>"
+    )

@@ -360,3 +360,273 @@ class Controller:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CycleStoreStub:
+    """The object store as a cycle Job sees it, served by the controller beside `Controller`, so that
+    no cycle pod holds the store's keys (cluster mode; a local run's cycles use the store itself).
+    The caller is known by its address: only a Running pod of a cycle Job is served, and only
+    within its own run: read and write runs/<run>/, read adapters/<run>/ and corpora/.
+    Errors: the caller is not a running cycle pod, or the key lies outside its run →
+    PERMISSION_DENIED; no such object → NOT_FOUND; a malformed key → INVALID_ARGUMENT; the store
+    failing → UNAVAILABLE.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetObject = channel.unary_stream(
+                '/nasloop.v1.CycleStore/GetObject',
+                request_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectChunk.FromString,
+                _registered_method=True)
+        self.PutObject = channel.stream_unary(
+                '/nasloop.v1.CycleStore/PutObject',
+                request_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectChunk.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+                _registered_method=True)
+        self.StatObject = channel.unary_unary(
+                '/nasloop.v1.CycleStore/StatObject',
+                request_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+                _registered_method=True)
+        self.ListObjects = channel.unary_unary(
+                '/nasloop.v1.CycleStore/ListObjects',
+                request_serializer=nasloop_dot_v1_dot_controller__pb2.ListObjectsRequest.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_controller__pb2.ListObjectsResponse.FromString,
+                _registered_method=True)
+        self.DeleteObject = channel.unary_unary(
+                '/nasloop.v1.CycleStore/DeleteObject',
+                request_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+                _registered_method=True)
+
+
+class CycleStoreServicer:
+    """The object store as a cycle Job sees it, served by the controller beside `Controller`, so that
+    no cycle pod holds the store's keys (cluster mode; a local run's cycles use the store itself).
+    The caller is known by its address: only a Running pod of a cycle Job is served, and only
+    within its own run: read and write runs/<run>/, read adapters/<run>/ and corpora/.
+    Errors: the caller is not a running cycle pod, or the key lies outside its run →
+    PERMISSION_DENIED; no such object → NOT_FOUND; a malformed key → INVALID_ARGUMENT; the store
+    failing → UNAVAILABLE.
+    """
+
+    def GetObject(self, request, context):
+        """The object, in chunks; the first carries its size and SHA-256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutObject(self, request_iterator, context):
+        """Write an object atomically; the first chunk carries the key. Answers what was stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatObject(self, request, context):
+        """Whether the object exists (`exists` false, no error, when it does not).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListObjects(self, request, context):
+        """Every key under a prefix, sorted (the prefix must lie inside what the caller may read).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObject(self, request, context):
+        """Remove an object; a missing one is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CycleStoreServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetObject': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetObject,
+                    request_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.FromString,
+                    response_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectChunk.SerializeToString,
+            ),
+            'PutObject': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutObject,
+                    request_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectChunk.FromString,
+                    response_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.SerializeToString,
+            ),
+            'StatObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatObject,
+                    request_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.FromString,
+                    response_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.SerializeToString,
+            ),
+            'ListObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjects,
+                    request_deserializer=nasloop_dot_v1_dot_controller__pb2.ListObjectsRequest.FromString,
+                    response_serializer=nasloop_dot_v1_dot_controller__pb2.ListObjectsResponse.SerializeToString,
+            ),
+            'DeleteObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObject,
+                    request_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.FromString,
+                    response_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'nasloop.v1.CycleStore', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('nasloop.v1.CycleStore', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CycleStore:
+    """The object store as a cycle Job sees it, served by the controller beside `Controller`, so that
+    no cycle pod holds the store's keys (cluster mode; a local run's cycles use the store itself).
+    The caller is known by its address: only a Running pod of a cycle Job is served, and only
+    within its own run: read and write runs/<run>/, read adapters/<run>/ and corpora/.
+    Errors: the caller is not a running cycle pod, or the key lies outside its run →
+    PERMISSION_DENIED; no such object → NOT_FOUND; a malformed key → INVALID_ARGUMENT; the store
+    failing → UNAVAILABLE.
+    """
+
+    @staticmethod
+    def GetObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nasloop.v1.CycleStore/GetObject',
+            nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
+            nasloop_dot_v1_dot_controller__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutObject(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/nasloop.v1.CycleStore/PutObject',
+            nasloop_dot_v1_dot_controller__pb2.ObjectChunk.SerializeToString,
+            nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nasloop.v1.CycleStore/StatObject',
+            nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
+            nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nasloop.v1.CycleStore/ListObjects',
+            nasloop_dot_v1_dot_controller__pb2.ListObjectsRequest.SerializeToString,
+            nasloop_dot_v1_dot_controller__pb2.ListObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nasloop.v1.CycleStore/DeleteObject',
+            nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
+            nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -13,9 +13,10 @@ store), never the Job controller's. To retry, the controller deletes the failed 
 
 The pod is hardened like the evaluator's sandbox Jobs: non-root with a fixed uid, no privilege
 escalation, every capability dropped, read-only root filesystem (a size-limited ``/tmp``),
-RuntimeDefault seccomp, requests equal to limits, a wall-clock deadline, and no service-account
-token: the cycle talks only to the four services and the object store. The store's keys reach it
-only through a Secret (``secretKeyRef``), never as plain values in the manifest.
+RuntimeDefault seccomp, requests equal to limits, a wall-clock deadline, no service-account
+token and no Secret: the cycle talks only to the four services and to the controller, through
+which it reads and writes its run's records (``controller://``, the ``CycleStore`` service in
+cycle_store.py). The controller knows the caller by its pod's address (:meth:`run_of_pod_ip`).
 
 RBAC: the controller itself needs only Jobs and Pods in its namespace (:func:`controller_role`).
 """
@@ -56,9 +57,6 @@ ANNOTATION_RUN = "nasloop.io/run"
 APP = "nasloop"
 COMPONENT = "cycle"
 
-SECRET_ACCESS_KEY = "access_key"
-SECRET_SECRET_KEY = "secret_key"
-
 # How long wait() keeps retrying an API server that answers with transient errors (5xx, 429,
 # connection errors) before it gives up with CycleJobError.
 API_OUTAGE_S = 300.0
@@ -67,9 +65,9 @@ DELETION_WAIT_S = 120.0
 
 _MAX_NAME = 63
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# Waiting reasons of a container that never resolve by waiting (e.g. the store Secret or one of
-# its keys is missing: CreateContainerConfigError). Image pull back-off is not among them: a
-# registry can recover.
+# Waiting reasons of a container that never resolve by waiting (a bad image name, or the kubelet
+# refusing the container's settings: CreateContainerConfigError). Image pull back-off is not
+# among them: a registry can recover.
 _FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
 
 State = Literal["succeeded", "failed", "deleted", "stopped"]
@@ -126,16 +124,14 @@ def cycle_command(run: str, cycle: int) -> list[str]:
 
 
 def _env(cfg: Config) -> list[dict[str, Any]]:
-    ctl, store, kube = cfg.controller, cfg.store, cfg.controller.kubernetes
+    ctl, kube = cfg.controller, cfg.controller.kubernetes
     plain: dict[str, str | None] = {
         "NASLOOP_CONTROLLER__GENERATOR": ctl.generator,
         "NASLOOP_CONTROLLER__EVALUATOR": ctl.evaluator,
         "NASLOOP_CONTROLLER__NOVELTY": ctl.novelty,
         "NASLOOP_CONTROLLER__TRAINER": ctl.trainer,
-        "NASLOOP_STORE__URL": store.url,
-        "NASLOOP_STORE__ENDPOINT": store.endpoint,
-        "NASLOOP_STORE__REGION": store.region,
-        "NASLOOP_STORE__SECURE": "true" if store.secure else "false",
+        # The store through the controller: the pod holds no keys.
+        "NASLOOP_STORE__URL": f"controller://{kube.controller_address}",
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "PYTHONUNBUFFERED": "1",
@@ -143,22 +139,15 @@ def _env(cfg: Config) -> list[dict[str, Any]]:
     }
     if kube.config_map:
         plain["NASLOOP_CONFIG"] = f"{CONFIG_DIR}/{CONFIG_FILE}"
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]
-    if kube.store_secret:
-        for var, key in (
-            ("NASLOOP_STORE__ACCESS_KEY", SECRET_ACCESS_KEY),
-            ("NASLOOP_STORE__SECRET_KEY", SECRET_SECRET_KEY),
-        ):
-            ref = {"name": kube.store_secret, "key": key}
-            env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
-    return env
+    return [{"name": k, "value": v} for k, v in plain.items() if v]
 
 
 def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
     """The hardened Job that runs one cycle (a plain dict, as ``kubectl apply`` takes it).
 
-    Raises ``ValueError`` for a store the pod cannot share (``file://``: cluster mode needs the
-    S3 store every part reaches) and :class:`nasloop.layout.InvalidName` for a bad run or cycle.
+    Raises ``ValueError`` for a store the services cannot share (``file://``: cluster mode
+    needs the S3 store every part reaches; the cycle reaches it through the controller) and
+    :class:`nasloop.layout.InvalidName` for a bad run or cycle.
     """
     kube = cfg.controller.kubernetes
     name = cycle_job_name(run, cycle)
@@ -166,12 +155,6 @@ def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
         raise ValueError(
             f"cluster mode needs an s3:// object store shared with the services; "
             f"store.url is {cfg.store.url!r}"
-        )
-    if (cfg.store.access_key or cfg.store.secret_key) and not kube.store_secret:
-        # Keys are never copied into the manifest: they must come from a Secret.
-        log.warning(
-            "the store has keys but controller.kubernetes.store_secret is unset: cycle pods "
-            "get no store credentials"
         )
     resources = {"cpu": kube.cpu, "memory": kube.memory}
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -352,6 +335,25 @@ class CycleJobs:
             if outcome is not None:
                 log.info("cycle job %s: %s %s", name, outcome.state, outcome.message)
                 return outcome
+
+    def run_of_pod_ip(self, ip: str) -> str | None:
+        """The run whose cycle Job has a Running pod at address ``ip``, else ``None``: who is
+        calling the controller's CycleStore (pods of finished or deleted Jobs are nobody)."""
+        selector = f"{LABEL_NAME}={APP},{LABEL_COMPONENT}={COMPONENT}"
+        try:
+            pods = self.core.list_namespaced_pod(self.cfg.namespace, label_selector=selector)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+            raise CycleJobError(f"cannot list the cycle pods: {_describe(e)}") from e
+        for pod in pods.items:
+            status, meta = pod.status, pod.metadata
+            if status is None or meta is None or status.phase != "Running":
+                continue
+            if meta.deletion_timestamp:
+                continue
+            addresses = {status.pod_ip, *(p.ip for p in status.pod_i_ps or [])}
+            if ip in addresses:
+                return (meta.labels or {}).get(LABEL_RUN)
+        return None
 
     def delete(self, run: str, cycle: int) -> bool:
         """Delete the cycle's Job and (in the background) its pods; ``False`` if there was none."""

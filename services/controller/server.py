@@ -19,9 +19,11 @@ from nasloop.runspec import (
     spec_to_proto,
 )
 from nasloop.store import open_store
+from nasloop.store.remote import chunks
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
 from services.controller.cycle import Event
+from services.controller.cycle_store import CallerIdentity, CycleStoreGate, joined
 from services.controller.runs import RunManager
 from services.controller.state import RunState
 from services.controller.summary import CycleSummary
@@ -160,21 +162,60 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         return summary_to_pb(self.runs.cycle(request.run, request.cycle))
 
 
-def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, RunManager]:
-    runs = RunManager(cfg, open_store(cfg.store), cycle_jobs=_cycle_jobs(cfg))
+class CycleStoreServicer(pb_grpc.CycleStoreServicer):
+    """The store for cycle Jobs (cluster mode): messages in, :class:`CycleStoreGate`, out."""
+
+    def __init__(self, gate: CycleStoreGate) -> None:
+        self.gate = gate
+
+    def GetObject(self, request, context):  # type: ignore[no-untyped-def]
+        data, sha = self.gate.get(context.peer(), request.key)
+        for i, piece in enumerate(chunks(data)):
+            if i == 0:
+                yield pb.ObjectChunk(key=request.key, data=piece, size=len(data), sha256=sha)
+            else:
+                yield pb.ObjectChunk(data=piece)
+
+    def PutObject(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        peer = context.peer()
+        self.gate.scope(peer)  # refuse a stranger before reading what it sends
+        key, data = joined((c.key, c.data) for c in request_iterator)
+        info = self.gate.put(peer, key, data)
+        return pb.ObjectStat(key=key, exists=True, size=info.size, sha256=info.sha256)
+
+    def StatObject(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ObjectStat(key=request.key, exists=self.gate.exists(context.peer(), request.key))
+
+    def ListObjects(self, request, context):  # type: ignore[no-untyped-def]
+        return pb.ListObjectsResponse(keys=self.gate.list(context.peer(), request.prefix))
+
+    def DeleteObject(self, request, context):  # type: ignore[no-untyped-def]
+        self.gate.delete(context.peer(), request.key)
+        return pb.ObjectStat(key=request.key, exists=False)
+
+
+def build(cfg: Config, port: int | None = None, cycle_jobs=None) -> tuple[ServiceHost, RunManager]:  # type: ignore[no-untyped-def]
+    """The controller's server; in cluster mode also the store its cycle Jobs use.
+    ``cycle_jobs`` replaces the Kubernetes client made from the environment (tests)."""
+    if cycle_jobs is None and cfg.controller.mode == "kubernetes":
+        cycle_jobs = _cycle_jobs(cfg)
+    store = open_store(cfg.store)
+    runs = RunManager(cfg, store, cycle_jobs=cycle_jobs)
+    services = [Registration.of(pb, pb_grpc, "Controller", ControllerServicer(runs))]
+    if cycle_jobs is not None:
+        gate = CycleStoreGate(store, CallerIdentity(cycle_jobs.run_of_pod_ip))
+        services.append(Registration.of(pb, pb_grpc, "CycleStore", CycleStoreServicer(gate)))
     host = ServiceHost(
         "controller",
         cfg.server,
         cfg.controller.port if port is None else port,
-        [Registration.of(pb, pb_grpc, "Controller", ControllerServicer(runs))],
+        services,
         on_stop=runs.close,
     )
     return host, runs
 
 
 def _cycle_jobs(cfg: Config):  # type: ignore[no-untyped-def]
-    if cfg.controller.mode != "kubernetes":
-        return None
     from nasloop.kubeapi import kube_api_client
     from services.controller.kube import CycleJobs
 

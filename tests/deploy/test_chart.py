@@ -144,18 +144,16 @@ def test_the_rendered_configuration_loads_in_nasloop(case: Any, tmp_path: Path) 
 def test_no_evaluation_or_cycle_pod_gets_a_token_a_secret_or_a_host_path(
     case: Any, tmp_path: Path
 ) -> None:
-    """Evaluation pods (presigned URLs) and the run hook hold no Secret at all. Cycle pods hold
-    no token and no host path; the store's two keys reach them through secretKeyRef, because
-    the cycle reads and writes the run's records in the store (services/controller/kube.py)."""
+    """Evaluation pods (presigned URLs), the run hook and cycle pods (their store is the
+    controller's CycleStore, controller://) hold no token, no Secret and no host path, and no
+    value of the store's keys."""
     name, objs = case
     accounts = {sa["metadata"]["name"]: sa for sa in of_kind(objs, "ServiceAccount")}
-    store_secret = "nasloop-s3" if name == "values-external-s3.yaml" else f"{FULL}-store"
-    pods = [("evaluation", evaluation_job(objs)["spec"]["template"]["spec"], False)]
-    pods += [
-        (o["metadata"]["name"], p, False) for o, p in pod_templates(objs) if o["kind"] == "Job"
-    ]
-    pods.append(("cycle", cycle_job(objs, tmp_path)["spec"]["template"]["spec"], True))
-    for pod_name, pod, store_keys in pods:
+    pods = [("evaluation", evaluation_job(objs)["spec"]["template"]["spec"])]
+    pods += [(o["metadata"]["name"], p) for o, p in pod_templates(objs) if o["kind"] == "Job"]
+    cycle = cycle_job(objs, tmp_path)["spec"]["template"]["spec"]
+    pods.append(("cycle", cycle))
+    for pod_name, pod in pods:
         assert pod["automountServiceAccountToken"] is False, pod_name
         account = accounts[pod["serviceAccountName"]]  # its own account, made by the chart
         assert account["automountServiceAccountToken"] is False, pod_name
@@ -164,12 +162,11 @@ def test_no_evaluation_or_cycle_pod_gets_a_token_a_secret_or_a_host_path(
             assert not {"secret", "hostPath", "projected"} & volume.keys(), (pod_name, volume)
         for c in containers(pod):
             assert "envFrom" not in c, pod_name
-            refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e]
-            if store_keys:
-                assert sorted(r["key"] for r in refs) == ["access_key", "secret_key"], pod_name
-                assert {r["name"] for r in refs} == {store_secret}, pod_name
-            else:
-                assert refs == [], pod_name
+            assert not [e for e in c.get("env", []) if "valueFrom" in e], pod_name
+            assert not [e for e in c.get("env", []) if "KEY" in e["name"]], pod_name
+    (c,) = containers(cycle)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["NASLOOP_STORE__URL"] == f"controller://{FULL}-controller:50055", name
 
 
 def test_only_the_evaluator_and_the_controller_get_api_tokens(case: Any) -> None:
@@ -277,6 +274,13 @@ def test_network_policies(case: Any) -> None:
         peer = grpc["from"][0]["podSelector"]
         assert peer["matchLabels"] == {"app.kubernetes.io/name": "nasloop"}
         assert set(peer["matchExpressions"][0]["values"]) <= {"controller", "cycle", "run"}
+    # The bundled store: nasloop's pods, but not the cycle Jobs (their store is the controller).
+    if name != "values-external-s3.yaml":
+        (store,) = [p for p in policies if p["metadata"]["name"] == f"{FULL}-store"]
+        (peer,) = store["spec"]["ingress"][0]["from"]
+        (expr,) = peer["podSelector"]["matchExpressions"]
+        assert expr["operator"] == "NotIn" and "cycle" in expr["values"]
+        assert expr["key"] == "app.kubernetes.io/component"
 
 
 def test_namespace_is_labelled_restricted_when_the_chart_creates_it() -> None:
@@ -351,7 +355,8 @@ def test_controller_is_pointed_at_the_services_and_its_cycle_jobs() -> None:
     assert env["NASLOOP_CONTROLLER__KUBERNETES__SERVICE_ACCOUNT"] == f"{FULL}-cycle"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__IMAGE"] == "nasloop/controller:0.1.0"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__CONFIG_MAP"] == f"{FULL}-config"
-    assert env["NASLOOP_CONTROLLER__KUBERNETES__STORE_SECRET"] == f"{FULL}-store"
+    address = f"{FULL}-controller:50055"  # the cycle pods' store: this controller
+    assert env["NASLOOP_CONTROLLER__KUBERNETES__CONTROLLER_ADDRESS"] == address
 
 
 def test_the_controller_settings_load_and_its_cycle_pods_may_call_the_services(
@@ -362,13 +367,17 @@ def test_the_controller_settings_load_and_its_cycle_pods_may_call_the_services(
     assert cfg.controller.mode == "kubernetes"
     assert cfg.controller.kubernetes.service_account == f"{FULL}-cycle"
     pod_labels = cycle_job(objs, tmp_path)["spec"]["template"]["metadata"]["labels"]
+    checked = []
     for policy in of_kind(objs, "NetworkPolicy"):
-        if "generator" not in policy["metadata"]["name"]:
+        # The generator like every service; the controller, which is the cycle's store.
+        if not policy["metadata"]["name"].endswith(("-generator", "-controller")):
             continue
+        checked.append(policy["metadata"]["name"])
         peer = policy["spec"]["ingress"][0]["from"][0]["podSelector"]
         assert peer["matchLabels"].items() <= pod_labels.items()
         (expr,) = peer["matchExpressions"]
         assert pod_labels[expr["key"]] in expr["values"]
+    assert len(checked) == 2, checked
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from kubefake import fake_kube
 from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world, controller_env, loop_services
 from servers import grpcurl, json_stream
 
 from nasloop import layout
 from nasloop.clients import GeneratorClient, NoveltyClient, TrainerClient
-from nasloop.local import LocalService, start_service, wait_ready
+from nasloop.config import load_config
+from nasloop.local import LocalService, free_port, start_service, wait_ready
 from nasloop.records import TrainingPair, loads_pairs, loads_records, sha256_text
 from nasloop.rpc import connect
 from nasloop.runspec import dump_spec, load_spec, task_spec
@@ -34,7 +37,9 @@ from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
 from services.controller import state as st
+from services.controller.kube import CycleJobs
 from services.controller.runs import create_run
+from services.controller.server import build
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = 8
@@ -431,3 +436,69 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "training.lora.r" in bad.stderr
+
+
+# -- cluster mode: a cycle Job that holds no store key --------------------------------------------
+def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world, services) -> None:  # type: ignore[no-untyped-def]
+    """Cluster mode with only the Kubernetes API FAKED (tests/kubefake.py; no cluster here):
+    the controller (kubernetes mode, in this process) creates the cycle Job; the test plays the
+    kubelet, running the Job's own command with exactly the Job's environment, in which no store
+    key exists. The cycle's records, read and written through the controller's CycleStore,
+    land in the real (moto) store, and the run succeeds."""
+    run = "kubejob"
+    port = free_port()
+    cfg = load_config(
+        env={
+            **controller_env(world, services),
+            "NASLOOP_CONTROLLER__MODE": "kubernetes",
+            "NASLOOP_CONTROLLER__KUBERNETES__NAMESPACE": "nasloop",
+            "NASLOOP_CONTROLLER__KUBERNETES__POLL_INTERVAL_S": "0.1",
+            "NASLOOP_CONTROLLER__KUBERNETES__CONTROLLER_ADDRESS": f"127.0.0.1:{port}",
+        }
+    )
+    jobs_env: list[dict[str, str]] = []
+    with fake_kube() as fake:
+        jobs = CycleJobs(fake.api_client(), cfg)
+        host, runs = build(cfg, port=port, cycle_jobs=jobs)
+        host.start()
+        host.set_serving()
+
+        def kubelet(stop: threading.Event) -> None:
+            seen: set[str] = set()
+            while not stop.wait(0.05):
+                with fake.lock:
+                    new = [name for (_, name) in fake.jobs if name not in seen]
+                for name in new:
+                    seen.add(name)
+                    container = fake.job(name)["spec"]["template"]["spec"]["containers"][0]
+                    env = {e["name"]: e["value"] for e in container["env"]}
+                    jobs_env.append(env)
+                    fake.start_pod(name, pod_ip="127.0.0.1")
+                    command = [sys.executable, *container["command"][1:]]  # its python: ours
+                    out = subprocess.run(
+                        command, cwd=ROOT, env={"PATH": os.environ["PATH"], **env},
+                        capture_output=True, text=True, timeout=600,
+                    )  # fmt: skip
+                    if out.returncode == 0:
+                        fake.succeed(name, log=out.stdout)
+                    else:
+                        fake.fail(name, out.returncode, log=out.stderr[-3000:])
+
+        stop = threading.Event()
+        player = threading.Thread(target=kubelet, args=(stop,), daemon=True)
+        player.start()
+        try:
+            runs.start(spec_of(run, "cycles=1", "baseline=false"))
+            state = runs.wait(run, timeout=600)
+        finally:
+            stop.set()
+            player.join(timeout=60)
+            runs.close()
+            host.stop(1.0)
+    assert state.state == "succeeded", state.error
+    (env,) = jobs_env
+    assert env["NASLOOP_STORE__URL"] == f"controller://127.0.0.1:{port}"
+    assert not [k for k in env if "KEY" in k or "SECRET" in k or k == "NASLOOP_STORE__ENDPOINT"]
+    assert not [v for v in env.values() if v == "testing"]  # the store's key and secret
+    check_cycle_records(world, run, 1)
+    assert world.store.get_json(layout.summary_key(run, 1))["generated"] == CANDIDATES

@@ -88,7 +88,7 @@ def walk(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     "settings",
     [
         {},
-        {"store_secret": "nasloop-store", "config_map": "nasloop-config"},
+        {"controller_address": "ctl.nasloop:50055", "config_map": "nasloop-config"},
         {"node_selector": {"pool": "cpu"}, "image_pull_policy": "Always"},
         {"ttl_after_finished_s": 0, "active_deadline_s": 60, "service_account": "default"},
     ],
@@ -127,22 +127,20 @@ def test_cycle_job_manifest_runs_the_cycle_command_with_labels_deadline_and_reso
     assert env["NASLOOP_CONTROLLER__EVALUATOR"] == "evaluator.nasloop:50052"
     assert env["NASLOOP_CONTROLLER__NOVELTY"] == "novelty.nasloop:50053"
     assert env["NASLOOP_CONTROLLER__TRAINER"] == "trainer.nasloop:50054"
-    assert env["NASLOOP_STORE__URL"] == "s3://nasloop/prefix"
-    assert env["NASLOOP_STORE__ENDPOINT"] == "minio.storage:9000"
-    assert env["NASLOOP_STORE__REGION"] == "eu-west-1"
-    assert env["NASLOOP_STORE__SECURE"] == "false"
+    # The store through the controller; nothing of the S3 endpoint's.
+    assert env["NASLOOP_STORE__URL"] == "controller://nasloop-controller:50055"
+    assert not [k for k in env if k.startswith("NASLOOP_STORE__") and k != "NASLOOP_STORE__URL"]
     assert "NASLOOP_CONFIG" not in env
 
 
 def test_cycle_job_env_is_read_back_by_the_config_loader() -> None:
-    cfg = config(store_secret="nasloop-store")
+    cfg = config(controller_address="ctl.nasloop:50055")
     env = plain_env(cycle_job_manifest(RUN, 1, cfg))
-    env |= {"NASLOOP_STORE__ACCESS_KEY": "from-secret", "NASLOOP_STORE__SECRET_KEY": "s"}
     got = load_config(env={k: v for k, v in env.items() if k.startswith("NASLOOP_")})
     assert got.controller.generator == cfg.controller.generator
     assert got.controller.trainer == cfg.controller.trainer
-    assert got.store.url == cfg.store.url and got.store.endpoint == cfg.store.endpoint
-    assert got.store.secure is False and got.store.region == "eu-west-1"
+    assert got.store.url == "controller://ctl.nasloop:50055"
+    assert got.store.access_key is None and got.store.secret_key is None
 
 
 def test_cycle_job_manifest_is_hardened() -> None:
@@ -173,25 +171,16 @@ def test_cycle_job_manifest_is_hardened() -> None:
     assert "envFrom" not in container(job)
 
 
-def test_cycle_job_store_keys_come_only_from_the_secret() -> None:
-    # Without a Secret the keys are left out; they are never copied in plain text.
-    for settings in ({}, {"store_secret": "nasloop-store"}):
+def test_cycle_job_gets_no_secret_and_no_store_key() -> None:
+    """The cycle reads and writes its records through the controller (controller://): the
+    store's keys, which the controller's config holds, appear nowhere in the Job."""
+    for settings in ({}, {"config_map": "nasloop-config"}):
         job = cycle_job_manifest(RUN, 1, config(**settings))
         values = [str(v) for _, v in walk(job)]
         assert not [v for v in values if "very-secret-value" in v or "AKIA-PLAINTEXT" in v]
-    job = cycle_job_manifest(RUN, 1, config(store_secret="nasloop-store"))
-    refs = {e["name"]: e["valueFrom"] for e in container(job)["env"] if "valueFrom" in e}
-    assert refs == {
-        "NASLOOP_STORE__ACCESS_KEY": {
-            "secretKeyRef": {"name": "nasloop-store", "key": "access_key"}
-        },
-        "NASLOOP_STORE__SECRET_KEY": {
-            "secretKeyRef": {"name": "nasloop-store", "key": "secret_key"}
-        },
-    }
-    # No other reference to a Secret anywhere (no secret volumes, no envFrom).
-    secret_paths = [p for p, _ in walk(job) if "secret" in p.lower()]
-    assert all(".valueFrom.secretKeyRef." in p for p in secret_paths), secret_paths
+        assert not [p for p, _ in walk(job) if "secret" in p.lower()]
+        assert not [e for e in container(job)["env"] if "valueFrom" in e]
+        assert "envFrom" not in container(job)
 
 
 def test_cycle_job_config_map_is_mounted_read_only() -> None:
@@ -340,7 +329,7 @@ def test_fake_kube_failed_oom_killed_pod(fake: FakeKubeAPI, pool: ThreadPoolExec
 
 
 def test_fake_kube_pod_that_cannot_start_fails_at_once(fake: FakeKubeAPI) -> None:
-    cj = jobs(fake, store_secret="missing-secret")
+    cj = jobs(fake, config_map="missing-config")
     name = cj.ensure(RUN, 1)
     fake.set_pending(name, waiting="CreateContainerConfigError")
     result = cj.wait(RUN, 1)

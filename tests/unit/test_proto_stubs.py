@@ -40,4 +40,4 @@ def test_every_service_is_defined() -> None:
         for module in (controller_pb2, evaluator_pb2, generator_pb2, novelty_pb2, trainer_pb2)
         for name in module.DESCRIPTOR.services_by_name
     }
-    assert services == {"Controller", "Evaluator", "Generator", "Novelty", "Trainer"}
+    assert services == {"Controller", "CycleStore", "Evaluator", "Generator", "Novelty", "Trainer"}

@@ -1,0 +1,198 @@
+"""The object store as a cycle Job sees it: served by the controller, so no cycle pod holds the
+store's keys (proto ``nasloop.v1.CycleStore``; the pod's side is ``nasloop.store.remote``).
+
+Who may call: a Running pod of a cycle Job, recognised by its address (the gRPC peer) among the
+pods the Kubernetes API lists for nasloop's cycle Jobs (:meth:`CycleJobs.run_of_pod_ip`). That
+is the identity NetworkPolicies rest on too; it needs no token and no Secret in the pod. The
+pod's run label then decides what it may touch (:class:`CycleScope`): its own run's records,
+read and written, and, read-only, its run's adapters and the seed corpora.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import unquote
+
+from nasloop import layout
+from nasloop.rpc import InvalidArgument, NotFound, ServiceError, Unavailable
+from nasloop.store import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StoreError,
+    check_key,
+    check_prefix,
+    sha256_hex,
+)
+
+T = TypeVar("T")
+
+# The largest object a cycle writes through the controller (its records are far smaller).
+MAX_PUT_BYTES = 256 << 20
+# How long an answer about a caller's address is trusted before the API is asked again.
+IDENTITY_TTL_S = 5.0
+
+
+class PermissionDenied(ServiceError):
+    code = "PERMISSION_DENIED"
+
+
+@dataclass(frozen=True)
+class CycleScope:
+    """What the cycle Job of ``run`` may read and write."""
+
+    run: str
+
+    @property
+    def writable(self) -> tuple[str, ...]:
+        return (f"{layout.run_prefix(self.run)}/",)
+
+    @property
+    def readable(self) -> tuple[str, ...]:
+        return (*self.writable, f"adapters/{self.run}/", "corpora/")
+
+    def check_read(self, key: str) -> str:
+        return self._check(key, self.readable, "read")
+
+    def check_write(self, key: str) -> str:
+        return self._check(key, self.writable, "write")
+
+    def check_list(self, prefix: str) -> str:
+        """A listed prefix must lie inside one readable prefix (``runs/r1/cycles/`` does;
+        ``runs/`` does not: it would name other runs)."""
+        try:
+            check_prefix(prefix)
+        except InvalidKey as e:
+            raise InvalidArgument(str(e)) from None
+        if not any(prefix.startswith(p) for p in self.readable):
+            raise PermissionDenied(
+                f"the cycle of run {self.run} may not list {prefix!r} "
+                f"(it may list under {', '.join(self.readable)})"
+            )
+        return prefix
+
+    def _check(self, key: str, allowed: tuple[str, ...], what: str) -> str:
+        try:
+            check_key(key)
+        except InvalidKey as e:
+            raise InvalidArgument(str(e)) from None
+        if not any(key.startswith(p) for p in allowed):
+            raise PermissionDenied(
+                f"the cycle of run {self.run} may not {what} {key!r} "
+                f"(it may {what} under {', '.join(allowed)})"
+            )
+        return key
+
+
+def peer_ip(peer: str) -> str | None:
+    """The address in a gRPC peer string (``ipv4:10.1.2.3:5000``, ``ipv6:[fd00::1]:5000``, the
+    brackets possibly percent-encoded); ``None`` for a peer that has none (``unix:...``)."""
+    kind, _, rest = peer.partition(":")
+    rest = unquote(rest)
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or None
+    return None
+
+
+class CallerIdentity:
+    """Which run's cycle pod has an address, asked of ``lookup`` (the Kubernetes API) and
+    remembered for ``ttl_s``: a cycle writes a record per candidate, the API need not hear of
+    each."""
+
+    def __init__(self, lookup: Callable[[str], str | None], ttl_s: float | None = None) -> None:
+        self.lookup = lookup
+        self.ttl_s = IDENTITY_TTL_S if ttl_s is None else ttl_s
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    def run_of(self, peer: str) -> str:
+        ip = peer_ip(peer)
+        if ip is None:
+            raise PermissionDenied(f"the caller {peer} has no IP address: not a cycle pod")
+        now = time.monotonic()
+        with self._lock:
+            hit = self._known.get(ip)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            run = hit[1]
+        else:
+            try:
+                run = self.lookup(ip)
+            except Exception as e:  # the API failing is not the caller's fault
+                raise Unavailable(f"cannot tell who {ip} is: {e}") from e
+            with self._lock:
+                self._known[ip] = (now, run)
+        if run is None:
+            raise PermissionDenied(
+                f"the caller {ip} is not a running cycle pod: the cycle store serves only "
+                "nasloop's cycle Jobs"
+            )
+        return run
+
+
+class CycleStoreGate:
+    """The store, each call checked against the caller's scope. Plain Python: the servicer
+    converts messages, this decides."""
+
+    def __init__(self, store: ObjectStore, identity: CallerIdentity) -> None:
+        self.store = store
+        self.identity = identity
+
+    def scope(self, peer: str) -> CycleScope:
+        return CycleScope(self.identity.run_of(peer))
+
+    def get(self, peer: str, key: str) -> tuple[bytes, str]:
+        key = self.scope(peer).check_read(key)
+        data = self._do(lambda: self.store.get_bytes(key))
+        return data, sha256_hex(data)
+
+    def put(self, peer: str, key: str, data: bytes) -> ObjectInfo:
+        key = self.scope(peer).check_write(key)
+        return self._do(lambda: self.store.put_bytes(key, data))
+
+    def exists(self, peer: str, key: str) -> bool:
+        key = self.scope(peer).check_read(key)
+        return self._do(lambda: self.store.exists(key))
+
+    def list(self, peer: str, prefix: str) -> list[str]:
+        prefix = self.scope(peer).check_list(prefix)
+        return self._do(lambda: self.store.list(prefix))
+
+    def delete(self, peer: str, key: str) -> None:
+        key = self.scope(peer).check_write(key)
+        self._do(lambda: self.store.delete(key))
+
+    @staticmethod
+    def _do(fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except ObjectNotFound as e:
+            raise NotFound(str(e)) from None
+        except InvalidKey as e:
+            raise InvalidArgument(str(e)) from None
+        except StoreError as e:
+            raise Unavailable(f"the object store failed: {e}") from None
+
+
+def joined(pieces: Iterable[tuple[str, bytes]], limit: int = MAX_PUT_BYTES) -> tuple[str, bytes]:
+    """A PutObject stream's key (from its first piece) and its bytes."""
+    key, parts, size = None, [], 0
+    for k, data in pieces:
+        size += len(data)
+        if size > limit:
+            raise InvalidArgument(f"PutObject: the object is larger than {limit} bytes")
+        if key is None:
+            key = k
+        elif k and k != key:
+            raise InvalidArgument(f"one PutObject stream names two keys: {key!r} and {k!r}")
+        parts.append(data)
+    if not key:
+        raise InvalidArgument("PutObject: the first chunk must carry the key")
+    return key, b"".join(parts)
