@@ -366,7 +366,8 @@ class CycleStoreStub:
     """The object store as a cycle Job sees it, served by the controller beside `Controller`, so that
     no cycle pod holds the store's keys (cluster mode; a local run's cycles use the store itself).
     The caller is known by its address: only a Running pod of a cycle Job is served, and only
-    within its own run: read and write runs/<run>/, read adapters/<run>/ and corpora/.
+    within its own cycle: it reads runs/<run>/, adapters/<run>/ and corpora/, and writes its
+    cycle's records (runs/<run>/cycles/<n>/, runs/<run>/baseline/) and runs/<run>/pairs/<n>.jsonl.
     Errors: the caller is not a running cycle pod, or the key lies outside its run →
     PERMISSION_DENIED; no such object → NOT_FOUND; a malformed key → INVALID_ARGUMENT; the store
     failing → UNAVAILABLE.
@@ -409,7 +410,8 @@ class CycleStoreServicer:
     """The object store as a cycle Job sees it, served by the controller beside `Controller`, so that
     no cycle pod holds the store's keys (cluster mode; a local run's cycles use the store itself).
     The caller is known by its address: only a Running pod of a cycle Job is served, and only
-    within its own run: read and write runs/<run>/, read adapters/<run>/ and corpora/.
+    within its own cycle: it reads runs/<run>/, adapters/<run>/ and corpora/, and writes its
+    cycle's records (runs/<run>/cycles/<n>/, runs/<run>/baseline/) and runs/<run>/pairs/<n>.jsonl.
     Errors: the caller is not a running cycle pod, or the key lies outside its run →
     PERMISSION_DENIED; no such object → NOT_FOUND; a malformed key → INVALID_ARGUMENT; the store
     failing → UNAVAILABLE.
@@ -490,7 +492,8 @@ class CycleStore:
     """The object store as a cycle Job sees it, served by the controller beside `Controller`, so that
     no cycle pod holds the store's keys (cluster mode; a local run's cycles use the store itself).
     The caller is known by its address: only a Running pod of a cycle Job is served, and only
-    within its own run: read and write runs/<run>/, read adapters/<run>/ and corpora/.
+    within its own cycle: it reads runs/<run>/, adapters/<run>/ and corpora/, and writes its
+    cycle's records (runs/<run>/cycles/<n>/, runs/<run>/baseline/) and runs/<run>/pairs/<n>.jsonl.
     Errors: the caller is not a running cycle pod, or the key lies outside its run →
     PERMISSION_DENIED; no such object → NOT_FOUND; a malformed key → INVALID_ARGUMENT; the store
     failing → UNAVAILABLE.

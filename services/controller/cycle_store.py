@@ -4,8 +4,10 @@ store's keys (proto ``nasloop.v1.CycleStore``; the pod's side is ``nasloop.store
 Who may call: a Running pod of a cycle Job, recognised by its address (the gRPC peer) among the
 pods the Kubernetes API lists for nasloop's cycle Jobs (:meth:`CycleJobs.run_of_pod_ip`). That
 is the identity NetworkPolicies rest on too; it needs no token and no Secret in the pod. The
-pod's run label then decides what it may touch (:class:`CycleScope`): its own run's records,
-read and written, and, read-only, its run's adapters and the seed corpora.
+pod's run and cycle labels then decide what it may touch (:class:`CycleScope`): it reads its
+run's records, its run's adapters and the seed corpora, and writes only its own cycle's records
+and training pairs (never the run's spec or state, which are the controller's, nor another
+cycle's records).
 """
 
 from __future__ import annotations
@@ -44,17 +46,27 @@ class PermissionDenied(ServiceError):
 
 @dataclass(frozen=True)
 class CycleScope:
-    """What the cycle Job of ``run`` may read and write."""
+    """What the Job of cycle ``cycle`` of ``run`` (``layout.BASELINE``: its baseline) may read
+    and write."""
 
     run: str
+    cycle: int
 
     @property
     def writable(self) -> tuple[str, ...]:
-        return (f"{layout.run_prefix(self.run)}/",)
+        own = (f"{layout.records_prefix(self.run, self.cycle)}/",)
+        if self.cycle == layout.BASELINE:
+            return own  # the baseline selects and trains nothing
+        return (*own, layout.pairs_key(self.run, self.cycle))
 
     @property
     def readable(self) -> tuple[str, ...]:
-        return (*self.writable, f"adapters/{self.run}/", "corpora/")
+        return (f"{layout.run_prefix(self.run)}/", f"adapters/{self.run}/", "corpora/")
+
+    @property
+    def who(self) -> str:
+        which = "the baseline" if self.cycle == layout.BASELINE else f"cycle {self.cycle}"
+        return f"{which} of run {self.run}"
 
     def check_read(self, key: str) -> str:
         return self._check(key, self.readable, "read")
@@ -71,8 +83,7 @@ class CycleScope:
             raise InvalidArgument(str(e)) from None
         if not any(prefix.startswith(p) for p in self.readable):
             raise PermissionDenied(
-                f"the cycle of run {self.run} may not list {prefix!r} "
-                f"(it may list under {', '.join(self.readable)})"
+                f"{self.who} may not list {prefix!r} (it may list under {', '.join(self.readable)})"
             )
         return prefix
 
@@ -81,10 +92,9 @@ class CycleScope:
             check_key(key)
         except InvalidKey as e:
             raise InvalidArgument(str(e)) from None
-        if not any(key.startswith(p) for p in allowed):
+        if not any(key == p or (p.endswith("/") and key.startswith(p)) for p in allowed):
             raise PermissionDenied(
-                f"the cycle of run {self.run} may not {what} {key!r} "
-                f"(it may {what} under {', '.join(allowed)})"
+                f"{self.who} may not {what} {key!r} (it may {what} under {', '.join(allowed)})"
             )
         return key
 
@@ -103,17 +113,19 @@ def peer_ip(peer: str) -> str | None:
 
 
 class CallerIdentity:
-    """Which run's cycle pod has an address, asked of ``lookup`` (the Kubernetes API) and
-    remembered for ``ttl_s``: a cycle writes a record per candidate, the API need not hear of
-    each."""
+    """Which cycle's pod has an address (its run and cycle), asked of ``lookup`` (the Kubernetes
+    API) and remembered for ``ttl_s``: a cycle writes a record per candidate, the API need not
+    hear of each."""
 
-    def __init__(self, lookup: Callable[[str], str | None], ttl_s: float | None = None) -> None:
+    def __init__(
+        self, lookup: Callable[[str], tuple[str, int] | None], ttl_s: float | None = None
+    ) -> None:
         self.lookup = lookup
         self.ttl_s = IDENTITY_TTL_S if ttl_s is None else ttl_s
         self._lock = threading.Lock()
-        self._known: dict[str, tuple[float, str | None]] = {}
+        self._known: dict[str, tuple[float, tuple[str, int] | None]] = {}
 
-    def run_of(self, peer: str) -> str:
+    def cycle_of(self, peer: str) -> tuple[str, int]:
         ip = peer_ip(peer)
         if ip is None:
             raise PermissionDenied(f"the caller {peer} has no IP address: not a cycle pod")
@@ -121,20 +133,20 @@ class CallerIdentity:
         with self._lock:
             hit = self._known.get(ip)
         if hit is not None and now - hit[0] < self.ttl_s:
-            run = hit[1]
+            found = hit[1]
         else:
             try:
-                run = self.lookup(ip)
+                found = self.lookup(ip)
             except Exception as e:  # the API failing is not the caller's fault
                 raise Unavailable(f"cannot tell who {ip} is: {e}") from e
             with self._lock:
-                self._known[ip] = (now, run)
-        if run is None:
+                self._known[ip] = (now, found)
+        if found is None:
             raise PermissionDenied(
                 f"the caller {ip} is not a running cycle pod: the cycle store serves only "
                 "nasloop's cycle Jobs"
             )
-        return run
+        return found
 
 
 class CycleStoreGate:
@@ -146,7 +158,7 @@ class CycleStoreGate:
         self.identity = identity
 
     def scope(self, peer: str) -> CycleScope:
-        return CycleScope(self.identity.run_of(peer))
+        return CycleScope(*self.identity.cycle_of(peer))
 
     def get(self, peer: str, key: str) -> tuple[bytes, str]:
         key = self.scope(peer).check_read(key)

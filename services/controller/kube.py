@@ -336,9 +336,10 @@ class CycleJobs:
                 log.info("cycle job %s: %s %s", name, outcome.state, outcome.message)
                 return outcome
 
-    def run_of_pod_ip(self, ip: str) -> str | None:
-        """The run whose cycle Job has a Running pod at address ``ip``, else ``None``: who is
-        calling the controller's CycleStore (pods of finished or deleted Jobs are nobody)."""
+    def cycle_of_pod_ip(self, ip: str) -> tuple[str, int] | None:
+        """The run and cycle (``BASELINE`` for the baseline) whose Job has a Running pod at
+        address ``ip``, else ``None``: who is calling the controller's CycleStore (pods of
+        finished or deleted Jobs are nobody)."""
         selector = f"{LABEL_NAME}={APP},{LABEL_COMPONENT}={COMPONENT}"
         try:
             pods = self.core.list_namespaced_pod(self.cfg.namespace, label_selector=selector)
@@ -350,9 +351,14 @@ class CycleJobs:
                 continue
             if meta.deletion_timestamp:
                 continue
-            addresses = {status.pod_ip, *(p.ip for p in status.pod_i_ps or [])}
-            if ip in addresses:
-                return (meta.labels or {}).get(LABEL_RUN)
+            if ip not in {status.pod_ip, *(p.ip for p in status.pod_i_ps or [])}:
+                continue
+            labels = meta.labels or {}
+            try:
+                run, cycle = labels[LABEL_RUN], labels[LABEL_CYCLE]
+                return check_run_name(run), BASELINE if cycle == "base" else check_cycle(int(cycle))
+            except (KeyError, ValueError):
+                return None  # not labelled as the controller labels its cycle Jobs
         return None
 
     def delete(self, run: str, cycle: int) -> bool:

@@ -442,9 +442,10 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
 def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world, services) -> None:  # type: ignore[no-untyped-def]
     """Cluster mode with only the Kubernetes API FAKED (tests/kubefake.py; no cluster here):
     the controller (kubernetes mode, in this process) creates the cycle Job; the test plays the
-    kubelet, running the Job's own command with exactly the Job's environment, in which no store
-    key exists. The cycle's records, read and written through the controller's CycleStore,
-    land in the real (moto) store, and the run succeeds."""
+    kubelet, running each Job's own command with exactly the Job's environment, in which no
+    store key exists. The records of the cycle and of the baseline, read and written through
+    the controller's CycleStore (each Job within its own scope), land in the real (moto) store,
+    and the run succeeds."""
     run = "kubejob"
     port = free_port()
     cfg = load_config(
@@ -488,7 +489,7 @@ def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world,
         player = threading.Thread(target=kubelet, args=(stop,), daemon=True)
         player.start()
         try:
-            runs.start(spec_of(run, "cycles=1", "baseline=false"))
+            runs.start(spec_of(run, "cycles=1"))  # a cycle Job, then the baseline's
             state = runs.wait(run, timeout=600)
         finally:
             stop.set()
@@ -496,9 +497,11 @@ def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world,
             runs.close()
             host.stop(1.0)
     assert state.state == "succeeded", state.error
-    (env,) = jobs_env
-    assert env["NASLOOP_STORE__URL"] == f"controller://127.0.0.1:{port}"
-    assert not [k for k in env if "KEY" in k or "SECRET" in k or k == "NASLOOP_STORE__ENDPOINT"]
-    assert not [v for v in env.values() if v == "testing"]  # the store's key and secret
+    assert len(jobs_env) == 2
+    for env in jobs_env:
+        assert env["NASLOOP_STORE__URL"] == f"controller://127.0.0.1:{port}"
+        assert not [k for k in env if "KEY" in k or "SECRET" in k or "ENDPOINT" in k]
+        assert not [v for v in env.values() if v == "testing"]  # the store's key and secret
     check_cycle_records(world, run, 1)
+    check_baseline_records(world, run, 1)
     assert world.store.get_json(layout.summary_key(run, 1))["generated"] == CANDIDATES

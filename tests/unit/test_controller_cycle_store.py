@@ -16,6 +16,7 @@ import grpc
 import pytest
 from kubefake import FakeKubeAPI, fake_kube
 
+from nasloop import layout
 from nasloop.config import Config, StoreConfig
 from nasloop.local import free_port
 from nasloop.rpc import InvalidArgument, Unavailable, connect
@@ -41,13 +42,17 @@ CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-e
 
 
 # -- plain logic ---------------------------------------------------------------------------------
-def test_a_cycle_may_write_only_its_runs_records_and_read_its_adapters_and_the_corpora() -> None:
-    scope = CycleScope(RUN)
-    for key in ("runs/r1/state.json", "runs/r1/cycles/1/evaluated/0003.json"):
+def test_a_cycle_writes_only_its_own_records_and_reads_its_run_adapters_and_corpora() -> None:
+    scope = CycleScope(RUN, 1)
+    for key in ("runs/r1/cycles/1/progress.json", "runs/r1/cycles/1/evaluated/3.json",
+                "runs/r1/cycles/1/training-set.jsonl", "runs/r1/pairs/1.jsonl"):  # fmt: skip
         assert scope.check_write(key) == key == scope.check_read(key)
-    for key in ("adapters/r1/2/manifest.json", "corpora/seed/manifest.json"):
+    for key in ("runs/r1/spec.yaml", "runs/r1/state.json", "runs/r1/stop",
+                "runs/r1/cycles/2/summary.json", "runs/r1/pairs/2.jsonl",
+                "runs/r1/pairs/1.jsonl.bak", "runs/r1/baseline/candidates.jsonl",
+                "adapters/r1/2/manifest.json", "corpora/seed/manifest.json"):  # fmt: skip
         assert scope.check_read(key) == key
-        with pytest.raises(Denied, match="may not write"):
+        with pytest.raises(Denied, match="cycle 1 of run r1 may not write"):
             scope.check_write(key)
     others = ["runs/r10/state.json", "runs/r2/spec.yaml", "adapters/r2/1/manifest.json"]
     others += ["models/base/manifest.json", "evaluations/job/task.json", "novelty/x/snapshot"]
@@ -57,6 +62,7 @@ def test_a_cycle_may_write_only_its_runs_records_and_read_its_adapters_and_the_c
         with pytest.raises(Denied):
             scope.check_write(key)
     assert scope.check_list("runs/r1/cycles/1/evaluated/") == "runs/r1/cycles/1/evaluated/"
+    assert scope.check_list("runs/r1/pairs/") == "runs/r1/pairs/"
     assert scope.check_list("corpora/seed/") == "corpora/seed/"
     for prefix in ("", "runs/", "runs/r1", "adapters/", "models/"):
         with pytest.raises(Denied, match="may not list"):
@@ -64,6 +70,15 @@ def test_a_cycle_may_write_only_its_runs_records_and_read_its_adapters_and_the_c
     for bad in ("runs/r1/../r2/state.json", "/runs/r1/x", "runs//r1", ""):
         with pytest.raises(InvalidArgument):
             scope.check_write(bad)
+
+
+def test_the_baseline_writes_only_its_own_records() -> None:
+    scope = CycleScope(RUN, layout.BASELINE)
+    assert scope.check_write("runs/r1/baseline/evaluated/0.json")
+    for key in ("runs/r1/pairs/0.jsonl", "runs/r1/cycles/1/candidates.jsonl", "runs/r1/state.json"):
+        assert scope.check_read(key) == key
+        with pytest.raises(Denied, match="the baseline of run r1 may not write"):
+            scope.check_write(key)
 
 
 @pytest.mark.parametrize(
@@ -82,31 +97,31 @@ def test_peer_ip(peer: str, ip: str | None) -> None:
 
 def test_caller_identity_asks_the_api_once_per_ttl_and_refuses_strangers() -> None:
     asked: list[str] = []
-    pods = {"10.0.0.5": RUN}
+    pods = {"10.0.0.5": (RUN, 1)}
 
-    def lookup(ip: str) -> str | None:
+    def lookup(ip: str) -> tuple[str, int] | None:
         asked.append(ip)
         return pods.get(ip)
 
     identity = CallerIdentity(lookup, ttl_s=3600)
-    assert identity.run_of("ipv4:10.0.0.5:1000") == RUN
-    assert identity.run_of("ipv4:10.0.0.5:1001") == RUN
+    assert identity.cycle_of("ipv4:10.0.0.5:1000") == (RUN, 1)
+    assert identity.cycle_of("ipv4:10.0.0.5:1001") == (RUN, 1)
     assert asked == ["10.0.0.5"]
     with pytest.raises(Denied, match="not a running cycle pod"):
-        identity.run_of("ipv4:10.0.0.6:1000")
+        identity.cycle_of("ipv4:10.0.0.6:1000")
     with pytest.raises(Denied, match="no IP address"):
-        identity.run_of("unix:/x")
+        identity.cycle_of("unix:/x")
     fresh = CallerIdentity(lookup, ttl_s=0)  # a pod that has ended is nobody at once
-    assert fresh.run_of("ipv4:10.0.0.5:1") == RUN
+    assert fresh.cycle_of("ipv4:10.0.0.5:1") == (RUN, 1)
     del pods["10.0.0.5"]
     with pytest.raises(Denied):
-        fresh.run_of("ipv4:10.0.0.5:1")
+        fresh.cycle_of("ipv4:10.0.0.5:1")
 
-    def broken(ip: str) -> str | None:
+    def broken(ip: str) -> tuple[str, int] | None:
         raise OSError("connection refused")
 
     with pytest.raises(Unavailable, match="cannot tell who"):
-        CallerIdentity(broken).run_of("ipv4:10.0.0.5:1")
+        CallerIdentity(broken).cycle_of("ipv4:10.0.0.5:1")
 
 
 def test_joined_takes_the_key_from_the_first_chunk_and_bounds_the_size() -> None:
@@ -198,18 +213,19 @@ def test_a_cycle_pod_reads_and_writes_its_run_through_the_controller(world: Worl
     assert info.size == len(big)
     assert world.s3.get_bytes("runs/r1/cycles/1/candidates.jsonl") == big  # in the real store
     assert store.get_bytes("runs/r1/cycles/1/candidates.jsonl") == big
-    store.put_bytes("runs/r1/empty", b"")
-    assert store.get_bytes("runs/r1/empty") == b""
+    store.put_bytes("runs/r1/cycles/1/empty", b"")
+    assert store.get_bytes("runs/r1/cycles/1/empty") == b""
     store.put_json("runs/r1/cycles/1/evaluated/0001.json", {"a": 1})
     assert store.get_json("runs/r1/cycles/1/evaluated/0001.json") == {"a": 1}
     assert store.list("runs/r1/cycles/1/") == [
         "runs/r1/cycles/1/candidates.jsonl",
+        "runs/r1/cycles/1/empty",
         "runs/r1/cycles/1/evaluated/0001.json",
     ]
-    assert store.exists("runs/r1/empty") and not store.exists("runs/r1/nothing")
-    store.delete("runs/r1/empty")
-    store.delete("runs/r1/empty")  # a missing key is not an error
-    assert not world.s3.exists("runs/r1/empty")
+    assert store.exists("runs/r1/cycles/1/empty") and not store.exists("runs/r1/nothing")
+    store.delete("runs/r1/cycles/1/empty")
+    store.delete("runs/r1/cycles/1/empty")  # a missing key is not an error
+    assert not world.s3.exists("runs/r1/cycles/1/empty")
     assert store.get_bytes("corpora/seed/manifest.json") == b'{"files": {}}'
     assert store.get_manifest("adapters/r1/1") == {}
     with pytest.raises(ObjectNotFound):
@@ -221,7 +237,12 @@ def test_a_cycle_pod_is_refused_outside_its_run(world: World) -> None:
     world.cycle_pod(RUN, 1, "127.0.0.1")
     world.s3.put_bytes("runs/r2/state.json", b"{}")
     store = remote(world)
+    world.s3.put_bytes("runs/r1/spec.yaml", b"name: r1")
     for op in (
+        lambda: store.put_bytes("runs/r1/spec.yaml", b"base_model: models/evil"),
+        lambda: store.put_bytes("runs/r1/state.json", b"{}"),
+        lambda: store.put_bytes("runs/r1/cycles/2/summary.json", b"{}"),
+        lambda: store.delete("runs/r1/spec.yaml"),
         lambda: store.get_bytes("runs/r2/state.json"),
         lambda: store.exists("runs/r2/state.json"),
         lambda: store.put_bytes("runs/r2/state.json", b"x"),
@@ -234,11 +255,13 @@ def test_a_cycle_pod_is_refused_outside_its_run(world: World) -> None:
         with pytest.raises(PermissionDenied):
             op()
     assert world.s3.get_bytes("runs/r2/state.json") == b"{}"
+    assert world.s3.get_bytes("runs/r1/spec.yaml") == b"name: r1"
+    assert store.get_bytes("runs/r1/spec.yaml") == b"name: r1"  # its own run: readable
     assert not world.s3.exists("adapters/r1/1/manifest.json")
     with pytest.raises(InvalidKey):  # refused before it leaves the pod
-        store.put_bytes("runs/r1/../r2/x", b"x")
-    store.put_bytes("runs/r1/ok", b"still served")  # after every refusal
-    assert world.s3.get_bytes("runs/r1/ok") == b"still served"
+        store.put_bytes("runs/r1/cycles/1/../x", b"x")
+    store.put_bytes("runs/r1/cycles/1/ok", b"still served")  # after every refusal
+    assert world.s3.get_bytes("runs/r1/cycles/1/ok") == b"still served"
     store.close()
 
 
@@ -248,14 +271,14 @@ def test_only_a_running_cycle_pod_at_the_callers_address_is_served(world: World)
         store.get_bytes("runs/r1/state.json")  # no cycle Job at all
     name = world.cycle_pod(RUN, 1, "127.0.0.2")  # another pod's address
     with pytest.raises(PermissionDenied, match="not a running cycle pod"):
-        store.put_bytes("runs/r1/x", b"x")
+        store.put_bytes("runs/r1/cycles/1/x", b"x")
     world.fake.delete_pods(name)
     world.fake.start_pod(name, pod_ip="127.0.0.1")
-    store.put_bytes("runs/r1/x", b"x")
+    store.put_bytes("runs/r1/cycles/1/x", b"x")
     world.fake.succeed(name)  # the Job ended: its address no longer counts
     with pytest.raises(PermissionDenied):
-        store.put_bytes("runs/r1/x", b"y")
-    assert world.s3.get_bytes("runs/r1/x") == b"x"
+        store.put_bytes("runs/r1/cycles/1/x", b"y")
+    assert world.s3.get_bytes("runs/r1/cycles/1/x") == b"x"
     store.close()
 
 
