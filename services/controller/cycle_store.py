@@ -12,6 +12,7 @@ cycle's records).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from nasloop.store import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("nasloop.controller")
 
 # The largest object a cycle writes through the controller (its records are far smaller).
 MAX_PUT_BYTES = 256 << 20
@@ -153,9 +155,17 @@ class CycleStoreGate:
     """The store, each call checked against the caller's scope. Plain Python: the servicer
     converts messages, this decides."""
 
-    def __init__(self, store: ObjectStore, identity: CallerIdentity) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        identity: CallerIdentity,
+        on_write: Callable[[str, int, str, bytes], None] | None = None,
+    ) -> None:
         self.store = store
         self.identity = identity
+        # Told of each write (run, cycle, key, data) once it is stored: the run manager turns
+        # a cycle Job's progress into live events. Its failures never fail the write.
+        self.on_write = on_write
 
     def scope(self, peer: str) -> CycleScope:
         return CycleScope(*self.identity.cycle_of(peer))
@@ -166,8 +176,15 @@ class CycleStoreGate:
         return data, sha256_hex(data)
 
     def put(self, peer: str, key: str, data: bytes) -> ObjectInfo:
-        key = self.scope(peer).check_write(key)
-        return self._do(lambda: self.store.put_bytes(key, data))
+        scope = self.scope(peer)
+        key = scope.check_write(key)
+        info = self._do(lambda: self.store.put_bytes(key, data))
+        if self.on_write is not None:
+            try:
+                self.on_write(scope.run, scope.cycle, key, data)
+            except Exception:
+                log.exception("observing %s written by %s", key, scope.who)
+        return info
 
     def exists(self, peer: str, key: str) -> bool:
         key = self.scope(peer).check_read(key)

@@ -24,6 +24,7 @@ import grpc
 from nasloop import layout
 from nasloop.clients import Services
 from nasloop.config import Config
+from nasloop.records import CandidateRecord
 from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
@@ -78,6 +79,12 @@ class _Active:
     stop: StopSignal
 
 
+@dataclass
+class _Seen:
+    steps: set[str]
+    candidates: set[int]
+
+
 class RunManager:
     def __init__(
         self,
@@ -94,6 +101,9 @@ class RunManager:
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._states: dict[str, st.RunState] = {}  # live copies of active runs' states
+        # Cluster mode: what each cycle Job has been seen to do (steps done, candidates
+        # evaluated), so that each event is emitted once, live or at the Job's end.
+        self._seen: dict[tuple[str, int], _Seen] = {}
         self.on_event: Callable[[Event], None] = lambda e: None
 
     # -- requests ---------------------------------------------------------------------------
@@ -176,6 +186,27 @@ class RunManager:
         for event in self.bus.drain(name, q, alive):
             if event.cycle >= from_cycle or event.cycle == layout.BASELINE:
                 yield event
+
+    def observe(self, name: str, n: int, key: str, data: bytes) -> None:
+        """A cycle Job (cluster mode) wrote ``key`` through the controller's CycleStore: the
+        steps it finished and the candidates it evaluated become live events, as a cycle in
+        this process would emit them."""
+        with self._lock:
+            state = self._states.get(name)
+        if state is None:
+            return  # not a run this controller drives
+        if key == st.progress_key(name, n):
+            self._emit_steps(state, name, n, st.progress_from_json(data).done)
+        elif key.startswith(st.evaluated_prefix(name, n)):
+            record = CandidateRecord.from_json(data.decode())
+            with self._lock:
+                seen = self._seen.setdefault((name, n), _Seen(set(), set()))
+                if record.index in seen.candidates:
+                    return
+                seen.candidates.add(record.index)
+                counts = {"evaluated": len(seen.candidates)}
+            phase = runner(n).phase_of("generate")
+            self._emit(state, Event(name, n, phase, candidate=record, counts=counts))
 
     def is_active(self, name: str) -> bool:
         with self._lock:
@@ -273,6 +304,8 @@ class RunManager:
                 with self._lock:
                     self._active.pop(name, None)
                     self._states.pop(name, None)
+                    for key in [k for k in self._seen if k[0] == name]:
+                        del self._seen[key]
                 self.bus.end(name)
 
     def _run_cycle(
@@ -312,9 +345,17 @@ class RunManager:
         raise CycleError(f"cycle job {state.cycle_job} {outcome.state}: {outcome.message}")
 
     def _replay_progress(self, name: str, n: int, state: st.RunState) -> None:
-        """The steps the cycle Job finished, as events (it runs in another process)."""
+        """The steps the cycle Job finished that were not seen live, as events (it runs in
+        another process)."""
         progress = st.load_progress(self.store, name, n)
-        for step in progress.done if progress else []:
+        self._emit_steps(state, name, n, progress.done if progress else [])
+
+    def _emit_steps(self, state: st.RunState, name: str, n: int, done: list[str]) -> None:
+        with self._lock:
+            seen = self._seen.setdefault((name, n), _Seen(set(), set()))
+            new = [step for step in done if step not in seen.steps]
+            seen.steps.update(new)
+        for step in new:
             self._emit(state, Event(name, n, runner(n).phase_of(step), f"{step} done"))
 
 

@@ -203,7 +203,8 @@ def build(cfg: Config, port: int | None = None, cycle_jobs=None) -> tuple[Servic
     runs = RunManager(cfg, store, cycle_jobs=cycle_jobs)
     services = [Registration.of(pb, pb_grpc, "Controller", ControllerServicer(runs))]
     if cycle_jobs is not None:
-        gate = CycleStoreGate(store, CallerIdentity(cycle_jobs.cycle_of_pod_ip))
+        identity = CallerIdentity(cycle_jobs.cycle_of_pod_ip)
+        gate = CycleStoreGate(store, identity, on_write=runs.observe)
         services.append(Registration.of(pb, pb_grpc, "CycleStore", CycleStoreServicer(gate)))
     host = ServiceHost(
         "controller",

@@ -135,9 +135,13 @@ def progress_key(run: str, cycle: int) -> str:
 
 def load_progress(store: ObjectStore, run: str, cycle: int) -> CycleProgress | None:
     try:
-        data = json.loads(store.get_bytes(progress_key(run, cycle)))
+        return progress_from_json(store.get_bytes(progress_key(run, cycle)))
     except ObjectNotFound:
         return None
+
+
+def progress_from_json(raw: bytes) -> CycleProgress:
+    data = json.loads(raw)
     known = set(CycleProgress.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
     data["generated_with"] = adapter_from_dict(data.get("generated_with"))

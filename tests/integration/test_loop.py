@@ -488,9 +488,13 @@ def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world,
         stop = threading.Event()
         player = threading.Thread(target=kubelet, args=(stop,), daemon=True)
         player.start()
+        events: list = []  # type: ignore[type-arg]
         try:
             runs.start(spec_of(run, "cycles=1"))  # a cycle Job, then the baseline's
+            watcher = threading.Thread(target=lambda: events.extend(runs.watch(run)))
+            watcher.start()
             state = runs.wait(run, timeout=600)
+            watcher.join(timeout=30)
         finally:
             stop.set()
             player.join(timeout=60)
@@ -504,4 +508,14 @@ def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world,
         assert not [v for v in env.values() if v == "testing"]  # the store's key and secret
     check_cycle_records(world, run, 1)
     check_baseline_records(world, run, 1)
+    # Live events, although each cycle ran in another process: every evaluated candidate (seen
+    # as the Job wrote it through the CycleStore; a Job's end replays only its steps), each
+    # step once, then the summary.
+    for n, steps in ((1, st.STEPS), (layout.BASELINE, st.BASELINE_STEPS)):
+        mine = [e for e in events if e.cycle == n]
+        indexes = [e.candidate.index for e in mine if e.candidate is not None]
+        assert sorted(indexes) == list(range(CANDIDATES)), (n, indexes)
+        done = [e.message for e in mine if e.message.endswith(" done") and e.summary is None]
+        assert sorted(done) == sorted(f"{step} done" for step in steps), (n, done)
+        assert mine[-1].summary is not None and mine[-1].summary.cycle == n
     assert world.store.get_json(layout.summary_key(run, 1))["generated"] == CANDIDATES
