@@ -10,12 +10,18 @@ RELEASE=${RELEASE:-nasloop}
 ROOT=$(repo_root)
 # shellcheck disable=SC2034  # used by the scripts that source this file
 CONTEXT="kind-$CLUSTER"
-# The chart's object names start with this (its nasloop.fullname helper).
-# shellcheck disable=SC2034
+# The chart's object names start with this (its nasloop.fullname helper: the release name if it
+# contains "nasloop", else RELEASE-nasloop; at most 40 characters, no trailing "-").
 if [[ $RELEASE == *nasloop* ]]; then FULLNAME=$RELEASE; else FULLNAME=$RELEASE-nasloop; fi
-# The images the kind cluster runs: the CPU variants (the test GPU node has no real GPU).
+FULLNAME=${FULLNAME:0:40}
 # shellcheck disable=SC2034
-KIND_TARGETS=(novelty controller evaluator-cpu trainer-cpu generator-cpu)
+FULLNAME=${FULLNAME%-}
+# The image variant the cluster runs (IMAGE_VARIANT): cpu by default (the test GPU node has no
+# real GPU); gpu for real GPUs through nvkind (GPU_MODE=nvkind).
+VARIANT=${IMAGE_VARIANT:-cpu}
+[[ $VARIANT == cpu || $VARIANT == gpu ]] || die "IMAGE_VARIANT must be cpu or gpu (got $VARIANT)"
+# shellcheck disable=SC2034
+KIND_TARGETS=(novelty controller "evaluator-$VARIANT" "trainer-$VARIANT" "generator-$VARIANT")
 
 need_docker() {
   need docker "install Docker Engine (https://docs.docker.com/engine/install/); kind runs its nodes as Docker containers"
@@ -42,5 +48,8 @@ helm_bin() {
 
 need_cluster() {
   need_kind
-  kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || die "no kind cluster $CLUSTER: run make kind-up"
+  local clusters
+  # kind lists clusters through its node provider (Docker): say so when that is what failed.
+  clusters=$(kind get clusters 2>&1) || die "kind cannot list clusters (is the Docker engine running?): $clusters"
+  grep -qx "$CLUSTER" <<<"$clusters" || die "no kind cluster $CLUSTER: run make kind-up"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (or upgrade) the chart into the kind cluster with values-kind.yaml, in a namespace
 # that enforces Pod Security "restricted", and wait until every Deployment is available
-# (HELM_WAIT=0: do not wait).
+# (HELM_WAIT=0: do not wait). The images are the CPU variants (IMAGE_VARIANT=gpu: the GPU ones,
+# for real GPUs through nvkind).
 # Extra arguments go to helm (e.g. --set run.enabled=true --set run.spec.name=tiny-1).
 set -euo pipefail
 # shellcheck source=deploy/kind/common.sh
@@ -18,5 +19,6 @@ chart="$ROOT/deploy/helm/nasloop"
 wait_args=(--wait --timeout 15m)
 [[ ${HELM_WAIT:-1} == 0 ]] && wait_args=()
 "$helm" upgrade --install "$RELEASE" "$chart" --kube-context "$CONTEXT" \
-  --namespace "$NAMESPACE" -f "$chart/values-kind.yaml" "${wait_args[@]}" "$@"
+  --namespace "$NAMESPACE" -f "$chart/values-kind.yaml" --set "image.variant=$VARIANT" \
+  ${wait_args[@]+"${wait_args[@]}"} "$@"
 "${kc[@]}" -n "$NAMESPACE" get pods -o wide

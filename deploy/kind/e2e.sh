@@ -4,7 +4,10 @@
 #   tests/cluster/test_kind_evaluator.py  evaluation Jobs created straight from this machine
 #   tests/cluster/test_kind_cycle.py      one tiny cycle, started and checked over the
 #                                         controller's gRPC API
-# The store and the controller are reached through kubectl port-forward.
+# The store and the controller are reached through kubectl port-forward; the tests talk to the
+# kind cluster's API through a kubeconfig of its own (whatever kubectl's current context is).
+# IMAGE_VARIANT=gpu (real GPUs through nvkind): the GPU images, and the evaluation Jobs ask for
+# a GPU. Extra arguments go to deploy.sh (helm).
 set -euo pipefail
 # shellcheck source=deploy/kind/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -13,26 +16,36 @@ need_cluster
 need_kubectl
 python="$ROOT/.venv/bin/python"
 [[ -x $python ]] || die "run make setup first (the tests run in .venv)"
+cd "$ROOT" # the publishing step and the tests import from tests/
 full=$FULLNAME
 model=models/tiny-e2e
 kc=(kubectl --context "$CONTEXT" -n "$NAMESPACE")
-
-# 1. The chart, without waiting for the generator: its model is published below.
-HELM_WAIT=0 "$ROOT/deploy/kind/deploy.sh" --set "model.storeKey=$model"
-"${kc[@]}" rollout status "deployment/$full-store" --timeout 5m
-
+work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
 }
 trap cleanup EXIT
-forward() { # forward SERVICE LOCAL_PORT REMOTE_PORT
-  "${kc[@]}" port-forward "svc/$1" "$2:$3" >/dev/null &
+kind get kubeconfig --name "$CLUSTER" >"$work/kubeconfig"
+
+# forward SERVICE LOCAL_PORT REMOTE_PORT: in the background, once the port answers here.
+forward() {
+  "${kc[@]}" port-forward "svc/$1" "$2:$3" >"$work/forward-$1.log" 2>&1 &
   pids+=($!)
+  local pid=$!
+  for _ in $(seq 60); do
+    (: <"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  die "port-forward to svc/$1 did not come up: $(cat "$work/forward-$1.log")"
 }
+
+# 1. The chart, without waiting for the generator: its model is published below.
+HELM_WAIT=0 "$ROOT/deploy/kind/deploy.sh" --set "model.storeKey=$model" "$@"
+"${kc[@]}" rollout status "deployment/$full-store" --timeout 5m
 forward "$full-store" 19000 9000
-forward "$full-controller" 15055 50055
-sleep 3
 
 secret() {
   "${kc[@]}" get secret "$full-store" -o "jsonpath={.data.$1}" | base64 -d
@@ -64,15 +77,19 @@ PY
 for d in $("${kc[@]}" get deployments -o name); do
   "${kc[@]}" rollout status "$d" --timeout 10m
 done
+# The controller is forwarded once it runs (a port-forward to a Service without a ready pod fails).
+forward "$full-controller" 15055 50055
 
 # 3. The cluster tests.
+export KUBECONFIG="$work/kubeconfig"
 export NASLOOP_EVALUATOR__KUBERNETES__NAMESPACE="$NAMESPACE"
 export NASLOOP_EVALUATOR__KUBERNETES__IMAGE
-NASLOOP_EVALUATOR__KUBERNETES__IMAGE=$(image_ref evaluator-cpu)
+NASLOOP_EVALUATOR__KUBERNETES__IMAGE=$(image_ref "evaluator-$VARIANT")
 export NASLOOP_EVALUATOR__KUBERNETES__IMAGE_PULL_POLICY=Never
-export NASLOOP_EVALUATOR__KUBERNETES__GPUS=0
+# CPU images: the candidate trains on CPU (the test GPU node has no GPU to offer a container).
+export NASLOOP_EVALUATOR__KUBERNETES__GPUS
+if [[ $VARIANT == gpu ]]; then NASLOOP_EVALUATOR__KUBERNETES__GPUS=1; else NASLOOP_EVALUATOR__KUBERNETES__GPUS=0; fi
 export NASLOOP_EVALUATOR__KUBERNETES__SERVICE_ACCOUNT="$full-sandbox"
 export NASLOOP_EVALUATOR__KUBERNETES__POD_STORE_ENDPOINT="$full-store:9000"
 export NASLOOP_E2E_CONTROLLER=127.0.0.1:15055 NASLOOP_E2E_MODEL="$model"
-cd "$ROOT"
 "$python" -m pytest -q -m cluster tests/cluster

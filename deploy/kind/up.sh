@@ -6,7 +6,8 @@
 #   fake             Run:ai's fake-gpu-operator Helm chart (a fake device plugin); FGO_VERSION
 #                    pins its chart version
 #   nvkind           real GPUs through NVIDIA's nvkind and the NVIDIA device plugin (a machine
-#                    with NVIDIA GPUs, driver and the NVIDIA container toolkit; README)
+#                    with NVIDIA GPUs, driver and the NVIDIA container toolkit; README); run the
+#                    GPU images there (IMAGE_VARIANT=gpu for load.sh, deploy.sh and e2e.sh)
 # GPUS: GPUs to advertise on the test node (default 4).
 set -euo pipefail
 # shellcheck source=deploy/kind/common.sh
@@ -26,11 +27,16 @@ esac
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "kind cluster $CLUSTER exists"
 elif [[ $mode == nvkind ]]; then
-  # nvkind creates the cluster from its own template: one worker per GPU group it finds.
-  nvkind cluster create --name "$CLUSTER"
+  # nvkind creates the cluster from its own template: one worker per GPU group it finds. It can
+  # exit non-zero on benign umount errors (CDI mode; its own CI tolerates them): what counts
+  # is that the cluster exists and its nodes become Ready.
+  nvkind cluster create --name "$CLUSTER" ||
+    echo "warning: nvkind cluster create exited non-zero; checking the cluster" >&2
+  kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || die "nvkind did not create the kind cluster $CLUSTER"
 else
   kind create cluster --name "$CLUSTER" --config "$ROOT/deploy/kind/cluster.yaml" --wait 120s
 fi
+kubectl --context "$CONTEXT" wait --for=condition=Ready node --all --timeout 300s
 
 gpu_nodes() {
   kubectl --context "$CONTEXT" get nodes -l nasloop.io/gpu-node=true -o name
@@ -38,29 +44,45 @@ gpu_nodes() {
 
 case "$mode" in
   patch)
-    for node in $(gpu_nodes); do
+    nodes=$(gpu_nodes)
+    [[ -n $nodes ]] || die "no node labelled nasloop.io/gpu-node=true (was cluster $CLUSTER made from deploy/kind/cluster.yaml?)"
+    for node in $nodes; do
+      # Capacity through the status subresource; the kubelet derives allocatable from it.
       kubectl --context "$CONTEXT" patch "$node" --subresource=status --type=json \
         -p "[{\"op\": \"add\", \"path\": \"/status/capacity/nvidia.com~1gpu\", \"value\": \"$gpus\"}]"
     done
     ;;
   fake)
+    # The chart's device plugin runs on the nodes labelled run.ai/simulated-gpu-node-pool=default
+    # (cluster.yaml) and tolerates the nvidia.com/gpu taint.
     helm=$(helm_bin)
     version_args=()
     [[ -n ${FGO_VERSION:-} ]] && version_args=(--version "$FGO_VERSION")
     "$helm" upgrade --install gpu-operator \
-      oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator "${version_args[@]}" \
+      oci://ghcr.io/run-ai/fake-gpu-operator/fake-gpu-operator ${version_args[@]+"${version_args[@]}"} \
       --kube-context "$CONTEXT" --namespace gpu-operator --create-namespace \
       --set "topology.nodePools.default.gpuCount=$gpus" --wait --timeout 300s
     ;;
   nvkind)
     helm=$(helm_bin)
-    for node in $(kubectl --context "$CONTEXT" get nodes -o name | grep -v control-plane); do
-      kubectl --context "$CONTEXT" label --overwrite "$node" nasloop.io/gpu-node=true
+    workers=$(kubectl --context "$CONTEXT" get nodes -o name | grep -v control-plane) ||
+      die "nvkind made no worker node"
+    for node in $workers; do
+      # nvidia.com/gpu.present: the device plugin chart's node affinity (no NFD here) requires it.
+      kubectl --context "$CONTEXT" label --overwrite "$node" nasloop.io/gpu-node=true nvidia.com/gpu.present=true
       kubectl --context "$CONTEXT" taint --overwrite "$node" nvidia.com/gpu=present:NoSchedule
+      # nvkind configures containerd's nvidia runtime but not as the default (only the
+      # RuntimeClass "nvidia" uses it); the chart's GPU pods name no runtime class, so make it
+      # the default on the GPU workers, as nvkind itself did before 2025.
+      docker exec "${node#node/}" bash -c \
+        'nvidia-ctk runtime configure --runtime=containerd --set-as-default --config-source=file &&
+         systemctl restart containerd'
     done
+    kubectl --context "$CONTEXT" wait --for=condition=Ready node --all --timeout 300s
     "$helm" repo add nvdp https://nvidia.github.io/k8s-device-plugin --force-update
     "$helm" upgrade --install nvidia-device-plugin nvdp/nvidia-device-plugin \
-      --kube-context "$CONTEXT" --namespace nvidia --create-namespace --wait --timeout 300s
+      --kube-context "$CONTEXT" --namespace nvidia --create-namespace \
+      --set runtimeClassName=nvidia --wait --timeout 300s
     ;;
 esac
 

@@ -3,7 +3,8 @@
 Strict mode: the worker runs under bubblewrap in new network (no interfaces but loopback, which
 is down), PID, IPC, UTS and mount namespaces, sees a read-only view of only what Python needs
 (the system's /usr, the interpreter, the virtual environment, nasloop's own code and the
-prepared datasets), gets a size-limited private /tmp and a clean environment, and keeps only the
+prepared datasets; every directory of installed packages in it emptied but for the allowed
+ones), gets a size-limited private /tmp and a clean environment, and keeps only the
 capabilities it needs to drop each child to the sandbox uid and to clean up after it. Weak mode
 (no bubblewrap) runs the same worker as a plain subprocess; children still get rlimits, the
 seccomp filter where available, and the sandbox uid when the evaluator is root.
@@ -12,6 +13,7 @@ seccomp filter where available, and the sandbox uid when the evaluator is root.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -19,6 +21,7 @@ import os
 import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import sysconfig
@@ -64,10 +67,53 @@ def _dedupe(paths: list[Path]) -> list[Path]:
     return out
 
 
+# Where a system keeps Python packages outside the virtual environment. All of /usr is in the
+# view, whichever interpreter runs the worker: Debian's python3-sklearn puts scikit-learn, and
+# with it the digits files (the evaluation's test set), in /usr/lib/python3/dist-packages.
+SYSTEM_PACKAGE_GLOBS = tuple(
+    f"{prefix}/{lib}/python3*/{kind}-packages"
+    for prefix in ("/usr", "/usr/local")
+    for lib in ("lib", "lib64")
+    for kind in ("dist", "site")
+)
+
+
+@functools.cache
+def _base_sys_path() -> tuple[str, ...]:
+    """The base interpreter's own ``sys.path`` (what its ``site`` and ``.pth`` files add), asked
+    of the interpreter itself; its ``site`` directories where it cannot be asked."""
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    probe = "import json, sys; print(json.dumps(sys.path))"
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        done = subprocess.run(
+            [base, "-I", "-c", probe], capture_output=True, timeout=30, check=True, env={}
+        )
+        return tuple(str(p) for p in json.loads(done.stdout))
+    return tuple(site.getsitepackages([sys.base_prefix]))
+
+
+def hidden_package_dirs() -> list[Path]:
+    """Every directory of installed packages the view empties: the virtual environment's
+    ``site-packages``, the base interpreter's (its ``sysconfig`` scheme and each
+    ``site-packages``/``dist-packages`` on its ``sys.path``) and the system's
+    (:data:`SYSTEM_PACKAGE_GLOBS`). Only those that exist; none inside another."""
+    base = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})
+    found = [view.site_packages(), Path(base["purelib"]), Path(base["platlib"])]
+    found += [
+        Path(p) for p in _base_sys_path() if Path(p).name in ("site-packages", "dist-packages")
+    ]
+    for pattern in SYSTEM_PACKAGE_GLOBS:
+        found += [Path(p) for p in sorted(glob.glob(pattern))]
+    # Nothing to hide where there is no directory (a base interpreter without site-packages of
+    # its own): bubblewrap cannot make a mount point inside the read-only /usr.
+    return _dedupe([p for p in found if p.is_dir()])
+
+
 def _python_view(data_dir: Path) -> list[str]:
     """Binds for the interpreter, the standard library, the allowed site-packages entries
     (:mod:`services.evaluator.view`), nasloop's code and the sandbox datasets; every other
-    installed package stays invisible, the base interpreter's own site-packages included."""
+    installed package stays invisible, the base interpreter's and the system's included
+    (:func:`hidden_package_dirs`)."""
     code = [PROJECT_ROOT / "nasloop", PROJECT_ROOT / "services"]
     venv = Path(sys.prefix)
     tops = [Path(sys.base_prefix), *code, data_dir / "sandbox"]
@@ -83,21 +129,22 @@ def _python_view(data_dir: Path) -> list[str]:
                 args.extend(["--perms", "0755", "--dir", str(parent)])
                 made.add(parent)
 
-    for path in _dedupe(tops):
+    tops = _dedupe(tops)
+    for path in tops:
         parents(path)
         args += ["--ro-bind", str(path), str(path)]
-    base_sp = Path(sysconfig.get_paths(vars={"base": sys.base_prefix})["purelib"])
-    site = view.site_packages()
-    for sp in dict.fromkeys([base_sp, site]):  # emptied, then only the allowed entries
-        if not sp.is_dir():
-            continue  # nothing to hide (a base interpreter without site-packages of its own)
+    # Emptied, then only what may be seen inside each: the allowed distributions' entries
+    # (from a system directory too, where a venv sees the system's packages) and any of the
+    # binds above that lie inside (nasloop's code installed into site-packages).
+    # (An entry's directory is resolved, not the entry: a symlinked module stays a link.)
+    keep = {p.parent.resolve() / p.name for p in [*view.allowed_entries(), *tops]}
+    for sp in hidden_package_dirs():
         parents(sp)
         args += ["--perms", "0755", "--tmpfs", str(sp)]
         made.add(sp)
-        if sp == site:
-            for entry in view.allowed_entries():
-                parents(entry)
-                args += ["--ro-bind", str(entry), str(entry)]
+        for entry in sorted(p for p in keep if sp in p.parents):
+            parents(entry)
+            args += ["--ro-bind", str(entry), str(entry)]
         args += ["--remount-ro", str(sp)]
     return args
 

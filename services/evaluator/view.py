@@ -62,19 +62,38 @@ def site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
+def entries_of(dist: md.Distribution) -> set[Path]:
+    """Top-level entries of the directory ``dist`` is installed in (package dirs, modules,
+    .libs, its metadata directory) that belong to it; a namespace directory (google/) shared
+    with other distributions counts only with the distribution's own subdirectory.
+
+    The directory is the distribution's own: the virtual environment's ``site-packages``, or a
+    system directory (Debian's ``/usr/lib/python3/dist-packages``) when the environment sees
+    the system's packages. A Debian egg-info lists no files: its ``top_level.txt`` names them.
+    """
+    root = Path(str(dist.locate_file("")))
+    entries: set[Path] = set()
+    meta = getattr(dist, "_path", None)  # the .dist-info / .egg-info itself
+    if isinstance(meta, Path) and meta.parent == root:
+        entries.add(meta)
+    files = dist.files
+    if files is None:
+        for name in (dist.read_text("top_level.txt") or "").split():
+            entries.update([root / name, root / f"{name}.py", *root.glob(f"{name}.*.so")])
+    for f in files or []:
+        parts = Path(str(f)).parts
+        if not parts or parts[0] in ("..", "__pycache__") or parts[0].endswith(".pth"):
+            continue
+        namespace = len(parts) > 2 and not (root / parts[0] / "__init__.py").exists()
+        entries.add(root.joinpath(*parts[:2]) if namespace else root / parts[0])
+    return {p for p in entries if p.exists()}
+
+
 @cache
 def allowed_entries() -> tuple[Path, ...]:
-    """Top-level entries of ``site-packages`` (package dirs, modules, .libs, dist-info) the
-    sandbox may see."""
-    root = site_packages()
+    """What the sandbox may see of the directories packages are installed in: the entries of
+    the allowed distributions (:func:`entries_of`), wherever each is installed."""
     entries: set[Path] = set()
     for dist in allowed_distributions():
-        for f in dist.files or []:
-            parts = Path(str(f)).parts
-            if parts[0] in ("..", "__pycache__") or parts[0].endswith(".pth"):
-                continue
-            # A namespace directory (google/) is shared with other distributions: only the
-            # allowed distribution's own subdirectory is bound.
-            namespace = len(parts) > 2 and not (root / parts[0] / "__init__.py").exists()
-            entries.add(root.joinpath(*parts[:2]) if namespace else root / parts[0])
-    return tuple(sorted(p for p in entries if p.exists()))
+        entries |= entries_of(dist)
+    return tuple(sorted(entries))

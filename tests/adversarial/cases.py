@@ -7,6 +7,8 @@ policy is a courtesy: these cases test the sandbox itself. A few plain ones test
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,33 @@ CANARY_FILE = ".adversarial-canary"  # created in the project root by the test
 OS = "_os = torch.serialization.os"
 SYSTEM = "getattr(_os, 'sys' + 'tem')"
 LEARN_LOOP = "for inputs, labels in train_data:"
+
+# The system's own Python packages, outside every virtual environment (Debian's python3-sklearn
+# puts scikit-learn and its digits files, the evaluation's test set, in the first): whatever
+# interpreter runs the worker, /usr is in the sandbox's view. The suite puts a marker in the
+# first where it can (as root); the unprivileged run still finds Debian's own entries.
+SYSTEM_PACKAGE_DIRS = sorted(
+    {"/usr/lib/python3/dist-packages"}
+    | set(glob.glob("/usr/lib/python3.*/dist-packages"))
+    | set(glob.glob("/usr/local/lib/python3.*/dist-packages"))
+)
+SYSTEM_MARKER_DIR = Path("/usr/lib/python3/dist-packages") / f"nasloop-adversarial-{os.getpid()}"
+SYSTEM_MARKER_FILE = SYSTEM_MARKER_DIR / "digits.csv.gz"  # named like sklearn's, for the walkers
+SYSTEM_MARKER_VALUE = "system-marker-5d2e91"
+READ_SYSTEM_PACKAGES = f"""{OS}
+for _d in {SYSTEM_PACKAGE_DIRS!r}:
+    try:
+        _seen = _os.listdir(_d)
+    except OSError:
+        _seen = []
+    if _seen:
+        print('SYSTEM-PACKAGES-SEEN', _d, len(_seen), sorted(_seen)[:5])
+try:
+    _fd = _os.open({str(SYSTEM_MARKER_FILE)!r}, _os.O_RDONLY)
+    print('READ', _os.read(_fd, 100))
+except OSError as e:
+    print('denied', type(e).__name__)
+"""
 
 
 def in_learn(statements: str) -> str:
@@ -291,6 +320,8 @@ CASES = [
                      "    _os.mkdir('d')\n"
                      "    _os.chdir('d')"),
          *FAIL_OR_LOW),
+    case("read_system_dist_packages", with_prefix(READ_SYSTEM_PACKAGES), *FAIL_OR_LOW,
+         not_in_output=("SYSTEM-PACKAGES-SEEN", SYSTEM_MARKER_VALUE)),
     # --- integrity (issue 11): accuracy that was not earned ---
     case("rebuild_labels_from_sklearn", ig.REBUILD_FROM_SKLEARN, "STATUS_FORWARD_EXCEPTION",
          message="missing module 'sklearn'"),

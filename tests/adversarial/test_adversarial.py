@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import pytest
 from candidates import GOOD_NET
 from servers import ROOT, Server
 
-from adversarial.cases import CANARY_FILE, CANARY_VALUE, CASES
+from adversarial.cases import (
+    CANARY_FILE,
+    CANARY_VALUE,
+    CASES,
+    SYSTEM_MARKER_DIR,
+    SYSTEM_MARKER_FILE,
+    SYSTEM_MARKER_VALUE,
+)
 from nasloop.rpc import connect
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
@@ -83,6 +91,11 @@ def suite_results(evaluator_server: Server) -> dict[str, pb.EvaluationResult]:
     if os.access(ROOT, os.W_OK):  # the unprivileged run cannot write the checkout
         canary.write_text(CANARY_VALUE)
     try:
+        system = SYSTEM_MARKER_DIR.parent
+        if system.is_dir() and os.access(system, os.W_OK):  # as root: a file there to find
+            SYSTEM_MARKER_DIR.mkdir(mode=0o755)
+            SYSTEM_MARKER_FILE.write_text(SYSTEM_MARKER_VALUE)
+            SYSTEM_MARKER_FILE.chmod(0o644)
         with connect(evaluator_server.address) as ch:
             stub = pb_grpc.EvaluatorStub(ch)
             request = pb.EvaluateRequest(
@@ -92,6 +105,7 @@ def suite_results(evaluator_server: Server) -> dict[str, pb.EvaluationResult]:
             results = {r.candidate_id: r for r in stub.Evaluate(request, timeout=600)}
     finally:
         canary.unlink(missing_ok=True)
+        shutil.rmtree(SYSTEM_MARKER_DIR, ignore_errors=True)
     return results
 
 

@@ -249,3 +249,109 @@ def test_strict_view_without_a_base_site_packages(tmp_path, monkeypatch) -> None
     assert str(sandbox.view.site_packages()) in args  # the venv's own is still emptied
     env = {args[i + 1]: args[i + 2] for i, a in enumerate(args) if a == "--setenv"}
     assert env["USER"] == env["LOGNAME"] == "sandbox"
+
+
+def _tmpfs_plan(args: list[str]) -> dict[str, list[str]]:
+    """Each directory the view empties (--tmpfs) and what is bound back into it before it is
+    made read-only."""
+    plan: dict[str, list[str]] = {}
+    for i, a in enumerate(args):
+        if a == "--tmpfs" and args[i + 1] != "/tmp":
+            sp = args[i + 1]
+            end = args.index("--remount-ro", i)
+            assert args[end + 1] == sp
+            plan[sp] = [args[j + 1] for j in range(i, end) if args[j] == "--ro-bind"]
+    return plan
+
+
+def test_default_globs_cover_the_system_package_dirs() -> None:
+    """Debian's (and Ubuntu's) system-wide package directories, which /usr's bind exposes to a
+    worker of any interpreter: python3-sklearn would put the digits test set there."""
+    from fnmatch import fnmatch
+
+    from services.evaluator import sandbox
+
+    for path in (
+        "/usr/lib/python3/dist-packages", "/usr/lib/python3.11/dist-packages",
+        "/usr/local/lib/python3.12/dist-packages", "/usr/lib64/python3.11/site-packages",
+        "/usr/local/lib/python3.11/site-packages",
+    ):  # fmt: skip
+        assert any(fnmatch(path, g) for g in sandbox.SYSTEM_PACKAGE_GLOBS), path
+
+
+def test_strict_view_hides_system_dist_packages(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from services.evaluator import sandbox
+
+    system = [
+        tmp_path / "usr/lib/python3/dist-packages",
+        tmp_path / "usr/lib/python3.11/dist-packages",
+        tmp_path / "usr/local/lib/python3.11/dist-packages",
+    ]
+    for d in system:
+        (d / "sklearn/datasets/data").mkdir(parents=True)
+    on_base_path = tmp_path / "opt/base/lib/python3.11/site-packages"
+    on_base_path.mkdir(parents=True)
+    (tmp_path / "opt/base/lib/python3.11/lib-dynload").mkdir()
+    globs = (f"{tmp_path}/usr/lib/python3*/dist-packages", f"{tmp_path}/usr/local/lib/*/*-packages")
+    monkeypatch.setattr(sandbox, "SYSTEM_PACKAGE_GLOBS", globs)
+    monkeypatch.setattr(
+        sandbox, "_base_sys_path",
+        lambda: (str(on_base_path), str(tmp_path / "opt/base/lib/python3.11/lib-dynload")),
+    )  # fmt: skip
+    plan = _tmpfs_plan(sandbox.bwrap_command("bwrap", tmp_path / "data", 1 << 20))
+    for d in [*system, on_base_path]:
+        assert plan[str(d)] == [], d  # emptied, nothing bound back
+    assert str(tmp_path / "opt/base/lib/python3.11/lib-dynload") not in plan
+    assert plan[str(sandbox.view.site_packages().resolve())]  # the allowed entries
+    # On this machine: every system package directory that exists is emptied.
+    import glob
+
+    real = {d for g in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages")
+            for d in glob.glob(g)}  # fmt: skip
+    monkeypatch.undo()
+    plan = _tmpfs_plan(sandbox.bwrap_command("bwrap", tmp_path / "data", 1 << 20))
+    assert real <= set(plan), real - set(plan)
+
+
+def test_base_sys_path_is_the_base_interpreters() -> None:
+    import sys
+
+    from services.evaluator import sandbox
+
+    path = sandbox._base_sys_path()
+    assert any(p.endswith(("site-packages", "dist-packages")) for p in path), path
+    assert not any(p.startswith(sys.prefix + "/") for p in path) or sys.prefix == sys.base_prefix
+
+
+def test_allowed_packages_of_a_system_site_venv_stay_visible(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A venv that sees the system's packages may get numpy from Debian's dist-packages: the
+    directory is emptied like any other and only the allowed entries are bound back into it."""
+    from services.evaluator import sandbox
+
+    dist = tmp_path / "usr/lib/python3/dist-packages"
+    for name in ("numpy", "numpy-1.24.2.egg-info", "sklearn"):
+        (dist / name).mkdir(parents=True)
+    allowed = (dist / "numpy", dist / "numpy-1.24.2.egg-info")
+    monkeypatch.setattr(
+        sandbox, "SYSTEM_PACKAGE_GLOBS", (f"{tmp_path}/usr/lib/python3*/dist-packages",)
+    )
+    monkeypatch.setattr(sandbox.view, "allowed_entries", lambda: allowed)
+    plan = _tmpfs_plan(sandbox.bwrap_command("bwrap", tmp_path / "data", 1 << 20))
+    assert plan[str(dist)] == [str(p) for p in allowed]
+
+
+def test_entries_of_a_debian_egg_info(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Debian's egg-info directories list no files: top_level.txt names the entries."""
+    import importlib.metadata as md
+
+    from services.evaluator import view
+
+    meta = tmp_path / "foo-1.0.egg-info"
+    meta.mkdir()
+    (meta / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n")
+    (meta / "top_level.txt").write_text("foo\n_foo\n")
+    (tmp_path / "foo").mkdir()
+    (tmp_path / "_foo.cpython-311-x86_64-linux-gnu.so").touch()
+    (tmp_path / "sklearn").mkdir()
+    entries = view.entries_of(md.PathDistribution(meta))
+    assert entries == {meta, tmp_path / "foo", tmp_path / "_foo.cpython-311-x86_64-linux-gnu.so"}
