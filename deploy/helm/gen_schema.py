@@ -106,6 +106,7 @@ def values_schema() -> Json:
                         "nodeSelector": LABELS,
                         "tolerations": array(ANY_OBJECT),
                         "affinity": ANY_OBJECT,
+                        "runtimeClassName": STR,
                     }
                 ),
                 "namespace": obj(

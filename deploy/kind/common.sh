@@ -36,9 +36,12 @@ need_kubectl() {
   need kubectl "https://kubernetes.io/docs/tasks/tools/"
 }
 
-# helm_bin: the pinned Helm in .venv (make chart-check installs it), else one on PATH.
+# helm_bin: $HELM if set, else the pinned Helm in .venv (make chart-check installs it), else one
+# on PATH.
 helm_bin() {
-  if [[ -x $ROOT/.venv/bin/helm ]]; then
+  if [[ -n ${HELM:-} ]]; then
+    echo "$HELM"
+  elif [[ -x $ROOT/.venv/bin/helm ]]; then
     echo "$ROOT/.venv/bin/helm"
   else
     need helm "run make chart-check (installs the pinned Helm into .venv) or install Helm 3.12+"

@@ -16,9 +16,12 @@ kc=(kubectl --context "$CONTEXT")
 "${kc[@]}" label --overwrite namespace "$NAMESPACE" \
   pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted
 chart="$ROOT/deploy/helm/nasloop"
+# Real GPUs (nvkind): the NVIDIA runtime is the RuntimeClass "nvidia", not containerd's default.
+variant_args=(--set "image.variant=$VARIANT")
+[[ $VARIANT == gpu ]] && variant_args+=(--set gpu.runtimeClassName=nvidia)
 wait_args=(--wait --timeout 15m)
 [[ ${HELM_WAIT:-1} == 0 ]] && wait_args=()
 "$helm" upgrade --install "$RELEASE" "$chart" --kube-context "$CONTEXT" \
-  --namespace "$NAMESPACE" -f "$chart/values-kind.yaml" --set "image.variant=$VARIANT" \
+  --namespace "$NAMESPACE" -f "$chart/values-kind.yaml" "${variant_args[@]}" \
   ${wait_args[@]+"${wait_args[@]}"} "$@"
 "${kc[@]}" -n "$NAMESPACE" get pods -o wide

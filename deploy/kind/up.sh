@@ -71,12 +71,9 @@ case "$mode" in
       # nvidia.com/gpu.present: the device plugin chart's node affinity (no NFD here) requires it.
       kubectl --context "$CONTEXT" label --overwrite "$node" nasloop.io/gpu-node=true nvidia.com/gpu.present=true
       kubectl --context "$CONTEXT" taint --overwrite "$node" nvidia.com/gpu=present:NoSchedule
-      # nvkind configures containerd's nvidia runtime but not as the default (only the
-      # RuntimeClass "nvidia" uses it); the chart's GPU pods name no runtime class, so make it
-      # the default on the GPU workers, as nvkind itself did before 2025.
-      docker exec "${node#node/}" bash -c \
-        'nvidia-ctk runtime configure --runtime=containerd --set-as-default --config-source=file &&
-         systemctl restart containerd'
+      # nvkind registers containerd's nvidia runtime as the RuntimeClass "nvidia", not as the
+      # default: the device plugin below and the chart's GPU pods (deploy.sh sets
+      # gpu.runtimeClassName=nvidia with IMAGE_VARIANT=gpu) name it.
     done
     kubectl --context "$CONTEXT" wait --for=condition=Ready node --all --timeout 300s
     "$helm" repo add nvdp https://nvidia.github.io/k8s-device-plugin --force-update

@@ -427,3 +427,24 @@ def test_the_trainer_downloads_a_hugging_face_model_before_it_starts(tmp_path: P
     for sets in (["model.source=store"], ["model.source=pvc", "model.pvc.claimName=m"]):
         trainer = named(render(sets=sets), "Deployment", f"{FULL}-trainer")
         assert "initContainers" not in trainer["spec"]["template"]["spec"]
+
+
+def test_gpu_runtime_class_reaches_every_gpu_pod_and_only_those() -> None:
+    """``gpu.runtimeClassName`` (e.g. nvidia, where the NVIDIA runtime is not containerd's
+    default, as on nvkind): the generator, the trainer and the evaluation Jobs; an explicit
+    ``evaluator.jobs.runtimeClassName`` wins for the Jobs."""
+    objs = render(sets=["gpu.runtimeClassName=nvidia"])
+    for d in of_kind(objs, "Deployment"):
+        expected = "nvidia" if component(d) in ("generator", "trainer") else None
+        assert d["spec"]["template"]["spec"].get("runtimeClassName") == expected, component(d)
+    assert evaluation_job(objs)["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
+    objs = render(sets=["gpu.runtimeClassName=nvidia", "evaluator.jobs.runtimeClassName=gvisor"])
+    assert evaluation_job(objs)["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
+    objs = render(sets=["gpu.runtimeClassName=nvidia", "gpu.enabled=false"])
+    assert not [
+        d
+        for d in of_kind(objs, "Deployment")
+        if "runtimeClassName" in d["spec"]["template"]["spec"]
+    ]
+    assert "runtimeClassName" not in evaluation_job(objs)["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in evaluation_job(render())["spec"]["template"]["spec"]

@@ -111,3 +111,20 @@ def test_gpu_variant_loads_the_gpu_images(fakes) -> None:  # type: ignore[no-unt
     assert r.returncode == 0, r.stderr
     refs = {c.split(" ")[2] for c in calls(env) if c.startswith("podman push")}
     assert {"nasloop/evaluator:t-gpu", "nasloop/trainer:t-gpu", "nasloop/generator:t-gpu"} <= refs
+
+
+@pytest.mark.parametrize(("variant", "runtime"), [("cpu", False), ("gpu", True)])
+def test_deploy_names_nvkinds_runtime_class_for_the_gpu_images(
+    fakes, tmp_path, variant, runtime
+) -> None:  # type: ignore[no-untyped-def]
+    """Real GPUs (nvkind) run under the RuntimeClass "nvidia", not containerd's default runtime:
+    with the GPU images every GPU pod of the chart names it."""
+    helm = tmp_path / "bin" / "helm"
+    helm.write_text('#!/usr/bin/env bash\necho "helm $*" >>"$FAKE_LOG"\n')
+    helm.chmod(0o755)
+    env = {**fakes, "HELM": str(helm), "IMAGE_VARIANT": variant}
+    r = run("deploy.sh", env)
+    assert r.returncode == 0, r.stderr
+    (install,) = [c for c in calls(env) if c.startswith("helm upgrade --install")]
+    assert f"--set image.variant={variant}" in install
+    assert ("--set gpu.runtimeClassName=nvidia" in install) is runtime

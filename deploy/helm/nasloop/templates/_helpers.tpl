@@ -83,7 +83,8 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
       "gpus" (ternary (int $jobs.gpus) 0 $v.gpu.enabled)
       "cpu" $jobs.cpu "memory" $jobs.memory "ephemeral_storage" $jobs.ephemeralStorage
       "node_selector" (ternary $v.gpu.nodeSelector (dict) $v.gpu.enabled) -}}
-{{- if $jobs.runtimeClassName }}{{ $_ := set $kube "runtime_class" $jobs.runtimeClassName }}{{ end -}}
+{{- $runtime := $jobs.runtimeClassName | default (ternary $v.gpu.runtimeClassName "" (and $v.gpu.enabled (gt (int $jobs.gpus) 0))) -}}
+{{- if $runtime }}{{ $_ := set $kube "runtime_class" $runtime }}{{ end -}}
 {{- $derived := dict
       "store" (dict "url" $url "endpoint" (include "nasloop.storeEndpoint" .)
                     "secure" (and $v.store.external.enabled $v.store.external.secure)
@@ -124,5 +125,8 @@ tolerations: {{- toYaml . | nindent 2 }}
 {{- $aff := ternary (merge (deepCopy $c.affinity) $g.affinity) $c.affinity $gpu -}}
 {{- with $aff }}
 affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if and $gpu $g.runtimeClassName }}
+runtimeClassName: {{ $g.runtimeClassName }}
 {{- end }}
 {{- end -}}
