@@ -2,6 +2,11 @@
 # Build the CPU images with buildah and start each service inside its own image; pass when
 # every one answers gRPC health (SERVING) and reflection (its nasloop.v1 service is listed)
 # from outside the container. Needs no Docker engine and no registry (DESIGN.md, "Images").
+# The evaluator image also runs the evaluation pod's entry point (python -m
+# services.evaluator.pod) as cluster mode runs it, through tests/image_pod.py: the evaluator's
+# own Kubernetes executor against moto's S3 server on loopback and a fake Kubernetes API whose
+# "kubelet" runs each Job's container with buildah run (the manifest's uid, env, read-only root);
+# a good network must be trained and scored, a raising one must get its own failure status.
 # Usage: smoke.sh [TARGET...]   default: novelty controller evaluator-cpu trainer-cpu
 # generator-cpu
 # Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
@@ -105,7 +110,11 @@ for t in "${targets[@]}"; do
     novelty) smoke novelty novelty Novelty ;;
     # No bubblewrap inside an unprivileged container: the weak sandbox here; in a cluster the
     # evaluator runs candidates as hardened Jobs (executor kubernetes) instead.
-    evaluator-cpu) smoke evaluator-cpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak ;;
+    evaluator-cpu)
+      smoke evaluator-cpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak
+      "$python" "$root/tests/image_pod.py" "$(image_ref evaluator-cpu)" ||
+        die "the evaluation pod does not work in $(image_ref evaluator-cpu) (its log above)"
+      ;;
     trainer-cpu) smoke trainer-cpu trainer Trainer ;;
     generator-cpu)
       # The tiny test model, laid into a Hugging Face cache and served by its id.
