@@ -11,8 +11,8 @@
 # generator-cpu. The GPU images (evaluator-gpu trainer-gpu generator-gpu) run only when named:
 # they need no GPU here (checked on the CPU: pip-install.sh check-torch inside the image, then
 # the service; the generator with its transformers backend, as vLLM's GPU build cannot start
-# without one) but download several GB of CUDA wheels and take 6-10 GB of disk each
-# (docs/images.md).
+# without one) but download several GB of CUDA wheels, are 6-10 GB each and need 20-30 GB of
+# free disk to build (docs/images.md).
 # Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
 # the images as they are), SMOKE_TIMEOUT_S (per service, default 180), and build.sh's.
 set -euo pipefail
