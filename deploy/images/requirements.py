@@ -2,9 +2,12 @@
 
 ``python3 requirements.py pyproject.toml evaluator trainer`` → the core dependencies plus those
 of the ``evaluator`` and ``trainer`` extras, with self-references (``nasloop[x]``) expanded and
-environment markers kept (pip evaluates them). Standard library only: it runs in the image's
-build stage before anything is installed, so the dependency layers are cached on pyproject.toml
-alone and rebuilt only when it changes.
+environment markers kept (pip evaluates them). Options before the extras: ``--only NAME`` keeps
+the requirements on these distributions alone (repeatable), ``--add REQ`` appends a requirement
+(repeatable): ``--only torch --add torchvision==0.28.0 evaluator`` → the evaluator's torch pin
+and the torchvision built for it, to be installed by one pip command. Standard library only: it
+runs in the image's build stage before anything is installed, so the dependency layers are cached
+on pyproject.toml alone and rebuilt only when it changes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ import tomllib
 from pathlib import Path
 
 _SELF = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*\[([^\]]+)\]\s*$")
+_NAME = re.compile(r"^\s*([A-Za-z0-9_.-]+)")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirements(pyproject: Path, extras: list[str]) -> list[str]:
@@ -39,7 +47,32 @@ def requirements(pyproject: Path, extras: list[str]) -> list[str]:
     return out
 
 
+def select(reqs: list[str], only: list[str], add: list[str]) -> list[str]:
+    """The requirements on the distributions in ``only`` (all when empty), then ``add``."""
+    if only:
+        wanted = {canonical(n) for n in only}
+        names = {r: canonical(m.group(1)) if (m := _NAME.match(r)) else "" for r in reqs}
+        kept = [r for r in reqs if names[r] in wanted]
+        if missing := wanted - {names[r] for r in kept}:
+            raise SystemExit(f"no requirement on {sorted(missing)} in these extras")
+        reqs = kept
+    return reqs + [r for r in add if r not in reqs]
+
+
+def main(argv: list[str]) -> list[str]:
+    usage = "usage: requirements.py PYPROJECT [--only NAME]... [--add REQ]... [EXTRA ...]"
+    if not argv:
+        raise SystemExit(usage)
+    pyproject, rest = Path(argv[0]), argv[1:]
+    only: list[str] = []
+    add: list[str] = []
+    while rest and rest[0] in ("--only", "--add"):
+        if len(rest) < 2:
+            raise SystemExit(usage)
+        (only if rest[0] == "--only" else add).append(rest[1])
+        rest = rest[2:]
+    return select(requirements(pyproject, rest), only, add)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: requirements.py PYPROJECT [EXTRA ...]")
-    print("\n".join(requirements(Path(sys.argv[1]), sys.argv[2:])))
+    print("\n".join(main(sys.argv[1:])))

@@ -2,8 +2,17 @@
 # Build the CPU images with buildah and start each service inside its own image; pass when
 # every one answers gRPC health (SERVING) and reflection (its nasloop.v1 service is listed)
 # from outside the container. Needs no Docker engine and no registry (DESIGN.md, "Images").
+# The evaluator image also runs the evaluation pod's entry point (python -m
+# services.evaluator.pod) as cluster mode runs it, through tests/image_pod.py: the evaluator's
+# own Kubernetes executor against moto's S3 server on loopback and a fake Kubernetes API whose
+# "kubelet" runs each Job's container with buildah run (the manifest's uid, env, read-only root);
+# a good network must be trained and scored, a raising one must get its own failure status.
 # Usage: smoke.sh [TARGET...]   default: novelty controller evaluator-cpu trainer-cpu
-# generator-cpu
+# generator-cpu. The GPU images (evaluator-gpu trainer-gpu generator-gpu) run only when named:
+# they need no GPU here (checked on the CPU: pip-install.sh check-torch inside the image, then
+# the service; the generator with its transformers backend, as vLLM's GPU build cannot start
+# without one) but download several GB of CUDA wheels, are 6-10 GB each and need 20-30 GB of
+# free disk to build (docs/images.md).
 # Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
 # the images as they are), SMOKE_TIMEOUT_S (per service, default 180), and build.sh's.
 set -euo pipefail
@@ -100,22 +109,65 @@ smoke() {
   ctr=""
 }
 
+# gpu_check TARGET [PYTHON]: a CUDA torch and torchvision's operators in the image (on the CPU),
+# then PYTHON (e.g. an import) if given.
+gpu_check() {
+  ctr=$(buildah from --quiet "$(image_ref "$1")")
+  buildah run --isolation chroot "$ctr" -- sh -c "$(cat "$here/pip-install.sh")" - check-torch ||
+    die "$(image_ref "$1"): no CUDA torch with a working torchvision (above)"
+  if [[ -n ${2:-} ]]; then
+    buildah run --isolation chroot "$ctr" -- python3 -c "$2" || die "$(image_ref "$1"): $2 failed"
+  fi
+  buildah rm "$ctr" >/dev/null
+  ctr=""
+}
+
+# pod_check TARGET: the evaluation pod's entry point as cluster mode runs it (tests/image_pod.py).
+pod_check() {
+  "$python" "$root/tests/image_pod.py" "$(image_ref "$1")" ||
+    die "the evaluation pod does not work in $(image_ref "$1") (its log above)"
+}
+
+# The tiny test model, laid into a Hugging Face cache under $work/hf as smoke/tiny-lm.
+tiny_lm() {
+  [[ -d $work/hf ]] || "$python" "$root/tests/tiny_lm.py" "$work/hf" smoke/tiny-lm
+  chmod -R a+rX "$work"
+}
+tiny_lm_options=(--volume "$work/hf:/var/lib/nasloop/hf:ro" --env HF_HUB_OFFLINE=1
+  --env NASLOOP_GENERATOR__MODEL=smoke/tiny-lm --env NASLOOP_GENERATOR__KV_CACHE_GIB=1)
+
 for t in "${targets[@]}"; do
   case "$t" in
     novelty) smoke novelty novelty Novelty ;;
     # No bubblewrap inside an unprivileged container: the weak sandbox here; in a cluster the
     # evaluator runs candidates as hardened Jobs (executor kubernetes) instead.
-    evaluator-cpu) smoke evaluator-cpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak ;;
+    evaluator-cpu)
+      smoke evaluator-cpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak
+      pod_check evaluator-cpu
+      ;;
     trainer-cpu) smoke trainer-cpu trainer Trainer ;;
     generator-cpu)
-      # The tiny test model, laid into a Hugging Face cache and served by its id.
-      "$python" "$root/tests/tiny_lm.py" "$work/hf" smoke/tiny-lm
-      chmod -R a+rX "$work"
-      smoke generator-cpu generator Generator --volume "$work/hf:/var/lib/nasloop/hf:ro" \
-        --env HF_HUB_OFFLINE=1 --env NASLOOP_GENERATOR__MODEL=smoke/tiny-lm \
-        --env NASLOOP_GENERATOR__KV_CACHE_GIB=1
+      # The tiny test model, served by its id.
+      tiny_lm
+      smoke generator-cpu generator Generator "${tiny_lm_options[@]}"
       ;;
     controller) smoke controller controller Controller ;;
-    *) die "no smoke test for $t (have: novelty controller evaluator-cpu trainer-cpu generator-cpu)" ;;
+    evaluator-gpu)
+      gpu_check evaluator-gpu
+      smoke evaluator-gpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak
+      pod_check evaluator-gpu
+      ;;
+    trainer-gpu)
+      gpu_check trainer-gpu "import peft, transformers"
+      smoke trainer-gpu trainer Trainer
+      ;;
+    generator-gpu)
+      gpu_check generator-gpu "import vllm; print('vllm', vllm.__version__)"
+      tiny_lm
+      smoke generator-gpu generator Generator "${tiny_lm_options[@]}" \
+        --env NASLOOP_GENERATOR__BACKEND=transformers
+      ;;
+    *) die "no smoke test for $t (have: novelty controller evaluator-cpu trainer-cpu" \
+      "generator-cpu evaluator-gpu trainer-gpu generator-gpu)" ;;
   esac
 done
