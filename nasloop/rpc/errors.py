@@ -29,6 +29,10 @@ class AlreadyExists(ServiceError):
     code = "ALREADY_EXISTS"
 
 
+class PermissionDenied(ServiceError):
+    code = "PERMISSION_DENIED"
+
+
 class FailedPrecondition(ServiceError):
     code = "FAILED_PRECONDITION"
 

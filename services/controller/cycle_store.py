@@ -2,7 +2,7 @@
 store's keys (proto ``nasloop.v1.CycleStore``; the pod's side is ``nasloop.store.remote``).
 
 Who may call: a Running pod of a cycle Job, recognised by its address (the gRPC peer) among the
-pods the Kubernetes API lists for nasloop's cycle Jobs (:meth:`CycleJobs.run_of_pod_ip`). That
+pods the Kubernetes API lists for nasloop's cycle Jobs (:meth:`CycleJobs.cycle_of_pod_ip`). That
 is the identity NetworkPolicies rest on too; it needs no token and no Secret in the pod. The
 pod's run and cycle labels then decide what it may touch (:class:`CycleScope`): it reads its
 run's records, its run's adapters and the seed corpora, and writes only its own cycle's records
@@ -21,7 +21,7 @@ from typing import TypeVar
 from urllib.parse import unquote
 
 from nasloop import layout
-from nasloop.rpc import InvalidArgument, NotFound, ServiceError, Unavailable
+from nasloop.rpc import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from nasloop.store import (
     InvalidKey,
     ObjectInfo,
@@ -40,10 +40,6 @@ log = logging.getLogger("nasloop.controller")
 MAX_PUT_BYTES = 256 << 20
 # How long an answer about a caller's address is trusted before the API is asked again.
 IDENTITY_TTL_S = 5.0
-
-
-class PermissionDenied(ServiceError):
-    code = "PERMISSION_DENIED"
 
 
 @dataclass(frozen=True)

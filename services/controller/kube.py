@@ -16,7 +16,8 @@ escalation, every capability dropped, read-only root filesystem (a size-limited 
 RuntimeDefault seccomp, requests equal to limits, a wall-clock deadline, no service-account
 token and no Secret: the cycle talks only to the four services and to the controller, through
 which it reads and writes its run's records (``controller://``, the ``CycleStore`` service in
-cycle_store.py). The controller knows the caller by its pod's address (:meth:`run_of_pod_ip`).
+cycle_store.py). The controller knows the caller by its pod's address
+(:meth:`CycleJobs.cycle_of_pod_ip`).
 
 RBAC: the controller itself needs only Jobs and Pods in its namespace (:func:`controller_role`).
 """

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from kubefake import FakeKubeAPI, fake_kube
 
-from nasloop import layout
+from nasloop import layout, rpc
 from nasloop.config import Config, StoreConfig
 from nasloop.local import free_port
 from nasloop.rpc import InvalidArgument, Unavailable, connect
@@ -37,7 +37,7 @@ from services.controller.kube import CycleJobs, cycle_job_manifest, cycle_job_na
 from services.controller.server import build
 
 RUN = "r1"
-Denied = cycle_store.PermissionDenied  # the service's error; the pod sees store.PermissionDenied
+Denied = rpc.PermissionDenied  # the service's error; the pod sees store.PermissionDenied
 CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
 
 
