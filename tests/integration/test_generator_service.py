@@ -335,22 +335,31 @@ def test_calls_beyond_the_limit_are_refused_then_served(stub) -> None:  # type: 
     )
     probe = pb.GenerateRequest(spec=SPEC, n=1, sampling=common.SamplingParams(max_tokens=1))
     calls: list = []  # type: ignore[type-arg]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            # Three long calls in flight: one that ended early (all its answers stopped) or was
-            # refused while an earlier test's cancelled calls still held their places is
-            # replaced, so the probe meets a full server however fast this machine is.
-            calls = [c for c in calls if not c.done()]
-            calls += [stub.Generate(long, timeout=300) for _ in range(3 - len(calls))]
-            time.sleep(1)  # the calls reach the server before the probe
+
+    def refused() -> bool:
+        """Probe again and again while the long calls run: on a quiet machine vLLM writes a
+        tiny model's 16 answers of 1,500 tokens in about a second, so the time in which all
+        three are running is short (a probe that gets in is answered in milliseconds)."""
+        while not all(c.done() for c in calls):
             try:
-                list(stub.Generate(probe, timeout=5))  # a probe that got in is not kept waiting
+                list(stub.Generate(probe, timeout=5))
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     assert "max_concurrent_calls" in e.details()
-                    break
+                    return True
                 assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+        return False
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            # Three long calls in flight: one that ended (all its answers stopped) or was
+            # refused while an earlier test's cancelled calls still held their places is
+            # replaced, so the probes meet a full server however fast this machine is.
+            calls = [c for c in calls if not c.done()]
+            calls += [stub.Generate(long, timeout=300) for _ in range(3 - len(calls))]
+            if refused():
+                break
             assert time.monotonic() < deadline, "the limit was never reached"
     finally:
         for call in calls:
