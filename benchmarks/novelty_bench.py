@@ -6,7 +6,10 @@
 * snapshot + restore of 100,000 entries ≤ 10 s.
 
 Usage: python benchmarks/novelty_bench.py [--entries 100000] [--queries 2000] [--s3]
-Prints one line per figure; docs/benchmarks.md records the results.
+[--only grpc] [--matrix-cache FILE]
+Prints one line per figure; docs/benchmarks.md records the results. ``--only grpc`` runs just
+the gRPC throughput (with ``--matrix-cache`` the index fingerprints are computed once and then
+loaded, so a rerun starts in seconds).
 """
 
 from __future__ import annotations
@@ -152,17 +155,18 @@ def _rate(threads: int, seconds: float, call: Callable[[], bool]) -> float:
     return sum(done) / (time.perf_counter() - start)
 
 
-def grpc_throughput(
-    store_dir: Path, fresh: list[str], threads: int, seconds: float, rounds: int
-) -> None:
+def grpc_throughput(store_dir: Path, fresh: list[str], args: argparse.Namespace) -> None:
+    threads, seconds, rounds = args.threads, args.seconds, args.rounds
     env = {
         "NASLOOP_STORE__URL": f"file://{store_dir}",
         "NASLOOP_SERVER__HOST": "127.0.0.1",
         "NASLOOP_SERVER__MAX_WORKERS": str(max(16, threads * 2)),
+        "NASLOOP_NOVELTY__HANDLER_THREADS": str(args.handler_threads),
     }
     t0 = time.perf_counter()
     with novelty_server(env, store_dir.parent / "server.log", timeout_s=300) as server:
         report("service start incl. restore of the index", time.perf_counter() - t0, "s")
+        report("novelty.handler_threads", args.handler_threads, "", "0: server.max_workers")
         counter = iter(range(len(fresh)))
         lock = threading.Lock()
         with connect(server.address) as ch:
@@ -213,6 +217,22 @@ def snapshot_restore(store: ObjectStore, label: str) -> None:
     engine.close()
 
 
+def _index_matrix(indexed: list[str], entries: int, cache: Path | None) -> np.ndarray:
+    """The fingerprints of the index sources, loaded from ``cache`` when it has them."""
+    if cache is not None and cache.exists():
+        matrix = np.load(cache)
+        if matrix.shape == (entries, PARAMS.num_perm):
+            report("fingerprints of the index sources loaded", 0.0, "s", str(cache))
+            return matrix
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(os.cpu_count()) as pool:
+        matrix = np.stack(pool.map(_fingerprint, indexed, chunksize=500))
+    report("fingerprint the index sources (all cores)", time.perf_counter() - t0, "s")
+    if cache is not None:
+        np.save(cache, matrix)
+    return matrix
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=100_000)
@@ -221,6 +241,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per gRPC round")
     ap.add_argument("--rounds", type=int, default=3, help="gRPC rounds (the machine is noisy)")
     ap.add_argument("--s3", action="store_true", help="also snapshot/restore on moto's S3")
+    ap.add_argument("--only", choices=["grpc"], help="run only this part")
+    ap.add_argument(
+        "--handler-threads",
+        type=int,
+        default=6,
+        help="the service's novelty.handler_threads (0: server.max_workers, here 16)",
+    )
+    ap.add_argument(
+        "--matrix-cache", type=Path, help="a .npy of the index fingerprints to reuse (or write)"
+    )
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
 
@@ -231,12 +261,16 @@ def main() -> None:
     fresh = sources[args.entries :]
     report("generate sources", time.perf_counter() - t0, "s", f"{len(sources)} sources")
 
-    t0 = time.perf_counter()
-    with mp.get_context("fork").Pool(os.cpu_count()) as pool:
-        matrix = np.stack(pool.map(_fingerprint, indexed, chunksize=500))
-    report("fingerprint the index sources (all cores)", time.perf_counter() - t0, "s")
-
+    matrix = _index_matrix(indexed, args.entries, args.matrix_cache)
     ids = [f"seed-{i}" for i in range(len(indexed))]
+    if args.only == "grpc":
+        with tempfile.TemporaryDirectory() as tmp:
+            nstore = NamespaceStore(LocalStore(Path(tmp) / "store"), "bench")
+            nstore.write_meta(PARAMS.to_dict())
+            nstore.write_snapshot(len(ids), ids, matrix)
+            grpc_throughput(Path(tmp) / "store", fresh[args.queries :], args)
+        return
+
     t0 = time.perf_counter()
     index = MinHashIndex.restore(PARAMS, ids, matrix)
     report(f"build LSH index of {len(index)} entries", time.perf_counter() - t0, "s")
@@ -261,9 +295,7 @@ def main() -> None:
             in_process_check_and_add(engine, batch, label)
             engine.close()
 
-        grpc_throughput(
-            Path(tmp) / "store", fresh[args.queries :], args.threads, args.seconds, args.rounds
-        )
+        grpc_throughput(Path(tmp) / "store", fresh[args.queries :], args)
 
     if args.s3:
         from s3server import running_s3_server

@@ -90,6 +90,14 @@ class NoveltyConfig(_Section):
     fingerprint_workers: int = Field(
         2, ge=0, le=64, description="processes computing fingerprints; 0 = the calling thread"
     )
+    handler_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="gRPC handler threads of this service; 0 = server.max_workers. On a local "
+        "store 6 gave the most check-and-adds per second on 2 cores (docs/benchmarks.md); an "
+        "S3 store needs more, since each thread waits for the journal write it joined",
+    )
     snapshot_interval_s: float = Field(300.0, gt=0, description="periodic snapshot period")
     snapshot_every_ops: int = Field(
         20000, ge=1, description="snapshot a namespace after this many journalled ops"

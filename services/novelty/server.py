@@ -147,9 +147,12 @@ class NoveltyServicer(pb_grpc.NoveltyServicer):
 def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, NoveltyEngine]:
     """The novelty service, restored from the store and ready to start."""
     engine = NoveltyEngine(open_store(cfg.store), cfg.novelty)
+    server_cfg = cfg.server
+    if cfg.novelty.handler_threads:
+        server_cfg = server_cfg.model_copy(update={"max_workers": cfg.novelty.handler_threads})
     host = ServiceHost(
         "novelty",
-        cfg.server,
+        server_cfg,
         cfg.novelty.port if port is None else port,
         [Registration.of(pb, pb_grpc, "Novelty", NoveltyServicer(engine))],
         on_stop=engine.close,

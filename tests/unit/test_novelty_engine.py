@@ -7,12 +7,13 @@ import threading
 import pytest
 from cnn_sources import generate_sources, renamed
 
-from nasloop.config import NoveltyConfig
+from nasloop.config import NoveltyConfig, load_config
 from nasloop.fingerprint import TokenMode
 from nasloop.rpc.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from nasloop.store import LocalStore, ObjectStore, StoreError
 from services.novelty.engine import NoveltyEngine
 from services.novelty.index import IndexParams
+from services.novelty.server import build
 
 SOURCES = list(generate_sources(40, seed=7))
 
@@ -373,3 +374,15 @@ def test_add_skip_existing_and_batch_check(engine: NoveltyEngine) -> None:
     assert [v.novel for v in verdicts] == [False, True] and verdicts[0].nearest_id == "c"
     with pytest.raises(InvalidArgument, match="item 1: code is empty"):
         engine.batch_check([(SOURCES[0], ["corpus"], False), ("", ["corpus"], False)])
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(0, 16), (6, 6)])
+def test_handler_threads_size_the_novelty_server(tmp_path, threads: int, expected: int) -> None:
+    env = {
+        "NASLOOP_STORE__URL": f"file://{tmp_path}",
+        "NASLOOP_SERVER__MAX_WORKERS": "16",
+        "NASLOOP_NOVELTY__HANDLER_THREADS": str(threads),
+    }
+    host, engine = build(load_config(env=env), port=0)
+    assert host.cfg.max_workers == expected
+    engine.close()
