@@ -97,11 +97,12 @@ _OPERATOR = r"""
     (?: -> | \.\.\. | (?:\*\*|//|>>|<<|[-+*/%&|^@<>=!:])=? | \.(?!\d) | [^\s\w'"\#.] )"""
 # Layout and comments are skipped (atomically) in front of every token; what follows is one
 # token (group 1), a trailing comma before a closing bracket (group 1 empty, like the end) or
-# the end of the text. Every position matches, so the scan is linear on any input.
+# the end of the text. Every position matches, so the scan is linear on any input. Possessive
+# quantifiers rather than atomic groups (?>...): the same matches, ~15 % faster in CPython's re.
 _TOKEN_RE = re.compile(
     rf"""
-    (?>[^\S\r\n]*(?:(?:\\\r?\n|\#[^\r\n]*)[^\S\r\n]*)*)
-    (?: ,(?=(?>(?:\s|\\|\#[^\r\n]*)*)[)\]}}]) | (
+    [^\S\r\n]*+(?:(?:\\\r?\n|\#[^\r\n]*+)[^\S\r\n]*+)*+
+    (?: ,(?=(?:\s|\\|\#[^\r\n]*+)*+[)\]}}]) | (
       [^\W\d]\w*+(?!['"])
     | {_OPERATOR}
     | {_NUMBER}
@@ -254,8 +255,8 @@ def shingle_hashes(toks: list[str], k: int) -> np.ndarray:
     """``[shingle_hash(s) for s in shingles(toks, k)]`` as uint64, vectorised."""
     if k < 1:
         raise ValueError(f"shingle size must be >= 1, got {k}")
-    th = np.array(list(map(_TOKEN_HASHES.__getitem__, toks)), dtype=np.uint64)
-    n = len(th)
+    n = len(toks)
+    th = np.fromiter(map(_TOKEN_HASHES.__getitem__, toks), dtype=np.uint64, count=n)
     if n == 0:
         return th
     width = min(k, n)
@@ -289,13 +290,23 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> s)
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` for a non-empty vector, by sort and compare (numpy 2's
+    ``unique`` costs ~2.5 times as much on a thousand elements)."""
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def minhash_of_hashes(hashes: np.ndarray, num_perm: int) -> np.ndarray:
     """MinHash hash values (uint64, shape (num_perm,)) of a set of 64-bit element hashes."""
     if len(hashes) == 0:
         raise ValueError("cannot fingerprint an empty set")
     a, b = permutations(num_perm)
     # A MinHash is of a set: repeated shingles (common in code) change nothing, so drop them.
-    mixed = _fmix64(np.unique(np.asarray(hashes, dtype=np.uint64)))[:, None]
+    mixed = _fmix64(_distinct(np.asarray(hashes, dtype=np.uint64)))[:, None]
     out = np.full(num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
     # One reused block buffer: numpy temporaries of this size cost more than the arithmetic.
     buf = np.empty((min(len(mixed), _CHUNK), num_perm), dtype=np.uint64)
