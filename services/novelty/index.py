@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -105,6 +106,9 @@ class MinHashIndex:
         self._ids: list[str] = []  # row -> id
         self._rows: dict[str, int] = {}  # id -> row
         self._matrix = np.empty((64, self._num_perm), dtype=np.uint64)
+        # (band tables, id -> band keys) when the LSH keeps plain dicts; None until the first
+        # insert (which datasketch must see), False for another storage.
+        self._plain: tuple[list[defaultdict], defaultdict] | bool | None = None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -124,7 +128,7 @@ class MinHashIndex:
             grown = np.empty((2 * row, self._num_perm), dtype=np.uint64)
             grown[:row] = self._matrix
             self._matrix = grown
-        self._lsh.insert(entry_id, self._lean(hv), check_duplication=False)
+        self._lsh_insert(entry_id, hv)
         self._matrix[row] = hv
         self._ids.append(entry_id)
         self._rows[entry_id] = row
@@ -157,7 +161,9 @@ class MinHashIndex:
         candidates = list(self._candidates(hv))
         if not candidates:
             return None, 0.0
-        rows = np.fromiter(map(self._rows.__getitem__, candidates), np.intp, len(candidates))
+        # itemgetter: one C call for all lookups, about twice as fast as fromiter(map(...))
+        found = operator.itemgetter(*candidates)(self._rows)
+        rows = np.array(found if len(candidates) > 1 else (found,), dtype=np.intp)
         return self._best(self._matrix[rows], hv, candidates)
 
     def nearest_exhaustive(
@@ -225,6 +231,25 @@ class MinHashIndex:
             else:
                 lists.update(per_entry)
         return index
+
+    def _lsh_insert(self, entry_id: str, hv: np.ndarray) -> None:
+        """``MinHashLSH.insert``, straight into its dicts where it keeps plain ones (the same
+        contents without a method call per band)."""
+        plain = self._plain
+        if not plain:
+            self._lsh.insert(entry_id, self._lean(hv), check_duplication=False)
+            if plain is None:
+                tables = [_plain_dict(t, set) for t in self._lsh.hashtables]
+                keys = _plain_dict(self._lsh.keys, list)
+                ok = keys is not None and all(t is not None for t in tables)
+                self._plain = (tables, keys) if ok else False  # type: ignore[assignment]
+            return
+        tables, keys = plain
+        swapped = hv.byteswap()  # the LSH's band key is the big-endian bytes of the band
+        bands = [swapped[a:b].tobytes() for a, b in self._lsh.hashranges]
+        keys[entry_id] = bands
+        for table, band in zip(tables, bands, strict=True):
+            table[band].add(entry_id)
 
     def _band_keys(self, matrix: np.ndarray) -> list[list[bytes]]:
         """Per band, the LSH band key of every row (as ``MinHashLSH`` computes it for one)."""
