@@ -161,8 +161,9 @@ def grpc_throughput(store_dir: Path, fresh: list[str], args: argparse.Namespace)
         "NASLOOP_STORE__URL": f"file://{store_dir}",
         "NASLOOP_SERVER__HOST": "127.0.0.1",
         "NASLOOP_SERVER__MAX_WORKERS": str(max(16, threads * 2)),
-        "NASLOOP_NOVELTY__HANDLER_THREADS": str(args.handler_threads),
     }
+    if args.handler_threads:
+        env["NASLOOP_NOVELTY__HANDLER_THREADS"] = str(args.handler_threads)
     t0 = time.perf_counter()
     with novelty_server(env, store_dir.parent / "server.log", timeout_s=300) as server:
         report("service start incl. restore of the index", time.perf_counter() - t0, "s")
