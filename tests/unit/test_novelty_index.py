@@ -9,6 +9,7 @@ from functools import cache
 import numpy as np
 import pytest
 from cnn_sources import generate_sources
+from datasketch import MinHashLSH
 
 from nasloop.fingerprint import TokenMode
 from services.novelty.index import RECALL_MARGIN, IndexParams, MinHashIndex
@@ -182,6 +183,31 @@ def test_candidates_are_those_of_datasketch_query() -> None:
     index = MinHashIndex.restore(PARAMS, ids[:500], matrix[:500])
     for hv in queries[:100]:
         assert index._candidates(hv) == set(index._lsh.query(index._lean(hv)))
+
+
+def test_added_entries_fill_the_lsh_as_datasketch_own_insert_does() -> None:
+    """``add`` writes straight into the LSH's dicts after its first insert; the tables must be
+    those datasketch builds itself, through removes and re-adds too."""
+    ids, matrix, queries = corpus()
+    index = MinHashIndex(PARAMS)
+    reference = MinHashLSH(num_perm=PARAMS.num_perm, params=PARAMS.lsh_bands())
+    for entry_id, hv in zip(ids[:300], matrix[:300], strict=True):
+        index.add(entry_id, hv)
+        reference.insert(entry_id, index._lean(hv), check_duplication=False)
+    for entry_id in ids[:300:7]:
+        index.remove(entry_id)
+        reference.remove(entry_id)
+    for entry_id, hv in zip(ids[:300:14], matrix[:300:14], strict=True):
+        index.add(entry_id, hv)
+        reference.insert(entry_id, index._lean(hv), check_duplication=False)
+    assert index._plain  # the fast path is what was tested
+    for table, expected in zip(index._lsh.hashtables, reference.hashtables, strict=True):
+        assert {k: set(v) for k, v in table._dict.items() if v} == {
+            k: set(v) for k, v in expected._dict.items() if v
+        }
+    assert dict(index._lsh.keys._dict) == dict(reference.keys._dict)
+    for hv in queries[:50]:
+        assert index._candidates(hv) == set(reference.query(index._lean(hv)))
 
 
 def test_generated_sources_are_distinct_and_mostly_novel() -> None:
