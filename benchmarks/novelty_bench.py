@@ -234,6 +234,14 @@ def _index_matrix(indexed: list[str], entries: int, cache: Path | None) -> np.nd
     return matrix
 
 
+def _seed(store: ObjectStore, ids: list[str], matrix: np.ndarray) -> ObjectStore:
+    """``store`` with the namespace ``bench`` holding the index as one snapshot."""
+    nstore = NamespaceStore(store, "bench")
+    nstore.write_meta(PARAMS.to_dict())
+    nstore.write_snapshot(len(ids), ids, matrix)
+    return store
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=100_000)
@@ -266,9 +274,7 @@ def main() -> None:
     ids = [f"seed-{i}" for i in range(len(indexed))]
     if args.only == "grpc":
         with tempfile.TemporaryDirectory() as tmp:
-            nstore = NamespaceStore(LocalStore(Path(tmp) / "store"), "bench")
-            nstore.write_meta(PARAMS.to_dict())
-            nstore.write_snapshot(len(ids), ids, matrix)
+            _seed(LocalStore(Path(tmp) / "store"), ids, matrix)
             grpc_throughput(Path(tmp) / "store", fresh[args.queries :], args)
         return
 
@@ -280,10 +286,7 @@ def main() -> None:
     del index
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(Path(tmp) / "store")
-        nstore = NamespaceStore(store, "bench")
-        nstore.write_meta(PARAMS.to_dict())
-        nstore.write_snapshot(len(ids), ids, matrix)
+        store = _seed(LocalStore(Path(tmp) / "store"), ids, matrix)
         snapshot_restore(store, "local directory")
 
         half = args.queries // 2
@@ -307,10 +310,7 @@ def main() -> None:
             s3 = S3Store(
                 endpoint, "bench", access_key="testing", secret_key="testing", region="us-east-1"
             )
-            nstore = NamespaceStore(s3, "bench")
-            nstore.write_meta(PARAMS.to_dict())
-            nstore.write_snapshot(len(ids), ids, matrix)
-            snapshot_restore(s3, "S3 on loopback (moto)")
+            snapshot_restore(_seed(s3, ids, matrix), "S3 on loopback (moto)")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         tmp = path.with_name(f".{uuid.uuid4().hex}{TMP_SUFFIX}")
         try:
-            _write_synced(tmp, data, "wb")
+            _write_synced(tmp, data, os.O_TRUNC)
             os.replace(tmp, path)
             _sync_dir(path.parent)  # the rename itself must survive a power loss
         except OSError as e:
@@ -63,21 +63,8 @@ class LocalStore(ObjectStore):
 
     def append_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        # Bare os calls, the existing file first: a journal append is on the novelty service's
-        # hot path, where each system call hands its GIL to another thread and back.
         try:
-            try:
-                fd, created = os.open(path, os.O_WRONLY | os.O_APPEND), False
-            except FileNotFoundError:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, created = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666), True
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            created = _write_synced(path, data, os.O_APPEND)
             if created:
                 _sync_dir(path.parent)
         except OSError as e:
@@ -119,13 +106,26 @@ class LocalStore(ObjectStore):
             raise StoreError(f"cannot delete {key!r} under {self.root}: {e}") from e
 
 
-def _write_synced(path: Path, data: bytes, mode: str) -> None:
-    """Write (``wb``) or append (``ab``) ``data`` and wait until it is on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, mode) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _write_synced(path: Path, data: bytes, flag: int) -> bool:
+    """Write (``os.O_TRUNC``) or append (``os.O_APPEND``) ``data`` and wait until it is on disk;
+    True when the file was created (its directory entry is then not yet synced).
+
+    Bare os calls, the existing file first: a journal append is on the novelty service's hot
+    path, where each system call hands the GIL to another thread and back.
+    """
+    try:
+        fd, created = os.open(path, os.O_WRONLY | flag), False
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, created = os.open(path, os.O_WRONLY | os.O_CREAT | flag, 0o666), True
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return created
 
 
 def _sync_dir(path: Path) -> None:

@@ -245,8 +245,7 @@ class MinHashIndex:
                 self._plain = (tables, keys) if ok else False  # type: ignore[assignment]
             return
         tables, keys = plain
-        swapped = hv.byteswap()  # the LSH's band key is the big-endian bytes of the band
-        bands = [swapped[a:b].tobytes() for a, b in self._lsh.hashranges]
+        bands = self._row_band_keys(hv)
         keys[entry_id] = bands
         for table, band in zip(tables, bands, strict=True):
             table[band].add(entry_id)
@@ -261,16 +260,15 @@ class MinHashIndex:
             out.append([flat[i : i + width] for i in range(0, len(flat), width)])
         return out
 
+    def _row_band_keys(self, hv: np.ndarray) -> list[bytes]:
+        """The LSH band keys of one fingerprint: the big-endian bytes of each band."""
+        swapped = hv.byteswap()
+        return [swapped[a:b].tobytes() for a, b in self._lsh.hashranges]
+
     def _candidates(self, hv: np.ndarray) -> set[str]:
         """The ids sharing a band with ``hv``: ``MinHashLSH.query`` without its per-key loop."""
-        swapped = hv.byteswap()  # the LSH's band key is the big-endian bytes of the band
-        tables = self._lsh.hashtables
-        return set().union(
-            *[
-                t.get(swapped[a:b].tobytes())
-                for (a, b), t in zip(self._lsh.hashranges, tables, strict=True)
-            ]
-        )
+        keys = self._row_band_keys(hv)
+        return set().union(*[t.get(k) for t, k in zip(self._lsh.hashtables, keys, strict=True)])
 
     def _best(self, block: np.ndarray, hv: np.ndarray, ids: list[str]) -> tuple[str, float]:
         """The best of ``ids``, whose fingerprints are the rows of ``block`` (ties: smallest id)."""
