@@ -154,6 +154,47 @@ class Net(nn.Module):
 """,
 )
 
+# ConvNeXt's stage configuration prints itself through ``self.__dict__`` (LEMUR's ConvNeXt.py,
+# from torchvision): an attribute trick the AST policy refused until issue 18 left those to the
+# sandbox.
+CONVNEXT_CONFIG_REPR = net(
+    "{'lr', 'momentum'}",
+    """
+class StageConfig:
+    def __init__(self, input_channels, out_channels, num_layers):
+        self.input_channels = input_channels
+        self.out_channels = out_channels
+        self.num_layers = num_layers
+
+    def __repr__(self):
+        s = self.__class__.__name__ + "("
+        s += "input_channels={input_channels}, out_channels={out_channels}"
+        s += ", num_layers={num_layers})"
+        return s.format(**self.__dict__)
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        stages = [StageConfig(16, 32, 1), StageConfig(32, None, 1)]
+        self.stem = nn.Conv2d(in_shape[1], 16, 4, stride=4)
+        layers = []
+        for cfg in stages:
+            for _ in range(cfg.num_layers):
+                layers += [nn.Conv2d(cfg.input_channels, cfg.input_channels, 7, padding=3,
+                                     groups=cfg.input_channels), nn.GELU()]
+            if cfg.out_channels is not None:
+                layers.append(nn.Conv2d(cfg.input_channels, cfg.out_channels, 2, stride=2))
+        self.stages = nn.Sequential(*layers)
+        self.names = repr(stages)
+        self.head = nn.Linear(stages[-1].input_channels, out_shape[0])
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)).mean((2, 3)))
+""",
+)
+
 TORCHVISION_OPS = net(
     "{'lr', 'momentum'}",
     """
@@ -181,6 +222,7 @@ NETS: dict[str, tuple[str, dict[str, object]]] = {
     "alexnet_style_64px": (ALEXNET_STYLE, {"input_size": 64}),
     "wide_classic_paper_limit": (WIDE_CLASSIC, {"name": "paper", "input_size": 32}),
     "torchvision_ops": (TORCHVISION_OPS, {}),
+    "convnext_config_repr": (CONVNEXT_CONFIG_REPR, {}),
 }
 
 

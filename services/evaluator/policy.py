@@ -5,7 +5,9 @@ error. It is not the security boundary (the sandbox is): obfuscated code can alw
 AST check, and the sandbox must hold when it does. It therefore refuses only what is clearly an
 attack — process, network and file access, interpreter internals, exec/eval/compile/__import__ —
 and lets constructs common in real model code pass (``setattr``/``getattr`` on ``self``,
-``self.__class__.__name__``, ``type(self)``).
+``self.__class__.__name__``, ``type(self)``, ``self.__dict__`` as LEMUR's ConvNeXt prints its
+configuration with it). It also refuses code that carries more literal data than model code
+needs (:data:`MAX_LITERAL_BYTES`): a label table in the source scores without learning.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import ast
 import time
 
 from nasloop.v1 import common_pb2 as common
+from services.evaluator import literals
 from services.evaluator.report import Report
+
+# Literal data a candidate's source may carry (strings, bytes and numbers, after folding simple
+# expressions; services.evaluator.literals). Data in the source is not learning: a table from
+# test inputs to labels scores without training. docs/benchmarks.md measures that no seed-corpus
+# network, LEMUR-style network or valid candidate of a run comes near it.
+MAX_LITERAL_BYTES = 2048
 
 FORBIDDEN_MODULES = frozenset(
     {
@@ -33,7 +42,7 @@ FORBIDDEN_CALLS = frozenset(
 # Attribute names that reach interpreter internals or the process.
 FORBIDDEN_ATTRIBUTES = frozenset(
     {"__subclasses__", "__globals__", "__builtins__", "__code__", "__closure__", "__bases__",
-     "__mro__", "__dict__", "__getattribute__", "__reduce__", "__reduce_ex__",
+     "__mro__", "__getattribute__", "__reduce__", "__reduce_ex__",
      "f_globals", "f_locals", "f_back", "gi_frame", "system", "popen", "fork"}
 )  # fmt: skip
 
@@ -62,7 +71,20 @@ def _violation(tree: ast.AST) -> str | None:
     return None
 
 
-def static_check(code: str, max_code_bytes: int) -> Report:
+def _too_much_data(tree: ast.AST, limit: int) -> str | None:
+    data = literals.measure(tree)
+    if data.total <= limit:
+        return None
+    return (
+        f"line {data.largest_line}: the code carries {data.total} bytes of literal data "
+        f"(strings, bytes, numbers), more than the {limit} allowed; the largest literal, "
+        f"{data.largest} bytes, starts on this line"
+    )
+
+
+def static_check(
+    code: str, max_code_bytes: int, max_literal_bytes: int = MAX_LITERAL_BYTES
+) -> Report:
     """Run the static stages; the report's status is OK when all of them passed."""
     report = Report()
     t0 = time.perf_counter()
@@ -83,7 +105,7 @@ def static_check(code: str, max_code_bytes: int) -> Report:
         return report.fail(common.STATUS_SYNTAX_ERROR, f"unparseable code: {e}")
     report.passed(common.STAGE_PARSED, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    why = _violation(tree)
+    why = _violation(tree) or _too_much_data(tree, max_literal_bytes)
     if why is not None:
         return report.fail(common.STATUS_FORBIDDEN_CONSTRUCT, why)
     report.passed(common.STAGE_POLICY, time.perf_counter() - t0)

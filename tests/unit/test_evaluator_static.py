@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import pytest
 from candidates import GOOD_NET
@@ -9,7 +11,7 @@ from candidates import GOOD_NET
 from nasloop.config import EvaluatorConfig
 from nasloop.rpc import InvalidArgument
 from nasloop.v1 import common_pb2 as common
-from services.evaluator import protocols
+from services.evaluator import literals, policy, protocols
 from services.evaluator import report as wire
 from services.evaluator.policy import static_check
 
@@ -132,3 +134,64 @@ def test_invalid_protocols_are_refused(msg: common.EvaluationProtocol, fragment:
 def test_cuda_protocol_on_a_cpu_evaluator_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="runs on cpu"):
         protocols.resolve(common.EvaluationProtocol(device="cuda"), CFG)
+
+
+# --- literal data (issue 18: data in the source is not learning) ---------------------------
+
+LABELS = [(i * 7) % 10 for i in range(3000)]
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [
+        (f"x = 1\nTABLE = {dict(enumerate(LABELS))!r}\n", 2),  # an input-hash -> label table
+        (f"\n\nLABELS = {LABELS!r}\n", 3),
+        (f"LABELS = {tuple(LABELS)!r}\n", 1),
+        (f"PACKED = {bytes(LABELS)!r}\n", 1),
+        ("import torch\n\nBLOB = b'\\x01\\x02' * 1500\n", 3),
+        ("PAD = [0.5, -1.25] * 1000\n", 1),
+        ("ROWS = ((1, 2, 3),) * 1000\n", 1),
+        ("A = 'abcdefgh' + 'ijklmnop' * 300\n", 1),
+        ("def f():\n    return {'k': ['x' * 50] * 50}\n", 2),
+        ("HUGE = b'x' * 10**12\n", 1),  # measured, never built
+        ("HUGE = 2 ** 10**6\n", 1),
+        ("BIG = 7 ** 100000 + 1\n", 1),
+        ('"""' + "label table " * 200 + '"""\n', 1),  # docstrings are data a net can read
+    ],
+)
+def test_literal_data_over_the_limit_is_refused_naming_the_line(code: str, line: int) -> None:
+    r = static_check(code, 1 << 20)
+    assert (r.status, r.last_stage) == (common.STATUS_FORBIDDEN_CONSTRUCT, common.STAGE_PARSED)
+    assert r.message.startswith(f"line {line}: "), r.message
+    assert "literal data" in r.message and str(policy.MAX_LITERAL_BYTES) in r.message
+
+
+def test_literal_data_is_counted_across_the_whole_source() -> None:
+    rows = "\n".join(f"T{i} = {LABELS[:60]!r}" for i in range(40))  # 40 small tables
+    r = static_check(rows, 1 << 20)
+    assert r.status == common.STATUS_FORBIDDEN_CONSTRUCT, r.message
+
+
+def test_model_code_literals_are_far_below_the_limit() -> None:
+    code = GOOD_NET + "\nCFG = [(64, 3, 1), (128, 3, 2), (256, 3, 2)] * 4\nEPS = 1e-05\n"
+    assert static_check(code, 1 << 20).status == common.STATUS_OK
+    tree = ast.parse(code)
+    assert literals.measure(tree).total < policy.MAX_LITERAL_BYTES // 8
+
+
+@pytest.mark.parametrize(
+    ("expr", "size"),
+    [
+        ("3", 1),
+        ("-0.001", 5),
+        ("'héllo'", 6),
+        ("b'ab' * 3", 6),
+        ("3 * [1, 22]", 9),
+        ("{'a': 10, 'bb': (1.5, None)}", 8),
+        ("'ab' + 'cd'", 4),
+        ("2 ** 10", 4),
+        ("[x] * 1000", 4),  # not foldable: only its literal parts (1000)
+    ],
+)
+def test_literal_sizes(expr: str, size: int) -> None:
+    assert literals.measure(ast.parse(expr)).total == size
