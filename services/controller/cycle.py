@@ -153,6 +153,9 @@ class Cycle:
         self.evaluating = Busy()  # Evaluate streams
         self._streams: list[Any] = []  # calls in flight, cancelled on a stop "now"
         self._streams_lock = threading.Lock()
+        # generate+evaluate counts, shared by the generating thread and the Evaluate calls;
+        # a candidate is counted and emitted under it, so its events go out in count order
+        self._counts_lock = threading.Lock()
         self._finished = threading.Event()
         self._summary_written: CycleSummary | None = None
 
@@ -301,7 +304,8 @@ class Cycle:
         def generate() -> None:
             try:
                 for record in self._answers(progress, spec, indices):
-                    counts["generated"] += 1
+                    with self._counts_lock:
+                        counts["generated"] += 1
                     answers.put(record)
             except BaseException as e:  # handed to the evaluating thread
                 failed.append(e)
@@ -421,9 +425,13 @@ class Cycle:
                         retry.append(record)
                         continue
                     st.save_evaluated(self.store, record)
-                    counts["evaluated"] += 1
                     phase = self.phase_of("generate")
-                    self.emit(Event(self.run, self.n, phase, candidate=record, counts=dict(counts)))
+                    with self._counts_lock:
+                        counts["evaluated"] += 1
+                        event = Event(
+                            self.run, self.n, phase, candidate=record, counts=dict(counts)
+                        )
+                        self.emit(event)
         except grpc.RpcError as e:
             self._check_stop_now()
             raise CycleError(_describe("evaluation", e)) from e

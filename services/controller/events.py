@@ -1,14 +1,56 @@
-"""Events of the runs in this process, fanned out to watchers (WatchRun, the CLI)."""
+"""Events of the runs in this process, fanned out to observers (WatchRun, the CLI)."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from services.controller.cycle import Event
 
 END = None  # a watcher's queue gets this when the run it watches ends
+Observer = Callable[[Event], None]
+
+log = logging.getLogger("nasloop.controller")
+
+
+class Observers:
+    """The one place where a run's events go out.
+
+    Events come from several threads at once (concurrent Evaluate streams, the trainer's
+    watch, CycleStore writes in cluster mode); each event reaches every observer in turn, one
+    event at a time, in the order the calls take the lock. So no observer needs a lock of its
+    own. An observer that raises is logged and skipped for that event: a display never fails a
+    step or a run."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self._lock = threading.RLock()  # reentrant: an observer may emit a follow-up event
+        self._observers: list[Observer] = list(observers)
+
+    def add(self, observer: Observer) -> None:
+        with self._lock:
+            self._observers.append(observer)
+
+    def remove(self, observer: Observer) -> None:
+        with self._lock:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+    def __call__(self, event: Event, before: Callable[[], None] | None = None) -> None:
+        """Send ``event`` to every observer; ``before`` runs first, under the same lock (state
+        that the event changes is updated in the same order as the events go out)."""
+        with self._lock:
+            if before is not None:
+                before()
+            for observer in list(self._observers):
+                try:
+                    observer(event)
+                except Exception:
+                    log.exception(
+                        "observer %r failed on an event of run %s (cycle %d, %s); skipped",
+                        observer, event.run, event.cycle, event.step,
+                    )  # fmt: skip
 
 
 class EventBus:

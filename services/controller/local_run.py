@@ -100,7 +100,7 @@ def run_local(
         controller = cfg.controller.model_copy(update={n: s.address for n, s in services.items()})
         runs = RunManager(cfg.model_copy(update={"controller": controller}), store)
         progress = Progress(out)
-        runs.on_event = lambda e: progress(event_to_pb(e))
+        runs.observers.add(lambda e: progress(event_to_pb(e)))
         started = time.monotonic()
         state = runs.resume(name) if resume else runs.start(spec)
         _stop_on_signals(runs, name, out)

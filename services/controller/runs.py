@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller import state as st
 from services.controller.baseline import runner
 from services.controller.cycle import CycleError, Event, Stopped, StopSignal
-from services.controller.events import EventBus
+from services.controller.events import EventBus, Observer, Observers
 from services.controller.summary import CycleSummary, load_summaries, load_summary
 
 if TYPE_CHECKING:
@@ -95,16 +95,18 @@ class RunManager:
     ) -> None:
         self.cfg = cfg
         self.store = store
-        self.services = services or Services(cfg.controller)
+        self.services = services or Services(cfg.controller, cfg.tls)
         self.cycle_jobs = cycle_jobs  # services.controller.kube.CycleJobs in cluster mode
         self.bus = EventBus()
+        # Every event of every run goes out through here (WatchRun's bus first); add more
+        # observers (the CLI's progress) with ``observers.add``.
+        self.observers = Observers(self.bus.publish)
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._states: dict[str, st.RunState] = {}  # live copies of active runs' states
         # Cluster mode: what each cycle Job has been seen to do (steps done, candidates
         # evaluated), so that each event is emitted once, live or at the Job's end.
         self._seen: dict[tuple[str, int], _Seen] = {}
-        self.on_event: Callable[[Event], None] = lambda e: None
 
     # -- requests ---------------------------------------------------------------------------
     def start(self, spec: RunSpec) -> st.RunState:
@@ -260,11 +262,16 @@ class RunManager:
         self._active[name] = _Active(thread, stop)
         thread.start()
 
+    def emitter(self, state: st.RunState) -> Observer:
+        """What a cycle of the run whose live state is ``state`` emits its events to."""
+        return lambda event: self._emit(state, event)
+
     def _emit(self, state: st.RunState, event: Event) -> None:
-        if event.step != state.phase and not event.candidate and not event.training:
-            state.phase = event.step
-        self.bus.publish(event)
-        self.on_event(event)
+        def note_phase() -> None:
+            if event.step != state.phase and not event.candidate and not event.training:
+                state.phase = event.step
+
+        self.observers(event, before=note_phase)
 
     def _drive(self, name: str, spec: RunSpec, state: st.RunState, stop: StopSignal) -> None:
         state.state = "running"
@@ -313,9 +320,7 @@ class RunManager:
     ) -> CycleSummary:
         """Cycle ``n`` (or the baseline: ``layout.BASELINE``) in this process or as a Job."""
         if self.cfg.controller.mode == "local":
-            cycle = runner(n)(
-                name, n, spec, self.store, self.services, lambda e: self._emit(state, e), stop
-            )
+            cycle = runner(n)(name, n, spec, self.store, self.services, self.emitter(state), stop)
             return cycle.run_cycle(state.adapter)
         return self._run_cycle_job(name, n, state, stop)
 

@@ -214,10 +214,6 @@ def test_training_pairs_carry_the_generators_exact_prompt(world, services) -> No
     assert training_set[: len(pairs)] == pairs  # cumulative across cycles
 
 
-def _either(condition: Callable[[], bool], proc: subprocess.Popen) -> Callable[[], bool]:
-    return lambda: condition() or proc.poll() is not None
-
-
 def test_nasloop_run_drives_a_running_controller(world, services) -> None:  # type: ignore[no-untyped-def]
     run = "remote"
     sets = ["cycles=1", "candidates_per_cycle=2"]
@@ -237,46 +233,31 @@ def test_nasloop_run_drives_a_running_controller(world, services) -> None:  # ty
 
 
 # -- crash safety ---------------------------------------------------------------------------------
-def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, services) -> None:  # type: ignore[no-untyped-def]
+def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL of the process running the cycle (what a Kubernetes Job runs) inside generate
     and evaluate, at each step boundary and inside fine-tuning; each restart resumes. Then the
-    same for the run's baseline (``nasloop cycle --baseline``)."""
+    same for the run's baseline (``nasloop cycle --baseline``). The process stops at each named
+    point (tests/pause_at.py) and is killed there: a point never reached fails the test."""
     run = "crash"
     store = world.store
     create_run(store, spec_of(run, "cycles=1"))
     env = {**os.environ, **controller_env(world, services)}
-    trainer = TrainerClient(services["trainer"].address)
     job_id = layout.training_job_id(run, 1)
 
-    def done(step: str, cycle: int = 1) -> Callable[[], bool]:
-        def check() -> bool:
-            progress = st.load_progress(store, run, cycle)
-            return progress is not None and step in progress.done
-
-        return check
-
-    def evaluated(n: int, cycle: int = 1) -> Callable[[], bool]:
-        return lambda: len(store.list(st.evaluated_prefix(run, cycle))) >= n
-
-    def training() -> bool:
-        try:
-            return trainer.get_job(job_id).state == common.JOB_STATE_RUNNING
-        except grpc.RpcError:
-            return False
-
     kill_points = [
-        ("inside generate+evaluate", evaluated(2)),
-        ("after generate", done("generate")),
-        ("after novelty", done("novelty")),
-        ("after select", done("select")),
-        ("inside fine-tune", training),
-        ("after fine-tune", done("fine_tune")),
-        ("after publish", done("publish")),
-        ("after hot-load", done("hot_load")),
+        ("inside generate+evaluate", "evaluated:2"),
+        ("after generate", "after:generate"),
+        ("after novelty", "after:novelty"),
+        ("after select", "after:select"),
+        ("inside fine-tune", "training-started"),
+        ("after fine-tune", "after:fine_tune"),
+        ("after publish", "after:publish"),
+        ("after hot-load", "after:hot_load"),
     ]
-    command = [sys.executable, "-m", "nasloop", "cycle", "--run", run, "--cycle", "1"]
-    killed = _kill_and_finish(command, env, kill_points)
-    assert "inside generate+evaluate" in killed and "inside fine-tune" in killed, killed
+    args = ["cycle", "--run", run, "--cycle", "1"]
+    killed = _kill_and_finish(args, env, kill_points, tmp_path / "cycle")
+    assert killed == [where for where, _ in kill_points]
+    assert killed_in(tmp_path / "cycle", "inside fine-tune") == f"training-started {job_id}"
 
     check_cycle_records(world, run, 1)
     found = records(world, run, 1)
@@ -291,36 +272,52 @@ def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, 
     # The baseline, killed inside generate+evaluate and after each step, then finished.
     base = layout.BASELINE
     baseline_kill_points = [
-        ("inside the baseline's generate+evaluate", evaluated(2, base)),
-        ("after the baseline's generate", done("generate", base)),
-        ("after the baseline's novelty", done("novelty", base)),
-        ("after the baseline's records", done("records", base)),
+        ("inside the baseline's generate+evaluate", "evaluated:2"),
+        ("after the baseline's generate", "after:generate"),
+        ("after the baseline's novelty", "after:novelty"),
+        ("after the baseline's records", "after:records"),
     ]
-    command = [sys.executable, "-m", "nasloop", "cycle", "--run", run, "--baseline"]
-    killed = _kill_and_finish(command, env, baseline_kill_points)
-    assert "inside the baseline's generate+evaluate" in killed, killed
+    args = ["cycle", "--run", run, "--baseline"]
+    killed = _kill_and_finish(args, env, baseline_kill_points, tmp_path / "baseline")
+    assert killed == [where for where, _ in baseline_kill_points]
     check_baseline_records(world, run, 1)
     assert store.get_json(layout.summary_key(run, base))["generated"] == CANDIDATES
     ns2 = NoveltyClient(services["novelty"].address).get_namespace(layout.run_namespace(run))
     assert ns2.entries == ns.entries  # check-only: the baseline added nothing
 
 
+PAUSE_AT = ROOT / "tests" / "pause_at.py"
+
+
+def killed_in(markers: Path, where: str) -> str:
+    """What the process wrote when it stopped at ``where`` (tests/pause_at.py)."""
+    return (markers / where.replace(" ", "_").replace("'", "")).read_text()
+
+
 def _kill_and_finish(
-    command: list[str], env: dict[str, str], kill_points: list[tuple[str, Callable[[], bool]]]
+    args: list[str], env: dict[str, str], kill_points: list[tuple[str, str]], markers: Path
 ) -> list[str]:
-    """Start ``command`` once per kill point and SIGKILL it there (unless it finished first),
-    then run it to the end; the kill points where it was killed."""
+    """Run ``nasloop *args`` once per kill point, stopping at that point (tests/pause_at.py),
+    and SIGKILL it there; then run it to the end. The kill points where it was killed: a run
+    that ends without reaching its point fails here."""
+    markers.mkdir()
     killed = []
-    for where, condition in kill_points:
+    for where, point in kill_points:
+        marker = markers / where.replace(" ", "_").replace("'", "")
+        command = [sys.executable, str(PAUSE_AT), point, str(marker), "--", *args]
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
-            wait_for(_either(condition, proc), 300, where)
+            wait_for(lambda m=marker: m.exists() or proc.poll() is not None, 300, where)
+            assert marker.exists(), f"{where}: the cycle ended ({proc.poll()}) before it"
+            assert proc.poll() is None, f"{where}: the process left its stopping point"
+            proc.send_signal(signal.SIGKILL)
+            killed.append(where)
         finally:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed.append(where)
+                proc.kill()
             proc.wait()
-        assert proc.returncode in (0, -signal.SIGKILL), where
+        assert proc.returncode == -signal.SIGKILL, where
+    command = [sys.executable, "-m", "nasloop", *args]
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return killed
@@ -519,3 +516,35 @@ def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world,
         assert sorted(done) == sorted(f"{step} done" for step in steps), (n, done)
         assert mine[-1].summary is not None and mine[-1].summary.cycle == n
     assert world.store.get_json(layout.summary_key(run, 1))["generated"] == CANDIDATES
+
+
+# -- observers ----------------------------------------------------------------------------------
+def test_an_observer_that_raises_on_every_event_leaves_the_records_as_without_it(
+    world, services
+) -> None:  # type: ignore[no-untyped-def]
+    """A run whose only extra observer raises on every event succeeds, and its cycle's records
+    (codes, statuses, accuracies) are those of the same spec run without it."""
+    from services.controller.runs import RunManager
+
+    cfg = load_config(env=controller_env(world, services))
+    calls = {"n": 0}
+
+    def broken(event: object) -> None:
+        calls["n"] += 1
+        raise RuntimeError("a display that always fails")
+
+    def run_once(name: str, observer: Callable[[object], None] | None) -> list:  # type: ignore[type-arg]
+        runs = RunManager(cfg, world.store)
+        if observer is not None:
+            runs.observers.add(observer)
+        runs.start(spec_of(name, "cycles=1", "baseline=false"))
+        state = runs.wait(name, 600)
+        assert state.state == "succeeded", state.error
+        return records(world, name, 1)
+
+    plain = run_once("observed-plain", None)
+    broken_run = run_once("observed-broken", broken)
+    assert calls["n"] > CANDIDATES  # it was called for every candidate and step, and raised
+    assert [(r.index, r.code, r.evaluation.status, r.evaluation.accuracy) for r in broken_run] == [
+        (r.index, r.code, r.evaluation.status, r.evaluation.accuracy) for r in plain
+    ]
