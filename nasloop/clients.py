@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from nasloop.config import CallDeadlines, ControllerConfig
+from nasloop.config import CallDeadlines, ControllerConfig, TlsConfig
 from nasloop.rpc import connect
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as evaluator
@@ -25,18 +25,22 @@ from nasloop.v1 import trainer_pb2 as trainer
 
 
 class _Client:
-    def __init__(self, address: str, deadlines: CallDeadlines | None = None) -> None:
+    def __init__(
+        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
+    ) -> None:
         self.address = address
         self.deadlines = deadlines or CallDeadlines()
-        self.channel: grpc.Channel = connect(address, timeout_s=self.deadlines.default_s)
+        self.channel: grpc.Channel = connect(address, timeout_s=self.deadlines.default_s, tls=tls)
 
     def close(self) -> None:
         self.channel.close()
 
 
 class GeneratorClient(_Client):
-    def __init__(self, address: str, deadlines: CallDeadlines | None = None) -> None:
-        super().__init__(address, deadlines)
+    def __init__(
+        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
+    ) -> None:
+        super().__init__(address, deadlines, tls)
         self.stub = generator_pb2_grpc.GeneratorStub(self.channel)
 
     def generate(self, request: generator.GenerateRequest) -> Any:
@@ -61,8 +65,10 @@ class GeneratorClient(_Client):
 
 
 class EvaluatorClient(_Client):
-    def __init__(self, address: str, deadlines: CallDeadlines | None = None) -> None:
-        super().__init__(address, deadlines)
+    def __init__(
+        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
+    ) -> None:
+        super().__init__(address, deadlines, tls)
         self.stub = evaluator_pb2_grpc.EvaluatorStub(self.channel)
 
     def evaluate(
@@ -88,8 +94,10 @@ class EvaluatorClient(_Client):
 
 
 class NoveltyClient(_Client):
-    def __init__(self, address: str, deadlines: CallDeadlines | None = None) -> None:
-        super().__init__(address, deadlines)
+    def __init__(
+        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
+    ) -> None:
+        super().__init__(address, deadlines, tls)
         self.stub = novelty_pb2_grpc.NoveltyStub(self.channel)
 
     def ensure_namespace(self, name: str, params: novelty.NamespaceParams) -> novelty.NamespaceInfo:
@@ -132,8 +140,10 @@ class NoveltyClient(_Client):
 
 
 class TrainerClient(_Client):
-    def __init__(self, address: str, deadlines: CallDeadlines | None = None) -> None:
-        super().__init__(address, deadlines)
+    def __init__(
+        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
+    ) -> None:
+        super().__init__(address, deadlines, tls)
         self.stub = trainer_pb2_grpc.TrainerStub(self.channel)
 
     def start_job(self, request: trainer.StartJobRequest) -> trainer.Job:
@@ -153,13 +163,14 @@ class TrainerClient(_Client):
 
 
 class Services:
-    """One client per service, at the addresses the controller's configuration names."""
+    """One client per service, at the addresses the controller's configuration names (with
+    ``tls`` enabled: mutual TLS, this process's certificate presented)."""
 
-    def __init__(self, cfg: ControllerConfig) -> None:
-        self.generator = GeneratorClient(cfg.generator, cfg.deadlines)
-        self.evaluator = EvaluatorClient(cfg.evaluator, cfg.deadlines)
-        self.novelty = NoveltyClient(cfg.novelty, cfg.deadlines)
-        self.trainer = TrainerClient(cfg.trainer, cfg.deadlines)
+    def __init__(self, cfg: ControllerConfig, tls: TlsConfig | None = None) -> None:
+        self.generator = GeneratorClient(cfg.generator, cfg.deadlines, tls)
+        self.evaluator = EvaluatorClient(cfg.evaluator, cfg.deadlines, tls)
+        self.novelty = NoveltyClient(cfg.novelty, cfg.deadlines, tls)
+        self.trainer = TrainerClient(cfg.trainer, cfg.deadlines, tls)
 
     def close(self) -> None:
         for c in (self.generator, self.evaluator, self.novelty, self.trainer):

@@ -83,6 +83,38 @@ class ServerConfig(_Section):
     log_format: Literal["json", "text"] = "json"
 
 
+class TlsConfig(_Section):
+    """Mutual TLS between nasloop's processes (off: plaintext, for loopback ``make run``).
+
+    On, every server requires a client certificate signed by ``ca_file`` (or, for a cycle Job's
+    identity only, by ``cycle_ca_file``) and authorises each call by the caller's identity: the
+    certificate's URI SAN ``nasloop://<domain>/<role>`` (``controller``, ``evaluator``,
+    ``operator``, a service's own name) or ``nasloop://<domain>/cycle/<run>/<cycle>``
+    (nasloop/rpc/authz.py says who may call what). Every client presents ``cert_file``."""
+
+    enabled: bool = False
+    domain: str = Field(
+        "nasloop",
+        pattern=r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$",
+        description="the identities' trust domain (the chart: the release's full name); a "
+        "certificate of another domain is refused",
+    )
+    ca_file: str = Field("", description="PEM: the CA of nasloop's service identities")
+    cert_file: str = Field("", description="PEM: this process's certificate (server and client)")
+    key_file: str = Field("", description="PEM: its private key")
+    cycle_ca_file: str = Field(
+        "", description="PEM: the CA that signs cycle Jobs' identities (trusted for those only)"
+    )
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> TlsConfig:
+        if self.enabled:
+            missing = [k for k in ("ca_file", "cert_file", "key_file") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"tls.enabled needs {', '.join('tls.' + k for k in missing)}")
+        return self
+
+
 class NoveltyConfig(_Section):
     port: int = Field(50053, ge=0, le=65535)
     max_code_bytes: int = Field(256 * 1024, ge=1, description="larger code is refused")
@@ -290,6 +322,7 @@ class ControllerConfig(_Section):
 class Config(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
     novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nasloop.config import TlsConfig
+
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -74,17 +76,23 @@ def connect(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     attempts: int = 5,
     max_message_bytes: int = 64 * 1024 * 1024,
+    tls: TlsConfig | None = None,
 ) -> grpc.Channel:
-    """An insecure channel to ``target`` ("host:port") with retries and default deadlines."""
-    channel = grpc.insecure_channel(
-        target,
-        options=[
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _service_config(attempts)),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ],
-    )
+    """A channel to ``target`` ("host:port") with retries and default deadlines: plaintext, or
+    with ``tls`` enabled mutual TLS (the server checked against the CA, this process's
+    certificate presented)."""
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _service_config(attempts)),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if tls is not None and tls.enabled:
+        from nasloop.rpc.tls import channel_credentials
+
+        channel = grpc.secure_channel(target, channel_credentials(tls), options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
     return grpc.intercept_channel(channel, _DefaultDeadline(timeout_s))
 
 

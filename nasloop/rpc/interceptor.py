@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -76,13 +76,28 @@ def _split(full_method: str) -> tuple[str, str]:
     return service, method
 
 
+class Guard(Protocol):
+    """Decides whether a call may proceed (mutual TLS: nasloop/rpc/authz.py); raises
+    :class:`~nasloop.rpc.errors.PermissionDenied` if not. ``request`` is ``None`` for a
+    client-streaming call."""
+
+    def __call__(
+        self, service: str, method: str, request: Any, context: grpc.ServicerContext
+    ) -> None: ...
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
     """``ready``: until it is set, the service's own RPCs are refused with UNAVAILABLE (health
-    and reflection still answer), so no request sees state that is still being loaded."""
+    and reflection still answer), so no request sees state that is still being loaded.
+    ``guard``: asked about every call before the service sees it (``None``: every call is let
+    through, as on a plaintext loopback server)."""
 
-    def __init__(self, metrics: RpcMetrics, ready: threading.Event) -> None:
+    def __init__(
+        self, metrics: RpcMetrics, ready: threading.Event, guard: Guard | None = None
+    ) -> None:
         self._metrics = metrics
         self._ready = ready
+        self._guard = guard
 
     def intercept_service(
         self,
@@ -107,10 +122,11 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             wrap, make = self._wrap_stream, grpc.stream_stream_rpc_method_handler
             behaviour = handler.stream_stream
         request_deserializer = handler.request_deserializer
-        if handler.unary_unary or handler.unary_stream:
+        unary_request = bool(handler.unary_unary or handler.unary_stream)
+        if unary_request:
             request_deserializer = _tolerant(request_deserializer)
         return make(
-            wrap(behaviour, service, method, gate),
+            wrap(behaviour, service, method, gate, unary_request),
             request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -142,13 +158,20 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: see server log")
 
     def _wrap_unary(
-        self, behaviour: Callable, service: str, method: str, gate: threading.Event | None
+        self,
+        behaviour: Callable,
+        service: str,
+        method: str,
+        gate: threading.Event | None,
+        unary_request: bool,
     ) -> Callable:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             start, exc = time.perf_counter(), None
             try:
                 _refuse_until_ready(gate, context)
                 _refuse_undecodable(request, context)
+                if self._guard is not None:
+                    self._guard(service, method, request if unary_request else None, context)
                 return behaviour(request, context)
             except Exception as e:
                 exc = e
@@ -161,13 +184,20 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(
-        self, behaviour: Callable, service: str, method: str, gate: threading.Event | None
+        self,
+        behaviour: Callable,
+        service: str,
+        method: str,
+        gate: threading.Event | None,
+        unary_request: bool,
     ) -> Callable:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start, exc = time.perf_counter(), None
             try:
                 _refuse_until_ready(gate, context)
                 _refuse_undecodable(request, context)
+                if self._guard is not None:
+                    self._guard(service, method, request if unary_request else None, context)
                 yield from behaviour(request, context)
             except Exception as e:
                 exc = e

@@ -2,8 +2,9 @@
 
 A :class:`ServiceHost` gives a service: the standard health service (NOT_SERVING until the
 service says it is ready), server reflection (``grpcurl`` works without proto files), a
-Prometheus ``/metrics`` endpoint, the common interceptor (errors, metrics, logs), message-size
-limits, and graceful shutdown on SIGTERM/SIGINT.
+Prometheus ``/metrics`` endpoint, the common interceptor (errors, metrics, logs, and with mutual
+TLS on, each call authorised by the caller's certificate), message-size limits, and graceful
+shutdown on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from nasloop.config import ServerConfig
+from nasloop.config import ServerConfig, TlsConfig
 from nasloop.rpc.interceptor import RpcMetrics, ServiceInterceptor
 
 log = logging.getLogger("nasloop.server")
@@ -54,8 +55,12 @@ class ServiceHost:
         port: int,
         registrations: Sequence[Registration],
         on_stop: Callable[[], None] | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
+        """``tls`` enabled: the port takes mutual TLS only, and every call is authorised by the
+        caller's certificate (nasloop/rpc/authz.py); otherwise plaintext, every caller let in."""
         self.name = name
+        self.tls = tls if tls is not None and tls.enabled else None
         self.cfg = cfg
         self.requested_port = port
         self.registrations = list(registrations)
@@ -69,9 +74,15 @@ class ServiceHost:
         self._ready = threading.Event()
         self._stop_lock = threading.Lock()
         limit = cfg.max_message_bytes
+        guard = None
+        if self.tls is not None:
+            from nasloop.rpc.authz import CallerGuard
+            from nasloop.rpc.tls import Authenticator
+
+            guard = CallerGuard(Authenticator(self.tls))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix=name),
-            interceptors=[ServiceInterceptor(RpcMetrics(self.registry), self._ready)],
+            interceptors=[ServiceInterceptor(RpcMetrics(self.registry), self._ready, guard)],
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
@@ -103,7 +114,12 @@ class ServiceHost:
         :meth:`set_serving`. Returns the bound port."""
         address = f"{self.cfg.host}:{self.requested_port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if self.tls is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                from nasloop.rpc.tls import server_credentials
+
+                self.port = self.server.add_secure_port(address, server_credentials(self.tls))
         except RuntimeError as e:
             raise RuntimeError(f"{self.name}: cannot bind {address}: {e}") from e
         self.server.start()

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from nasloop import layout
-from nasloop.config import StoreConfig, load_config
+from nasloop.config import Config, StoreConfig, load_config
 from nasloop.runspec import dump_spec, load_spec
 from nasloop.store import StoreError, open_store
 from services.controller import report
@@ -29,19 +29,19 @@ def run(args: argparse.Namespace) -> int:
         if args.name:
             spec = spec.model_copy(update={"name": layout.check_run_name(args.name)})
     if args.controller:
-        return _run_remote(args.controller, spec, args.resume, cfg.store)
+        return _run_remote(args.controller, spec, args.resume, cfg)
     from services.controller.local_run import run_local
 
     return run_local(cfg, spec, args.resume)
 
 
-def _run_remote(address: str, spec, resume: str | None, store_cfg: StoreConfig) -> int:  # type: ignore[no-untyped-def]
+def _run_remote(address: str, spec, resume: str | None, cfg: Config) -> int:  # type: ignore[no-untyped-def]
     from nasloop.rpc import connect
     from nasloop.v1 import controller_pb2 as pb
     from nasloop.v1 import controller_pb2_grpc as pb_grpc
     from services.controller.progress import Progress
 
-    with connect(address) as channel:
+    with connect(address, tls=cfg.tls) as channel:
         stub = pb_grpc.ControllerStub(channel)
         if resume:
             run = stub.ResumeRun(pb.ResumeRunRequest(name=resume))
@@ -63,7 +63,7 @@ def _run_remote(address: str, spec, resume: str | None, store_cfg: StoreConfig) 
     print(pb.RunState.Name(run.state).removeprefix("RUN_STATE_").lower(), run.error)
     if run.state != pb.RUN_STATE_SUCCEEDED:
         return 1
-    _report_if_visible(store_cfg, run.name)
+    _report_if_visible(cfg.store, run.name)
     return 0
 
 
@@ -145,7 +145,7 @@ def cycle(args: argparse.Namespace) -> int:
         return 2
     stop = StopSignal()
     threading.Thread(target=poll_stop, args=(store, run, stop), daemon=True).start()
-    services = Services(cfg.controller)
+    services = Services(cfg.controller, cfg.tls)
     n = layout.BASELINE if args.baseline else args.cycle
     try:
         summary = runner(n)(run, n, spec, store, services, stop=stop).run_cycle(state.adapter)

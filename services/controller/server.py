@@ -212,6 +212,7 @@ def build(cfg: Config, port: int | None = None, cycle_jobs=None) -> tuple[Servic
         cfg.controller.port if port is None else port,
         services,
         on_stop=runs.close,
+        tls=cfg.tls,
     )
     return host, runs
 

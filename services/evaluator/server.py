@@ -121,6 +121,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Evaluator]
         cfg.evaluator.port if port is None else port,
         [Registration.of(pb, pb_grpc, "Evaluator", EvaluatorServicer(evaluator))],
         on_stop=executor.close,
+        tls=cfg.tls,
     )
     return host, evaluator
 

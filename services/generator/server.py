@@ -68,6 +68,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Generator,
         cfg.generator.port if port is None else port,
         [Registration.of(pb, pb_grpc, "Generator", GeneratorServicer(generator, loop))],
         on_stop=stop,
+        tls=cfg.tls,
     )
     return host, generator, loop
 

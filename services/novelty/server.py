@@ -156,6 +156,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, NoveltyEng
         cfg.novelty.port if port is None else port,
         [Registration.of(pb, pb_grpc, "Novelty", NoveltyServicer(engine))],
         on_stop=engine.close,
+        tls=cfg.tls,
     )
     return host, engine
 

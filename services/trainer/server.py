@@ -43,6 +43,7 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, JobManager
         cfg.trainer.port if port is None else port,
         [Registration.of(pb, pb_grpc, "Trainer", TrainerServicer(jobs))],
         on_stop=jobs.close,
+        tls=cfg.tls,
     )
     return host, jobs
 
