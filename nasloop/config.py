@@ -12,6 +12,7 @@ Everything is validated by pydantic; unknown keys are errors, so a typo never pa
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -192,7 +193,76 @@ class GeneratorConfig(_Section):
         return v
 
 
-class KubernetesConfig(_Section):
+_TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
+_AFFINITY_KEYS = frozenset({"nodeAffinity", "podAffinity", "podAntiAffinity"})
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_EXTENDED_RESOURCE = re.compile(
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+class JobPlacement(_Section):
+    """Where a Job's pod may run and how it pulls its image: the scheduling settings that the
+    Helm chart passes to the Jobs the services create (services/evaluator/kube/,
+    services/controller/kube.py), in the form a Kubernetes pod spec takes them."""
+
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="names of docker-registry Secrets for the Job's image"
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Kubernetes tolerations, as in a pod spec"
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict, description="a Kubernetes affinity, as in a pod spec"
+    )
+    priority_class: str | None = Field(None, description="PriorityClass of the Job's pod")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="more labels on the Job and its pod (the chart sets its release's "
+        "app.kubernetes.io/instance); nasloop's own labels win",
+    )
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _named(cls, v: list[str]) -> list[str]:
+        if any(not name.strip() for name in v):
+            raise ValueError("an image pull secret needs a name")
+        return v
+
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for t in v:
+            unknown = t.keys() - _TOLERATION_KEYS
+            if unknown:
+                raise ValueError(f"unknown toleration fields {sorted(unknown)} in {t}")
+            if t.get("operator", "Equal") not in ("Exists", "Equal"):
+                raise ValueError(f"toleration operator must be Exists or Equal: {t}")
+            if t.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+                raise ValueError(
+                    f"toleration effect must be NoSchedule, PreferNoSchedule or NoExecute: {t}"
+                )
+        return v
+
+    @field_validator("affinity")
+    @classmethod
+    def _affinity(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = v.keys() - _AFFINITY_KEYS
+        if unknown:
+            raise ValueError(f"affinity takes {sorted(_AFFINITY_KEYS)}, not {sorted(unknown)}")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: x for k, x in v.items() if not k or not _LABEL_VALUE.match(x)}
+        if bad:
+            raise ValueError(f"not valid Kubernetes labels: {bad}")
+        return v
+
+
+class KubernetesConfig(JobPlacement):
     """Cluster mode: each evaluation is a hardened Job (services/evaluator/kube/)."""
 
     namespace: str = "nasloop"
@@ -202,13 +272,18 @@ class KubernetesConfig(_Section):
     service_account: str | None = Field(
         None, description="the evaluation pods' ServiceAccount (no token); None = the default"
     )
-    gpus: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per Job; 0 = CPU-only Job")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs (gpu_resource) per Job; 0 = CPU-only Job")
+    gpu_resource: str = Field(
+        "nvidia.com/gpu",
+        description="the extended resource a GPU Job requests, e.g. nvidia.com/mig-1g.10gb",
+    )
     cpu: str = "2"
     memory: str = "8Gi"
     ephemeral_storage: str = "2Gi"
     tmp_size: str = Field("1Gi", description="size limit of the pod's writable /tmp emptyDir")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerate_gpu_taint: bool = True
+    tolerate_gpu_taint: bool = Field(
+        True, description="a GPU Job also tolerates the NoSchedule taint named gpu_resource"
+    )
     ttl_after_finished_s: int = Field(300, ge=0)
     # Headroom on top of the protocol's per-candidate time limit (image pull, data download).
     deadline_slack_s: int = Field(120, ge=0)
@@ -217,6 +292,15 @@ class KubernetesConfig(_Section):
     # Store endpoint as pods reach it (presigned URLs are signed for this host); None = the
     # store's own endpoint.
     pod_store_endpoint: str | None = None
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _resource_name(cls, v: str) -> str:
+        if not _EXTENDED_RESOURCE.match(v):
+            raise ValueError(
+                f"gpu_resource must be an extended resource name <domain>/<name>: {v!r}"
+            )
+        return v
 
 
 class EvaluatorConfig(_Section):
@@ -280,7 +364,7 @@ class CallDeadlines(_Section):
     train_s: float = Field(6 * 3600.0, gt=0, description="watching one training job to its end")
 
 
-class CycleJobConfig(_Section):
+class CycleJobConfig(JobPlacement):
     """Cluster mode: each cycle runs as a Kubernetes Job (``nasloop cycle --run R --cycle N``)."""
 
     namespace: str = "nasloop"
@@ -302,7 +386,6 @@ class CycleJobConfig(_Section):
     active_deadline_s: int = Field(24 * 3600, ge=60, description="a cycle's wall-clock limit")
     ttl_after_finished_s: int = Field(3600, ge=0)
     poll_interval_s: float = Field(2.0, gt=0)
-    node_selector: dict[str, str] = Field(default_factory=dict)
 
 
 class ControllerConfig(_Section):

@@ -57,6 +57,13 @@ RESOURCES = obj(
 )
 IMAGE = obj({"repository": STR, "tag": STR, "pullPolicy": enum("Always", "IfNotPresent", "Never")})
 PERSISTENCE = obj({"size": QUANTITY, "storageClass": STR, "existingClaim": STR})
+# Where a Job's pods are scheduled (evaluator.jobs, controller.cycleJobs).
+JOB_PLACEMENT: Json = {
+    "nodeSelector": LABELS,
+    "tolerations": array(ANY_OBJECT),
+    "affinity": ANY_OBJECT,
+    "priorityClassName": STR,
+}
 
 
 def component(**extra: Json) -> Json:
@@ -109,9 +116,10 @@ def values_schema() -> Json:
                         "runtimeClassName": STR,
                     }
                 ),
-                "namespace": obj(
-                    {"create": BOOL, "podSecurity": enum("restricted", "baseline", "privileged")}
-                ),
+                # Helm's values shared with the subcharts of a parent chart: Helm passes them to
+                # every subchart, so a closed schema must admit them (nasloop reads none).
+                "global": ANY_OBJECT,
+                "priorityClassName": STR,
                 "podSecurityContext": ANY_OBJECT,
                 "logFormat": enum("json", "text"),
                 "metricsPort": PORT,
@@ -179,6 +187,7 @@ def values_schema() -> Json:
                             "memory": QUANTITY,
                             "ephemeralStorage": QUANTITY,
                             "runtimeClassName": STR,
+                            **JOB_PLACEMENT,
                         }
                     ),
                 ),
@@ -191,6 +200,7 @@ def values_schema() -> Json:
                             "memory": QUANTITY,
                             "activeDeadlineSeconds": {"type": "integer", "minimum": 60},
                             "ttlSecondsAfterFinished": nonneg(),
+                            **JOB_PLACEMENT,
                         }
                     )
                 ),
@@ -199,6 +209,8 @@ def values_schema() -> Json:
                 "networkPolicy": obj(
                     {
                         "enabled": BOOL,
+                        "defaultDeny": BOOL,
+                        "servicesEgress": array(ANY_OBJECT),
                         "metricsFrom": array(LABELS),
                         "grpcFrom": array(ANY_OBJECT),
                         "dns": obj({"namespace": STR, "podLabels": LABELS}),

@@ -36,7 +36,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from nasloop.config import Config
-from nasloop.kubeapi import locked_container_security, locked_pod_spec
+from nasloop.kubeapi import job_labels, locked_container_security, locked_pod_spec, place_pod
 from nasloop.layout import BASELINE, check_cycle, check_run_name
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,8 @@ def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
     }
     pod_spec = locked_pod_spec(CYCLE_UID, container, volumes, TERMINATION_GRACE_S)
     pod_spec["serviceAccountName"] = kube.service_account  # its token is not mounted
-    if kube.node_selector:
-        pod_spec["nodeSelector"] = dict(kube.node_selector)
-    labels = cycle_labels(run, cycle)
+    place_pod(pod_spec, kube)
+    labels = job_labels(kube, cycle_labels(run, cycle))
     annotations = {ANNOTATION_RUN: run}
     return {
         "apiVersion": "batch/v1",
@@ -272,6 +271,10 @@ class CycleJobs:
         self.core = k8s.CoreV1Api(api)
         self.api_outage_s = API_OUTAGE_S
         self.deletion_wait_s = DELETION_WAIT_S
+        # The uid of each cycle's Job as this controller created or re-attached to it: a pod
+        # speaks for a cycle only if that Job owns it (labels alone can be copied).
+        self._uids: dict[tuple[str, int], str] = {}
+        self._uids_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------
     def ensure(self, run: str, cycle: int) -> str:
@@ -289,16 +292,20 @@ class CycleJobs:
             job = None
         if job is not None:
             self._check_ours(job, run, cycle)
+            self._remember(run, cycle, job)
             log.info("re-attached to cycle job %s", name)
             return name
         try:
-            self.batch.create_namespaced_job(self.cfg.namespace, manifest)
+            self._remember(
+                run, cycle, self.batch.create_namespaced_job(self.cfg.namespace, manifest)
+            )
         except ApiException as e:
             if e.status != 409:
                 raise CycleJobError(f"cannot create cycle job {name}: {_describe(e)}") from e
             job = self._read(name)  # created meanwhile (by another controller replica)
             if job is not None:
                 self._check_ours(job, run, cycle)
+                self._remember(run, cycle, job)
             log.info("cycle job %s exists already; re-attached", name)
             return name
         except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -340,7 +347,13 @@ class CycleJobs:
     def cycle_of_pod_ip(self, ip: str) -> tuple[str, int] | None:
         """The run and cycle (``BASELINE`` for the baseline) whose Job has a Running pod at
         address ``ip``, else ``None``: who is calling the controller's CycleStore (pods of
-        finished or deleted Jobs are nobody)."""
+        finished or deleted Jobs are nobody).
+
+        The pod must be owned (its controller reference) by the very Job this controller
+        created or re-attached to for that cycle, by uid, and must not share the node's network
+        (a host-network pod's address is the node's, shared by everything on it). A pod that
+        only copies a cycle Job's labels, or a Job re-created under the same name by someone
+        else, is nobody."""
         selector = f"{LABEL_NAME}={APP},{LABEL_COMPONENT}={COMPONENT}"
         try:
             pods = self.core.list_namespaced_pod(self.cfg.namespace, label_selector=selector)
@@ -356,11 +369,38 @@ class CycleJobs:
                 continue
             labels = meta.labels or {}
             try:
-                run, cycle = labels[LABEL_RUN], labels[LABEL_CYCLE]
-                return check_run_name(run), BASELINE if cycle == "base" else check_cycle(int(cycle))
+                run, label = labels[LABEL_RUN], labels[LABEL_CYCLE]
+                cycle = BASELINE if label == "base" else check_cycle(int(label))
+                check_run_name(run)
             except (KeyError, ValueError):
                 return None  # not labelled as the controller labels its cycle Jobs
+            if not self._owned_by_our_job(pod, run, cycle):
+                log.warning(
+                    "pod %s at %s claims cycle %s of %s: not our Job's", meta.name, ip, label, run
+                )
+                return None
+            return run, cycle
         return None
+
+    def _remember(self, run: str, cycle: int, job: Any) -> None:
+        uid = job.metadata.uid if job is not None and job.metadata is not None else None
+        if uid:
+            with self._uids_lock:
+                self._uids[(run, cycle)] = uid
+
+    def _owned_by_our_job(self, pod: k8s.V1Pod, run: str, cycle: int) -> bool:
+        if pod.spec is None or pod.spec.host_network:
+            return False
+        with self._uids_lock:
+            uid = self._uids.get((run, cycle))
+        owners = [r for r in (pod.metadata.owner_references or []) if r.controller]
+        return (
+            uid is not None
+            and len(owners) == 1
+            and owners[0].kind == "Job"
+            and owners[0].name == cycle_job_name(run, cycle)
+            and owners[0].uid == uid
+        )
 
     def delete(self, run: str, cycle: int) -> bool:
         """Delete the cycle's Job and (in the background) its pods; ``False`` if there was none."""

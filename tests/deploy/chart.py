@@ -71,3 +71,63 @@ def pod_templates(objs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], 
 
 def component(obj: dict[str, Any]) -> str:
     return obj["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+# -- NetworkPolicy semantics, for pods in the release's namespace -----------------------------
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects a pod with ``labels``;
+    the empty selector selects every pod."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_admits(peer: dict[str, Any], labels: dict[str, str], namespace: str) -> bool:
+    if "ipBlock" in peer:
+        return False  # outside the cluster's pods
+    ns = peer.get("namespaceSelector")
+    if ns is not None and not selects(ns, {"kubernetes.io/metadata.name": namespace}):
+        return False
+    return selects(peer.get("podSelector", {}), labels)
+
+
+def _rule_admits(rule: dict[str, Any], side: str, labels: dict[str, str], port: int) -> bool:
+    ports = rule.get("ports")
+    if ports and not any(p.get("port") == port for p in ports):
+        return False
+    peers = rule.get(side)
+    return not peers or any(_peer_admits(p, labels, NAMESPACE) for p in peers)
+
+
+def allowed(
+    policies: list[dict[str, Any]], src: dict[str, str], dst: dict[str, str], port: int
+) -> bool:
+    """Whether NetworkPolicies let a pod labelled ``src`` open a TCP connection to a pod
+    labelled ``dst`` on ``port``, both in the release's namespace: the source's egress and the
+    destination's ingress must each be unrestricted (no policy of that type selects the pod)
+    or admitted by some rule of a policy that selects it."""
+
+    def side_ok(kind: str, pod: dict[str, str], peer: dict[str, str], side: str) -> bool:
+        mine = [
+            p
+            for p in policies
+            if kind in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"], pod)
+        ]
+        if not mine:
+            return True
+        rules = [r for p in mine for r in p["spec"].get(kind.lower(), [])]
+        return any(_rule_admits(r, side, peer, port) for r in rules)
+
+    return side_ok("Egress", src, dst, "to") and side_ok("Ingress", dst, src, "from")

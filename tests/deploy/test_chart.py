@@ -5,7 +5,9 @@ Run by ``make chart-check`` (part of ``make test``), which installs the pinned H
 
 from __future__ import annotations
 
+import base64
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from chart import (
     NAMESPACE,
     RELEASE,
     VALUES_FILES,
+    allowed,
     component,
     named,
     of_kind,
@@ -26,6 +29,7 @@ from chart import (
     refused,
     render,
     run_helm,
+    selects,
 )
 from tiny_lm import build_tiny_lm, lay_into_hf_cache
 
@@ -49,7 +53,16 @@ CASES: dict[str, dict[str, list[str]]] = {
             "run.spec.name=paper-1",
             "run.spec.preset=paper",
             "serviceMonitor.enabled=true",
-            "namespace.create=true",
+            "networkPolicy.defaultDeny=true",
+            "image.pullSecrets[0]=regcred",
+            "priorityClassName=nasloop",
+            "evaluator.jobs.priorityClassName=nasloop-low",
+            "gpu.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+            "gpu.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+            ".preference.matchExpressions[0].key=gpu",
+            "gpu.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+            ".preference.matchExpressions[0].operator=Exists",
+            "controller.cycleJobs.nodeSelector.pool=cpu",
             "networkPolicy.metricsFrom[0].kubernetes\\.io/metadata\\.name=monitoring",
             "model.source=pvc",
             "model.pvc.claimName=models",
@@ -253,8 +266,12 @@ def test_network_policies(case: Any) -> None:
     policies = of_kind(objs, "NetworkPolicy")
 
     def selecting(labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The policies made for these pods (not the namespace's default deny)."""
         return [
-            p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+            p
+            for p in policies
+            if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component")
+            and selects(p["spec"]["podSelector"], labels)
         ]
 
     # Evaluation pods: default deny in, egress only to DNS and the store.
@@ -272,7 +289,10 @@ def test_network_policies(case: Any) -> None:
         (policy,) = selecting(d["spec"]["template"]["metadata"]["labels"])
         grpc = policy["spec"]["ingress"][0]
         peer = grpc["from"][0]["podSelector"]
-        assert peer["matchLabels"] == {"app.kubernetes.io/name": "nasloop"}
+        assert peer["matchLabels"] == {
+            "app.kubernetes.io/name": "nasloop",
+            "app.kubernetes.io/instance": RELEASE,
+        }
         assert set(peer["matchExpressions"][0]["values"]) <= {"controller", "cycle", "run"}
     # The bundled store: nasloop's pods, but not the cycle Jobs (their store is the controller).
     if name != "values-external-s3.yaml":
@@ -283,10 +303,13 @@ def test_network_policies(case: Any) -> None:
         assert expr["key"] == "app.kubernetes.io/component"
 
 
-def test_namespace_is_labelled_restricted_when_the_chart_creates_it() -> None:
-    (ns,) = of_kind(render(sets=["namespace.create=true"]), "Namespace")
-    assert ns["metadata"]["name"] == NAMESPACE
-    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+def test_the_chart_owns_no_namespace(case: Any) -> None:
+    """The namespace is created the Helm way (helm install --create-namespace, README) and
+    labelled with kubectl: a Namespace in the release would be deleted with it, and the volumes
+    the chart keeps (helm.sh/resource-policy: keep) with it."""
+    _, objs = case
+    assert not of_kind(objs, "Namespace")
+    assert "additional properties 'namespace' not allowed" in refused(["namespace.create=true"])
 
 
 def test_model_sources() -> None:
@@ -380,6 +403,9 @@ def test_the_controller_settings_load_and_its_cycle_pods_may_call_the_services(
     assert len(checked) == 2, checked
 
 
+S3_SECRET = ["store.existingSecret=s3"]
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
@@ -391,10 +417,13 @@ def test_the_controller_settings_load_and_its_cycle_pods_may_call_the_services(
         (["model.source=ftp"], "value must be one of"),
         (["config.evaluator.workers=0"], "minimum"),
         (
-            ["store.external.enabled=true", "store.external.cidr=10.0.0.0/8"],
+            ["store.external.enabled=true", "store.external.cidr=10.0.0.0/8", *S3_SECRET],
             "store.external.endpoint is required",
         ),
-        (["store.external.enabled=true", "store.external.endpoint=s3:443"], "store.external.cidr"),
+        (
+            ["store.external.enabled=true", "store.external.endpoint=s3:443", *S3_SECRET],
+            "store.external.cidr",
+        ),
         (["run.enabled=true"], "run.spec.name is required"),
         (["model.source=pvc"], "model.pvc.claimName is required"),
     ],
@@ -448,3 +477,264 @@ def test_gpu_runtime_class_reaches_every_gpu_pod_and_only_those() -> None:
     ]
     assert "runtimeClassName" not in evaluation_job(objs)["spec"]["template"]["spec"]
     assert "runtimeClassName" not in evaluation_job(render())["spec"]["template"]["spec"]
+
+
+# -- values that reach the Jobs the services build ---------------------------------------------
+
+MIG = "nvidia.com/mig-3g.40gb"
+GPU_NODES = {"nvidia.com/gpu.product": "A100-SXM4-80GB"}
+GPU_TAINT = {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+SPOT = {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}
+SYSTEM = {"key": "system", "operator": "Exists", "effect": "NoExecute"}
+GPU_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}
+            ]
+        }
+    }
+}
+CYCLE_AFFINITY = {
+    "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 10,
+                "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "cycle"}},
+                },
+            }
+        ]
+    }
+}
+# What a platform team sets for a private registry, MIG GPUs behind a custom taint, and
+# priorities: every part must reach the Jobs that the evaluator and the controller create.
+CLUSTER_VALUES: dict[str, Any] = {
+    "image": {"registry": "registry.example.com", "pullSecrets": ["regcred", "mirror"]},
+    "priorityClassName": "nasloop",
+    "gpu": {
+        "resource": MIG,
+        "nodeSelector": GPU_NODES,
+        "tolerations": [GPU_TAINT],
+        "affinity": GPU_AFFINITY,
+    },
+    "evaluator": {
+        "jobs": {
+            "gpus": 2,
+            "nodeSelector": {"pool": "evaluation"},
+            "tolerations": [SPOT],
+            "priorityClassName": "nasloop-evaluation",
+        }
+    },
+    "controller": {
+        "cycleJobs": {
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [SYSTEM],
+            "affinity": CYCLE_AFFINITY,
+            "priorityClassName": "nasloop-cycles",
+        }
+    },
+}
+
+
+def render_values(tmp: Path, values: dict[str, Any], sets: list[str] | None = None) -> list:
+    path = tmp / "cluster-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return render(values=[str(path)], sets=sets)
+
+
+def test_pull_secrets_gpu_settings_and_priorities_reach_the_evaluation_job(tmp_path: Path) -> None:
+    """The evaluation Job as services/evaluator/kube builds it from the rendered configuration:
+    image.pullSecrets, gpu.resource with evaluator.jobs.gpus (2, not 1), gpu.tolerations (not a
+    hard-coded nvidia.com/gpu one) and gpu.affinity, the node selectors and the priority class;
+    and the release's instance label, which the chart's NetworkPolicies match."""
+    objs = render_values(tmp_path, CLUSTER_VALUES)
+    job = evaluation_job(objs)
+    kubernetes_validate.validate(job, K8S, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    (c,) = pod["containers"]
+    assert c["image"].startswith("registry.example.com/nasloop/evaluator")
+    for side in ("limits", "requests"):
+        assert c["resources"][side][MIG] == "2" and GPU not in c["resources"][side]
+    assert pod["tolerations"] == [SPOT, GPU_TAINT]
+    assert pod["affinity"] == GPU_AFFINITY
+    assert pod["nodeSelector"] == {"pool": "evaluation", **GPU_NODES}
+    assert pod["priorityClassName"] == "nasloop-evaluation"
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    # CPU evaluation Jobs (gpus 0) keep their own scheduling, none of the GPU nodes'.
+    cpu = evaluation_job(render_values(tmp_path, CLUSTER_VALUES, ["evaluator.jobs.gpus=0"]))
+    pod = cpu["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [SPOT] and pod["nodeSelector"] == {"pool": "evaluation"}
+    assert "affinity" not in pod and MIG not in pod["containers"][0]["resources"]["limits"]
+
+
+def test_pull_secrets_placement_and_priorities_reach_the_cycle_job(tmp_path: Path) -> None:
+    """The cycle Job as services/controller/kube.py builds it from the controller's rendered
+    settings: image.pullSecrets and controller.cycleJobs' node selector, tolerations, affinity
+    and priority class; the instance label."""
+    objs = render_values(tmp_path, CLUSTER_VALUES)
+    job = cycle_job(objs, tmp_path)
+    kubernetes_validate.validate(job, K8S, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert pod["containers"][0]["image"] == "registry.example.com/nasloop/controller:0.1.0"
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert pod["tolerations"] == [SYSTEM]
+    assert pod["affinity"] == CYCLE_AFFINITY
+    assert pod["priorityClassName"] == "nasloop-cycles"
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    # The release-wide priority class where a Job kind names none; none by default.
+    objs = render(sets=["priorityClassName=nasloop"])
+    assert cycle_job(objs, tmp_path)["spec"]["template"]["spec"]["priorityClassName"] == "nasloop"
+    assert evaluation_job(objs)["spec"]["template"]["spec"]["priorityClassName"] == "nasloop"
+    objs = render()
+    for job in (cycle_job(objs, tmp_path), evaluation_job(objs)):
+        assert (
+            not {"priorityClassName", "imagePullSecrets"} & job["spec"]["template"]["spec"].keys()
+        )
+
+
+def test_pull_secrets_and_priority_reach_every_pod_and_service_account(tmp_path: Path) -> None:
+    """Every pod the chart makes, and every ServiceAccount (the Jobs' tokenless ones too: the
+    pods of a Job made by another tool under that account still pull)."""
+    objs = render_values(tmp_path, CLUSTER_VALUES, ["run.enabled=true", "run.spec.name=r"])
+    pulls = [{"name": "regcred"}, {"name": "mirror"}]
+    accounts = of_kind(objs, "ServiceAccount")
+    assert {a["metadata"]["name"] for a in accounts} >= {f"{FULL}-sandbox", f"{FULL}-cycle"}
+    for account in accounts:
+        assert account["imagePullSecrets"] == pulls, account["metadata"]["name"]
+    for owner, pod in pod_templates(objs):
+        assert pod["imagePullSecrets"] == pulls, owner["metadata"]["name"]
+        assert pod["priorityClassName"] == "nasloop", owner["metadata"]["name"]
+    for account in of_kind(render(), "ServiceAccount"):
+        assert "imagePullSecrets" not in account
+
+
+def test_gpu_resource_and_count_of_the_generator_and_the_trainer(tmp_path: Path) -> None:
+    """gpu.resource replaces nvidia.com/gpu everywhere; a count the component's resources name
+    (limits or requests) is kept in both (an extended resource's request equals its limit)."""
+    objs = render_values(tmp_path, CLUSTER_VALUES)
+    for d in of_kind(objs, "Deployment"):
+        res = d["spec"]["template"]["spec"]["containers"][0]["resources"]
+        if component(d) in ("generator", "trainer"):
+            assert res["limits"][MIG] == res["requests"][MIG] == 1
+            assert d["spec"]["template"]["spec"]["tolerations"] == [GPU_TAINT]
+        assert GPU not in res.get("limits", {}), component(d)
+    sets = [f"generator.resources.limits.{GPU.replace('.', chr(92) + '.')}=2"]
+    sets += [f"trainer.resources.requests.{GPU.replace('.', chr(92) + '.')}=4"]
+    objs = render(sets=sets)
+    for name, count in (("generator", 2), ("trainer", 4)):
+        pod = named(objs, "Deployment", f"{FULL}-{name}")["spec"]["template"]["spec"]
+        for c in containers(pod):
+            assert c["resources"]["limits"][GPU] == c["resources"]["requests"][GPU] == count
+
+
+def test_global_values_are_accepted_and_the_chart_works_as_a_subchart(tmp_path: Path) -> None:
+    """Helm hands a parent chart's ``global`` to every subchart; the closed schema admits it."""
+    assert render(sets=["global.imageRegistry=registry.example.com"])
+    parent = tmp_path / "platform"
+    shutil.copytree(CHART, parent / "charts" / "nasloop")
+    chart = {"apiVersion": "v2", "name": "platform", "version": "1.0.0"}
+    (parent / "Chart.yaml").write_text(yaml.safe_dump(chart))
+    values = {"global": {"imageRegistry": "r"}, "nasloop": {"image": {"pullSecrets": ["p"]}}}
+    (parent / "values.yaml").write_text(yaml.safe_dump(values))
+    out = run_helm("template", RELEASE, str(parent), "--namespace", NAMESPACE)
+    assert out.returncode == 0, out.stderr
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert config_of(objs).evaluator.kubernetes.image_pull_secrets == ["p"]
+
+
+# -- NetworkPolicies -----------------------------------------------------------------------------
+
+
+def test_every_policy_matches_only_this_releases_pods(case: Any) -> None:
+    """Every policy's own pods and every peer that is a nasloop pod in the namespace are matched
+    with the release's instance label, so a second release in the namespace is a stranger."""
+    _, objs = case
+    for policy in of_kind(objs, "NetworkPolicy"):
+        spec, name = policy["spec"], policy["metadata"]["name"]
+        if spec["podSelector"]:  # only the namespace's default deny selects every pod
+            assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+        else:
+            assert name == f"{FULL}-default-deny" and not {"ingress", "egress"} & spec.keys()
+        rules = spec.get("ingress", []) + spec.get("egress", [])
+        peers = [p for r in rules for p in r.get("from", []) + r.get("to", [])]
+        for peer in peers:
+            ns = peer.get("namespaceSelector", {}).get("matchLabels", {})
+            in_namespace = not ns or ns == {"kubernetes.io/metadata.name": NAMESPACE}
+            if "podSelector" in peer and in_namespace:
+                labels = peer["podSelector"]["matchLabels"]
+                assert labels["app.kubernetes.io/instance"] == RELEASE, (name, peer)
+
+
+@pytest.mark.parametrize("default_deny", [False, True])
+def test_nasloop_connections_are_allowed_and_strangers_are_refused(
+    default_deny: bool, tmp_path: Path
+) -> None:
+    """The connections nasloop's pods open (the Jobs' pods labelled as the code labels them),
+    evaluated by NetworkPolicy's rules, with and without the namespace's default deny: each
+    needed one is allowed; cycle pods never reach the store, evaluation pods only the store,
+    and the pods of another release (or of anything else) none of nasloop's ports."""
+    sets = ["run.enabled=true", "run.spec.name=r"]
+    objs = render(sets=sets + ([] if not default_deny else ["networkPolicy.defaultDeny=true"]))
+    policies = of_kind(objs, "NetworkPolicy")
+    assert bool([p for p in policies if not p["spec"]["podSelector"]]) is default_deny
+    pods = {
+        component(o): o["spec"]["template"]["metadata"]["labels"] for o, _ in pod_templates(objs)
+    }
+    pods["cycle"] = cycle_job(objs, tmp_path)["spec"]["template"]["metadata"]["labels"]
+    pods["sandbox"] = evaluation_job(objs)["spec"]["template"]["metadata"]["labels"]
+    cfg = config_of(objs)
+    port = {s: getattr(cfg, s).port for s in SERVICES} | {"store": 9000}
+    need = [("controller", s) for s in SERVICES if s != "controller"]
+    need += [("cycle", s) for s in SERVICES] + [("run", "controller")]
+    need += [(s, "store") for s in [*SERVICES, "sandbox"]]
+    for src, dst in need:
+        assert allowed(policies, pods[src], pods[dst], port[dst]), (src, dst)
+    other = {k: {**v, "app.kubernetes.io/instance": "other"} for k, v in pods.items()}
+    refuse = [("cycle", "store"), ("run", "store"), *[("sandbox", s) for s in SERVICES]]
+    for src, dst in refuse:
+        assert not allowed(policies, pods[src], pods[dst], port[dst]), (src, dst)
+    for dst in [*SERVICES, "store"]:
+        for src in ("controller", "cycle", "evaluator"):
+            assert not allowed(policies, other[src], pods[dst], port[dst]), (src, dst)
+        assert not allowed(policies, {}, pods[dst], port[dst]), dst
+    # With the default deny, a pod of anything else in the namespace talks to nothing, and a
+    # cycle pod to nothing but the services' gRPC ports.
+    assert allowed(policies, {}, {}, 8080) is not default_deny
+    assert allowed(policies, pods["cycle"], {}, 8080) is not default_deny
+
+
+# -- the store's keys ----------------------------------------------------------------------------
+
+
+def store_keys(objs: list[dict[str, Any]]) -> dict[str, str]:
+    secret = named(objs, "Secret", f"{FULL}-store")
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_no_store_keys_ship_with_the_chart() -> None:
+    """values.yaml holds no keys: without store.existingSecret or given keys the chart
+    generates random ones (an install keeps them on upgrade through Helm's lookup: the Secret
+    is kept on uninstall too, like the store's volume)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["store"]["accessKey"] == values["store"]["secretKey"] == ""
+    objs = render()
+    first, second = store_keys(objs), store_keys(render())
+    assert len(first["access_key"]) == 20 and len(first["secret_key"]) == 40
+    assert first["access_key"].isalnum() and first["secret_key"].isalnum()
+    assert first != second  # nothing fixed: each install draws its own
+    secret = named(objs, "Secret", f"{FULL}-store")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    given = store_keys(render(sets=["store.accessKey=ak", "store.secretKey=sk"]))
+    assert given == {"access_key": "ak", "secret_key": "sk"}
+    objs = render(sets=["store.existingSecret=mine"])
+    assert not of_kind(objs, "Secret")
+    (c,) = named(objs, "Deployment", f"{FULL}-novelty")["spec"]["template"]["spec"]["containers"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
+    assert refs == {"mine"}
+    external = ["store.external.enabled=true", "store.external.endpoint=s3:443"]
+    external += ["store.external.cidr=10.0.0.0/8"]
+    assert "store.external needs its credentials" in refused(external)

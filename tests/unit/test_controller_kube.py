@@ -199,6 +199,32 @@ def test_cycle_job_node_selector() -> None:
     assert "nodeSelector" not in pod_spec(cycle_job_manifest(RUN, 1, config()))
 
 
+def test_cycle_job_placement_pull_secrets_tolerations_affinity_priority_labels() -> None:
+    """The chart's values for cycle Jobs (image.pullSecrets, controller.cycleJobs.*, the
+    release's instance label) land in the pod spec; the cycle's own labels cannot be replaced."""
+    toleration = {"key": "pool", "operator": "Equal", "value": "ctl", "effect": "NoExecute"}
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    cfg = config(
+        image_pull_secrets=["regcred"],
+        tolerations=[toleration],
+        affinity=affinity,
+        priority_class="nasloop-cycles",
+        labels={"app.kubernetes.io/instance": "nl", "nasloop.io/run": "other-run"},
+    )
+    job = cycle_job_manifest(RUN, 2, cfg)
+    assert kubernetes_validate.validate(job, SCHEMA, strict=True) == SCHEMA
+    spec = pod_spec(job)
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["tolerations"] == [toleration]
+    assert spec["affinity"] == affinity
+    assert spec["priorityClassName"] == "nasloop-cycles"
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["labels"]["app.kubernetes.io/instance"] == "nl"
+        assert meta["labels"]["nasloop.io/run"] == RUN
+    plain = pod_spec(cycle_job_manifest(RUN, 1, config()))
+    assert not {"imagePullSecrets", "tolerations", "affinity", "priorityClassName"} & plain.keys()
+
+
 def test_cycle_job_manifest_refuses_a_local_store() -> None:
     cfg = config()
     cfg.store.url = "file:///var/lib/nasloop"

@@ -143,6 +143,78 @@ def test_optional_fields() -> None:
     assert container(job)["imagePullPolicy"] == "Never"
 
 
+PLACEMENT = {
+    "image_pull_secrets": ["regcred", "mirror"],
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "nas", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
+                ]
+            }
+        }
+    },
+    "priority_class": "batch-low",
+    "labels": {"app.kubernetes.io/instance": "nl", "app.kubernetes.io/component": "spoof"},
+}
+
+
+def test_placement_reaches_the_pod_pull_secrets_tolerations_affinity_priority_labels() -> None:
+    """What the chart passes from its values (image.pullSecrets, gpu.*, priority classes, the
+    release's instance label) lands in the pod spec; nasloop's own labels cannot be replaced."""
+    cfg = KubernetesConfig(gpus=2, gpu_resource="nvidia.com/mig-1g.10gb", **PLACEMENT)
+    job = build(cfg)
+    assert kubernetes_validate.validate(job, "1.33", strict=True) == "1.33"
+    spec = pod_spec(job)
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert spec["affinity"] == PLACEMENT["affinity"]
+    assert spec["priorityClassName"] == "batch-low"
+    # The given tolerations, then the one for the GPU resource's taint (not nvidia.com/gpu).
+    assert spec["tolerations"] == [
+        *PLACEMENT["tolerations"],
+        {"key": "nvidia.com/mig-1g.10gb", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    res = container(job)["resources"]
+    assert (
+        res["limits"]["nvidia.com/mig-1g.10gb"] == "2" == res["requests"]["nvidia.com/mig-1g.10gb"]
+    )
+    assert "nvidia.com/gpu" not in res["limits"]
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["labels"]["app.kubernetes.io/instance"] == "nl"
+        assert HARDENING_LABELS.items() <= meta["labels"].items()
+    # A toleration given already is not repeated; a CPU Job keeps only the given ones.
+    same = KubernetesConfig(
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    assert len(pod_spec(build(same))["tolerations"]) == 1
+    cpu = pod_spec(build(KubernetesConfig(gpus=0, **PLACEMENT)))
+    assert cpu["tolerations"] == PLACEMENT["tolerations"]
+    plain = pod_spec(build())
+    assert not {"imagePullSecrets", "affinity", "priorityClassName"} & plain.keys()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"gpu_resource": "gpu"}, "extended resource name"),
+        ({"tolerations": [{"key": "a", "operator": "Sometimes"}]}, "Exists or Equal"),
+        ({"tolerations": [{"key": "a", "effect": "Never"}]}, "NoSchedule"),
+        ({"tolerations": [{"keys": "a"}]}, "unknown toleration fields"),
+        ({"affinity": {"nodeSelector": {}}}, "affinity takes"),
+        ({"image_pull_secrets": [""]}, "needs a name"),
+        ({"labels": {"app.kubernetes.io/instance": "not a label"}}, "not valid Kubernetes labels"),
+    ],
+)
+def test_bad_placement_is_refused_when_the_configuration_loads(
+    settings: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        KubernetesConfig(**settings)
+
+
 def test_command_and_env_hold_only_urls_and_harmless_settings() -> None:
     job = build(extra_env={"NASLOOP_EVALUATOR__MEMORY_BYTES": "1073741824"})
     c = container(job)

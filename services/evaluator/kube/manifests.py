@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nasloop.config import KubernetesConfig
-from nasloop.kubeapi import locked_container_security, locked_pod_spec
+from nasloop.kubeapi import job_labels, locked_container_security, locked_pod_spec, place_pod
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -39,7 +39,6 @@ ANNOTATION_CANDIDATE_ID = "nasloop.io/candidate-id"
 APP = "nasloop"
 COMPONENT = "evaluator-sandbox"
 CONTAINER = "sandbox"
-GPU_RESOURCE = "nvidia.com/gpu"
 SANDBOX_UID = 65534  # "nobody": no files in the image belong to it
 JOB_PREFIX = "eval-"
 TERMINATION_GRACE_S = 5
@@ -139,7 +138,7 @@ def job_manifest(
         "ephemeral-storage": cfg.ephemeral_storage,
     }
     if cfg.gpus > 0:
-        resources[GPU_RESOURCE] = str(cfg.gpus)
+        resources[cfg.gpu_resource] = str(cfg.gpus)
 
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -162,14 +161,10 @@ def job_manifest(
         pod_spec["serviceAccountName"] = cfg.service_account
     if cfg.runtime_class:
         pod_spec["runtimeClassName"] = cfg.runtime_class
-    if cfg.node_selector:
-        pod_spec["nodeSelector"] = dict(cfg.node_selector)
-    if cfg.gpus > 0 and cfg.tolerate_gpu_taint:
-        pod_spec["tolerations"] = [
-            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+    gpu_taint = {"key": cfg.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+    place_pod(pod_spec, cfg, [gpu_taint] if cfg.gpus > 0 and cfg.tolerate_gpu_taint else [])
 
-    meta_labels = labels(candidate_id)
+    meta_labels = job_labels(cfg, labels(candidate_id))
     annotations = {ANNOTATION_CANDIDATE_ID: candidate_id[:253]}
     return {
         "apiVersion": "batch/v1",

@@ -24,6 +24,9 @@ metadata:
   namespace: {{ $root.Release.Namespace }}
   labels: {{- include "nasloop.labels" . | nindent 4 }}
 automountServiceAccountToken: {{ .kubeApi }}
+{{- with include "nasloop.imagePullSecrets" $root }}
+{{ . }}
+{{- end }}
 ---
 apiVersion: v1
 kind: Service
@@ -64,11 +67,11 @@ spec:
       automountServiceAccountToken: {{ .kubeApi }}
       enableServiceLinks: false
       securityContext: {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
-      {{- with $root.Values.image.pullSecrets }}
-      imagePullSecrets:
-        {{- range . }}
-        - name: {{ . }}
-        {{- end }}
+      {{- with include "nasloop.imagePullSecrets" $root }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      {{- with $root.Values.priorityClassName }}
+      priorityClassName: {{ . }}
       {{- end }}
       {{- with (include "nasloop.gpuScheduling" . | trim) }}
       {{- . | nindent 6 }}
@@ -143,8 +146,16 @@ env:
 resources:
   {{- $res := deepCopy $v.resources -}}
   {{- if $gpu -}}
-  {{- $_ := set $res "limits" (merge (dict $root.Values.gpu.resource 1) ($res.limits | default dict)) -}}
-  {{- $_ := set $res "requests" (merge (dict $root.Values.gpu.resource 1) ($res.requests | default dict)) -}}
+  {{- /* One GPU unless the component's resources name another count (limits first); an
+         extended resource's request must equal its limit. */ -}}
+  {{- $r := $root.Values.gpu.resource -}}
+  {{- $limits := $res.limits | default dict -}}
+  {{- $requests := $res.requests | default dict -}}
+  {{- $n := index $limits $r | default (index $requests $r) | default 1 -}}
+  {{- $_ := set $limits $r $n -}}
+  {{- $_ := set $requests $r $n -}}
+  {{- $_ := set $res "limits" $limits -}}
+  {{- $_ := set $res "requests" $requests -}}
   {{- end }}
   {{- toYaml $res | nindent 2 }}
 securityContext: {{- include "nasloop.containerSecurityContext" . | nindent 2 }}

@@ -35,6 +35,17 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 
+{{/* image.pullSecrets as a pod spec or a ServiceAccount takes them (nothing when there are
+none), for every pod the chart makes; the Jobs the services make get them from the config. */}}
+{{- define "nasloop.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets -}}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
 {{/* The object store --------------------------------------------------------------------- */}}
 {{- define "nasloop.storeSecret" -}}
 {{- .Values.store.existingSecret | default (printf "%s-store" (include "nasloop.fullname" .)) -}}
@@ -76,15 +87,30 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- $url := printf "s3://%s" $v.store.bucket -}}
 {{- if $v.store.prefix }}{{ $url = printf "%s/%s" $url (trimAll "/" $v.store.prefix) }}{{ end -}}
 {{- $jobs := $v.evaluator.jobs -}}
+{{- /* The Jobs that the evaluator and the controller create: pull secrets, this release's
+       instance label (its NetworkPolicies match it), scheduling; GPU Jobs on GPU nodes. */ -}}
+{{- $instance := dict "app.kubernetes.io/instance" .Release.Name -}}
+{{- $place := include "nasloop.gpuScheduling" (dict "root" . "values" $jobs "gpu" (gt (int $jobs.gpus) 0)) | fromYaml -}}
 {{- $kube := dict "namespace" .Release.Namespace
       "image" (include "nasloop.image" (dict "root" . "component" "evaluator" "torch" true))
       "image_pull_policy" $v.image.pullPolicy
+      "image_pull_secrets" $v.image.pullSecrets
       "service_account" (printf "%s-sandbox" $full)
       "gpus" (ternary (int $jobs.gpus) 0 $v.gpu.enabled)
+      "gpu_resource" $v.gpu.resource
+      "tolerate_gpu_taint" false
       "cpu" $jobs.cpu "memory" $jobs.memory "ephemeral_storage" $jobs.ephemeralStorage
-      "node_selector" (ternary $v.gpu.nodeSelector (dict) $v.gpu.enabled) -}}
-{{- $runtime := $jobs.runtimeClassName | default (ternary $v.gpu.runtimeClassName "" (and $v.gpu.enabled (gt (int $jobs.gpus) 0))) -}}
+      "node_selector" ($place.nodeSelector | default dict)
+      "tolerations" ($place.tolerations | default list)
+      "affinity" ($place.affinity | default dict)
+      "labels" $instance -}}
+{{- $runtime := $jobs.runtimeClassName | default $place.runtimeClassName -}}
 {{- if $runtime }}{{ $_ := set $kube "runtime_class" $runtime }}{{ end -}}
+{{- with $jobs.priorityClassName | default $v.priorityClassName }}{{ $_ := set $kube "priority_class" . }}{{ end -}}
+{{- $cj := $v.controller.cycleJobs -}}
+{{- $cycles := dict "image_pull_secrets" $v.image.pullSecrets "labels" $instance
+      "node_selector" $cj.nodeSelector "tolerations" $cj.tolerations "affinity" $cj.affinity -}}
+{{- with $cj.priorityClassName | default $v.priorityClassName }}{{ $_ := set $cycles "priority_class" . }}{{ end -}}
 {{- $derived := dict
       "store" (dict "url" $url "endpoint" (include "nasloop.storeEndpoint" .)
                     "secure" (and $v.store.external.enabled $v.store.external.secure)
@@ -96,7 +122,8 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
                         "data_dir" "/var/lib/nasloop/cache/evaluator" "kubernetes" $kube)
       "novelty" (dict "port" (int $v.novelty.port))
       "trainer" (dict "port" (int $v.trainer.port) "device" $device
-                      "cache_dir" "/var/lib/nasloop/cache/trainer") -}}
+                      "cache_dir" "/var/lib/nasloop/cache/trainer")
+      "controller" (dict "kubernetes" $cycles) -}}
 {{- mustMergeOverwrite $derived (deepCopy $v.config) | toYaml -}}
 {{- end -}}
 
