@@ -31,6 +31,7 @@ from chart import (
     run_helm,
     selects,
 )
+from helm_apiserver import fake_apiserver
 from tiny_lm import build_tiny_lm, lay_into_hf_cache
 
 from nasloop.config import Config, load_config
@@ -738,3 +739,43 @@ def test_no_store_keys_ship_with_the_chart() -> None:
     external = ["store.external.enabled=true", "store.external.endpoint=s3:443"]
     external += ["store.external.cidr=10.0.0.0/8"]
     assert "store.external needs its credentials" in refused(external)
+
+
+def test_generated_store_keys_are_kept_on_upgrade_with_a_fake_kubernetes_api() -> None:
+    """Against a FAKE Kubernetes API (tests/deploy/helm_apiserver.py; no cluster here) that
+    holds the store's Secret as an earlier install of this release left it, the rendered
+    upgrade (``--dry-run=server``: Helm's lookup reads the cluster) carries that Secret's keys,
+    not new ones; keys given in values still win."""
+    kept = {"access_key": "keptAccessKey01", "secret_key": "keptSecretKey0123456789"}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{FULL}-store",
+            "namespace": NAMESPACE,
+            # Helm's marks of ownership, which it puts on what it installs.
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {
+                "meta.helm.sh/release-name": RELEASE,
+                "meta.helm.sh/release-namespace": NAMESPACE,
+            },
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in kept.items()},
+    }
+
+    def upgrade(url: str, *sets: str) -> dict[str, str]:
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=server"]
+        args += ["--disable-openapi-validation", "--kube-apiserver", url]
+        for s in sets:
+            args += ["--set", s]
+        out = run_helm(*args)
+        assert out.returncode == 0, out.stderr
+        return store_keys([d for d in yaml.safe_load_all(out.stdout) if d])
+
+    with fake_apiserver([secret]) as url:
+        assert upgrade(url) == kept
+        given = upgrade(url, "store.accessKey=ak", "store.secretKey=sk")
+        assert given == {"access_key": "ak", "secret_key": "sk"}
+    with fake_apiserver([]) as url:  # a first install: new keys
+        fresh = upgrade(url)
+        assert fresh != kept and len(fresh["secret_key"]) == 40
