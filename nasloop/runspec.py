@@ -158,8 +158,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_parameters": 150_000_000,  # the evaluator's paper limit: admits VGG (≈ 129 M)
             "device": "",
             "dataset_source": "",
-            "input_size": 256,
-            "random_resized_crop": True,
+            "input_size": 256,  # norm_256_flip: Resize(256), CenterCrop(256), a random flip
+            "random_resized_crop": False,
             "horizontal_flip": True,
         },
         "novelty": {

@@ -2,9 +2,17 @@
 
 * Every name a candidate declares in ``supported_hyperparameters()`` gets a value: the
   protocol's, else :data:`DEFAULTS`, else :data:`FALLBACK` (the middle of LEMUR's [0, 1] range).
-* LEMUR trains through torchvision transforms (``norm_256_flip``: random resized crop to 256 px
-  and a horizontal flip; the test images resized to 256 px). :class:`Transform` does the same on
-  tensors, on the device the data lives on, seeded from the protocol, without torchvision.
+* LEMUR trains through torchvision transforms; its default, ``norm_256_flip`` (the ``nn-dataset``
+  package's ``ab/nn/transform/norm_256_flip.py``), is Resize(256), CenterCrop(256),
+  RandomHorizontalFlip, ToTensor, Normalize(CIFAR-10's training mean and std).
+  :class:`Transform` does the same on tensors, on the device the data lives on, seeded from the
+  protocol, without torchvision. The normalisation comes first here (the sandbox's tensors are
+  already normalised by the training split's per-channel mean and std, which for CIFAR-10 are
+  LEMUR's constants to 4 digits: (0.4914, 0.4822, 0.4465) and (0.2470, 0.2435, 0.2616), from
+  nn-dataset's ``ab/nn/loader/cifar_10.py``); resizing, cropping and
+  flipping are linear with weights summing to one, so the order does not change the result
+  beyond the rounding PIL does to 8 bits after its resize. Test images get the resize and crop,
+  not the flip (LEMUR flips them at random too; scoring here stays deterministic).
 """
 
 from __future__ import annotations
@@ -55,7 +63,9 @@ def resolve_prm(declared: Iterable[str], protocol_prm: dict[str, float]) -> dict
 
 @dataclass(frozen=True)
 class Transform:
-    """Resize to ``size`` (0 = keep), random resized crop and flip on training batches."""
+    """``size`` (0 = keep): torchvision's Resize(size) then CenterCrop(size), or with ``crop``
+    a RandomResizedCrop(size) on training batches; ``flip``: RandomHorizontalFlip on training
+    batches."""
 
     size: int = 0
     crop: bool = False
@@ -69,24 +79,38 @@ class Transform:
         return (self.size, self.size) if self.size else hw
 
     def test(self, x: torch.Tensor) -> torch.Tensor:
-        return self._resize(x, self.out_hw(tuple(x.shape[-2:])))  # type: ignore[arg-type]
+        return self._resize_centre_crop(x)
 
     def train(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         hw = self.out_hw(tuple(x.shape[-2:]))  # type: ignore[arg-type]
         if self.crop:
             x = torch.cat([self._crop(x[i : i + 1], hw, g) for i in range(len(x))])
         else:
-            x = self._resize(x, hw)
+            x = self._resize_centre_crop(x)
         if self.flip:
             mask = (torch.rand(len(x), generator=g) < 0.5).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(mask, x.flip(-1), x)
         return x
 
+    def _resize_centre_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize(size): the shorter side to ``size``, the longer in proportion (truncated, as
+        torchvision does); then CenterCrop(size) with torchvision's rounding."""
+        if not self.size:
+            return x
+        h, w = x.shape[-2:]
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = int(self.size * long / short)
+        nh, nw = (self.size, new_long) if h <= w else (new_long, self.size)
+        x = self._resize(x, (nh, nw))
+        top, left = round((nh - self.size) / 2.0), round((nw - self.size) / 2.0)
+        return x[..., top : top + self.size, left : left + self.size]
+
     @staticmethod
     def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Bilinear, antialiased when shrinking (as PIL's resize, which torchvision uses)."""
         if tuple(x.shape[-2:]) == hw:
             return x
-        return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
+        return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
 
     def _crop(self, x: torch.Tensor, hw: tuple[int, int], g: torch.Generator) -> torch.Tensor:
         """torchvision's RandomResizedCrop.get_params, then a bilinear resize."""

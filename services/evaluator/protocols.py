@@ -36,10 +36,12 @@ def named(cfg: EvaluatorConfig) -> dict[str, Protocol]:
     quick = replace(lemur, name="quick", train_subset=512, test_subset=256)
     paper = replace(
         lemur,
-        name="paper",  # DESIGN.md presets: CIFAR-10 seen as LEMUR's norm_256_flip sees it
+        # DESIGN.md presets: CIFAR-10 seen as LEMUR's norm_256_flip sees it: Resize(256),
+        # CenterCrop(256), RandomHorizontalFlip, normalised (services.evaluator.lemur)
+        name="paper",
         dataset="cifar10",
         input_size=PAPER_INPUT_SIZE,
-        random_resized_crop=True,
+        random_resized_crop=False,
         horizontal_flip=True,
         max_parameters=max(cfg.max_parameters, PAPER_MAX_PARAMETERS),
     )

@@ -133,14 +133,14 @@ def test_the_paper_preset_is_lemurs_default_transform() -> None:
     assert (p.dataset, p.input_size, p.random_resized_crop, p.horizontal_flip) == (
         "cifar10",
         256,
-        True,
+        False,  # norm_256_flip: Resize(256), CenterCrop(256), no random resized crop
         True,
     )
     assert p.max_parameters == protocols.PAPER_MAX_PARAMETERS > cfg.max_parameters
     q = protocols.resolve(
         common.EvaluationProtocol(name="paper", input_size=224, horizontal_flip=False), cfg
     )
-    assert (q.input_size, q.random_resized_crop, q.horizontal_flip) == (224, True, False)
+    assert (q.input_size, q.random_resized_crop, q.horizontal_flip) == (224, False, False)
 
 
 @pytest.mark.parametrize(

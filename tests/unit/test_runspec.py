@@ -55,7 +55,7 @@ def test_paper_preset_has_the_paper_settings() -> None:
         0.12,
     )
     assert p.max_parameters >= 129_000_000
-    assert (p.input_size, p.random_resized_crop, p.horizontal_flip) == (256, True, True)
+    assert (p.input_size, p.random_resized_crop, p.horizontal_flip) == (256, False, True)
     assert s.novelty.params.mode == "raw"
     assert (s.novelty.params.shingle_size, s.novelty.params.num_perm) == (7, 128)
     assert s.novelty.params.threshold == 0.85
