@@ -57,11 +57,27 @@ RESOURCES = obj(
 )
 IMAGE = obj({"repository": STR, "tag": STR, "pullPolicy": enum("Always", "IfNotPresent", "Never")})
 PERSISTENCE = obj({"size": QUANTITY, "storageClass": STR, "existingClaim": STR})
+# Kubernetes tolerations and affinities, checked as far as nasloop's configuration checks them
+# (nasloop/config.py, JobPlacement), so that a typo fails the install, not the evaluator's start.
+TOLERATIONS = array(
+    obj(
+        {
+            "key": STR,
+            "operator": enum("Exists", "Equal"),
+            "value": STR,
+            "effect": enum("", "NoSchedule", "PreferNoSchedule", "NoExecute"),
+            "tolerationSeconds": {"type": "integer"},
+        }
+    )
+)
+AFFINITY = obj(
+    {"nodeAffinity": ANY_OBJECT, "podAffinity": ANY_OBJECT, "podAntiAffinity": ANY_OBJECT}
+)
 # Where a Job's pods are scheduled (evaluator.jobs, controller.cycleJobs).
 JOB_PLACEMENT: Json = {
     "nodeSelector": LABELS,
-    "tolerations": array(ANY_OBJECT),
-    "affinity": ANY_OBJECT,
+    "tolerations": TOLERATIONS,
+    "affinity": AFFINITY,
     "priorityClassName": STR,
 }
 
@@ -73,8 +89,8 @@ def component(**extra: Json) -> Json:
         "resources": RESOURCES,
         "startupSeconds": {"type": "integer", "minimum": 10},
         "nodeSelector": LABELS,
-        "tolerations": array(ANY_OBJECT),
-        "affinity": ANY_OBJECT,
+        "tolerations": TOLERATIONS,
+        "affinity": AFFINITY,
         "podAnnotations": LABELS,
         "env": ENV,
     }
@@ -111,8 +127,8 @@ def values_schema() -> Json:
                         "enabled": BOOL,
                         "resource": STR,
                         "nodeSelector": LABELS,
-                        "tolerations": array(ANY_OBJECT),
-                        "affinity": ANY_OBJECT,
+                        "tolerations": TOLERATIONS,
+                        "affinity": AFFINITY,
                         "runtimeClassName": STR,
                     }
                 ),

@@ -426,6 +426,10 @@ S3_SECRET = ["store.existingSecret=s3"]
             "store.external.cidr",
         ),
         (["run.enabled=true"], "run.spec.name is required"),
+        (["gpu.tolerations[0].operator=Sometimes"], "value must be one of"),
+        (["evaluator.jobs.tolerations[0].keys=a"], "additional properties 'keys' not allowed"),
+        (["controller.cycleJobs.affinity.nodeSelector.a=b"], "'nodeSelector' not allowed"),
+        (["generator.affinity.podAffinty.a=b"], "'podAffinty' not allowed"),
         (["model.source=pvc"], "model.pvc.claimName is required"),
     ],
 )
