@@ -19,6 +19,11 @@ which it reads and writes its run's records (``controller://``, the ``CycleStore
 cycle_store.py). The controller knows the caller by its pod's address
 (:meth:`CycleJobs.cycle_of_pod_ip`).
 
+Where the pod runs and how it pulls its image (pull secrets, node selector, tolerations,
+affinity, priority class, and more labels such as the Helm release's instance label, which the
+chart's NetworkPolicies match) come from ``controller.kubernetes``
+(:func:`nasloop.kubeapi.place_pod`).
+
 RBAC: the controller itself needs only Jobs and Pods in its namespace (:func:`controller_role`).
 """
 

@@ -1,7 +1,11 @@
 """Manifests for cluster mode: the hardened Job that runs one evaluation.
 
 Its pods carry the labels that the Helm chart's default-deny NetworkPolicy selects
-(``deploy/helm/nasloop/templates/networkpolicy.yaml``; tests/deploy checks that it selects them).
+(``deploy/helm/nasloop/templates/networkpolicy.yaml``; tests/deploy checks that it selects them):
+nasloop's own and those of ``evaluator.kubernetes.labels`` (the chart sets its release's instance
+label there). GPU Jobs request ``gpu_resource`` (``gpus`` of it); pull secrets, node selector,
+tolerations, affinity and priority class come from the same section
+(:func:`nasloop.kubeapi.place_pod`).
 
 Pure functions from configuration to plain dicts (what ``kubectl apply`` and the ``kubernetes``
 client both accept), so they can be checked against the Kubernetes schemas without a cluster.
