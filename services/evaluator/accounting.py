@@ -54,6 +54,12 @@ class EpochStream:
         self.pin_memory = False
         self.samples = 0  # handed out so far
         self.batches = 0
+        self._kept: list[Batch] | None = None
+        self._keep_samples = 0
+
+    def keep(self, sink: list[Batch], samples: int) -> None:
+        """Append the batches handed out to ``sink`` until it holds ``samples`` samples."""
+        self._kept, self._keep_samples = sink, samples
 
     def __len__(self) -> int:
         return self._num_batches
@@ -68,6 +74,8 @@ class EpochStream:
         for x, y in self._batches:
             self.samples += len(y)
             self.batches += 1
+            if self._kept is not None and sum(len(b[1]) for b in self._kept) < self._keep_samples:
+                self._kept.append((x, y))
             yield x, y
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import math
 import os
 import resource
@@ -21,22 +22,36 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from nasloop.config import EvaluatorConfig
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
-from services.evaluator import seccomp_filter
+from services.evaluator import seccomp_filter, statefile
 from services.evaluator.datasets import SandboxData
+from services.evaluator.epoch import Ledger
+from services.evaluator.feed import Server
 from services.evaluator.frames import HEADER, payload_length, write_frame
+from services.evaluator.harness import Geometry
+from services.evaluator.private import private_data
 from services.evaluator.report import Report
 from services.evaluator.task import Task
-from services.evaluator.testset import TestHandover
+from services.evaluator.testset import SecretOrder, TestHandover
 
 MAX_RESULT_BYTES = 48 << 20  # below the worker frame limit (64 MiB)
 SETUP_FAILED = 70
 DRAIN_AFTER_EXIT_S = 2.0
 CHILD_ENV = {"HOME": "/tmp", "PATH": "/usr/bin:/bin", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+TMP_INODES = 4096
+F_SETPIPE_SZ = 1031
+PRIVATE = b"private"  # the S frame of a child that has its own /tmp and /dev/shm
 PR_SET_DUMPABLE = 4
 CAP_SETFCAP = 31
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -44,7 +59,7 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 @dataclass(frozen=True)
 class Limits:
-    wall_s: float
+    wall_s: float  # the build and train phases; the score phase gets as much again
     cpu_s: float
     memory_bytes: int
     file_bytes: int
@@ -57,6 +72,13 @@ class Limits:
     # instead of switching to them: how a non-root evaluator, which cannot setuid, gives a
     # candidate another uid than its worker's.
     user_namespace: bool = False
+    # Size of the private /tmp each candidate process mounts for itself.
+    tmp_bytes: int = 64 << 20
+    # Directories the parent empties after each process (the pod, where a child may be unable
+    # to mount its own): everything in them is the candidates' to lose.
+    scrub_dirs: tuple[str, ...] = ()
+    # Directories covered with an empty one in each candidate process (the dataset files').
+    hidden: tuple[str, ...] = ()
 
 
 def limits_for(
@@ -65,6 +87,7 @@ def limits_for(
     uid: int | None,
     seccomp: bool,
     user_namespace: bool = False,
+    scrub_dirs: tuple[str, ...] = (),
 ) -> Limits:
     wall = task.wall_limit_s(cfg.probe_time_limit_s)
     return Limits(
@@ -78,6 +101,8 @@ def limits_for(
         seccomp=seccomp,
         output_tail_bytes=cfg.output_tail_bytes,
         user_namespace=user_namespace and uid is not None,
+        tmp_bytes=cfg.tmp_bytes,
+        scrub_dirs=scrub_dirs,
     )
 
 
@@ -113,7 +138,46 @@ def drop_capabilities(keep: tuple[int, ...] = ()) -> None:
     _libc_call("capset", header, data)
 
 
-def enter_user_namespace(uid: int, gid: int) -> None:
+def empty_dir(root: Path, keep: set[str]) -> None:
+    """Remove everything in ``root`` but the entries named in ``keep``. Iterative, so that a
+    candidate's 3,000-deep directory tree cannot exhaust the recursion."""
+    stack = [root / name for name in os.listdir(root) if name not in keep]
+    dirs: list[Path] = []
+    while stack:
+        path = stack.pop()
+        if path.is_dir() and not path.is_symlink():
+            dirs.append(path)
+            stack.extend(path / name for name in os.listdir(path))
+        else:
+            path.unlink(missing_ok=True)
+    for d in reversed(dirs):  # children were appended after their parents
+        d.rmdir()
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    args = [None if v is None else v.encode() for v in (source, target, fstype)]
+    if libc.mount(*args, ctypes.c_ulong(flags), None if data is None else data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def private_mounts(tmp_bytes: int, hidden: tuple[str, ...] = ()) -> None:
+    """In the mount namespace this process has just made: a fresh, size- and inode-limited
+    /tmp, and an empty read-only /dev/shm and /dev/mqueue, seen by this process alone and gone
+    with it (nothing one candidate process writes is there for the next); each ``hidden``
+    directory covered with an empty read-only one (the dataset files are not in its view)."""
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    flags = MS_NOSUID | MS_NODEV
+    _mount("tmpfs", "/tmp", "tmpfs", flags, f"size={tmp_bytes},nr_inodes={TMP_INODES},mode=1777")
+    for d in ("/dev/shm", "/dev/mqueue", *hidden):
+        if os.path.isdir(d):  # (a hidden directory under /tmp is gone already)
+            _mount("tmpfs", d, "tmpfs", flags | MS_NOEXEC | MS_RDONLY, "size=4k,nr_inodes=1")
+
+
+def enter_user_namespace(
+    uid: int, gid: int, tmp_bytes: int | None = None, hidden: tuple[str, ...] = ()
+) -> None:
     """Become ``uid``/``gid`` in a new user namespace whose only ids map to this process's own
     (an unprivileged process may map its own euid and egid, setgroups denied first), then give
     up the capabilities the new namespace granted. The process must be single-threaded, and
@@ -125,7 +189,7 @@ def enter_user_namespace(uid: int, gid: int) -> None:
     and holds no capability in it or over it.
     """
     outer_uid, outer_gid = os.geteuid(), os.getegid()
-    _libc_call("unshare", CLONE_NEWUSER)
+    _libc_call("unshare", CLONE_NEWUSER | (CLONE_NEWNS if tmp_bytes is not None else 0))
     for name, text in (
         ("setgroups", "deny"),
         ("uid_map", f"{uid} {outer_uid} 1\n"),
@@ -136,13 +200,16 @@ def enter_user_namespace(uid: int, gid: int) -> None:
             os.write(fd, text.encode())
         finally:
             os.close(fd)
+    if tmp_bytes is not None:  # with the capabilities the new namespace granted
+        private_mounts(tmp_bytes, hidden)
     drop_capabilities()
     not_dumpable()  # a change of credentials may have reset it
     if (os.getuid(), os.getgid()) != (uid, gid):
         raise OSError(f"user namespace: uid {os.getuid()}, gid {os.getgid()}")
 
 
-def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> None:
+def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> bool:
+    """Confine this child; True when it got a /tmp and /dev/shm of its own."""
     os.setsid()
     low = 3
     for fd in sorted(keep):
@@ -161,8 +228,19 @@ def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> None:
         cap = _vm_size() + limits.memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     if limits.user_namespace and limits.uid is not None and limits.gid is not None:
-        enter_user_namespace(limits.uid, limits.gid)
-        return
+        enter_user_namespace(limits.uid, limits.gid, limits.tmp_bytes, limits.hidden)
+        os.chdir("/tmp")
+        return True
+    private = True
+    if os.geteuid() == 0:  # root (or uid 0 of bubblewrap's namespace, holding CAP_SYS_ADMIN)
+        _libc_call("unshare", CLONE_NEWNS)
+        private_mounts(limits.tmp_bytes, limits.hidden)
+    else:  # weak mode and the pod, non-root: a user namespace of its own ids, where allowed
+        try:
+            enter_user_namespace(os.geteuid(), os.getegid(), limits.tmp_bytes, limits.hidden)
+        except OSError:  # none here: the parent empties what this child added (_Scrub)
+            private = False
+    os.chdir("/tmp")
     if limits.gid is not None:
         os.setgroups([])
         os.setresgid(limits.gid, limits.gid, limits.gid)
@@ -170,58 +248,93 @@ def _confine(limits: Limits, keep: tuple[int, ...], cuda: bool) -> None:
         os.setresuid(limits.uid, limits.uid, limits.uid)
         # Counted per uid across all workers' children: a bound on thread bombs, not a quota.
         resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
+    return private
 
 
-def _child(
-    task: Task,
-    data: SandboxData,
-    limits: Limits,
-    result_fd: int,
-    out_fd: int,
-    handover: TestHandover | None,
+def _exit_setup_failed(e: BaseException) -> None:
+    with contextlib.suppress(BaseException):
+        os.write(2, f"nasloop sandbox setup failed: {e!r}\n".encode())
+    os._exit(SETUP_FAILED)
+
+
+def _enter(task: Task, limits: Limits, out_fd: int, keep: tuple[int, ...]) -> bytes:
+    """The trusted start of every candidate process: output to the pipe, confined, filtered.
+    Returns the ``S`` frame's payload: ``private`` when it has a /tmp of its own."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(devnull)
+    if out_fd > 2:
+        os.close(out_fd)
+    # Whatever sys.stdout was in the parent (a capture, a redirect), prints go to the pipe.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    import torch
+
+    cuda = task.protocol.device == "cuda"
+    private = _confine(limits, keep, cuda)
+    torch.set_num_threads(task.threads)
+    if cuda:  # start CUDA before the filter: its start-up uses Unix sockets
+        torch.cuda.init()
+    if limits.seccomp:
+        seccomp_filter.install(allow_unix_sockets=cuda)
+    return PRIVATE if private else b""
+
+
+def _train_child(
+    task: Task, geometry: Geometry, limits: Limits, result_fd: int, out_fd: int, data_fd: int
 ) -> None:
-    """Runs in the forked child; never returns.
+    """The build and train phases; runs in the forked child, never returns.
 
     Until the ``S`` frame is sent, only trusted code runs here; a child that dies before
     sending it failed in setup (the evaluator's fault), after it everything is the candidate's.
-    The test inputs are dropped here: they arrive after training, in the parent's secret order.
     """
     try:
-        # This process's copy of the parent's data: its test inputs go before candidate code.
-        data.test_x = None
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
-        os.close(devnull)
-        if out_fd > 2:
-            os.close(out_fd)
-        # Whatever sys.stdout was in the parent (a capture, a redirect), prints go to the pipe.
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        import torch
-
-        cuda = task.protocol.device == "cuda"
-        _confine(limits, (result_fd, *([handover.go_r] if handover else [])), cuda)
-        torch.set_num_threads(task.threads)
-        if cuda:  # start CUDA before the filter: its start-up uses Unix sockets
-            torch.cuda.init()
-            data = SandboxData(data.train_x.cuda(), data.train_y.cuda(), None, data.num_classes)
-        if limits.seccomp:
-            seccomp_filter.install(allow_unix_sockets=cuda)
+        started = _enter(task, limits, out_fd, (result_fd, data_fd))
+        from services.evaluator.feed import pipe_stream
         from services.evaluator.harness import Harness
 
         def progress(r: Report) -> None:
             write_frame(result_fd, b"P", wire.encode(r))
 
-        write_frame(result_fd, b"S", b"")
+        def stream(epoch: int) -> Any:
+            return pipe_stream(task, geometry.train_size, result_fd, data_fd)
+
+        write_frame(result_fd, b"S", started)
     except BaseException as e:
-        with contextlib.suppress(BaseException):
-            os.write(2, f"nasloop sandbox setup failed: {e!r}\n".encode())
-        os._exit(SETUP_FAILED)
+        _exit_setup_failed(e)
     try:
-        fetch = None if handover is None else (lambda: handover.receive(result_fd))
-        report = Harness(task, data, progress, fetch).run()
+        harness = Harness(task, geometry, progress, stream=stream)
+        report = harness.run()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if harness.state is not None and report.status == common.STATUS_OK:
+            write_frame(result_fd, b"W", harness.state)
+        write_frame(result_fd, b"R", wire.encode(report))
+    finally:
+        os._exit(0)
+
+
+def _score_child(
+    task: Task,
+    geometry: Geometry,
+    limits: Limits,
+    result_fd: int,
+    out_fd: int,
+    state: bytes,
+    handover: TestHandover,
+) -> None:
+    """One chunk of the score phase; runs in the forked child, never returns."""
+    try:
+        started = _enter(task, limits, out_fd, (result_fd, handover.go_r))
+        from services.evaluator.harness import Scorer
+
+        write_frame(result_fd, b"S", started)
+    except BaseException as e:
+        _exit_setup_failed(e)
+    try:
+        report = Scorer(task, geometry).run(state, lambda: handover.receive(result_fd))
         sys.stdout.flush()
         sys.stderr.flush()
         write_frame(result_fd, b"R", wire.encode(report))
@@ -299,12 +412,12 @@ def _parse_frames(buf: bytes) -> tuple[bool, Report | None, Report | None]:
     setup = False
     progress = final = None
     for _, kind, payload in _frames(buf):
-        if kind not in (b"S", b"P", b"R", b"E"):
+        if kind not in (b"S", b"P", b"R", b"E", b"B", b"W"):
             break
         if kind == b"S":
             setup = True
             continue
-        if kind == b"E":
+        if kind in (b"E", b"B", b"W"):
             continue
         try:
             r = wire.decode(payload)
@@ -333,45 +446,58 @@ def _from_exit(status: int, rusage: resource.struct_rusage, limits: Limits) -> t
     return common.STATUS_NO_RESULT, f"the sandbox exited with code {code} without a result"
 
 
-def run_confined(
-    task: Task,
-    data: SandboxData,
+@dataclass
+class _Ended:
+    """How one confined process ended, as its parent saw it."""
+
+    result: bytes
+    tail: bytes
+    killed_for: tuple[int, str] | None
+    status: int
+    rusage: resource.struct_rusage
+
+
+def _oversized(result: bytearray, at: int, max_state: int) -> bool:
+    """The frame starting at ``at`` announces more than its kind may carry: the exported state
+    (``W``) up to ``max_state`` bytes, every other frame up to MAX_RESULT_BYTES."""
+    if len(result) - at < HEADER:
+        return False
+    kind, n = result[at : at + 1], payload_length(bytes(result[at : at + HEADER]))
+    return n > (max_state if kind == b"W" else MAX_RESULT_BYTES)
+
+
+def _pipe() -> tuple[int, int]:
+    """A pipe with a 1 MiB buffer where the kernel allows it (batches and states are large)."""
+    r, w = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, F_SETPIPE_SZ, 1 << 20)
+    return r, w
+
+
+def _supervise(
+    pid: int,
+    result_r: int,
+    out_r: int,
     limits: Limits,
+    deadline: float,
+    max_result: int,
+    on_frame: Callable[[bytes], bytes],
+    data_w: int | None = None,
     watch_fd: int | None = None,
     on_watch: Callable[[], bool] | None = None,
-) -> Report:
-    """Fork a confined child for ``task`` and return its report.
-
-    ``watch_fd`` is polled while the child runs; when it is readable ``on_watch()`` is called and
-    a True answer cancels the run (STATUS_CANCELLED).
-    """
-    result_r, result_w = os.pipe()
-    out_r, out_w = os.pipe()
-    handover = TestHandover.prepare(task, data) if task.mode == "evaluate" else None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(result_r)
-        os.close(out_r)
-        if watch_fd is not None:
-            os.close(watch_fd)
-        if handover is not None:
-            handover.child_side()
-        _child(task, data, limits, result_w, out_w, handover)
-    os.close(result_w)
-    os.close(out_w)
-    if handover is not None:
-        handover.parent_side()  # the secret order is drawn now, after the fork
+) -> _Ended:
+    """Watch one confined child until it ends: its frames (``on_frame`` answers each kind with
+    bytes for the data pipe), its output, the deadline, the caller's cancel."""
     scanned = 0
-    started = time.monotonic()
-    deadline = started + limits.wall_s
     result = bytearray()
     tail = bytearray()
+    pending = bytearray()
     open_fds = {result_r, out_r}
     killed_for: tuple[int, str] | None = None
     exited: tuple[int, resource.struct_rusage] | None = None
     exit_time = 0.0
+    if data_w is not None:
+        os.set_blocking(data_w, False)
 
     def kill(status: int, message: str) -> None:
         nonlocal killed_for
@@ -392,7 +518,15 @@ def run_confined(
             if exited is not None and now - exit_time > DRAIN_AFTER_EXIT_S:
                 break  # something (a leaked descendant in weak mode) still holds the pipes
             watch = [watch_fd] if watch_fd is not None else []
-            ready, _, _ = select.select([*open_fds, *watch], [], [], 0.05)
+            writable = [data_w] if data_w is not None and pending and exited is None else []
+            ready, can_write, _ = select.select([*open_fds, *watch], writable, [], 0.05)
+            if can_write:
+                try:
+                    del pending[: os.write(data_w, pending)]  # type: ignore[arg-type]
+                except BlockingIOError:
+                    pass
+                except OSError:  # the child closed its end
+                    pending.clear()
             for fd in ready:
                 if fd == watch_fd:
                     if on_watch is not None and on_watch():
@@ -403,13 +537,15 @@ def run_confined(
                     open_fds.discard(fd)
                 elif fd == result_r:
                     result += chunk
-                    if len(result) > MAX_RESULT_BYTES:
+                    if len(result) > max_result:
                         kill(common.STATUS_NO_RESULT, "the sandbox sent an oversized result")
                         open_fds.discard(fd)
                     for end, kind, _ in _frames(result, scanned):
                         scanned = end
-                        if kind == b"E" and handover is not None:
-                            handover.serve()
+                        pending += on_frame(kind)
+                    if _oversized(result, scanned, max_result):
+                        kill(common.STATUS_NO_RESULT, "the sandbox sent an oversized result")
+                        open_fds.discard(fd)
                 else:
                     tail += chunk
                     if len(tail) > 2 * limits.output_tail_bytes:
@@ -423,37 +559,260 @@ def run_confined(
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(pid, signal.SIGKILL)
     finally:
-        for fd in (result_r, out_r):
+        for fd in (result_r, out_r, *([data_w] if data_w is not None else [])):
             os.close(fd)
-        if handover is not None:
-            handover.close()
         if exited is None:
             kill(common.STATUS_INTERNAL_ERROR, "the evaluator stopped the run")
             _, status, rusage = os.wait4(pid, 0)
             exited = (status, rusage)
+    return _Ended(bytes(result), bytes(tail), killed_for, *exited)
 
-    setup, progress, final = _parse_frames(bytes(result))
-    max_outputs = len(data.test_x) * data.num_classes
-    progress = _untrusted(progress, max_outputs, task, data) if progress is not None else None
-    final = _untrusted(final, max_outputs, task, data) if final is not None else None
-    if final is not None and final.outputs is not None and handover is not None:
-        final.outputs = handover.restore_order(final.outputs)
-    status, rusage = exited
-    if not setup and killed_for is None:
+
+def _outcome(ended: _Ended, limits: Limits, check: Callable[[Report], Report]) -> Report:
+    """The report of one process: its own final report (checked), or how it ended."""
+    setup, progress, final = _parse_frames(ended.result)
+    progress = check(progress) if progress is not None else None
+    final = check(final) if final is not None else None
+    status = ended.status
+    if not setup and ended.killed_for is None:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
         report = Report(last_stage=common.STAGE_POLICY)
         report.fail(common.STATUS_INTERNAL_ERROR, f"the sandbox failed to start (exit {code})")
-    elif killed_for is not None:
+    elif ended.killed_for is not None:
         report = progress or Report(last_stage=common.STAGE_POLICY)
         report.outputs = None
-        report.fail(*killed_for)
+        report.fail(*ended.killed_for)
     elif final is not None and os.WIFEXITED(status):
         report = final
     else:
         report = progress or Report(last_stage=common.STAGE_POLICY)
         report.outputs = None
-        report.fail(*_from_exit(status, rusage, limits))
-    report.peak_memory_bytes = max(report.peak_memory_bytes, rusage.ru_maxrss * 1024)
+        report.fail(*_from_exit(status, ended.rusage, limits))
+    report.peak_memory_bytes = max(report.peak_memory_bytes, ended.rusage.ru_maxrss * 1024)
+    return report
+
+
+def _state_frame(result: bytes) -> bytes | None:
+    for _, kind, payload in _frames(result):
+        if kind == b"W":
+            return payload
+        if kind == b"R":
+            return None
+    return None
+
+
+def _fork(child: Callable[[int, int], None]) -> tuple[int, int, int]:
+    """Fork ``child(result_w, out_w)``; (pid, result_r, out_r) in the parent."""
+    result_r, result_w = _pipe()
+    out_r, out_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(result_r)
+        os.close(out_r)
+        child(result_w, out_w)
+    os.close(result_w)
+    os.close(out_w)
+    return pid, result_r, out_r
+
+
+class _Scrub:
+    """Where a child could not mount a /tmp of its own (a pod without user namespaces): after
+    it ends, remove every path it added under ``limits.scrub_dirs`` (any not there before the
+    first child started), so that the next process finds none of it. Only then: where the
+    child had its own mounts (its first ``S`` frame, written before any candidate code, says
+    so) there is nothing to remove, and nothing else is ever touched."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.before = {d: set(_tree(Path(d))) for d in limits.scrub_dirs if os.path.isdir(d)}
+
+    def after(self, ended: _Ended) -> None:
+        first = next(_frames(ended.result), None)
+        if first is not None and first[1:] == (b"S", PRIVATE):
+            return
+        for root, keep in self.before.items():
+            for path in sorted(_tree(Path(root)), key=lambda p: -len(p.parts)):
+                if path not in keep:  # deepest first: a directory is empty when its turn comes
+                    with contextlib.suppress(OSError):
+                        path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _tree(root: Path) -> list[Path]:
+    """Every path under ``root`` (iteratively; symlinks not followed)."""
+    out, todo = [], [root]
+    while todo:
+        d = todo.pop()
+        with contextlib.suppress(OSError):
+            for name in os.listdir(d):
+                p = d / name
+                out.append(p)
+                if p.is_dir() and not p.is_symlink():
+                    todo.append(p)
+    return out
+
+
+def run_confined(
+    task: Task,
+    data: SandboxData,
+    limits: Limits,
+    watch_fd: int | None = None,
+    on_watch: Callable[[], bool] | None = None,
+) -> Report:
+    """Evaluate ``task`` in confined children and return the report.
+
+    One child builds and trains (it asks for each training batch; this side times it, see
+    :mod:`services.evaluator.epoch`) and exports its state; then fresh children score the test
+    inputs a chunk each, from that state alone (:mod:`services.evaluator.testset`).
+    ``watch_fd`` is polled meanwhile; when it is readable ``on_watch()`` is called and a True
+    answer cancels the run (STATUS_CANCELLED).
+    """
+    given, data = data, private_data(data)  # the worker's and the pod's already are
+    geometry = Geometry.of(data, task)
+    deadline = time.monotonic() + limits.wall_s
+    max_result = MAX_RESULT_BYTES + 8 * task.protocol.max_parameters
+    data_r, data_w = _pipe()
+    server = Server(task, data)
+    scrub = _Scrub(limits)
+
+    def train(result_w: int, out_w: int) -> None:
+        os.close(data_w)
+        if watch_fd is not None:
+            os.close(watch_fd)
+        _forget(given, data)
+        _train_child(task, geometry, limits, result_w, out_w, data_r)
+
+    pid, result_r, out_r = _fork(train)
+    os.close(data_r)
+    ledger = Ledger(pid, wall=task.protocol.device == "cuda")
+
+    def on_train_frame(kind: bytes) -> bytes:
+        if kind == b"B":
+            ledger.request()
+            answer = server.answer()
+            ledger.batches = server.served
+            return answer
+        if kind == b"W":
+            ledger.finish()
+        return b""
+
+    ended = _supervise(
+        pid, result_r, out_r, limits, deadline, max_result, on_train_frame, data_w,
+        watch_fd, on_watch,
+    )  # fmt: skip
+    scrub.after(ended)
+    max_outputs = len(data.test_x) * data.num_classes
+    report = _outcome(ended, limits, lambda r: _untrusted(r, max_outputs, task, data))
+    tails = [ended.tail]
+    report.outputs = None
+    state = _state_frame(ended.result) if report.status == common.STATUS_OK else None
+    if report.status == common.STATUS_OK and task.mode == "evaluate":
+        report = _checked_state(report, state, ledger, task)
+        if report.status == common.STATUS_OK:
+            assert state is not None
+            _score(
+                task,
+                (given, data),
+                limits,
+                state,
+                report,
+                tails,
+                scrub,
+                (watch_fd, on_watch),
+            )
     keep = limits.output_tail_bytes
+    tail = b"".join(tails)
     report.output_tail = bytes(tail[-keep:] if keep else b"").decode("utf-8", "replace")
     return report
+
+
+def _checked_state(report: Report, state: bytes | None, ledger: Ledger, task: Task) -> Report:
+    """The trusted side's verdicts on the train phase: one epoch, and the exported state."""
+    if state is None:
+        return report.fail(common.STATUS_NO_RESULT, "the train process exported no state")
+    why = ledger.verdict(len(state))
+    if why is not None:
+        return report.fail(common.STATUS_PROTOCOL_VIOLATION, why)
+    try:
+        entries = statefile.parse(state, task.protocol.max_parameters)
+    except statefile.StateError as e:
+        status = common.STATUS_PARAMETER_LIMIT if "elements" in str(e) else common.STATUS_NO_RESULT
+        return report.fail(status, str(e))
+    report.parameter_count = statefile.elements(entries)
+    report.informative = [n for n in report.informative if n != "parameter_count"]
+    return report
+
+
+def _forget(*datas: SandboxData) -> None:
+    """In a child: drop this process's references to the data (the private copy's pages are
+    not even mapped here)."""
+    for d in datas:
+        d.train_x = d.train_y = d.test_x = None
+
+
+def _score(
+    task: Task,
+    datas: tuple[SandboxData, SandboxData],
+    limits: Limits,
+    state: bytes,
+    report: Report,
+    tails: list[bytes],
+    scrub: _Scrub,
+    watch: tuple[int | None, Callable[[], bool] | None],
+) -> None:
+    """Score the exported state in fresh children, one chunk of test inputs each."""
+    data = datas[1]
+    geometry = Geometry.of(data, task)
+    watch_fd, on_watch = watch
+    deadline = time.monotonic() + limits.wall_s  # all chunks together
+    canonical = statefile.encode(statefile.parse(state, task.protocol.max_parameters))
+    n = task.protocol.test_subset or len(data.test_x)
+    secret = SecretOrder(data.test_x[:n])
+    outputs = []
+    eval_seconds = 0.0
+    for lo, hi in secret.chunks():
+        handover = TestHandover(secret, lo, hi)
+
+        def score(result_w: int, out_w: int, handover: TestHandover = handover) -> None:
+            handover.child_side()
+            if watch_fd is not None:
+                os.close(watch_fd)
+            _forget(*datas)
+            _score_child(task, geometry, limits, result_w, out_w, canonical, handover)
+
+        pid, result_r, out_r = _fork(score)
+        handover.parent_side()
+
+        def on_score_frame(kind: bytes, handover: TestHandover = handover) -> bytes:
+            if kind == b"E":
+                handover.serve()
+            return b""
+
+        try:
+            ended = _supervise(
+                pid, result_r, out_r, limits, deadline, MAX_RESULT_BYTES, on_score_frame,
+                None, watch_fd, on_watch,
+            )  # fmt: skip
+        finally:
+            handover.close()
+        scrub.after(ended)
+        tails.append(ended.tail)
+        most = (hi - lo) * data.num_classes
+        part = _outcome(ended, limits, lambda r, most=most: _untrusted(r, most, task, data))
+        if part.status == common.STATUS_OK and (
+            part.outputs is None or part.outputs.shape != (hi - lo, data.num_classes)
+        ):
+            part.fail(common.STATUS_NO_RESULT, "the score process returned no usable outputs")
+        if part.status != common.STATUS_OK:
+            report.fail(part.status, part.message)
+            report.peak_memory_bytes = max(report.peak_memory_bytes, part.peak_memory_bytes)
+            return
+        outputs.append(part.outputs)
+        eval_seconds += part.eval_seconds
+        report.peak_memory_bytes = max(report.peak_memory_bytes, part.peak_memory_bytes)
+    restored = secret.restore(np.concatenate(outputs)) if outputs else None
+    if restored is None:
+        report.fail(common.STATUS_NO_RESULT, "the score processes returned no usable outputs")
+        return
+    report.outputs = restored
+    report.eval_seconds = eval_seconds

@@ -1,8 +1,17 @@
-"""The candidate's side of an evaluation: import → instantiate → forward probe → train → predict.
+"""The candidate's side of an evaluation, in three phases.
 
-Runs inside the sandbox, in a child that serves exactly one candidate. It never sees test labels:
-it returns the network's outputs on the test inputs and the evaluator scores them. Nothing is
-repaired; the first failure ends the run with its status.
+* *build*: import → instantiate → forward probe (on a synthetic batch) → ``train_setup``; no
+  training or test data exists in the process yet;
+* *train*: ``learn()`` gets the training batches one by one as it asks for them (in the sandbox
+  they come over a pipe from the trusted parent, which times each request); afterwards the
+  model's ``state_dict`` is exported as safetensors bytes (:mod:`services.evaluator.statefile`);
+* *score*: :class:`Scorer`, in a fresh process, builds the architecture again, loads only that
+  exported state and returns the network's outputs on the test inputs it is handed.
+
+It never sees test labels: the evaluator scores the outputs. Nothing is repaired; the first
+failure ends the run with its status. :meth:`Harness.run` runs all three phases in this one
+process (tests, benchmarks); the sandbox (:mod:`services.evaluator.confine`) runs the train
+phases and each score chunk in separate confined processes.
 """
 
 from __future__ import annotations
@@ -12,14 +21,16 @@ import resource
 import time
 import types
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from nasloop.v1 import common_pb2 as common
-from services.evaluator import lemur
+from services.evaluator import lemur, statefile
 from services.evaluator.accounting import (
+    Batch,
     EpochStream,
     TrainingMeter,
     state_fingerprint,
@@ -125,25 +136,52 @@ def epoch_stream(data: SandboxData, task: Task, epoch: int) -> EpochStream:
     return EpochStream(batches(data, task, epoch), math.ceil(n / bs), n, bs)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """What the build phase knows of the data: shapes and sizes, no values."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) as stored
+    num_classes: int
+    train_size: int
+
+    @classmethod
+    def of(cls, data: SandboxData, task: Task) -> Geometry:
+        c, h, w = (int(d) for d in data.train_x.shape[1:])
+        return cls((c, h, w), int(data.num_classes), train_size(data, task))
+
+
+Batches = Callable[[int], EpochStream]
+
+
 class Harness:
-    """``test_inputs`` hands over the test inputs once training is over (in the sandbox they
-    arrive from the trusted parent, in a secret order); without it ``data.test_x`` is used."""
+    """``data`` is the sandbox data (in-process runs) or only its :class:`Geometry` (the train
+    process, which gets its batches from ``stream``). ``test_inputs`` hands over the test
+    inputs for an in-process run; without it ``data.test_x`` is used."""
 
     def __init__(
         self,
         task: Task,
-        data: SandboxData,
+        data: SandboxData | Geometry,
         progress: Progress | None = None,
         test_inputs: TestInputs | None = None,
+        stream: Batches | None = None,
     ) -> None:
-        self.task, self.data = task, data
+        self.task = task
+        self.data = data if isinstance(data, SandboxData) else None
+        self.geometry = data if isinstance(data, Geometry) else Geometry.of(data, task)
         self.progress = progress or (lambda r: None)
         self.test_inputs = test_inputs
+        self.stream = stream or self._local_stream
         self.report = Report()
         self.device = torch.device(task.protocol.device)
         self.meter = TrainingMeter()
         self.prm: dict[str, float] = task.protocol.prm()
         self.transform = transform(task)
+        self.state: bytes | None = None  # the exported state, after training
+
+    def _local_stream(self, epoch: int) -> EpochStream:
+        assert self.data is not None
+        return epoch_stream(self.data, self.task, epoch)
 
     def _stage(self, stage: int, fn: Callable[[], Any], status: int) -> Any:
         """Run one stage; record it as passed or fail the report with ``status``."""
@@ -164,6 +202,7 @@ class Harness:
         raise _Stop
 
     def run(self) -> Report:
+        """Build, train and export here; in an in-process run, score here too."""
         # The static stages ran in the evaluator; record them as passed.
         self.report.last_stage = common.STAGE_POLICY
         self.meter.install()
@@ -183,7 +222,9 @@ class Harness:
             self._stage(
                 common.STAGE_TRAINED, lambda: self._train(net), common.STATUS_TRAIN_EXCEPTION
             )
-            self._predict(net)
+            self._export(net)
+            if self.data is not None:  # in-process: score the exported state here
+                self._score_here()
             self.report.status = common.STATUS_OK
         except _Stop:
             pass
@@ -195,17 +236,8 @@ class Harness:
         return self.report
 
     def _import(self) -> types.ModuleType:
-        module = types.ModuleType("candidate")
-        exec(compile(self.task.code, "<candidate>", "exec"), module.__dict__)
-        hp = getattr(module, "supported_hyperparameters", None)
-        net_cls = getattr(module, "Net", None)
-        if not callable(hp):
-            self._fail(common.STATUS_MISSING_ENTRY_POINT, "no supported_hyperparameters() function")
-        if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
-            self._fail(common.STATUS_MISSING_ENTRY_POINT, "no class Net(nn.Module)")
-        missing = [m for m in REQUIRED_METHODS if not callable(getattr(net_cls, m, None))]
-        if missing:
-            self._fail(common.STATUS_MISSING_ENTRY_POINT, f"Net lacks {', '.join(missing)}")
+        module = import_candidate(self.task, self._fail)
+        hp = module.supported_hyperparameters
         try:
             declared = lemur.declared_names(hp())
         except ValueError as e:
@@ -215,12 +247,7 @@ class Harness:
         return module
 
     def _build(self, module: types.ModuleType) -> nn.Module:
-        p = self.task.protocol
-        torch.manual_seed(p.seed)
-        c, h, w = self.data.train_x.shape[1:]
-        in_shape = (p.batch_size, c, *self.transform.out_hw((h, w)))
-        out_shape = (int(self.data.num_classes),)
-        net = module.Net(in_shape, out_shape, dict(self.prm), self.device)
+        net = instantiate(module, self.task, self.geometry, self.prm, self.device)
         if not isinstance(net, nn.Module):
             self._fail(common.STATUS_INIT_EXCEPTION, "Net(...) did not return an nn.Module")
         self._check_parameters(net)
@@ -228,7 +255,8 @@ class Harness:
 
     def _check_parameters(self, net: nn.Module) -> None:
         # Every tensor of the tree, frozen ones too (a network frozen when counted could
-        # unfreeze later), whatever the candidate's own parameters() returns.
+        # unfreeze later), whatever the candidate's own parameters() returns. An early refusal:
+        # the limit that holds is counted on the exported state (_export).
         count = tensor_elements(net)
         self.report.parameter_count = max(self.report.parameter_count, int(count))
         limit = self.task.protocol.max_parameters
@@ -236,7 +264,7 @@ class Harness:
             self._fail(common.STATUS_PARAMETER_LIMIT, f"{count:,} parameters, limit {limit:,}")
 
     def _probe(self, net: nn.Module) -> None:
-        x = self.transform.test(self.data.train_x[: min(PROBE_BATCH, len(self.data.train_x))])
+        x = probe_input(self.task, self.geometry).to(self.device)
         net.eval()
         self.meter.phase, self.meter.probe_batch = "probe", len(x)
         try:
@@ -245,7 +273,7 @@ class Harness:
         finally:
             self.meter.phase = "off"
         self._check_parameters(net)  # lazy modules are materialised now
-        want = (len(x), int(self.data.num_classes))
+        want = (len(x), self.geometry.num_classes)
         if not isinstance(out, torch.Tensor):
             self._fail(common.STATUS_WRONG_OUTPUT_SHAPE, f"forward returned {type(out).__name__}")
         if tuple(out.shape) != want:
@@ -261,12 +289,14 @@ class Harness:
         losses: list[torch.Tensor] = []
         _record_losses(net, losses)
         samples = steps = 0
+        kept: list[Batch] = []  # the first samples, for the loss when learn() ignores criteria
         self.meter.phase = "train"
         try:
             for epoch in range(self.task.protocol.epochs):
                 losses.clear()
                 net.train()
-                stream = epoch_stream(self.data, self.task, epoch)
+                stream = self.stream(epoch)
+                stream.keep(kept, OWN_LOSS_SAMPLES)
                 samples, steps = samples + stream.dataset.__len__(), steps + len(stream)
                 net.learn(stream)
         finally:
@@ -277,7 +307,7 @@ class Harness:
             loss = float(values.mean())
             finite = bool(torch.isfinite(values).all())
         else:  # the candidate's learn() did not use self.criteria: measure the loss ourselves
-            loss, finite = self._own_loss(net)
+            loss, finite = self._own_loss(net, kept)
         self.report.loss = loss if math.isfinite(loss) else 0.0
         self.report.train_seconds = time.perf_counter() - t0
         self._check_parameters(net)  # the network may have grown while training
@@ -285,7 +315,8 @@ class Harness:
             self._fail(common.STATUS_NON_FINITE_LOSS, f"training loss is not finite ({loss})")
 
     def _check_budget(self, samples: int, steps: int) -> None:
-        """One pass means one: no more samples per module, no more updates per parameter."""
+        """The in-process meter: a diagnostic and a first refusal of plain replays (the verdict
+        that holds is the trusted parent's, :mod:`services.evaluator.epoch`)."""
         self.report.trained_samples = self.meter.trained_samples()
         self.report.optimizer_steps = self.meter.max_updates()
         if not self.meter.intact():
@@ -294,27 +325,134 @@ class Harness:
         if why is not None:
             self._fail(common.STATUS_PROTOCOL_VIOLATION, why)
 
-    def _own_loss(self, net: nn.Module) -> tuple[float, bool]:
+    def _own_loss(self, net: nn.Module, kept: list[Batch]) -> tuple[float, bool]:
         net.eval()
         total, count = 0.0, 0
         with torch.no_grad():
-            for x, y in batches(self.data, self.task, 0):
+            for x, y in kept:
                 total += float(nn.functional.cross_entropy(net(x), y, reduction="sum"))
                 count += len(y)
-                if count >= 1024:
-                    break
         loss = total / max(count, 1)
         return loss, math.isfinite(loss)
 
+    def _export(self, net: nn.Module) -> None:
+        """The model's ``state_dict`` as safetensors: all a score process will get of it."""
+        try:
+            self.state = statefile.encode(statefile.from_state_dict(net.state_dict()))
+        except BaseException as e:
+            self._fail(_classify(e, common.STATUS_TRAIN_EXCEPTION), f"export: {_describe(e)}")
+
     def _test_x(self) -> torch.Tensor:
         if self.test_inputs is not None:
-            return self.test_inputs().to(self.device)
+            return self.test_inputs()
+        assert self.data is not None
         p = self.task.protocol
         return self.data.test_x if not p.test_subset else self.data.test_x[: p.test_subset]
 
-    def _predict(self, net: nn.Module) -> None:
+    def _score_here(self) -> None:
+        assert self.state is not None
+        try:
+            entries = statefile.parse(self.state, self.task.protocol.max_parameters)
+        except statefile.StateError as e:
+            self._fail(common.STATUS_PARAMETER_LIMIT, str(e))
+        self.report.parameter_count = statefile.elements(entries)
+        scored = Scorer(self.task, self.geometry).run(statefile.encode(entries), self._test_x())
+        if scored.status != common.STATUS_OK:
+            self._fail(scored.status, scored.message)
+        self.report.outputs = scored.outputs
+        self.report.eval_seconds = scored.eval_seconds
+
+
+OWN_LOSS_SAMPLES = 1024
+
+
+def import_candidate(task: Task, fail: Callable[[int, str], None]) -> types.ModuleType:
+    """Execute the candidate's source as module ``candidate`` and check its entry points."""
+    module = types.ModuleType("candidate")
+    exec(compile(task.code, "<candidate>", "exec"), module.__dict__)
+    hp = getattr(module, "supported_hyperparameters", None)
+    net_cls = getattr(module, "Net", None)
+    if not callable(hp):
+        fail(common.STATUS_MISSING_ENTRY_POINT, "no supported_hyperparameters() function")
+    if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+        fail(common.STATUS_MISSING_ENTRY_POINT, "no class Net(nn.Module)")
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(net_cls, m, None))]
+    if missing:
+        fail(common.STATUS_MISSING_ENTRY_POINT, f"Net lacks {', '.join(missing)}")
+    return module
+
+
+def instantiate(
+    module: types.ModuleType,
+    task: Task,
+    geometry: Geometry,
+    prm: dict[str, float],
+    device: torch.device,
+) -> Any:
+    p = task.protocol
+    torch.manual_seed(p.seed)
+    c, h, w = geometry.image_shape
+    in_shape = (p.batch_size, c, *transform(task).out_hw((h, w)))
+    return module.Net(in_shape, (geometry.num_classes,), dict(prm), device)
+
+
+def probe_input(task: Task, geometry: Geometry) -> torch.Tensor:
+    """A synthetic, normalised-looking batch of the test transform's shape: the build phase
+    holds no data."""
+    c, h, w = geometry.image_shape
+    g = torch.Generator().manual_seed(task.protocol.seed)
+    return torch.randn(PROBE_BATCH, c, *transform(task).out_hw((h, w)), generator=g)
+
+
+class Scorer:
+    """The score phase: the architecture built again, the exported state loaded, the network's
+    outputs on the inputs it is handed. Runs in a fresh process per chunk of test inputs (in the
+    sandbox), so no state of the candidate's carries from one chunk to the next."""
+
+    def __init__(self, task: Task, geometry: Geometry) -> None:
+        self.task, self.geometry = task, geometry
+        self.report = Report()
+        self.device = torch.device(task.protocol.device)
+        self.transform = transform(task)
+
+    def _fail(self, status: int, message: str) -> None:
+        self.report.fail(status, message)
+        raise _Stop
+
+    def load(self, state: bytes) -> nn.Module:
+        """Build the network and load ``state`` (canonical safetensors from the trusted side)."""
+        try:
+            module = import_candidate(self.task, self._fail)
+            prm = lemur.resolve_prm(
+                lemur.declared_names(module.supported_hyperparameters()),
+                self.task.protocol.prm(),
+            )
+            net = instantiate(module, self.task, self.geometry, prm, self.device)
+            if not isinstance(net, nn.Module):
+                self._fail(common.STATUS_EVAL_EXCEPTION, "Net(...) did not return an nn.Module")
+            # Lazy modules take their shapes from the state (torch's own load hook).
+            tensors = statefile.to_state_dict(statefile.parse(state, 1 << 62))
+            net.load_state_dict(tensors, strict=True)
+            return net.to(self.device)
+        except _Stop:
+            raise
+        except BaseException as e:
+            self._fail(_classify(e, common.STATUS_EVAL_EXCEPTION), f"score: {_describe(e)}")
+        raise AssertionError("unreachable")
+
+    def run(self, state: bytes, test_x: torch.Tensor | Callable[[], torch.Tensor]) -> Report:
         t0 = time.perf_counter()
-        test_x = self._test_x()
+        try:
+            net = self.load(state)
+            x = test_x() if callable(test_x) else test_x
+            self.report.outputs = self._predict(net, x.to(self.device))
+            self.report.status = common.STATUS_OK
+        except _Stop:
+            pass
+        self.report.eval_seconds = time.perf_counter() - t0
+        return self.report
+
+    def _predict(self, net: nn.Module, test_x: torch.Tensor) -> Any:
         outs = []
         try:
             net.eval()
@@ -325,7 +463,7 @@ class Harness:
                     if not isinstance(out, torch.Tensor) or out.dim() != 2:
                         self._fail(common.STATUS_EVAL_EXCEPTION, "forward gave no 2-D tensor")
                     outs.append(out.detach().float().cpu())
-            outputs = torch.cat(outs)
+            outputs = torch.cat(outs) if outs else torch.empty(0, self.geometry.num_classes)
             changed = state_fingerprint(net) != before
         except _Stop:
             raise
@@ -336,9 +474,8 @@ class Harness:
                 common.STATUS_PROTOCOL_VIOLATION,
                 "parameters or buffers changed while the test inputs were scored",
             )
-        if tuple(outputs.shape) != (len(test_x), int(self.data.num_classes)):
+        if tuple(outputs.shape) != (len(test_x), self.geometry.num_classes):
             self._fail(common.STATUS_EVAL_EXCEPTION, f"test outputs shape {tuple(outputs.shape)}")
         if not bool(torch.isfinite(outputs).all()):
             self._fail(common.STATUS_EVAL_EXCEPTION, "test outputs are not finite")
-        self.report.outputs = outputs.numpy()
-        self.report.eval_seconds = time.perf_counter() - t0
+        return outputs.numpy()

@@ -132,7 +132,7 @@ def run_sandbox(task: Task, task_path: Path, data_path: Path, env: dict[str, str
         env=clean,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        timeout=task.protocol.time_limit_s + RUNNER_MARGIN_S,
+        timeout=2 * task.protocol.time_limit_s + RUNNER_MARGIN_S,  # train, then score
         check=False,
     )
     if proc.returncode != 0:
@@ -142,26 +142,41 @@ def run_sandbox(task: Task, task_path: Path, data_path: Path, env: dict[str, str
 
 def runner_main(task_path: Path, data_path: Path) -> int:
     """``--run``: evaluate and write the encoded report to stdout (nothing else goes there)."""
+    from services.evaluator.private import scrub_freed_memory
+
     _not_dumpable()
+    scrub_freed_memory()  # no freed copy of the data in the heap a candidate process inherits
     out = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     task = Task.from_json(task_path.read_bytes())
+    task_path.unlink()  # nothing of the pod's own stays where a candidate process can write
     report = evaluate(task, data_path, dict(os.environ))
     with os.fdopen(out, "wb") as f:
         f.write(wire.encode(report))
     return EXIT_OK
 
 
+# What a candidate process of the pod can write; emptied after each (train, each score chunk)
+# where it could not mount a /tmp of its own (no user namespaces in the pod).
+SCRUBBED = ("/tmp", "/dev/shm")
+
+
 def evaluate(task: Task, data_path: Path, env: dict[str, str]) -> Report:
-    """Load the sandbox data and run the candidate confined; the pod itself is non-root."""
+    """Load the sandbox data and run the candidate confined; the pod itself is non-root.
+
+    The data is held where no forked child sees it, and its file removed before any candidate
+    process starts: as in the local sandbox, the build phase has no dataset in its view."""
     from services.evaluator.confine import limits_for, run_confined
     from services.evaluator.datasets import SandboxData
+    from services.evaluator.private import private_data
 
     # CPU tensors: CUDA must not be initialised in this process before the sandbox child is
     # forked; the child puts the data on task.protocol.device.
-    data = SandboxData.load(data_path, device="cpu")
-    limits = limits_for(task, evaluator_settings(env), uid=None, seccomp=True)
+    data = private_data(SandboxData.load(data_path, device="cpu"))
+    data_path.unlink()
+    cfg = evaluator_settings(env)
+    limits = limits_for(task, cfg, uid=None, seccomp=True, scrub_dirs=SCRUBBED)
     return run_confined(task, data, limits)
 
 
@@ -243,7 +258,8 @@ def main() -> int:
     for key in (ENV_TASK_URL, ENV_DATA_URL, ENV_RESULT_URL):
         os.environ.pop(key, None)
     _not_dumpable()
-    with tempfile.TemporaryDirectory(prefix="nasloop-pod-") as workdir:
+    # The runner removes the task and data files once it has loaded them.
+    with tempfile.TemporaryDirectory(prefix="nasloop-pod-", ignore_cleanup_errors=True) as workdir:
         return run(env, Path(workdir))
 
 

@@ -320,7 +320,7 @@ class SandboxWorker:
         got at the worker's pipe could have written, is this candidate's failure."""
         assert self.proc is not None and self.proc.stdin and self.proc.stdout
         out = self.proc.stdout.fileno()
-        backstop = time.monotonic() + limits.wall_s + BACKSTOP_S
+        backstop = time.monotonic() + 2 * limits.wall_s + BACKSTOP_S  # train, then score
         cancel_sent = False
         while True:
             if cancelled.is_set() and not cancel_sent:

@@ -19,6 +19,7 @@ import collections  # noqa: F401
 import copy  # noqa: F401
 import cProfile  # noqa: F401  (torch imports it lazily)
 import ctypes
+import dataclasses
 import functools  # noqa: F401
 import itertools  # noqa: F401
 import json
@@ -44,12 +45,14 @@ from services.evaluator.confine import (
     CAP_SETFCAP,
     Limits,
     drop_capabilities,
+    empty_dir,
     not_dumpable,
     run_confined,
 )
 from services.evaluator.datasets import SandboxData
 from services.evaluator.frames import read_frame, write_frame
 from services.evaluator.harness import Harness  # noqa: F401  (imported before any fork)
+from services.evaluator.private import private_data, scrub_freed_memory
 from services.evaluator.report import Report
 from services.evaluator.task import Task
 
@@ -59,24 +62,6 @@ CACHED_DATASETS = 2
 
 def answer(fd: int, seq: int, report: Report) -> None:
     write_frame(fd, b"R", seq.to_bytes(8, "big") + wire.encode(report))
-
-
-def _clean_tmp(keep: set[str]) -> None:
-    """Remove what the last candidate left in /tmp (not ``keep``: bubblewrap's bind points).
-
-    Iterative, so that a candidate's 3,000-deep directory tree cannot exhaust the recursion.
-    """
-    stack = [Path("/tmp") / name for name in os.listdir("/tmp") if name not in keep]
-    dirs: list[Path] = []
-    while stack:
-        path = stack.pop()
-        if path.is_dir() and not path.is_symlink():
-            dirs.append(path)
-            stack.extend(path / name for name in os.listdir(path))
-        else:
-            path.unlink(missing_ok=True)
-    for d in reversed(dirs):  # children were appended after their parents
-        d.rmdir()
 
 
 def _limit_tmp_inodes(inodes: int) -> None:
@@ -96,6 +81,7 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints must not corrupt the frame stream
     sys.stdout = sys.stderr
     torch.set_num_threads(1)  # no OpenMP pool in the parent of forked children
+    scrub_freed_memory()  # no freed copy of a batch or of the data file in a child's heap
     # Only inside bubblewrap, where /tmp is this worker's own tmpfs.
     clean_tmp = os.environ.get("NASLOOP_SANDBOX_CLEAN_TMP") == "1"
     if clean_tmp and os.environ.get("NASLOOP_SANDBOX_TMP_INODES"):
@@ -121,7 +107,8 @@ def main() -> None:
             task = Task.from_json(req["task"])
             limits = Limits(**req["limits"])
             if req["data"] not in datasets:
-                datasets[req["data"]] = SandboxData.load(req["data"])
+                # Kept where no forked child sees it (services.evaluator.private).
+                datasets[req["data"]] = private_data(SandboxData.load(req["data"]))
                 while len(datasets) > CACHED_DATASETS:
                     datasets.popitem(last=False)
             datasets.move_to_end(req["data"])
@@ -129,11 +116,13 @@ def main() -> None:
             report = Report().fail(common.STATUS_INTERNAL_ERROR, f"sandbox worker: {e!r}")
             answer(frames_out, seq, report)
             continue
+        # The dataset's directory is covered in each candidate process's view.
+        limits = dataclasses.replace(limits, hidden=(str(Path(req["data"]).parent),))
         report = _run(task, datasets[req["data"]], limits)
         failed = None
         if clean_tmp:  # before answering: the next candidate must find /tmp empty
             try:
-                _clean_tmp(keep)
+                empty_dir(Path("/tmp"), keep)
             except BaseException as e:
                 failed = e
         answer(frames_out, seq, report)

@@ -97,7 +97,7 @@ TEST_TIME_TRAINING = replace(
 )
 
 # The test inputs read from the sandbox's dataset file and passed through the network while
-# training (transductive batch statistics).
+# training (transductive batch statistics). Issue 18: no candidate process has the file in view.
 TRAIN_ON_TEST_INPUTS = replace(
     LEARN_LOOP,
     """import numpy as np
@@ -107,6 +107,7 @@ TRAIN_ON_TEST_INPUTS = replace(
             for _f in _files:
                 z = np.load(_os.path.join(_root, _f)) if _f.endswith('.npz') else {}
                 if 'test_x' in z:
+                    print('FOUND-TEST-INPUTS', _root, _f)
                     test = torch.from_numpy(z['test_x'][:512]).float() / 255
                     with torch.no_grad():
                         self(test)

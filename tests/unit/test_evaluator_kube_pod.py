@@ -52,8 +52,8 @@ def stub_confine(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     stub = types.ModuleType("services.evaluator.confine")
 
-    def limits_for(task: Any, cfg: Any, uid: int | None, seccomp: bool) -> object:
-        seen.update(limits_task=task, cfg=cfg, uid=uid, seccomp=seccomp)
+    def limits_for(task: Any, cfg: Any, uid: int | None, seccomp: bool, **kw: Any) -> object:
+        seen.update(limits_task=task, cfg=cfg, uid=uid, seccomp=seccomp, **kw)
         return "limits"
 
     def run_confined(task: Any, data: Any, limits: object) -> Report:
