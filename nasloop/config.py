@@ -101,16 +101,26 @@ class TlsConfig(_Section):
         "certificate of another domain is refused",
     )
     ca_file: str = Field("", description="PEM: the CA of nasloop's service identities")
+    ca_pem: str = Field(
+        "", description="the same CA inline (PEM), instead of ca_file (how a cycle Job gets it)"
+    )
     cert_file: str = Field("", description="PEM: this process's certificate (server and client)")
     key_file: str = Field("", description="PEM: its private key")
     cycle_ca_file: str = Field(
         "", description="PEM: the CA that signs cycle Jobs' identities (trusted for those only)"
     )
+    cycle_ca_key_file: str = Field(
+        "",
+        description="the controller only: the cycle CA's key, with which it signs each cycle "
+        "pod's own key (a cycle pod makes its key at start and holds no Secret)",
+    )
 
     @model_validator(mode="after")
     def _files_when_enabled(self) -> TlsConfig:
         if self.enabled:
-            missing = [k for k in ("ca_file", "cert_file", "key_file") if not getattr(self, k)]
+            missing = [k for k in ("cert_file", "key_file") if not getattr(self, k)]
+            if not self.ca_file and not self.ca_pem:
+                missing.append("ca_file")
             if missing:
                 raise ValueError(f"tls.enabled needs {', '.join('tls.' + k for k in missing)}")
         return self
@@ -390,6 +400,14 @@ class CycleJobConfig(JobPlacement):
 
 class ControllerConfig(_Section):
     port: int = Field(50055, ge=0, le=65535)
+    cycle_port: int = Field(
+        50056,
+        ge=0,
+        le=65535,
+        description="with tls on, in kubernetes mode: the port where cycle pods, which have no "
+        "certificate until the controller signs one, reach the CycleStore (the server's "
+        "certificate only; the pod is known by its address and owning Job)",
+    )
     mode: Literal["local", "kubernetes"] = Field(
         "local", description="local = cycles run in the controller's process; kubernetes = Jobs"
     )

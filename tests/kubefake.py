@@ -200,9 +200,11 @@ class FakeKubeAPI:
         namespace: str = "nasloop",
         phase: str = "Running",
         pod_ip: str | None = None,
+        host_network: bool = False,
     ) -> str:
         """Create the Job's pod (as the Job controller would) in ``phase``, with address
-        ``pod_ip`` if given (as the network plugin would); return its name."""
+        ``pod_ip`` if given (as the network plugin would; with ``host_network``, the pod spec
+        says so, as a template asking for the node's network would); return its name."""
         with self.lock:
             job = self.jobs[(namespace, name)]
             template = job["spec"]["template"]
@@ -230,6 +232,8 @@ class FakeKubeAPI:
                 "spec": copy.deepcopy(template["spec"]),
                 "status": {"phase": phase, "conditions": []},
             }
+            if host_network:
+                pod["spec"]["hostNetwork"] = True
             if pod_ip is not None:
                 pod["status"].update(podIP=pod_ip, podIPs=[{"ip": pod_ip}])
             if phase == "Running":

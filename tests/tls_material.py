@@ -58,6 +58,14 @@ class CA:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{name}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        self.key_path = root / f"{name}.key"
+        self.key_path.write_bytes(
+            self.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
     def issue(self, file_name: str, uri: str | None, server: bool = False) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())

@@ -232,6 +232,7 @@ def values_schema() -> Json:
                         "dns": obj({"namespace": STR, "podLabels": LABELS}),
                     }
                 ),
+                "admissionPolicy": obj({"enabled": BOOL}),
                 "serviceMonitor": obj({"enabled": BOOL, "interval": STR, "labels": LABELS}),
             }
         ),

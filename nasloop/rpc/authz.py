@@ -128,7 +128,14 @@ CYCLE_RULES: dict[str, dict[str, Rule | None]] = {
     # check, services/controller/cycle_store.py, decides what each key may be).
     "nasloop.v1.CycleStore": {
         m: any_cycle
-        for m in ("GetObject", "PutObject", "StatObject", "ListObjects", "DeleteObject")
+        for m in (
+            "GetObject",
+            "PutObject",
+            "StatObject",
+            "ListObjects",
+            "DeleteObject",
+            "SignCycleCertificate",
+        )
     },
     "nasloop.v1.Generator": {
         "Generate": any_cycle,
@@ -194,13 +201,26 @@ class Policy:
 
 class CallerGuard:
     """The interceptor's guard on a mutual-TLS server: the caller's identity from its
-    certificate, then the policy's rule for the call."""
+    certificate, then the policy's rule for the call. A call without a certificate (only a
+    port that asks for none lets one in) reaches only the ``anonymous`` services, which know
+    their callers another way (the CycleStore: by the pod's address and owning Job)."""
 
-    def __init__(self, authenticator: Authenticator, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        policy: Policy | None = None,
+        anonymous: frozenset[str] = frozenset(),
+    ) -> None:
         self.authenticator = authenticator
         self.policy = policy or Policy()
+        self.anonymous = anonymous
 
     def __call__(
         self, service: str, method: str, request: Any, context: grpc.ServicerContext
     ) -> None:
-        self.policy.check(service, method, self.authenticator.identify(context), request)
+        who = self.authenticator.identify(context)
+        if who is None:
+            if service in self.anonymous:
+                return
+            raise PermissionDenied(f"{service}/{method} needs a client certificate")
+        self.policy.check(service, method, who, request)

@@ -77,10 +77,11 @@ def connect(
     attempts: int = 5,
     max_message_bytes: int = 64 * 1024 * 1024,
     tls: TlsConfig | None = None,
+    client_cert: bool = True,
 ) -> grpc.Channel:
     """A channel to ``target`` ("host:port") with retries and default deadlines: plaintext, or
     with ``tls`` enabled mutual TLS (the server checked against the CA, this process's
-    certificate presented)."""
+    certificate presented, unless ``client_cert`` is off)."""
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _service_config(attempts)),
@@ -90,7 +91,8 @@ def connect(
     if tls is not None and tls.enabled:
         from nasloop.rpc.tls import channel_credentials
 
-        channel = grpc.secure_channel(target, channel_credentials(tls), options=options)
+        credentials = channel_credentials(tls, client_cert)
+        channel = grpc.secure_channel(target, credentials, options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
     return grpc.intercept_channel(channel, _DefaultDeadline(timeout_s))

@@ -56,11 +56,17 @@ class ServiceHost:
         registrations: Sequence[Registration],
         on_stop: Callable[[], None] | None = None,
         tls: TlsConfig | None = None,
+        cert_free_port: int | None = None,
+        cert_free_services: frozenset[str] = frozenset(),
     ) -> None:
         """``tls`` enabled: the port takes mutual TLS only, and every call is authorised by the
-        caller's certificate (nasloop/rpc/authz.py); otherwise plaintext, every caller let in."""
+        caller's certificate (nasloop/rpc/authz.py); otherwise plaintext, every caller let in.
+        With ``tls``, ``cert_free_port`` is a second port that asks for no client certificate,
+        where only ``cert_free_services`` answer (they must know their callers another way)."""
         self.name = name
         self.tls = tls if tls is not None and tls.enabled else None
+        self.requested_cert_free_port = cert_free_port if self.tls is not None else None
+        self.cert_free_port: int | None = None
         self.cfg = cfg
         self.requested_port = port
         self.registrations = list(registrations)
@@ -79,7 +85,7 @@ class ServiceHost:
             from nasloop.rpc.authz import CallerGuard
             from nasloop.rpc.tls import Authenticator
 
-            guard = CallerGuard(Authenticator(self.tls))
+            guard = CallerGuard(Authenticator(self.tls), anonymous=cert_free_services)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix=name),
             interceptors=[ServiceInterceptor(RpcMetrics(self.registry), self._ready, guard)],
@@ -120,6 +126,11 @@ class ServiceHost:
                 from nasloop.rpc.tls import server_credentials
 
                 self.port = self.server.add_secure_port(address, server_credentials(self.tls))
+                if self.requested_cert_free_port is not None:
+                    address = f"{self.cfg.host}:{self.requested_cert_free_port}"
+                    self.cert_free_port = self.server.add_secure_port(
+                        address, server_credentials(self.tls, client_auth=False)
+                    )
         except RuntimeError as e:
             raise RuntimeError(f"{self.name}: cannot bind {address}: {e}") from e
         self.server.start()

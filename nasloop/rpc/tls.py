@@ -10,17 +10,23 @@ that the CA which signed it may sign that role and that the domain is this deplo
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nasloop import layout
 from nasloop.config import TlsConfig
-from nasloop.rpc.errors import PermissionDenied
+from nasloop.rpc.errors import InvalidArgument, PermissionDenied
 
 SCHEME = "nasloop://"
 CYCLE = "cycle"
@@ -80,24 +86,105 @@ def _read(path: str, what: str) -> bytes:
         raise RuntimeError(f"tls: cannot read the {what} {path}: {e.strerror}") from None
 
 
-def server_credentials(cfg: TlsConfig) -> grpc.ServerCredentials:
+def _ca(cfg: TlsConfig) -> bytes:
+    return cfg.ca_pem.encode() if cfg.ca_pem else _read(cfg.ca_file, "CA file")
+
+
+def server_credentials(cfg: TlsConfig, client_auth: bool = True) -> grpc.ServerCredentials:
     """The server side: its own certificate; client certificates required and verified against
-    the service CA and the cycle CA."""
-    roots = _read(cfg.ca_file, "CA file")
+    the service CA and the cycle CA (``client_auth`` off: none asked for, the port where cycle
+    pods without a certificate yet reach the CycleStore)."""
+    pair = (_read(cfg.key_file, "key file"), _read(cfg.cert_file, "certificate file"))
+    if not client_auth:
+        return grpc.ssl_server_credentials([pair])
+    roots = _ca(cfg)
     if cfg.cycle_ca_file:
         roots += b"\n" + _read(cfg.cycle_ca_file, "cycle CA file")
-    pair = (_read(cfg.key_file, "key file"), _read(cfg.cert_file, "certificate file"))
     return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=True)
 
 
-def channel_credentials(cfg: TlsConfig) -> grpc.ChannelCredentials:
+def channel_credentials(cfg: TlsConfig, client_cert: bool = True) -> grpc.ChannelCredentials:
     """The client side: servers verified against the service CA; this process's certificate
-    presented."""
+    presented (``client_cert`` off: none, as a cycle pod before it has one)."""
+    roots = _ca(cfg)
+    if not client_cert:
+        return grpc.ssl_channel_credentials(root_certificates=roots)
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(cfg.ca_file, "CA file"),
+        root_certificates=roots,
         private_key=_read(cfg.key_file, "key file"),
         certificate_chain=_read(cfg.cert_file, "certificate file"),
     )
+
+
+class CycleSigner:
+    """The controller's side of a cycle pod's identity: the cycle CA signs the pod's own public
+    key for the identity the controller knows the pod by. Nothing the CSR asks for but its key
+    is used."""
+
+    def __init__(self, cfg: TlsConfig, valid_s: float) -> None:
+        if not cfg.cycle_ca_file or not cfg.cycle_ca_key_file:
+            raise RuntimeError(
+                "tls: signing cycle identities needs cycle_ca_file and cycle_ca_key_file"
+            )
+        self.domain = cfg.domain
+        self.valid_s = valid_s
+        self.ca = x509.load_pem_x509_certificate(_read(cfg.cycle_ca_file, "cycle CA file"))
+        key = serialization.load_pem_private_key(
+            _read(cfg.cycle_ca_key_file, "cycle CA key file"), password=None
+        )
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise RuntimeError("tls: the cycle CA key must be an EC or RSA key")
+        self.key = key
+
+    def sign(self, csr_pem: bytes, who: Identity) -> tuple[bytes, str]:
+        """The certificate (PEM) for ``who`` over the CSR's key, and the identity URI."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as e:
+            raise InvalidArgument(f"not a PEM certificate request: {e}") from None
+        if not csr.is_signature_valid:
+            raise InvalidArgument("the certificate request's signature does not verify")
+        uri = who.uri(self.domain)
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(who)[:64])]))
+            .issuer_name(self.ca.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(seconds=self.valid_s))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), uri
+
+
+def enrol(cfg: TlsConfig, sign: Callable[[bytes], bytes]) -> None:
+    """A cycle pod's start: make a key in ``cfg.key_file`` (never leaves the pod), have
+    ``sign`` (the controller's SignCycleCertificate) certify it, write ``cfg.cert_file``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nasloop cycle")]))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = Path(cfg.key_file), Path(cfg.cert_file)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    cert_path.write_bytes(sign(csr.public_bytes(serialization.Encoding.PEM)))
 
 
 class Authenticator:
@@ -108,7 +195,7 @@ class Authenticator:
 
     def __init__(self, cfg: TlsConfig) -> None:
         self.domain = cfg.domain
-        self._service_ca = x509.load_pem_x509_certificate(_read(cfg.ca_file, "CA file"))
+        self._service_ca = x509.load_pem_x509_certificate(_ca(cfg))
         self._cycle_ca = (
             x509.load_pem_x509_certificate(_read(cfg.cycle_ca_file, "cycle CA file"))
             if cfg.cycle_ca_file
@@ -117,10 +204,12 @@ class Authenticator:
         self._lock = threading.Lock()
         self._known: dict[bytes, Identity | PermissionDenied] = {}
 
-    def identify(self, context: grpc.ServicerContext) -> Identity:
+    def identify(self, context: grpc.ServicerContext) -> Identity | None:
+        """The caller's identity; ``None`` for a call without a client certificate (possible
+        only on a port that asks for none)."""
         certs = context.auth_context().get("x509_pem_cert") or []
         if not certs:
-            raise PermissionDenied("the call carries no client certificate")
+            return None
         pem = certs[0]
         with self._lock:
             known = self._known.get(pem)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nasloop.config import StoreConfig
+from nasloop.config import StoreConfig, TlsConfig
 from nasloop.store.base import (
     MANIFEST,
     IntegrityError,
@@ -42,9 +42,10 @@ __all__ = [
 ]
 
 
-def open_store(cfg: StoreConfig) -> ObjectStore:
+def open_store(cfg: StoreConfig, tls: TlsConfig | None = None) -> ObjectStore:
     """The store ``cfg.url`` names: ``file://<dir>`` (relative to the cwd), ``s3://bucket/...``,
-    or ``controller://host:port`` (a cycle Job's view, through the controller)."""
+    or ``controller://host:port`` (a cycle Job's view, through the controller; over TLS with
+    ``tls`` enabled)."""
     url = cfg.url
     if url.startswith("file://"):
         path = url[len("file://") :]
@@ -70,7 +71,7 @@ def open_store(cfg: StoreConfig) -> ObjectStore:
             backoff_s=cfg.backoff_s,
         )
     if url.startswith("controller://"):
-        return RemoteStore(url[len("controller://") :].strip("/"))
+        return RemoteStore(url[len("controller://") :].strip("/"), tls=tls)
     raise StoreError(
         f"unsupported store url {url!r}: use file://<dir>, s3://<bucket>[/<prefix>] or "
         "controller://<host>:<port>"

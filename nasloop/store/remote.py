@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import grpc
 
+from nasloop.config import TlsConfig
 from nasloop.rpc.client import connect
 from nasloop.store.base import (
     IntegrityError,
@@ -52,14 +53,22 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
 
 
 class RemoteStore(ObjectStore):
-    def __init__(self, address: str, outage_s: float = OUTAGE_S, backoff_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        address: str,
+        outage_s: float = OUTAGE_S,
+        backoff_s: float = 0.2,
+        tls: TlsConfig | None = None,
+    ) -> None:
         if not address:
             raise StoreError(f"a controller store url needs an address: {SCHEME}<host>:<port>")
         self.url = f"{SCHEME}{address}"
         self.address = address
         self.outage_s = outage_s
         self.backoff_s = backoff_s
-        self._channel = connect(address, timeout_s=CALL_TIMEOUT_S)
+        # With TLS on, the controller's certificate is checked; the pod presents none (it
+        # has none until the controller signs one: sign_cycle_certificate).
+        self._channel = connect(address, timeout_s=CALL_TIMEOUT_S, tls=tls, client_cert=False)
         self._stub = pb_grpc.CycleStoreStub(self._channel)
 
     def __repr__(self) -> str:
@@ -114,6 +123,14 @@ class RemoteStore(ObjectStore):
     def delete(self, key: str) -> None:
         check_key(key)
         self._call("delete", key, lambda: self._stub.DeleteObject(pb.ObjectKey(key=key)))
+
+    def sign_cycle_certificate(self, csr_pem: bytes) -> bytes:
+        """The controller's signature over this pod's key: its identity (PEM certificate)."""
+        request = pb.CycleCertificateRequest(csr_pem=csr_pem)
+        answer = self._call(
+            "sign", "a cycle identity", lambda: self._stub.SignCycleCertificate(request)
+        )
+        return answer.certificate_pem
 
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
         give_up = time.monotonic() + self.outage_s

@@ -318,6 +318,20 @@ class GetCycleRequest(_message.Message):
     cycle: int
     def __init__(self, run: _Optional[str] = ..., cycle: _Optional[int] = ...) -> None: ...
 
+class CycleCertificateRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class CycleCertificate(_message.Message):
+    __slots__ = ("certificate_pem", "identity")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: bytes
+    identity: str
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., identity: _Optional[str] = ...) -> None: ...
+
 class ObjectKey(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -404,6 +404,11 @@ class CycleStoreStub:
                 request_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
                 response_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
                 _registered_method=True)
+        self.SignCycleCertificate = channel.unary_unary(
+                '/nasloop.v1.CycleStore/SignCycleCertificate',
+                request_serializer=nasloop_dot_v1_dot_controller__pb2.CycleCertificateRequest.SerializeToString,
+                response_deserializer=nasloop_dot_v1_dot_controller__pb2.CycleCertificate.FromString,
+                _registered_method=True)
 
 
 class CycleStoreServicer:
@@ -452,6 +457,16 @@ class CycleStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignCycleCertificate(self, request, context):
+        """With mutual TLS on: sign the cycle pod's own key (a PEM CSR) as its identity,
+        nasloop://<domain>/cycle/<run>/<n>, with the cycle CA whose key only the controller holds.
+        The identity comes from the calling pod (as for every call here), never from the CSR.
+        Without TLS: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CycleStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -479,6 +494,11 @@ def add_CycleStoreServicer_to_server(servicer, server):
                     servicer.DeleteObject,
                     request_deserializer=nasloop_dot_v1_dot_controller__pb2.ObjectKey.FromString,
                     response_serializer=nasloop_dot_v1_dot_controller__pb2.ObjectStat.SerializeToString,
+            ),
+            'SignCycleCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignCycleCertificate,
+                    request_deserializer=nasloop_dot_v1_dot_controller__pb2.CycleCertificateRequest.FromString,
+                    response_serializer=nasloop_dot_v1_dot_controller__pb2.CycleCertificate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +644,33 @@ class CycleStore:
             '/nasloop.v1.CycleStore/DeleteObject',
             nasloop_dot_v1_dot_controller__pb2.ObjectKey.SerializeToString,
             nasloop_dot_v1_dot_controller__pb2.ObjectStat.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignCycleCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nasloop.v1.CycleStore/SignCycleCertificate',
+            nasloop_dot_v1_dot_controller__pb2.CycleCertificateRequest.SerializeToString,
+            nasloop_dot_v1_dot_controller__pb2.CycleCertificate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -131,12 +131,18 @@ def cycle(args: argparse.Namespace) -> int:
     """One cycle of a run, or its baseline (``--baseline``), as a Kubernetes Job runs it (also
     usable by hand)."""
     from nasloop.clients import Services
+    from nasloop.rpc.tls import enrol
+    from nasloop.store.remote import RemoteStore
     from services.controller.baseline import runner
     from services.controller.cycle import Stopped, StopSignal
     from services.controller.runs import load_run_spec, poll_stop
 
     cfg = load_config(args.config)
-    store = open_store(cfg.store)
+    store = open_store(cfg.store, cfg.tls)
+    if cfg.tls.enabled and isinstance(store, RemoteStore):
+        # A cycle Job holds no Secret: its identity for the services is a key made here,
+        # signed by the controller, which knows this pod by its address and owning Job.
+        enrol(cfg.tls, store.sign_cycle_certificate)
     run = layout.check_run_name(args.run)
     spec = load_run_spec(store, run)
     state = st.load_run_state(store, run)

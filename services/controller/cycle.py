@@ -25,7 +25,7 @@ import grpc
 
 from nasloop import layout
 from nasloop.artifacts import AdapterMeta, read_manifest
-from nasloop.clients import Services
+from nasloop.clients import NoveltyClient, Services
 from nasloop.records import (
     CandidateRecord,
     Evaluation,
@@ -44,7 +44,7 @@ from nasloop.runspec import (
     sampling_params,
     task_spec,
 )
-from nasloop.store import ObjectNotFound, ObjectStore
+from nasloop.store import ObjectNotFound, ObjectStore, sha256_hex
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2, trainer_pb2
 from services.controller import state as st
@@ -465,26 +465,7 @@ class Cycle:
             st.save_evaluated(self.store, record)
 
     def _seed_corpus_namespace(self) -> None:
-        """The corpus namespace holds the run's seed corpus (idempotent: ids already there are
-        skipped, and a namespace holding as many entries as the corpus is left alone)."""
-        ns, corpus = self.spec.novelty.corpus_namespace, self.spec.corpus
-        if not ns or not corpus:
-            return
-        from nasloop.corpus.records import CorpusNotFound, load_corpus, to_novelty_items
-
-        novelty = self.services.novelty
-        info = novelty.ensure_namespace(ns, namespace_params(self.spec))
-        try:
-            records = load_corpus(self.store, corpus)
-        except CorpusNotFound:
-            raise CycleError(
-                f"no corpus {corpus!r} in the store (nasloop corpus seed --name {corpus})"
-            ) from None
-        if info.entries >= len(records):
-            return
-        items = to_novelty_items(records)
-        for i in range(0, len(items), NOVELTY_BATCH):
-            novelty.add(ns, items[i : i + NOVELTY_BATCH])
+        seed_corpus_namespace(self.services.novelty, self.store, self.spec)
 
     # -- select -----------------------------------------------------------------------------
     def _select(self, progress: st.CycleProgress) -> None:
@@ -579,11 +560,30 @@ class Cycle:
                 raise CycleError(f"no adapter was published at {prefix}/") from None
             progress.adapter = progress.generated_with
             return
-        meta = AdapterMeta.from_manifest(manifest)
+        meta = self._own_adapter(prefix, AdapterMeta.from_manifest(manifest))
         name = layout.adapter_name(self.run, self.n)
         progress.adapter = st.AdapterState.from_ref(meta.ref(name, prefix, sha))
         if not progress.training and meta.metrics:  # trained before a crash: from the manifest
             progress.training = {k: meta.metrics.get(k) for k in ("initial_loss", "final_loss")}
+
+    def _own_adapter(self, prefix: str, meta: AdapterMeta) -> AdapterMeta:
+        """``meta`` if the adapter at ``prefix`` is this cycle's training job's, from this
+        cycle's training set; a manifest that says otherwise is never served or continued from
+        (whoever put it there), and the cycle fails saying so."""
+        job_id = layout.training_job_id(self.run, self.n)
+        data = sha256_hex(dumps_lines(self._training_set()))
+        found = {"run": meta.run, "cycle": meta.cycle, "job id": meta.job_id}
+        wanted = {"run": self.run, "cycle": self.n, "job id": job_id}
+        wrong = [k for k in wanted if found[k] != wanted[k]]
+        if meta.data_sha256 != data:
+            wrong.append("data hash")
+        if wrong:
+            raise CycleError(
+                f"the adapter at {prefix}/ is not this cycle's: its manifest's "
+                f"{', '.join(wrong)} differ ({found}, data {meta.data_sha256[:12] or '-'}; "
+                f"expected {wanted}, data {data[:12]}). It is not used; remove it to train anew"
+            )
+        return meta
 
     def _hot_load(self, progress: st.CycleProgress) -> None:
         adapter = progress.adapter
@@ -615,6 +615,34 @@ class Cycle:
         if summary is None:
             raise CycleError(f"cycle {self.n} ended without a summary")
         return summary
+
+
+def seed_corpus_namespace(novelty: NoveltyClient, store: ObjectStore, spec: RunSpec) -> None:
+    """The corpus namespace holds the run's seed corpus (idempotent: ids already there are
+    skipped, and a namespace holding as many entries as the corpus is only read, never written:
+    with mutual TLS a cycle Job may not write to it, so in cluster mode the controller seeds it
+    before it starts the Job)."""
+    ns, corpus = spec.novelty.corpus_namespace, spec.corpus
+    if not ns or not corpus:
+        return
+    from nasloop.corpus.records import CorpusNotFound, load_corpus, to_novelty_items
+
+    try:
+        records = load_corpus(store, corpus)
+    except CorpusNotFound:
+        raise CycleError(
+            f"no corpus {corpus!r} in the store (nasloop corpus seed --name {corpus})"
+        ) from None
+    try:
+        if novelty.get_namespace(ns).entries >= len(records):
+            return
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+    novelty.ensure_namespace(ns, namespace_params(spec))
+    items = to_novelty_items(records)
+    for i in range(0, len(items), NOVELTY_BATCH):
+        novelty.add(ns, items[i : i + NOVELTY_BATCH])
 
 
 def cycle_seed(run_seed: int, cycle: int) -> int:

@@ -34,6 +34,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import urllib3
@@ -52,6 +53,7 @@ CYCLE_UID = 10001  # fixed non-root uid; owns nothing in the image
 TMP_SIZE = "1Gi"
 CONFIG_DIR = "/etc/nasloop"
 CONFIG_FILE = "config.yaml"
+IDENTITY_DIR = "/var/run/nasloop/identity"
 TERMINATION_GRACE_S = 30
 PROPAGATION = "Background"  # the Job goes at once; the garbage collector removes its pods
 
@@ -145,7 +147,28 @@ def _env(cfg: Config) -> list[dict[str, Any]]:
     }
     if kube.config_map:
         plain["NASLOOP_CONFIG"] = f"{CONFIG_DIR}/{CONFIG_FILE}"
+    if cfg.tls.enabled:
+        # Mutual TLS: the pod makes its own key at start and the controller signs it
+        # (nasloop.rpc.tls.enrol); it gets only the services' CA, which is public.
+        plain.update(
+            {
+                "NASLOOP_TLS__ENABLED": "true",
+                "NASLOOP_TLS__DOMAIN": cfg.tls.domain,
+                "NASLOOP_TLS__CA_PEM": _read_ca(cfg),
+                "NASLOOP_TLS__CERT_FILE": f"{IDENTITY_DIR}/tls.crt",
+                "NASLOOP_TLS__KEY_FILE": f"{IDENTITY_DIR}/tls.key",
+            }
+        )
     return [{"name": k, "value": v} for k, v in plain.items() if v]
+
+
+def _read_ca(cfg: Config) -> str:
+    if cfg.tls.ca_pem:
+        return cfg.tls.ca_pem
+    try:
+        return Path(cfg.tls.ca_file).read_text()
+    except OSError as e:
+        raise ValueError(f"tls.ca_file {cfg.tls.ca_file}: {e.strerror}") from None
 
 
 def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
@@ -165,6 +188,9 @@ def cycle_job_manifest(run: str, cycle: int, cfg: Config) -> dict[str, Any]:
     resources = {"cpu": kube.cpu, "memory": kube.memory}
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}]
+    if cfg.tls.enabled:  # the pod's own key, in memory, never in a Secret
+        mounts.append({"name": "identity", "mountPath": IDENTITY_DIR})
+        volumes.append({"name": "identity", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
     if kube.config_map:
         mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
         volumes.append(

@@ -30,7 +30,13 @@ from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller import state as st
 from services.controller.baseline import runner
-from services.controller.cycle import CycleError, Event, Stopped, StopSignal
+from services.controller.cycle import (
+    CycleError,
+    Event,
+    Stopped,
+    StopSignal,
+    seed_corpus_namespace,
+)
 from services.controller.events import EventBus, Observer, Observers
 from services.controller.summary import CycleSummary, load_summaries, load_summary
 
@@ -322,6 +328,8 @@ class RunManager:
         if self.cfg.controller.mode == "local":
             cycle = runner(n)(name, n, spec, self.store, self.services, self.emitter(state), stop)
             return cycle.run_cycle(state.adapter)
+        if self.cfg.tls.enabled:  # the corpus is read-only to cycle Jobs (nasloop/rpc/authz.py)
+            seed_corpus_namespace(self.services.novelty, self.store, spec)
         return self._run_cycle_job(name, n, state, stop)
 
     def _run_cycle_job(

@@ -9,7 +9,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop.config import Config
-from nasloop.rpc import InvalidArgument, Registration, ServiceHost
+from nasloop.rpc import FailedPrecondition, InvalidArgument, Registration, ServiceHost
+from nasloop.rpc.tls import CYCLE, CycleSigner, Identity
 from nasloop.runspec import (
     RunSpec,
     SpecError,
@@ -30,6 +31,7 @@ from services.controller.summary import CycleSummary
 
 log = logging.getLogger("nasloop.controller")
 
+CYCLE_STORE = pb.DESCRIPTOR.services_by_name["CycleStore"].full_name
 RUN_STATES = {
     "pending": pb.RUN_STATE_PENDING,
     "running": pb.RUN_STATE_RUNNING,
@@ -163,10 +165,23 @@ class ControllerServicer(pb_grpc.ControllerServicer):
 
 
 class CycleStoreServicer(pb_grpc.CycleStoreServicer):
-    """The store for cycle Jobs (cluster mode): messages in, :class:`CycleStoreGate`, out."""
+    """The store for cycle Jobs (cluster mode): messages in, :class:`CycleStoreGate`, out;
+    with TLS on, also each cycle pod's identity (``signer``: the cycle CA)."""
 
-    def __init__(self, gate: CycleStoreGate) -> None:
+    def __init__(self, gate: CycleStoreGate, signer: CycleSigner | None = None) -> None:
         self.gate = gate
+        self.signer = signer
+
+    def SignCycleCertificate(self, request, context):  # type: ignore[no-untyped-def]
+        if self.signer is None:
+            raise FailedPrecondition(
+                "this controller signs no cycle identities (tls is off, or it has no "
+                "tls.cycle_ca_key_file)"
+            )
+        scope = self.gate.scope(context.peer())
+        pem, uri = self.signer.sign(request.csr_pem, Identity(CYCLE, scope.run, scope.cycle))
+        log.info("signed a cycle identity", extra={"identity": uri})
+        return pb.CycleCertificate(certificate_pem=pem, identity=uri)
 
     def GetObject(self, request, context):  # type: ignore[no-untyped-def]
         data, sha = self.gate.get(context.peer(), request.key)
@@ -205,7 +220,9 @@ def build(cfg: Config, port: int | None = None, cycle_jobs=None) -> tuple[Servic
     if cycle_jobs is not None:
         identity = CallerIdentity(cycle_jobs.cycle_of_pod_ip)
         gate = CycleStoreGate(store, identity, on_write=runs.observe)
-        services.append(Registration.of(pb, pb_grpc, "CycleStore", CycleStoreServicer(gate)))
+        signer = _cycle_signer(cfg)
+        servicer = CycleStoreServicer(gate, signer)
+        services.append(Registration.of(pb, pb_grpc, "CycleStore", servicer))
     host = ServiceHost(
         "controller",
         cfg.server,
@@ -213,8 +230,19 @@ def build(cfg: Config, port: int | None = None, cycle_jobs=None) -> tuple[Servic
         services,
         on_stop=runs.close,
         tls=cfg.tls,
+        # Cycle pods have no certificate until the controller signs one: with TLS on, they
+        # reach the CycleStore (only it) on a port that asks for none.
+        cert_free_port=cfg.controller.cycle_port if cycle_jobs is not None else None,
+        cert_free_services=frozenset({CYCLE_STORE}),
     )
     return host, runs
+
+
+def _cycle_signer(cfg: Config) -> CycleSigner | None:
+    if not cfg.tls.enabled or not cfg.tls.cycle_ca_key_file:
+        return None
+    # A cycle's identity outlives its Job's deadline by an hour, never the Job's many runs.
+    return CycleSigner(cfg.tls, cfg.controller.kubernetes.active_deadline_s + 3600)
 
 
 def _cycle_jobs(cfg: Config):  # type: ignore[no-untyped-def]

@@ -282,6 +282,40 @@ def test_only_a_running_cycle_pod_at_the_callers_address_is_served(world: World)
     store.close()
 
 
+def test_a_pod_that_only_looks_like_a_cycle_pod_is_nobody(world: World) -> None:
+    """Kubernetes API faked (tests/kubefake.py): pods labelled as cycle 1 of r1, at the
+    caller's address, but not owned by the Job the controller created, or on the node's
+    network, are refused; the real one is served."""
+    store = remote(world)
+    manifest = cycle_job_manifest(RUN, 1, world.cfg)
+    manifest["metadata"]["name"] = "impostor"  # another Job (any Job-creating token)
+    assert world.fake.create_job("nasloop", manifest)[0] == 201
+    world.fake.start_pod("impostor", pod_ip="127.0.0.1")
+    world.jobs.ensure(RUN, 1)  # the controller's own Job for cycle 1 exists too
+    with pytest.raises(PermissionDenied, match="not a running cycle pod"):
+        store.put_bytes("runs/r1/cycles/1/x", b"impostor")
+    world.fake.delete_pods("impostor")
+
+    name = cycle_job_name(RUN, 1)  # the controller's Job, its pod on the host network
+    world.fake.start_pod(name, pod_ip="127.0.0.1", host_network=True)
+    with pytest.raises(PermissionDenied, match="not a running cycle pod"):
+        store.put_bytes("runs/r1/cycles/1/x", b"host network")
+    world.fake.delete_pods(name)
+
+    # The Job deleted and re-created under its name by someone else: not the uid recorded.
+    world.fake.delete_job("nasloop", name, None)
+    assert world.fake.create_job("nasloop", cycle_job_manifest(RUN, 1, world.cfg))[0] == 201
+    world.fake.start_pod(name, pod_ip="127.0.0.1")
+    with pytest.raises(PermissionDenied, match="not a running cycle pod"):
+        store.put_bytes("runs/r1/cycles/1/x", b"re-created")
+    assert not world.s3.exists("runs/r1/cycles/1/x")
+
+    world.jobs.ensure(RUN, 1)  # the controller re-attaches to it: now it is the cycle's Job
+    store.put_bytes("runs/r1/cycles/1/x", b"ours")
+    assert world.s3.get_bytes("runs/r1/cycles/1/x") == b"ours"
+    store.close()
+
+
 def test_the_cycle_store_answers_bad_requests_with_statuses_and_keeps_serving(
     world: World,
 ) -> None:
