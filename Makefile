@@ -80,7 +80,9 @@ images:
 	deploy/images/build.sh $(IMAGES)
 
 # The CPU images built here with buildah, each service started inside its own image and asked
-# for gRPC health and reflection from outside (SMOKE_IMAGES= a subset).
+# for gRPC health and reflection from outside; the evaluation pod's image checked for what a
+# candidate can reach and run as a Job runs it; the GPU images (when named) checked on the CPU,
+# Triton's C stub compiled and loaded in generator-gpu (SMOKE_IMAGES= a subset).
 images-smoke: $(STAMP) image-deps
 	deploy/images/smoke.sh $(SMOKE_IMAGES)
 
@@ -99,10 +101,11 @@ kind-up:
 kind-load:
 	deploy/kind/load.sh
 
-deploy: $(HELM)
+# Helm: the one on PATH when it is 3.12 or newer, else the pinned one (deploy/kind/common.sh).
+deploy: $(STAMP)
 	deploy/kind/deploy.sh
 
-kind-e2e: $(STAMP) $(HELM)
+kind-e2e: $(STAMP)
 	deploy/kind/e2e.sh
 
 kind-down:

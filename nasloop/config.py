@@ -276,7 +276,10 @@ class KubernetesConfig(JobPlacement):
     """Cluster mode: each evaluation is a hardened Job (services/evaluator/kube/)."""
 
     namespace: str = "nasloop"
-    image: str = Field("nasloop/evaluator:latest", description="image with nasloop + torch")
+    image: str = Field(
+        "nasloop/evaluator-pod:latest",
+        description="the evaluation pod's image: torch, numpy, the harness (evaluator-pod-*)",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     runtime_class: str | None = Field(None, description="e.g. gvisor; None = cluster default")
     service_account: str | None = Field(

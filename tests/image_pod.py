@@ -23,8 +23,12 @@ runs the Job's container with ``buildah run`` inside IMAGE, as the manifest says
 Then the executor reads the uploaded report and the evaluator scores it with the test labels,
 as in a deployment. Checked: a known-good network is trained and evaluated with an accuracy
 above the failure floor; a network that raises in ``learn`` gets its own failure status
-(STATUS_TRAIN_EXCEPTION), not a plumbing error; both pods exit 0 (their plumbing worked); the
-evaluation's objects are gone afterwards. Anything else fails loudly with each pod's log.
+(STATUS_TRAIN_EXCEPTION), not a plumbing error; a network that imports scikit-learn to rebuild
+the digits labels (``load_digits``: the test set's labels, by construction of the data set)
+cannot import it (STATUS_IMPORT_ERROR) — in an image that has scikit-learn, as the services'
+evaluator image does, it reaches ``learn`` and says how many labels it rebuilt, and the check
+fails; every pod exits 0 (their plumbing worked); the evaluation's objects are gone afterwards.
+Anything else fails loudly with each pod's log.
 """
 
 from __future__ import annotations
@@ -60,6 +64,15 @@ BAD_MESSAGE = "smoke: this candidate fails on purpose"
 BAD_NET = replace(
     "    def learn(self, train_data):\n",
     f"    def learn(self, train_data):\n        raise RuntimeError({BAD_MESSAGE!r})\n",
+)
+# Rebuilds the digits labels from scikit-learn's bundled copy of the data set, where it can.
+LEAK_ID = "smoke-sklearn-labels"
+LEAK_MESSAGE = "rebuilt the digits labels from scikit-learn"
+LEAK_NET = replace(
+    "    def learn(self, train_data):\n",
+    "    def learn(self, train_data):\n"
+    f"        raise RuntimeError(f'{LEAK_MESSAGE}: {{len(load_digits().target)}} labels')\n",
+    replace("import torch\n", "import torch\nfrom sklearn.datasets import load_digits\n"),
 )
 # A pod's time limit and the Job's slack (the fake kubelet kills the container at the deadline).
 TIME_LIMIT_S = 240
@@ -225,8 +238,22 @@ def problems_of(
                 f"the raising network did not get its own failure "
                 f"(STATUS_TRAIN_EXCEPTION with its message): {describe(bad)}"
             )
+    leak = outcomes.get(LEAK_ID)
+    if leak is None:
+        problems.append(f"no outcome for {LEAK_ID}")
+    else:
+        r = leak.report
+        if LEAK_MESSAGE in r.message:
+            problems.append(
+                f"a candidate rebuilt the test labels inside the image: {describe(leak)}"
+            )
+        elif r.status != common.STATUS_IMPORT_ERROR or "sklearn" not in r.message:
+            problems.append(
+                f"the label-rebuilding network did not fail to import scikit-learn "
+                f"(STATUS_IMPORT_ERROR naming sklearn): {describe(leak)}"
+            )
     by_candidate = {run.candidate_id: run for run in runs}
-    for cid in (GOOD_ID, BAD_ID):
+    for cid in (GOOD_ID, BAD_ID, LEAK_ID):
         run = by_candidate.get(cid)
         if run is None:
             problems.append(f"no pod ran for {cid}")
@@ -269,7 +296,10 @@ def main(image: str) -> int:
         protocol = protocols.named(cfg.evaluator)[protocols.DEFAULT]  # digits, one epoch
         try:
             for outcome in evaluator.run(
-                [(GOOD_ID, GOOD_NET), (BAD_ID, BAD_NET)], protocol, "evaluate", threading.Event()
+                [(GOOD_ID, GOOD_NET), (BAD_ID, BAD_NET), (LEAK_ID, LEAK_NET)],
+                protocol,
+                "evaluate",
+                threading.Event(),
             ):
                 outcomes[outcome.candidate_id] = outcome
             fake.check()

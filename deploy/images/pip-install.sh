@@ -3,6 +3,12 @@
 #   pip-install.sh reqs [EXTRA...]   the dependencies of nasloop's core and of these extras
 #   pip-install.sh pkgs PKG...       these packages (each pinned)
 #   pip-install.sh self              nasloop itself from /src (its dependencies already there)
+#   pip-install.sh view [--add REQ]... EXTRA...
+#                                    only the distributions the strict sandbox allows
+#                                    (/build/view.py's ALLOWED) at these extras' pins, with
+#                                    their requirements (the evaluation pod's environment)
+#   pip-install.sh pod-source        the source in /src (nasloop, services/evaluator) copied into
+#                                    the environment's site-packages, then pip removed from it
 #   pip-install.sh check-torch       fail unless torch is a CUDA build and torchvision's compiled
 #                                    operators work beside it (the GPU images; runs on the CPU)
 # What the build may pass: a TLS CA bundle as the build secret `ca` (never stored in a layer),
@@ -25,8 +31,21 @@ case "$mode" in
     "$pip" install -r /tmp/requirements.txt
     rm -f /tmp/requirements.txt
     ;;
+  view)
+    python3 /build/requirements.py /build/pyproject.toml --view /build/view.py "$@" \
+      >/tmp/requirements.txt
+    "$pip" install -r /tmp/requirements.txt
+    rm -f /tmp/requirements.txt
+    ;;
   pkgs) "$pip" install "$@" ;;
   self) "$pip" install --no-deps /src ;;
+  pod-source)
+    # Plain copies, not an installed distribution: no console script, nothing else of nasloop.
+    site=$(/opt/nasloop/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    cp -R /src/. "$site/"
+    rm -rf /src
+    "$pip" uninstall -q -y pip
+    ;;
   check-torch)
     # About half of LEMUR's classifiers use torchvision.ops. A CPU torch wheel that slipped in,
     # or a torchvision built for another torch ("operator torchvision::nms does not exist"),
@@ -54,7 +73,7 @@ sys.exit("; ".join(problems) or None)
 EOF
     ;;
   *)
-    echo "pip-install.sh: unknown mode $mode (reqs, pkgs, self or check-torch)" >&2
+    echo "pip-install.sh: unknown mode $mode (reqs, view, pkgs, self, pod-source or check-torch)" >&2
     exit 2
     ;;
 esac

@@ -5,13 +5,17 @@ of the ``evaluator`` and ``trainer`` extras, with self-references (``nasloop[x]`
 environment markers kept (pip evaluates them). Options before the extras: ``--only NAME`` keeps
 the requirements on these distributions alone (repeatable), ``--add REQ`` appends a requirement
 (repeatable): ``--only torch --add torchvision==0.28.0 evaluator`` → the evaluator's torch pin
-and the torchvision built for it, to be installed by one pip command. Standard library only: it
+and the torchvision built for it, to be installed by one pip command. ``--view FILE`` keeps the
+requirements on the distributions that FILE's ``ALLOWED`` tuple names (services/evaluator/view.py:
+what the strict sandbox lets a candidate import), those the extras do not name left out (the
+evaluation pod's environment, which then holds nothing else). Standard library only: it
 runs in the image's build stage before anything is installed, so the dependency layers are cached
 on pyproject.toml alone and rebuilt only when it changes.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 import tomllib
@@ -59,19 +63,46 @@ def select(reqs: list[str], only: list[str], add: list[str]) -> list[str]:
     return reqs + [r for r in add if r not in reqs]
 
 
+def allowed_names(view: Path) -> list[str]:
+    """The names in the module-level ``ALLOWED = (...)`` of ``view`` (read, not imported)."""
+    for node in ast.parse(view.read_text()).body:
+        if (
+            isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["ALLOWED"]
+            and isinstance(node.value, ast.Tuple | ast.List)
+        ):
+            return [ast.literal_eval(e) for e in node.value.elts]
+    raise SystemExit(f"{view}: no ALLOWED tuple of distribution names")
+
+
+def in_view(reqs: list[str], view: Path) -> list[str]:
+    """The requirements on the distributions that ``view`` allows."""
+    allowed = {canonical(n) for n in allowed_names(view)}
+    return [r for r in reqs if (m := _NAME.match(r)) and canonical(m.group(1)) in allowed]
+
+
 def main(argv: list[str]) -> list[str]:
-    usage = "usage: requirements.py PYPROJECT [--only NAME]... [--add REQ]... [EXTRA ...]"
+    usage = (
+        "usage: requirements.py PYPROJECT [--only NAME]... [--view FILE] [--add REQ]... [EXTRA ...]"
+    )
     if not argv:
         raise SystemExit(usage)
     pyproject, rest = Path(argv[0]), argv[1:]
     only: list[str] = []
     add: list[str] = []
-    while rest and rest[0] in ("--only", "--add"):
+    view: Path | None = None
+    while rest and rest[0] in ("--only", "--add", "--view"):
         if len(rest) < 2:
             raise SystemExit(usage)
-        (only if rest[0] == "--only" else add).append(rest[1])
+        if rest[0] == "--view":
+            view = Path(rest[1])
+        else:
+            (only if rest[0] == "--only" else add).append(rest[1])
         rest = rest[2:]
-    return select(requirements(pyproject, rest), only, add)
+    reqs = requirements(pyproject, rest)
+    if view is not None:
+        reqs = in_view(reqs, view)
+    return select(reqs, only, add)
 
 
 if __name__ == "__main__":

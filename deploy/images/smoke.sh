@@ -2,17 +2,21 @@
 # Build the CPU images with buildah and start each service inside its own image; pass when
 # every one answers gRPC health (SERVING) and reflection (its nasloop.v1 service is listed)
 # from outside the container. Needs no Docker engine and no registry (DESIGN.md, "Images").
-# The evaluator image also runs the evaluation pod's entry point (python -m
-# services.evaluator.pod) as cluster mode runs it, through tests/image_pod.py: the evaluator's
-# own Kubernetes executor against moto's S3 server on loopback and a fake Kubernetes API whose
-# "kubelet" runs each Job's container with buildah run (the manifest's uid, env, read-only root);
-# a good network must be trained and scored, a raising one must get its own failure status.
+# An evaluator target brings its evaluation pod's image (evaluator-pod-cpu or -gpu, the Jobs'
+# image): deploy/images/pod_view_check.py inside it (only what the local strict sandbox shows a
+# candidate: no scikit-learn, no digits data file, no service clients), then the pod's entry
+# point (python -m services.evaluator.pod) as cluster mode runs it, through tests/image_pod.py:
+# the evaluator's own Kubernetes executor against moto's S3 server on loopback and a fake
+# Kubernetes API whose "kubelet" runs each Job's container with buildah run (the manifest's uid,
+# env, read-only root); a good network must be trained and scored, a raising one must get its
+# own failure status, one that imports scikit-learn to rebuild the digits labels must fail to.
 # Usage: smoke.sh [TARGET...]   default: novelty controller evaluator-cpu trainer-cpu
 # generator-cpu. The GPU images (evaluator-gpu trainer-gpu generator-gpu) run only when named:
 # they need no GPU here (checked on the CPU: pip-install.sh check-torch inside the image, then
 # the service; the generator with its transformers backend, as vLLM's GPU build cannot start
-# without one) but download several GB of CUDA wheels, are 6-10 GB each and need 20-30 GB of
-# free disk to build (docs/images.md).
+# without one, and Triton compiling and loading its C stub with the image's compiler,
+# deploy/images/triton_check.py) but download several GB of CUDA wheels, are 6-10 GB each and
+# need 20-30 GB of free disk to build (docs/images.md).
 # Environment: BASE (default: a Debian image built here by debian-base.sh), SKIP_BUILD=1 (use
 # the images as they are), SMOKE_TIMEOUT_S (per service, default 180), and build.sh's.
 set -euo pipefail
@@ -35,8 +39,14 @@ if [[ -z ${BASE:-} ]]; then
   export BASE=localhost/nasloop-base:bookworm
   "$here/debian-base.sh" "$BASE"
 fi
+# Each evaluator image is checked with the evaluation pod's image of its variant.
+builds=()
+for t in "${targets[@]}"; do
+  builds+=("$t")
+  [[ $t == evaluator-cpu || $t == evaluator-gpu ]] && builds+=("evaluator-pod-${t##*-}")
+done
 if [[ -z ${SKIP_BUILD:-} ]]; then
-  BUILDER=buildah "$here/build.sh" "${targets[@]}"
+  BUILDER=buildah "$here/build.sh" "${builds[@]}"
 fi
 
 work=$(mktemp -d)
@@ -53,21 +63,33 @@ free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# What every final image must be: its fixed non-root uid, code it cannot change, no compiler,
-# no package cache (run inside the image, as its USER).
+# What every final image must be: its fixed non-root uid, code it cannot change, no compiler
+# (argument "compiler": gcc present, for Triton; generator-gpu), no package cache, its code
+# imports (argument 3: the module) (run inside the image, as its USER).
 IMAGE_CHECK='
-import os, shutil, sys
+import importlib, os, shutil, sys
 problems = []
 if os.getuid() != 10001 or os.getgid() != 10001:
     problems.append(f"runs as {os.getuid()}:{os.getgid()}, not 10001:10001")
 if os.access("/opt/nasloop", os.W_OK) or os.access(sys.executable, os.W_OK):
     problems.append("the virtual environment is writable by the service user")
-problems += [f"compiler present: {c}" for c in ("gcc", "cc", "g++", "c++", "clang") if shutil.which(c)]
+compilers = [c for c in ("gcc", "cc", "g++", "c++", "clang") if shutil.which(c)]
+if sys.argv[1] == "compiler":
+    problems += [] if shutil.which("gcc") else ["no gcc (Triton compiles its C stubs with it)"]
+else:
+    problems += [f"compiler present: {c}" for c in compilers]
 caches = ["/root/.cache/pip", os.path.expanduser("~/.cache/pip"), "/var/lib/apt/lists/partial"]
 problems += [f"cache left: {d}" for d in caches if os.path.isdir(d) and os.listdir(d)]
-import nasloop.cli  # the package and its dependencies import
+importlib.import_module(sys.argv[2])  # the package and its dependencies import
 sys.exit("; ".join(problems) or None)
 '
+
+# image_check TARGET [compiler] [MODULE]: IMAGE_CHECK inside the image; ctr is left set.
+image_check() {
+  ctr=$(buildah from --quiet "$(image_ref "$1")")
+  buildah run --isolation chroot "$ctr" -- python3 -c "$IMAGE_CHECK" "${2:-no-compiler}" \
+    "${3:-nasloop.cli}" || die "$(image_ref "$1") is not a proper final image (above)"
+}
 
 # smoke TARGET SERVICE GRPC_SERVICE [buildah-run options...]: check the image, start the
 # service, probe it from outside, stop it.
@@ -75,9 +97,7 @@ smoke() {
   local target=$1 service=$2 grpc_name=$3 port start status
   shift 3
   port=$(free_port)
-  ctr=$(buildah from --quiet "$(image_ref "$target")")
-  buildah run --isolation chroot "$ctr" -- python3 -c "$IMAGE_CHECK" ||
-    die "$(image_ref "$target") is not a proper final image (above)"
+  image_check "$target" "${COMPILER:-}"
   start=$SECONDS
   setsid buildah run --isolation chroot \
     --env NASLOOP_STORE__URL=file:///tmp/store --env NASLOOP_SERVER__METRICS_PORT= \
@@ -122,10 +142,28 @@ gpu_check() {
   ctr=""
 }
 
-# pod_check TARGET: the evaluation pod's entry point as cluster mode runs it (tests/image_pod.py).
+# triton_check TARGET: Triton compiles and loads its C stub in the image, on the CPU
+# (deploy/images/triton_check.py, as the image's USER, with its HOME as Triton's cache).
+triton_check() {
+  ctr=$(buildah from --quiet "$(image_ref "$1")")
+  buildah run --isolation chroot "$ctr" -- python3 -c "$(cat "$here/triton_check.py")" ||
+    die "$(image_ref "$1"): Triton cannot build its C stub (above)"
+  buildah rm "$ctr" >/dev/null
+  ctr=""
+}
+
+# pod_check VARIANT: the evaluation pod's image (evaluator-pod-VARIANT): the image's own checks,
+# what a candidate can reach in it (deploy/images/pod_view_check.py), then the pod's entry point
+# as cluster mode runs it (tests/image_pod.py).
 pod_check() {
-  "$python" "$root/tests/image_pod.py" "$(image_ref "$1")" ||
-    die "the evaluation pod does not work in $(image_ref "$1") (its log above)"
+  local target=evaluator-pod-$1
+  image_check "$target" no-compiler services.evaluator.pod
+  buildah run --isolation chroot "$ctr" -- python3 -c "$(cat "$here/pod_view_check.py")" ||
+    die "$(image_ref "$target") holds more than the strict sandbox shows a candidate (above)"
+  buildah rm "$ctr" >/dev/null
+  ctr=""
+  "$python" "$root/tests/image_pod.py" "$(image_ref "$target")" ||
+    die "the evaluation pod does not work in $(image_ref "$target") (its log above)"
 }
 
 # The tiny test model, laid into a Hugging Face cache under $work/hf as smoke/tiny-lm.
@@ -143,8 +181,9 @@ for t in "${targets[@]}"; do
     # evaluator runs candidates as hardened Jobs (executor kubernetes) instead.
     evaluator-cpu)
       smoke evaluator-cpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak
-      pod_check evaluator-cpu
+      pod_check cpu
       ;;
+    evaluator-pod-cpu | evaluator-pod-gpu) pod_check "${t##*-}" ;;
     trainer-cpu) smoke trainer-cpu trainer Trainer ;;
     generator-cpu)
       # The tiny test model, served by its id.
@@ -155,7 +194,8 @@ for t in "${targets[@]}"; do
     evaluator-gpu)
       gpu_check evaluator-gpu
       smoke evaluator-gpu evaluator Evaluator --env NASLOOP_EVALUATOR__SANDBOX=weak
-      pod_check evaluator-gpu
+      gpu_check evaluator-pod-gpu
+      pod_check gpu
       ;;
     trainer-gpu)
       gpu_check trainer-gpu "import peft, transformers"
@@ -163,11 +203,13 @@ for t in "${targets[@]}"; do
       ;;
     generator-gpu)
       gpu_check generator-gpu "import vllm; print('vllm', vllm.__version__)"
+      triton_check generator-gpu
       tiny_lm
-      smoke generator-gpu generator Generator "${tiny_lm_options[@]}" \
+      COMPILER=compiler smoke generator-gpu generator Generator "${tiny_lm_options[@]}" \
         --env NASLOOP_GENERATOR__BACKEND=transformers
       ;;
     *) die "no smoke test for $t (have: novelty controller evaluator-cpu trainer-cpu" \
-      "generator-cpu evaluator-gpu trainer-gpu generator-gpu)" ;;
+      "generator-cpu evaluator-gpu trainer-gpu generator-gpu evaluator-pod-cpu" \
+      "evaluator-pod-gpu)" ;;
   esac
 done

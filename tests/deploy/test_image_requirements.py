@@ -55,6 +55,21 @@ def test_the_gpu_torchvision_pin_is_built_for_the_extras_torch(extra: str) -> No
     torch_pin = next(r for r in requirements(extra) if re.match(r"torch\b", r))
     m = re.fullmatch(r"torch==2\.(\d+)\.\d+", torch_pin)
     assert m, torch_pin
-    default = re.search(r"ARG TORCHVISION=torchvision==0\.(\d+)\.\d+", DOCKERFILE.read_text())
-    assert default, "the Dockerfile has no TORCHVISION default"
-    assert int(default.group(1)) == int(m.group(1)) + 15, (torch_pin, default.group(0))
+    defaults = re.findall(r"ARG TORCHVISION=torchvision==0\.(\d+)\.\d+", DOCKERFILE.read_text())
+    assert defaults, "the Dockerfile has no TORCHVISION default"
+    for minor in defaults:  # the services' GPU stage and the evaluation pod's
+        assert int(minor) == int(m.group(1)) + 15, (torch_pin, minor)
+
+
+def test_the_pod_environment_holds_only_what_the_strict_sandbox_allows() -> None:
+    """--view: the evaluation pod's stage installs the extras' pins of view.ALLOWED alone (no
+    scikit-learn, no gRPC, S3 or Kubernetes client), so the pod image sees what the local strict
+    sandbox sees."""
+    from services.evaluator import view
+
+    reqs = requirements("--view", str(ROOT / "services/evaluator/view.py"), "evaluator")
+    names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in reqs}  # type: ignore[union-attr]
+    assert names == {"torch", "numpy", "protobuf", "pydantic", "pyyaml", "pyseccomp"}
+    assert names <= {n.lower() for n in view.ALLOWED}
+    pins = set(requirements("evaluator"))
+    assert set(reqs) <= pins  # the evaluator's own pins

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -22,9 +23,27 @@ FAKES = {
   "get kubeconfig") echo "apiVersion: v1" ;;
 esac""",
     "kubectl": """case "$*" in
+  *"get secret"*access_key*) echo YWNjZXNz ;;
+  *"get secret"*secret_key*) echo c2VjcmV0 ;;
   *jsonpath*) echo 4 ;;
   *"get nodes"*"-o name"*) echo node/nasloop-worker2 ;;
+  *port-forward*)
+    # Listens on the forwarded local port, as kubectl does, until the script stops it.
+    for a in "$@"; do [[ $a == *:* ]] && port=${a%%:*}; done
+    exec /usr/bin/python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(60)' "$port" ;;
 esac""",
+    # helm: `status` succeeds once a release was installed ($FAKE_LOG.release), as Helm's does.
+    "helm": """case "$1" in
+  version) echo "${FAKE_HELM_VERSION:-v3.14.2+g1234567}" ;;
+  status) [[ -e $FAKE_LOG.release ]] ;;
+  upgrade) touch "$FAKE_LOG.release" ;;
+esac""",
+    # The interpreter deploy.sh publishes the model with: records the store it was given.
+    "python": """keys="$NASLOOP_STORE__ACCESS_KEY $NASLOOP_STORE__SECRET_KEY"
+echo "store $NASLOOP_STORE__ENDPOINT $keys" >>"$FAKE_LOG"
+cat >/dev/null""",
     "podman": "exit 0",
 }
 
@@ -41,7 +60,15 @@ def fakes(tmp_path: Path) -> dict[str, str]:
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "HOME": str(tmp_path),
         "FAKE_LOG": str(tmp_path / "calls.log"),
+        "PYTHON": str(bin_dir / "python"),
+        "STORE_PORT": str(free_port()),
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -89,13 +116,13 @@ def test_podman_images_are_archived_under_the_name_the_chart_pulls(fakes) -> Non
     r = run("load.sh", env)
     assert r.returncode == 0, r.stderr
     pushes = [c for c in calls(env) if c.startswith("podman push")]
-    assert len(pushes) == 5
+    assert len(pushes) == 6  # the five services and the evaluation pod's image
     for c in pushes:
         _, _, ref, dest = c.split(" ")
         assert ref.startswith("nasloop/") and dest.endswith(f"/image.tar:{ref}"), c
         assert dest.startswith("docker-archive:")
     assert "podman push nasloop/evaluator:t-cpu" in "\n".join(pushes)
-    assert sum(c.startswith("kind load image-archive --name nasloop ") for c in calls(env)) == 5
+    assert sum(c.startswith("kind load image-archive --name nasloop ") for c in calls(env)) == 6
     assert not any(c.startswith("podman save") for c in calls(env))
 
 
@@ -111,6 +138,7 @@ def test_gpu_variant_loads_the_gpu_images(fakes) -> None:  # type: ignore[no-unt
     assert r.returncode == 0, r.stderr
     refs = {c.split(" ")[2] for c in calls(env) if c.startswith("podman push")}
     assert {"nasloop/evaluator:t-gpu", "nasloop/trainer:t-gpu", "nasloop/generator:t-gpu"} <= refs
+    assert "nasloop/evaluator-pod:t-gpu" in refs
 
 
 @pytest.mark.parametrize(("variant", "runtime"), [("cpu", False), ("gpu", True)])
@@ -119,12 +147,72 @@ def test_deploy_names_nvkinds_runtime_class_for_the_gpu_images(
 ) -> None:  # type: ignore[no-untyped-def]
     """Real GPUs (nvkind) run under the RuntimeClass "nvidia", not containerd's default runtime:
     with the GPU images every GPU pod of the chart names it."""
-    helm = tmp_path / "bin" / "helm"
-    helm.write_text('#!/usr/bin/env bash\necho "helm $*" >>"$FAKE_LOG"\n')
-    helm.chmod(0o755)
-    env = {**fakes, "HELM": str(helm), "IMAGE_VARIANT": variant}
+    env = {**fakes, "IMAGE_VARIANT": variant}
     r = run("deploy.sh", env)
     assert r.returncode == 0, r.stderr
-    (install,) = [c for c in calls(env) if c.startswith("helm upgrade --install")]
-    assert f"--set image.variant={variant}" in install
-    assert ("--set gpu.runtimeClassName=nvidia" in install) is runtime
+    installs = [c for c in calls(env) if c.startswith("helm upgrade --install")]
+    assert len(installs) == 2  # a first install: without the generator, then with it
+    for install in installs:
+        assert f"--set image.variant={variant}" in install
+        assert ("--set gpu.runtimeClassName=nvidia" in install) is runtime
+
+
+def test_first_deploy_publishes_the_model_before_the_generator_starts(fakes) -> None:  # type: ignore[no-untyped-def]
+    """A fresh cluster: the generator (model.source=store) must not start before its model is in
+    the store, or it exits and crash-loops until someone publishes it. deploy.sh installs
+    everything but the generator, publishes the tiny model through a port-forward to the bundled
+    store (its keys from the chart's Secret), then installs the generator, each step waited for."""
+    r = run("deploy.sh", fakes)
+    assert r.returncode == 0, r.stderr
+    log = calls(fakes)
+    first = next(i for i, c in enumerate(log) if c.startswith("helm upgrade --install"))
+    published = log.index(f"store 127.0.0.1:{fakes['STORE_PORT']} access secret")
+    last = max(i for i, c in enumerate(log) if c.startswith("helm upgrade --install"))
+    assert first < published < last
+    assert "--set generator.enabled=false" in log[first] and "--wait" in log[first]
+    assert "--set generator.enabled=false" not in log[last] and "--wait" in log[last]
+    assert "--set model.storeKey=models/tiny-e2e" in log[last]
+    forward = next(i for i, c in enumerate(log) if "port-forward" in c)
+    rollout = next(i for i, c in enumerate(log) if "rollout status deployment/nasloop-store" in c)
+    assert first < rollout < forward < published
+
+
+def test_redeploy_publishes_if_needed_and_upgrades_once(fakes) -> None:  # type: ignore[no-untyped-def]
+    """The release exists: no install without the generator; the model is still made sure of."""
+    Path(fakes["FAKE_LOG"] + ".release").touch()
+    r = run("deploy.sh", {**fakes, "KIND_MODEL": "models/mine"})
+    assert r.returncode == 0, r.stderr
+    installs = [c for c in calls(fakes) if c.startswith("helm upgrade --install")]
+    assert len(installs) == 1 and "--set model.storeKey=models/mine" in installs[0]
+    assert "generator.enabled=false" not in installs[0]
+    assert any(c.startswith("store 127.0.0.1:") for c in calls(fakes))
+
+
+def test_publish_model_0_installs_once_without_publishing(fakes) -> None:  # type: ignore[no-untyped-def]
+    r = run("deploy.sh", {**fakes, "PUBLISH_MODEL": "0"})
+    assert r.returncode == 0, r.stderr
+    assert not any(c.startswith("store ") or "port-forward" in c for c in calls(fakes))
+    assert len([c for c in calls(fakes) if c.startswith("helm upgrade --install")]) == 1
+
+
+def helm_bin(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", f"source {KIND / 'common.sh'} && helm_bin"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_a_supported_helm_on_path_is_used_before_the_pinned_one(fakes) -> None:  # type: ignore[no-untyped-def]
+    r = helm_bin(fakes)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(Path(fakes["PATH"].split(":")[0]) / "helm")
+
+
+@pytest.mark.skipif(
+    not (ROOT / ".venv/bin/helm").exists(), reason="the pinned Helm is not installed"
+)
+def test_an_old_helm_on_path_gives_way_to_the_pinned_one(fakes) -> None:  # type: ignore[no-untyped-def]
+    r = helm_bin({**fakes, "FAKE_HELM_VERSION": "v3.8.2+g6e3701e"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(ROOT / ".venv/bin/helm")
+    assert "older than Helm 3.12" in r.stderr

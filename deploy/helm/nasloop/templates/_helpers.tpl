@@ -92,7 +92,7 @@ imagePullSecrets:
 {{- $instance := dict "app.kubernetes.io/instance" .Release.Name -}}
 {{- $place := include "nasloop.gpuScheduling" (dict "root" . "values" $jobs "gpu" (gt (int $jobs.gpus) 0)) | fromYaml -}}
 {{- $kube := dict "namespace" .Release.Namespace
-      "image" (include "nasloop.image" (dict "root" . "component" "evaluator" "torch" true))
+      "image" (include "nasloop.image" (dict "root" . "component" "evaluator-pod" "torch" true))
       "image_pull_policy" $v.image.pullPolicy
       "image_pull_secrets" $v.image.pullSecrets
       "service_account" (printf "%s-sandbox" $full)
