@@ -80,6 +80,13 @@ class ServerConfig(_Section):
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_workers: int = Field(16, ge=1, le=1024)
     grace_s: float = Field(10.0, ge=0, description="graceful-shutdown window on SIGTERM")
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="with tls on: a plaintext port that answers only the gRPC health service "
+        "(the kubelet's gRPC probes speak no TLS); unset: none",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

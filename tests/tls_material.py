@@ -67,7 +67,11 @@ class CA:
             )
         )
 
-    def issue(self, file_name: str, uri: str | None, server: bool = False) -> Issued:
+    def issue(
+        self, file_name: str, uri: str | None, server: bool = False, cn: str | None = None
+    ) -> Issued:
+        """A leaf certificate naming ``uri`` as its URI SAN (and ``cn`` as its common name,
+        default ``file_name``: Helm's genSignedCert can only name an identity there)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         names: list[x509.GeneralName] = []
@@ -77,7 +81,7 @@ class CA:
             names += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, file_name)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or file_name)]))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

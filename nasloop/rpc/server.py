@@ -67,6 +67,7 @@ class ServiceHost:
         self.tls = tls if tls is not None and tls.enabled else None
         self.requested_cert_free_port = cert_free_port if self.tls is not None else None
         self.cert_free_port: int | None = None
+        self.health_port: int | None = None
         self.cfg = cfg
         self.requested_port = port
         self.registrations = list(registrations)
@@ -126,6 +127,9 @@ class ServiceHost:
                 from nasloop.rpc.tls import server_credentials
 
                 self.port = self.server.add_secure_port(address, server_credentials(self.tls))
+                if self.cfg.health_port is not None:
+                    address = f"{self.cfg.host}:{self.cfg.health_port}"
+                    self.health_port = self.server.add_insecure_port(address)
                 if self.requested_cert_free_port is not None:
                     address = f"{self.cfg.host}:{self.requested_cert_free_port}"
                     self.cert_free_port = self.server.add_secure_port(

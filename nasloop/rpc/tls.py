@@ -2,10 +2,12 @@
 caller's identity taken from its verified client certificate.
 
 An identity is the certificate's URI SAN ``nasloop://<domain>/<role>`` or, for one cycle Job,
-``nasloop://<domain>/cycle/<run>/<cycle>``. Two CAs sign them: the service CA (``ca_file``)
-signs every role but ``cycle``; the cycle CA (``cycle_ca_file``) signs only cycle identities.
-The server's handshake accepts a certificate of either CA; :class:`Authenticator` then checks
-that the CA which signed it may sign that role and that the domain is this deployment's.
+``nasloop://<domain>/cycle/<run>/<cycle>`` (or the same as its subject's common name, which is
+what Helm can write; a certificate naming two different identities is refused). Two CAs sign
+them: the service CA (``ca_file``) signs every role but ``cycle``; the cycle CA
+(``cycle_ca_file``) signs only cycle identities. The server's handshake accepts a certificate of
+either CA; :class:`Authenticator` then checks that the CA which signed it may sign that role and
+that the domain is this deployment's.
 """
 
 from __future__ import annotations
@@ -233,18 +235,24 @@ class Authenticator:
             uris = san.get_values_for_type(x509.UniformResourceIdentifier)
         except x509.ExtensionNotFound:
             uris = []
-        ours = [u for u in uris if u.startswith(SCHEME)]
+        ours = {u for u in uris if u.startswith(SCHEME)}
+        # Helm's genSignedCert writes no URI SAN: the chart names the identity as the subject's
+        # common name instead (the CA that signs decides which roles count, below).
+        for cn in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            if isinstance(cn.value, str) and cn.value.startswith(SCHEME):
+                ours.add(cn.value)
         if len(ours) != 1:
             raise PermissionDenied(
                 f"a client certificate must name exactly one {SCHEME} identity, this one names "
                 f"{len(ours)}"
             )
-        identity = parse_identity(ours[0], self.domain)
+        (uri,) = ours
+        identity = parse_identity(uri, self.domain)
         if identity.role == CYCLE:
             if not _issued_by(cert, self._cycle_ca):
-                raise PermissionDenied(f"{ours[0]!r} is not signed by the cycle identities' CA")
+                raise PermissionDenied(f"{uri!r} is not signed by the cycle identities' CA")
         elif not _issued_by(cert, self._service_ca):
-            raise PermissionDenied(f"{ours[0]!r} is not signed by the services' CA")
+            raise PermissionDenied(f"{uri!r} is not signed by the services' CA")
         return identity
 
 

@@ -89,10 +89,15 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     def server_cert(name: str):  # type: ignore[no-untyped-def]
         return c.ca.issue(name, identity(name), server=True)
 
-    cfg = c.config(server_cert("novelty"), NASLOOP_NOVELTY__FINGERPRINT_WORKERS="0")
+    cfg = c.config(
+        server_cert("novelty"),
+        NASLOOP_NOVELTY__FINGERPRINT_WORKERS="0",
+        NASLOOP_SERVER__HEALTH_PORT="0",
+    )
     host, engine = novelty_server.build(cfg, port=0)
     engine.open()
     c.serve("novelty", host)
+    c.health_port = host.health_port  # type: ignore[attr-defined]
 
     cfg = c.config(server_cert("trainer"), NASLOOP_TRAINER__CACHE_DIR=str(root / "trainer"))
     host, _ = trainer_server.build(cfg, port=0)
@@ -279,6 +284,38 @@ def test_callers_without_a_valid_certificate_are_refused(cluster: Cluster) -> No
     # The service serves on: the controller's identity gets its answer.
     with c.channel("novelty", c.controller) as channel:  # type: ignore[attr-defined]
         assert npb_grpc.NoveltyStub(channel).GetNamespace(request, timeout=20).name == CORPUS
+
+
+def test_an_identity_in_the_common_name_counts_and_two_identities_are_none(
+    cluster: Cluster,
+) -> None:
+    """Helm's genSignedCert writes no URI SAN: the chart's certificates name the identity as
+    their common name."""
+    c = cluster
+    request = npb.DeleteNamespaceRequest(name="nothing-here")
+    by_cn = c.ca.issue("cn-controller", None, cn=identity("controller"))
+    with c.channel("novelty", by_cn) as channel:
+        e = refused(npb_grpc.NoveltyStub(channel).DeleteNamespace, request)
+        assert e.code() == grpc.StatusCode.NOT_FOUND  # the controller may: past the guard
+    cycle_by_cn = c.cycle_ca.issue("cn-cycle", None, cn=identity(f"cycle/{A}/2"))
+    with c.channel("novelty", cycle_by_cn) as channel:
+        assert_denied(npb_grpc.NoveltyStub(channel).DeleteNamespace, request, says="cycle 2")
+    two = c.ca.issue("two", identity("operator"), cn=identity("controller"))
+    with c.channel("novelty", two) as channel:
+        assert_denied(npb_grpc.NoveltyStub(channel).DeleteNamespace, request, says="names 2")
+
+
+def test_the_plaintext_health_port_answers_health_only(cluster: Cluster) -> None:
+    """The kubelet's gRPC probes speak no TLS: a plaintext port answers the health service and
+    refuses everything else."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.health_port}") as channel:  # type: ignore[attr-defined]
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
+        stub = npb_grpc.NoveltyStub(channel)
+        assert_denied(stub.GetNamespace, npb.GetNamespaceRequest(name=CORPUS), says="certificate")
+        assert_denied(stub.DeleteNamespace, npb.DeleteNamespaceRequest(name=CORPUS))
 
 
 def test_services_identities_call_nothing(cluster: Cluster) -> None:
