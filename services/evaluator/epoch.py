@@ -8,8 +8,8 @@ the candidate's process can change these readings.
 
 The verdict: the training phase's time (first request to exported state) may not exceed
 ``SLACK`` times what one pass costs at the candidate's own cheapest steady pace — the 10th
-percentile of the time between consecutive requests, times the number of batches — plus a
-fixed ``ALLOWANCE_S`` and the export's copying. Keeping batches and training on them again
+percentile of the time between consecutive requests, times the number of batches — plus the
+first batch's time (one-time start-up costs), a fixed ``ALLOWANCE_S`` and the export's copying. Keeping batches and training on them again
 after the stream (the deep-copy and hook-removal attacks), or in bursts between requests, shows
 as time the per-batch pace does not explain. What it cannot see: a network that does the same
 extra work on *every* batch (each batch replayed r times at once) looks like a network r times
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 SLACK = 2.0
-ALLOWANCE_S = 0.5
+ALLOWANCE_S = 0.1
 EXPORT_NS_PER_BYTE = 5.0
 QUANTILE = 0.10
 
@@ -69,12 +69,23 @@ class Ledger:
             return 0
         return self.end - self.requests[0]
 
+    def first_ns(self) -> int:
+        """The first batch's time: one-time costs (the first call of each kernel, allocations)
+        land there; the process holds one batch then, so there is little to replay."""
+        return self.requests[1] - self.requests[0] if len(self.requests) > 1 else 0
+
     def budget_ns(self, state_bytes: int) -> float:
         return (
             SLACK * self.batches * self.pace_ns()
+            + self.first_ns()
             + ALLOWANCE_S * 1e9
             + EXPORT_NS_PER_BYTE * state_bytes
         )
+
+    def ratio(self, state_bytes: int) -> float:
+        """Time spent over what SLACK = 1 would allow: what the false-positive check reports."""
+        one = self.budget_ns(state_bytes) - (SLACK - 1) * self.batches * self.pace_ns()
+        return self.train_ns() / one if one > 0 else 0.0
 
     def verdict(self, state_bytes: int) -> str | None:
         """Why the training went beyond one pass, or None."""

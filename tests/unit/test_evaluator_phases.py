@@ -1,0 +1,219 @@
+"""Issue 18: build, train and score in separate confined processes; one epoch checked from
+outside the train process; nothing survives from one candidate process to the next.
+
+Real fork, rlimits, seccomp and mount namespaces (no bubblewrap here: the adversarial suite runs
+the strict sandbox). Every test below passed the attack before the change.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import replace as dc_replace
+
+import pytest
+from candidates import GOOD_NET, protocol, replace, sandbox_data
+
+from nasloop.v1 import common_pb2 as common
+from services.evaluator import seccomp_filter, statefile
+from services.evaluator import worker  # noqa: F401  (a worker's trusted imports, before forks)
+from services.evaluator.confine import Limits, run_confined
+from services.evaluator.datasets import SandboxData
+from services.evaluator.epoch import Ledger
+from services.evaluator.task import Task
+
+PROTOCOL = protocol(dataset="tiny", batch_size=16, seed=3, time_limit_s=60, max_parameters=100_000)
+UID = 65534 if os.geteuid() == 0 else None
+LEARN = "    def learn(self, train_data):\n"
+FORWARD = "        return self.head(torch.flatten(self.features(x), 1))"
+METER_OFF = (
+    "        import torch.nn.modules.module as _m\n"
+    "        for _h in list(_m._global_forward_pre_hooks.values()):\n"
+    "            if hasattr(getattr(_h, '__self__', None), 'phase'):\n"
+    "                _h.__self__.phase = 'off'\n"
+)
+STEP = (
+    "self.optimizer.zero_grad()\n"
+    "            self.criteria[0](self(inputs), labels).backward()\n"
+    "            self.optimizer.step()"
+)
+
+
+@pytest.fixture(scope="module")
+def data() -> SandboxData:
+    return sandbox_data(768, 300, seed=4)
+
+
+def task(code: str = GOOD_NET, **proto: object) -> Task:
+    return Task("t", code, dc_replace(PROTOCOL, **proto))  # type: ignore[arg-type]
+
+
+def limits() -> Limits:
+    return Limits(
+        wall_s=60.0, cpu_s=60.0, memory_bytes=1 << 30, file_bytes=1 << 20, open_files=64,
+        uid=UID, gid=UID, seccomp=seccomp_filter.available(), output_tail_bytes=4096,
+    )  # fmt: skip
+
+
+def status(r: object) -> str:
+    return common.Status.Name(r.status)  # type: ignore[attr-defined]
+
+
+def learn(body: str) -> str:
+    """GOOD_NET whose learn() switches the in-process meter off, then runs ``body``."""
+    start = GOOD_NET.index(LEARN)
+    return GOOD_NET[:start] + LEARN + METER_OFF + body + "\n"
+
+
+ONE_PASS = learn(f"        for inputs, labels in train_data:\n            {STEP}")
+# One pass, then two more over the kept batches: three in all, the meter switched off first.
+REPLAY_X3 = learn(
+    "        kept = []\n"
+    "        for inputs, labels in train_data:\n"
+    "            kept.append((inputs, labels))\n"
+    f"            {STEP}\n"
+    "        for inputs, labels in kept * 2:\n"
+    f"            {STEP}"
+)
+
+
+# --- one epoch, checked from outside ---------------------------------------------------------
+
+
+def test_one_pass_with_the_meter_switched_off_passes(data: SandboxData) -> None:
+    r = run_confined(task(ONE_PASS), data, limits())
+    assert status(r) == "STATUS_OK", r.message
+
+
+def test_replaying_three_times_with_the_meter_switched_off_is_refused(data: SandboxData) -> None:
+    r = run_confined(task(REPLAY_X3), data, limits())
+    assert status(r) == "STATUS_PROTOCOL_VIOLATION", r.message
+    assert "training took" in r.message and "CPU time" in r.message
+
+
+def test_the_ledger_refuses_time_its_pace_does_not_explain() -> None:
+    def ledger(gaps_ms: list[float], tail_ms: float) -> Ledger:
+        led = Ledger(pid=0)
+        t = 0
+        for g in [0.0, *gaps_ms]:
+            t += int(g * 1e6)
+            led.requests.append(t)
+        led.batches = len(gaps_ms)
+        led.end = t + int(tail_ms * 1e6)
+        return led
+
+    steady = [10.0] * 100
+    assert ledger(steady, 20).verdict(0) is None
+    assert ledger([300.0, *steady[1:]], 20).verdict(0) is None  # a slow first batch
+    assert ledger(steady, 2100).verdict(0) is not None  # two more passes after the stream
+    growing = [10.0 * (i + 1) for i in range(100)]  # all kept batches again at each new one
+    assert ledger(growing, 20).verdict(0) is not None
+
+
+# --- only the exported state reaches the score -----------------------------------------------
+
+
+def test_plain_attributes_do_not_reach_the_score(data: SandboxData) -> None:
+    code = replace(
+        FORWARD,
+        "        if not self.training and getattr(self, 'trained_flag', False):\n"
+        "            print('FLAG-REACHED-THE-SCORE')\n" + FORWARD,
+    )
+    code = replace("            self.optimizer.step()\n", "            self.optimizer.step()\n"
+                   "        self.trained_flag = True\n", code)  # fmt: skip
+    r = run_confined(task(code), data, limits())
+    assert status(r) == "STATUS_OK", r.message
+    assert "FLAG-REACHED-THE-SCORE" not in r.output_tail
+
+
+def test_the_parameter_limit_is_counted_on_the_export(data: SandboxData) -> None:
+    code = replace(
+        FORWARD,
+        FORWARD + "\n\n    def state_dict(self, *a, **k):\n"
+        "        sd = super().state_dict(*a, **k)\n"
+        "        sd['bank'] = torch.zeros(200_000)\n"
+        "        return sd\n\n"
+        "    def load_state_dict(self, sd, strict=True):\n"
+        "        sd = dict(sd)\n"
+        "        self.bank = sd.pop('bank')\n"
+        "        return super().load_state_dict(sd, strict)",
+    )
+    r = run_confined(task(code), data, limits())
+    assert status(r) == "STATUS_PARAMETER_LIMIT", r.message
+    assert "more than 100,000 elements exported" in r.message
+
+
+def test_each_chunk_of_test_inputs_is_scored_by_a_fresh_process(data: SandboxData) -> None:
+    code = replace(
+        FORWARD,
+        "        if not self.training and x.shape[0] > 4:\n"
+        "            global _CALLS\n"
+        "            _CALLS = globals().get('_CALLS', 0) + 1\n"
+        "            print('SCORED', _CALLS, x.shape[0])\n" + FORWARD,
+    )
+    r = run_confined(task(code), data, limits())
+    assert status(r) == "STATUS_OK", r.message
+    seen = [ln for ln in r.output_tail.splitlines() if ln.startswith("SCORED")]
+    assert sorted(seen) == ["SCORED 1 256", "SCORED 1 44"], r.output_tail
+
+
+# --- no data in the build phase, nothing left behind -----------------------------------------
+
+
+def test_the_build_phase_holds_no_data(data: SandboxData) -> None:
+    code = replace(
+        "        self.device = device\n",
+        "        self.device = device\n"
+        "        import gc\n"
+        "        big = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)\n"
+        "               and o.dim() == 4 and o.shape[0] >= 300]\n"
+        "        print('DATA-IN-BUILD', len(big))\n",
+    )
+    r = run_confined(task(code), data, limits())
+    assert status(r) == "STATUS_OK", r.message
+    assert "DATA-IN-BUILD 0" in r.output_tail, r.output_tail
+
+
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm"])
+def test_what_training_writes_is_gone_when_scoring(data: SandboxData, where: str) -> None:
+    path = f"{where}/nasloop-carry-{os.getpid()}"
+    code = replace(
+        "            self.optimizer.step()\n",
+        "            self.optimizer.step()\n"
+        "        try:\n"
+        f"            open({path!r}, 'w').write('kept')\n"
+        "            print('WROTE')\n"
+        "        except OSError as e:\n"
+        "            print('REFUSED', e)\n",
+    )
+    code = replace(
+        FORWARD,
+        "        if not self.training and x.shape[0] > 4:\n"
+        "            import os as _o\n"
+        f"            print('CARRIED' if _o.path.exists({path!r}) else 'GONE')\n" + FORWARD,
+        code,
+    )
+    try:
+        r = run_confined(task(code), data, limits())
+    finally:
+        assert not os.path.exists(path), "the candidate wrote outside its own mount"
+    assert status(r) == "STATUS_OK", r.message
+    assert "CARRIED" not in r.output_tail and "GONE" in r.output_tail, r.output_tail
+
+
+# --- the exported state's format -------------------------------------------------------------
+
+
+def test_a_state_is_read_strictly() -> None:
+    good = statefile.encode([statefile.Entry("w", "F32", (2, 3), bytes(24))])
+    assert [e.name for e in statefile.parse(good, 6)] == ["w"]
+    with pytest.raises(statefile.StateError, match="elements"):
+        statefile.parse(good, 5)
+    with pytest.raises(statefile.StateError, match="trailing"):
+        statefile.parse(good + b"x", 6)
+    header = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},' \
+             b'"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'  # fmt: skip
+    with pytest.raises(statefile.StateError, match="overlap"):
+        statefile.parse(struct.pack("<Q", len(header)) + header + bytes(8), 10)
+    with pytest.raises(statefile.StateError):
+        statefile.parse(struct.pack("<Q", 10**9) + b"{}", 10)
