@@ -24,13 +24,8 @@ PY="${PYTHON:-python3}"
 PYTEST_TIMEOUT="${GPU_CHECK_TIMEOUT:-300}"
 WHL="${GPU_CHECK_WHEELS:-.whl}"  # another (empty) folder skips the install, e.g. on a CPU machine
 T0=$SECONDS
-
-banner() { printf '\n=== %s (t=%ss)\n' "$*" "$((SECONDS - T0))"; }
-loud() {
-  printf '%s\n' "##############################################################################"
-  printf '### %s\n' "$@"
-  printf '%s\n' "##############################################################################"
-}
+# shellcheck source=scripts/gpu_carry.sh
+source scripts/gpu_carry.sh
 
 banner "machine"
 uname -srm
@@ -42,23 +37,7 @@ echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libseccomp' || echo "ldconfig: no libcuda/libseccomp"
 
 banner "wheels"
-if compgen -G "$WHL/*.whl" >/dev/null; then
-  ls -1 "$WHL"
-  purelib="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  echo "installing into $purelib"
-  if [ -w "$purelib" ] && timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-compile \
-      --no-cache-dir --upgrade --disable-pip-version-check "$WHL"/*.whl; then
-    echo "wheels installed into the machine's environment"
-  else
-    loud "cannot install into $purelib: wheels go to /tmp/site (PYTHONPATH)," \
-      "which the sandbox workers do not see: expect the evaluator cases to fail"
-    timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --upgrade --disable-pip-version-check --target /tmp/site "$WHL"/*.whl
-    export PYTHONPATH=/tmp/site
-  fi
-else
-  echo "no wheels in $WHL: using what the machine has"
-fi
+install_carried_wheels "$WHL"
 timeout 120 "$PY" - <<'EOF'
 import importlib.metadata as md
 for name in ("torch", "torchvision", "numpy", "scikit-learn", "pydantic", "pydantic-core",
@@ -78,30 +57,7 @@ EOF
 echo "import check exit status: $?"
 
 banner "bubblewrap"
-if ! command -v bwrap >/dev/null && [ -x .gpu/bwrap ]; then
-  install -m 0755 .gpu/bwrap /usr/local/bin/bwrap && echo "installed the carried bwrap"
-fi
-for lib in .gpu/lib/*; do
-  [ -e "$lib" ] || continue
-  soname="$(basename "$lib")"
-  if ! ldconfig -p | grep -q "^[[:space:]]*$soname "; then
-    cp "$lib" /usr/local/lib/ && echo "added $soname (carried) to /usr/local/lib"
-  fi
-done
-ldconfig 2>/dev/null || true
-SANDBOX=weak
-WHY="bubblewrap is not installed"
-if command -v bwrap >/dev/null; then
-  echo "bwrap: $(command -v bwrap) ($(bwrap --version 2>&1))"
-  ldd "$(command -v bwrap)" | grep 'not found' || true
-  if probe="$(timeout 30 bwrap --unshare-net --unshare-pid --unshare-ipc --unshare-uts \
-      --new-session --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp true 2>&1)"; then
-    echo "bwrap probe: namespaces work here"
-    SANDBOX=auto
-  else
-    WHY="bwrap cannot make its namespaces here: ${probe:-timed out}"
-  fi
-fi
+probe_bubblewrap
 if [ "$SANDBOX" = weak ]; then
   loud "STRICT SANDBOX UNAVAILABLE: $WHY" \
     "THIS CHECK RUNS WITH sandbox=weak (rlimits, seccomp filter, uid drop; no namespaces)"

@@ -5,6 +5,9 @@
 # are ignored through .git/info/exclude. Run once here (needs the package index and apt).
 #
 # Usage: scripts/gpu_prepare.sh          then carry [".whl", ".gpu"] in the device run
+#        LOOP=1 scripts/gpu_prepare.sh   also what scripts/gpu_loop.sh needs beyond the
+#                                        evaluator (the S3 client, MinHash, progress bars), for an
+#                                        environment with CUDA torch, transformers and peft
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,13 @@ WHEELS=(
   protobuf==7.36.2 grpcio==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
   pyseccomp==0.1.2
 )
+if [ -n "${LOOP:-}" ]; then
+  WHEELS+=(
+    datasketch==2.0.0 minio==7.2.20 argon2-cffi==25.1.0 argon2-cffi-bindings==26.2.0
+    cffi==2.1.1 pycparser==3.12 pycryptodome==4.5.0 certifi==2026.10.19.post1 urllib3==2.8.0
+    tqdm==4.70.1 prometheus-client==0.26.0
+  )
+fi
 rm -rf .whl
 mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
