@@ -37,7 +37,8 @@ if [[ ${PUBLISH_MODEL:-1} != 0 ]]; then
   [[ -x $python ]] || die "$python missing: run make setup first (it publishes the test model)"
   if ! "$helm" status "$RELEASE" --kube-context "$CONTEXT" --namespace "$NAMESPACE" >/dev/null 2>&1; then
     echo "first install: everything but the generator until $model is in the store"
-    install --set generator.enabled=false --wait --timeout 10m "${@}"
+    # (no run started either: its hook would start a run that has no generator yet)
+    install "$@" --set generator.enabled=false --set run.enabled=false --wait --timeout 10m
   fi
   "${kc[@]}" -n "$NAMESPACE" rollout status "deployment/$FULLNAME-store" --timeout 5m
   work=$(mktemp -d)

@@ -71,9 +71,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(KIND / script)], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+        [str(KIND / script), *args], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
     )
 
 
@@ -162,7 +162,7 @@ def test_first_deploy_publishes_the_model_before_the_generator_starts(fakes) -> 
     the store, or it exits and crash-loops until someone publishes it. deploy.sh installs
     everything but the generator, publishes the tiny model through a port-forward to the bundled
     store (its keys from the chart's Secret), then installs the generator, each step waited for."""
-    r = run("deploy.sh", fakes)
+    r = run("deploy.sh", fakes, "--set", "run.enabled=true")
     assert r.returncode == 0, r.stderr
     log = calls(fakes)
     first = next(i for i, c in enumerate(log) if c.startswith("helm upgrade --install"))
@@ -170,7 +170,10 @@ def test_first_deploy_publishes_the_model_before_the_generator_starts(fakes) -> 
     last = max(i for i, c in enumerate(log) if c.startswith("helm upgrade --install"))
     assert first < published < last
     assert "--set generator.enabled=false" in log[first] and "--wait" in log[first]
+    # A run asked for starts with the generator, not before (the later --set wins in Helm).
+    assert log[first].index("run.enabled=true") < log[first].index("run.enabled=false")
     assert "--set generator.enabled=false" not in log[last] and "--wait" in log[last]
+    assert log[last].endswith("--set run.enabled=true")
     assert "--set model.storeKey=models/tiny-e2e" in log[last]
     forward = next(i for i, c in enumerate(log) if "port-forward" in c)
     rollout = next(i for i, c in enumerate(log) if "rollout status deployment/nasloop-store" in c)
