@@ -4,8 +4,9 @@ Marked ``cluster``, so ``make test`` skips it. It uses the current kubeconfig, a
 configuration from the environment (``NASLOOP_CONFIG`` or ``NASLOOP_*`` variables), which must
 name an ``s3://`` store that both this process and the cluster's pods reach (set
 ``NASLOOP_EVALUATOR__KUBERNETES__POD_STORE_ENDPOINT`` when pods see it at another address), the
-evaluator image (``NASLOOP_EVALUATOR__KUBERNETES__IMAGE``) loaded into the cluster, and its
-namespace. With ``NASLOOP_EVALUATOR__KUBERNETES__GPUS=0`` the candidate trains on CPU.
+evaluation pod's image (``NASLOOP_EVALUATOR__KUBERNETES__IMAGE``, an evaluator-pod-* image) loaded
+into the cluster, and its namespace. With ``NASLOOP_EVALUATOR__KUBERNETES__GPUS=0`` the candidate
+trains on CPU.
 """
 
 from __future__ import annotations
