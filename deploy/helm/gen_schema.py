@@ -233,6 +233,15 @@ def values_schema() -> Json:
                     }
                 ),
                 "admissionPolicy": obj({"enabled": BOOL}),
+                "tls": obj(
+                    {
+                        "enabled": BOOL,
+                        "certManager": {"enum": ["auto", True, False, "true", "false"]},
+                        "days": {"type": "integer", "minimum": 1},
+                        "healthPort": PORT,
+                        "cyclePort": PORT,
+                    }
+                ),
                 "serviceMonitor": obj({"enabled": BOOL, "interval": STR, "labels": LABELS}),
             }
         ),

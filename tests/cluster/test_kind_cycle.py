@@ -6,7 +6,10 @@ port-forward) and ``NASLOOP_E2E_MODEL`` (the base model the chart's generator se
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import subprocess
 import time
 import uuid
 
@@ -25,9 +28,27 @@ def controller() -> pb_grpc.ControllerStub:
     address = os.environ.get("NASLOOP_E2E_CONTROLLER")
     if not address:
         pytest.skip("NASLOOP_E2E_CONTROLLER is not set (make kind-e2e sets it)")
-    channel = grpc.insecure_channel(address)
+    channel = _channel(address)
     grpc.channel_ready_future(channel).result(timeout=60)
     return pb_grpc.ControllerStub(channel)
+
+
+def _channel(address: str) -> grpc.Channel:
+    """Plaintext, or the chart's mutual TLS with the release's operator certificate (its Secret,
+    read with kubectl from the namespace and release e2e.sh names)."""
+    account = os.environ.get("NASLOOP_EVALUATOR__KUBERNETES__SERVICE_ACCOUNT", "")
+    namespace = os.environ.get("NASLOOP_EVALUATOR__KUBERNETES__NAMESPACE", "nasloop")
+    secret = account.removesuffix("-sandbox") + "-operator-tls"
+    got = subprocess.run(
+        ["kubectl", "-n", namespace, "get", "secret", secret, "-o", "json"],
+        capture_output=True,
+        text=True,
+    )
+    if got.returncode != 0:
+        return grpc.insecure_channel(address)
+    data = {k: base64.b64decode(v) for k, v in json.loads(got.stdout)["data"].items()}
+    credentials = grpc.ssl_channel_credentials(data["ca.crt"], data["tls.key"], data["tls.crt"])
+    return grpc.secure_channel(address, credentials)  # its certificate names 127.0.0.1
 
 
 def test_one_tiny_cycle_runs_in_the_cluster(controller: pb_grpc.ControllerStub) -> None:

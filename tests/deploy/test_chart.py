@@ -93,6 +93,10 @@ def controller_config(objs: list[dict[str, Any]], tmp: Path) -> Config:
     env = {
         e["name"]: e["value"] for e in c["env"] if "value" in e and e["name"] != "NASLOOP_CONFIG"
     }
+    # With TLS, the services' CA as the controller reads it from its mounted Secret.
+    ca = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == f"{FULL}-tls-ca"]
+    if ca:
+        env["NASLOOP_TLS__CA_PEM"] = base64.b64decode(ca[0]["data"]["ca.crt"]).decode()
     return load_config(path, env=env | STORE_KEYS)
 
 
@@ -160,8 +164,10 @@ def test_no_evaluation_or_cycle_pod_gets_a_token_a_secret_or_a_host_path(
 ) -> None:
     """Evaluation pods (presigned URLs), the run hook and cycle pods (their store is the
     controller's CycleStore, controller://) hold no token, no Secret and no host path, and no
-    value of the store's keys."""
+    value of the store's keys (with TLS the run hook mounts the operator's certificate, its
+    identity for StartRun, and nothing else; a cycle pod makes its own key)."""
     name, objs = case
+    operator = {"name": "tls", "secret": {"secretName": f"{FULL}-operator-tls"}}
     accounts = {sa["metadata"]["name"]: sa for sa in of_kind(objs, "ServiceAccount")}
     pods = [("evaluation", evaluation_job(objs)["spec"]["template"]["spec"])]
     pods += [(o["metadata"]["name"], p) for o, p in pod_templates(objs) if o["kind"] == "Job"]
@@ -173,14 +179,18 @@ def test_no_evaluation_or_cycle_pod_gets_a_token_a_secret_or_a_host_path(
         assert account["automountServiceAccountToken"] is False, pod_name
         assert pod["serviceAccountName"] in (f"{FULL}-sandbox", f"{FULL}-cycle"), pod_name
         for volume in pod.get("volumes", []):
+            if pod_name.endswith("-run-start") and volume == operator:
+                continue
             assert not {"secret", "hostPath", "projected"} & volume.keys(), (pod_name, volume)
         for c in containers(pod):
             assert "envFrom" not in c, pod_name
             assert not [e for e in c.get("env", []) if "valueFrom" in e], pod_name
-            assert not [e for e in c.get("env", []) if "KEY" in e["name"]], pod_name
+            keys = [e for e in c.get("env", []) if "KEY" in e["name"]]
+            assert not [e for e in keys if e["name"] != "NASLOOP_TLS__KEY_FILE"], pod_name
     (c,) = containers(cycle)
     env = {e["name"]: e["value"] for e in c["env"]}
-    assert env["NASLOOP_STORE__URL"] == f"controller://{FULL}-controller:50055", name
+    port = 50056 if config_of(objs).tls.enabled else 50055  # with TLS: the cert-free port
+    assert env["NASLOOP_STORE__URL"] == f"controller://{FULL}-controller:{port}", name
 
 
 def test_only_the_evaluator_and_the_controller_get_api_tokens(case: Any) -> None:
@@ -253,13 +263,17 @@ def test_services_have_grpc_probes_ports_and_services(case: Any) -> None:
     for name in SERVICES:
         port = getattr(cfg, name).port
         (c,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        probed = cfg.server.health_port if cfg.tls.enabled else port  # probes speak no TLS
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == port, (name, probe)
+            assert c[probe]["grpc"]["port"] == probed, (name, probe)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert ports == {"grpc": port, "metrics": cfg.server.metrics_port}
+        expected = {"grpc": port, "metrics": cfg.server.metrics_port}
+        if cfg.tls.enabled and name == "controller":
+            expected["cycle-store"] = cfg.controller.cycle_port
+        assert ports == expected
         assert c["command"] == ["nasloop", "serve", name]
         svc = named(objs, "Service", f"{FULL}-{name}")
-        assert {p["name"] for p in svc["spec"]["ports"]} == {"grpc", "metrics"}
+        assert {p["name"] for p in svc["spec"]["ports"]} == set(expected)
 
 
 def test_network_policies(case: Any) -> None:
@@ -379,7 +393,8 @@ def test_controller_is_pointed_at_the_services_and_its_cycle_jobs() -> None:
     assert env["NASLOOP_CONTROLLER__KUBERNETES__SERVICE_ACCOUNT"] == f"{FULL}-cycle"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__IMAGE"] == "nasloop/controller:0.1.0"
     assert env["NASLOOP_CONTROLLER__KUBERNETES__CONFIG_MAP"] == f"{FULL}-config"
-    address = f"{FULL}-controller:50055"  # the cycle pods' store: this controller
+    address = f"{FULL}-controller:50056"  # the cycle pods' store: this controller (TLS: its
+    # port that asks for no client certificate)
     assert env["NASLOOP_CONTROLLER__KUBERNETES__CONTROLLER_ADDRESS"] == address
 
 
@@ -736,7 +751,7 @@ def test_no_store_keys_ship_with_the_chart() -> None:
     given = store_keys(render(sets=["store.accessKey=ak", "store.secretKey=sk"]))
     assert given == {"access_key": "ak", "secret_key": "sk"}
     objs = render(sets=["store.existingSecret=mine"])
-    assert not of_kind(objs, "Secret")
+    assert not [s for s in of_kind(objs, "Secret") if s["metadata"]["name"] == f"{FULL}-store"]
     (c,) = named(objs, "Deployment", f"{FULL}-novelty")["spec"]["template"]["spec"]["containers"]
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
     assert refs == {"mine"}

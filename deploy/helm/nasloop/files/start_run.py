@@ -10,6 +10,7 @@ so upgrades and retries of the hook are harmless. Exit status 0 on success or an
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,11 +36,26 @@ def wait_serving(channel: grpc.Channel, deadline: float) -> None:
         time.sleep(2)
 
 
+def _channel(address: str) -> grpc.Channel:
+    """Plaintext, or with NASLOOP_TLS_DIR (ca.crt, tls.crt, tls.key: the chart's operator
+    certificate) mutual TLS."""
+    tls_dir = os.environ.get("NASLOOP_TLS_DIR")
+    if not tls_dir:
+        return grpc.insecure_channel(address)
+    d = Path(tls_dir)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(d / "ca.crt").read_bytes(),
+        private_key=(d / "tls.key").read_bytes(),
+        certificate_chain=(d / "tls.crt").read_bytes(),
+    )
+    return grpc.secure_channel(address, credentials)
+
+
 def start_run(spec_path: Path, address: str, timeout_s: float = 600.0) -> int:
     spec = json_format.ParseDict(json.loads(spec_path.read_text()), controller_pb2.RunSpec())
     if not spec.name:
         raise SystemExit("run.spec.name is required")
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address) as channel:
         wait_serving(channel, time.monotonic() + timeout_s)
         stub = controller_pb2_grpc.ControllerStub(channel)
         try:

@@ -17,6 +17,11 @@ PodDisruptionBudget. Arguments (a dict):
 {{- $name := include "nasloop.name" . -}}
 {{- $gpu := and .gpu $root.Values.gpu.enabled -}}
 {{- $period := 10 -}}
+{{- $tls := $root.Values.tls -}}
+{{- /* With mutual TLS the kubelet's gRPC probes (which speak no TLS) ask the plaintext
+       health-only port. */ -}}
+{{- $probePort := ternary $tls.healthPort $v.port $tls.enabled -}}
+{{- $cycleStore := and $tls.enabled (eq .component "controller") -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -39,6 +44,9 @@ spec:
   selector: {{- include "nasloop.selectorLabels" . | nindent 4 }}
   ports:
     - {name: grpc, port: {{ $v.port }}, targetPort: grpc, protocol: TCP, appProtocol: grpc}
+    {{- if $cycleStore }}
+    - {name: cycle-store, port: {{ $tls.cyclePort }}, targetPort: cycle-store, protocol: TCP, appProtocol: grpc}
+    {{- end }}
     - {name: metrics, port: {{ $root.Values.metricsPort }}, targetPort: metrics, protocol: TCP}
 ---
 apiVersion: apps/v1
@@ -89,17 +97,20 @@ spec:
           {{- include "nasloop.container" . | nindent 10 }}
           ports:
             - {name: grpc, containerPort: {{ $v.port }}, protocol: TCP}
+            {{- if $cycleStore }}
+            - {name: cycle-store, containerPort: {{ $tls.cyclePort }}, protocol: TCP}
+            {{- end }}
             - {name: metrics, containerPort: {{ $root.Values.metricsPort }}, protocol: TCP}
           startupProbe:
-            grpc: {port: {{ $v.port }}}
+            grpc: {port: {{ $probePort }}}
             periodSeconds: {{ $period }}
             failureThreshold: {{ max 1 (div (int $v.startupSeconds) $period) }}
           readinessProbe:
-            grpc: {port: {{ $v.port }}}
+            grpc: {port: {{ $probePort }}}
             periodSeconds: {{ $period }}
             failureThreshold: 3
           livenessProbe:
-            grpc: {port: {{ $v.port }}}
+            grpc: {port: {{ $probePort }}}
             periodSeconds: 20
             timeoutSeconds: 5
             failureThreshold: 6
@@ -108,6 +119,16 @@ spec:
           configMap: {name: {{ include "nasloop.fullname" $root }}-config}
         - {name: work, emptyDir: {}}
         - {name: tmp, emptyDir: {}}
+        {{- if $tls.enabled }}
+        - name: tls
+          secret: {secretName: {{ $name }}-tls}
+        - name: tls-cycle
+          secret:
+            secretName: {{ include "nasloop.fullname" $root }}-cycle-ca
+            {{- if not $cycleStore }}
+            items: [{key: tls.crt, path: tls.crt}]  # the cycle CA's key: the controller's only
+            {{- end }}
+        {{- end }}
         {{- with .volumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -163,6 +184,10 @@ volumeMounts:
   - {name: config, mountPath: /etc/nasloop, readOnly: true}
   - {name: work, mountPath: /var/lib/nasloop}
   - {name: tmp, mountPath: /tmp}
+  {{- if $root.Values.tls.enabled }}
+  - {name: tls, mountPath: /etc/nasloop/tls, readOnly: true}
+  - {name: tls-cycle, mountPath: /etc/nasloop/tls-cycle, readOnly: true}
+  {{- end }}
   {{- with .mounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

@@ -124,6 +124,15 @@ imagePullSecrets:
       "trainer" (dict "port" (int $v.trainer.port) "device" $device
                       "cache_dir" "/var/lib/nasloop/cache/trainer")
       "controller" (dict "kubernetes" $cycles) -}}
+{{- if $v.tls.enabled }}
+{{- /* Every service mounts its certificate at /etc/nasloop/tls and the cycle CA's at
+       /etc/nasloop/tls-cycle (templates/tls.yaml, _component.tpl). */ -}}
+{{- $_ := set $derived "tls" (dict "enabled" true "domain" (include "nasloop.tlsDomain" .)
+      "ca_file" "/etc/nasloop/tls/ca.crt" "cert_file" "/etc/nasloop/tls/tls.crt"
+      "key_file" "/etc/nasloop/tls/tls.key" "cycle_ca_file" "/etc/nasloop/tls-cycle/tls.crt") -}}
+{{- $_ := set $derived.server "health_port" (int $v.tls.healthPort) -}}
+{{- $_ := set $derived.controller "cycle_port" (int $v.tls.cyclePort) -}}
+{{- end -}}
 {{- mustMergeOverwrite $derived (deepCopy $v.config) | toYaml -}}
 {{- end -}}
 
@@ -156,4 +165,38 @@ affinity: {{- toYaml . | nindent 2 }}
 {{- if and $gpu $g.runtimeClassName }}
 runtimeClassName: {{ $g.runtimeClassName }}
 {{- end }}
+{{- end -}}
+
+{{/* Mutual TLS (templates/tls.yaml) ------------------------------------------------------ */}}
+{{- /* The identities' trust domain: nasloop://<domain>/<role> (short enough for a common name). */ -}}
+{{- define "nasloop.tlsDomain" -}}
+{{- include "nasloop.fullname" . | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- /* The names a service's certificate answers to: its Service, in every form, and localhost
+       (a port-forward). */ -}}
+{{- define "nasloop.tlsDnsNames" -}}
+{{- $svc := include "nasloop.name" . -}}
+{{- $ns := .root.Release.Namespace -}}
+- {{ $svc }}
+- {{ $svc }}.{{ $ns }}
+- {{ $svc }}.{{ $ns }}.svc
+- {{ $svc }}.{{ $ns }}.svc.cluster.local
+- localhost
+{{- end -}}
+
+{{- /* A CA as {cert, key, kept}: the one the cluster holds in Secret .name (lookup), else a new
+       one. */ -}}
+{{- define "nasloop.tlsCA" -}}
+{{- $old := (lookup "v1" "Secret" .root.Release.Namespace .name).data | default dict -}}
+{{- if and (index $old "tls.crt") (index $old "tls.key") -}}
+cert: {{ index $old "tls.crt" | b64dec | quote }}
+key: {{ index $old "tls.key" | b64dec | quote }}
+kept: true
+{{- else -}}
+{{- $ca := genCA .cn (int .root.Values.tls.days) -}}
+cert: {{ $ca.Cert | quote }}
+key: {{ $ca.Key | quote }}
+kept: false
+{{- end -}}
 {{- end -}}
