@@ -27,13 +27,12 @@ from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world, controller_e
 from servers import grpcurl, json_stream
 
 from nasloop import layout
-from nasloop.clients import GeneratorClient, NoveltyClient, TrainerClient
+from nasloop.clients import GeneratorClient, NoveltyClient
 from nasloop.config import load_config
 from nasloop.local import LocalService, free_port, start_service, wait_ready
 from nasloop.records import TrainingPair, loads_pairs, loads_records, sha256_text
 from nasloop.rpc import connect
 from nasloop.runspec import dump_spec, load_spec, task_spec
-from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
 from services.controller import state as st
@@ -233,7 +232,10 @@ def test_nasloop_run_drives_a_running_controller(world, services) -> None:  # ty
 
 
 # -- crash safety ---------------------------------------------------------------------------------
-def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(world, services, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.timeout(1200)  # twelve processes started, each stopped at its point, then the rest
+def test_a_cycle_killed_at_every_step_resumes_without_loss_or_duplicates(  # type: ignore[no-untyped-def]
+    world, services, tmp_path
+) -> None:
     """SIGKILL of the process running the cycle (what a Kubernetes Job runs) inside generate
     and evaluate, at each step boundary and inside fine-tuning; each restart resumes. Then the
     same for the run's baseline (``nasloop cycle --baseline``). The process stops at each named
@@ -307,7 +309,8 @@ def _kill_and_finish(
         command = [sys.executable, str(PAUSE_AT), point, str(marker), "--", *args]
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
-            wait_for(lambda m=marker: m.exists() or proc.poll() is not None, 300, where)
+            stopped = marker.exists
+            wait_for(lambda p=proc, m=stopped: m() or p.poll() is not None, 300, where)
             assert marker.exists(), f"{where}: the cycle ended ({proc.poll()}) before it"
             assert proc.poll() is None, f"{where}: the process left its stopping point"
             proc.send_signal(signal.SIGKILL)
