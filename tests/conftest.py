@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3auth import SignedS3, running_signed_s3
 from s3server import running_s3_server
 from servers import Server, service_server
 
@@ -27,6 +28,27 @@ def s3_store(s3_endpoint: str) -> S3Store:
     """An :class:`S3Store` on a fresh, not yet created bucket of the session's S3 server."""
     return S3Store(
         s3_endpoint, f"test-{uuid.uuid4().hex[:16]}", retries=2, backoff_s=0.05, **S3_CREDENTIALS
+    )
+
+
+@pytest.fixture(scope="session")
+def signed_s3() -> Iterator[SignedS3]:
+    """An S3 server that checks every signature, presigned URLs included (tests/s3auth.py)."""
+    with running_signed_s3() as s3:
+        yield s3
+
+
+@pytest.fixture
+def s3_signed_store(signed_s3: SignedS3) -> S3Store:
+    """An :class:`S3Store` on a fresh bucket of the signature-checking S3 server."""
+    return S3Store(
+        signed_s3.endpoint,
+        f"test-{uuid.uuid4().hex[:16]}",
+        access_key=signed_s3.access_key,
+        secret_key=signed_s3.secret_key,
+        region=signed_s3.region,
+        retries=2,
+        backoff_s=0.05,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,11 @@ def _answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_s3_server(port: int | None = None, timeout_s: float = 30.0) -> Iterator[str]:
-    """Start ``python -m moto.server`` on 127.0.0.1 and yield its endpoint ``"127.0.0.1:PORT"``.
+def running_s3_server(
+    port: int | None = None, timeout_s: float = 30.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start ``python -m moto.server`` on 127.0.0.1 and yield its endpoint ``"127.0.0.1:PORT"``;
+    ``env`` adds to its environment (moto's settings).
 
     Without ``port`` a free one is picked (and another tried if that one gets taken before the
     server binds it). The server is terminated, then killed, on exit. Its log (one line per
@@ -39,6 +43,7 @@ def running_s3_server(port: int | None = None, timeout_s: float = 30.0) -> Itera
             proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p)],
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -34,6 +34,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def s3_store(s3_signed_store: S3Store) -> S3Store:
+    """The store on the S3 server that checks presigned URLs' signatures (tests/s3auth.py)."""
+    return s3_signed_store
+
+
 def run_container(api: FakeKubeAPI, job: dict[str, Any]) -> None:
     """The fake kubelet: run the Job's container command locally, then record how it ended."""
     name = job["metadata"]["name"]

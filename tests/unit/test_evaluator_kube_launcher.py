@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from kubecase import make_task, tiny_prepared
 from kubefake import FakeKubeAPI
+from s3auth import SignedS3
 
 from nasloop.config import KubernetesConfig, StoreConfig
 from nasloop.store import LocalStore, S3Store, StoreError
@@ -45,8 +46,9 @@ def fake() -> Iterator[FakeKubeAPI]:
 
 
 @pytest.fixture
-def store(s3_store: S3Store) -> S3Store:
-    return s3_store
+def store(s3_signed_store: S3Store) -> S3Store:
+    """On the S3 server that checks presigned URLs' signatures (tests/s3auth.py)."""
+    return s3_signed_store
 
 
 @pytest.fixture
@@ -329,17 +331,19 @@ def test_fake_kube_job_deleted_by_someone_else(
 
 
 def test_fake_kube_presigned_urls_for_the_pod_endpoint(
-    fake: FakeKubeAPI, s3_store: S3Store, s3_endpoint: str, dataset: Prepared
+    fake: FakeKubeAPI, store: S3Store, signed_s3: SignedS3, dataset: Prepared
 ) -> None:
-    """Pods reach the store at another host name: URLs are signed for it and still work."""
+    """Pods reach the store at another host name: URLs are signed for it and still work (the S3
+    server checks the host they were signed for)."""
+    s3_store, s3_endpoint = store, signed_s3.endpoint
     port = s3_endpoint.rsplit(":", 1)[1]
     pod_endpoint = f"localhost:{port}"
     store_cfg = StoreConfig(
         url=f"s3://{s3_store.bucket}",
         endpoint=s3_endpoint,
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
+        access_key=signed_s3.access_key,
+        secret_key=signed_s3.secret_key,
+        region=signed_s3.region,
     )
     cfg = KubernetesConfig(namespace=NS, poll_interval_s=0.02, pod_store_endpoint=pod_endpoint)
     with pytest.raises(ExecutorError, match="presigner"):

@@ -1,6 +1,7 @@
 """The evaluation pod's entry point (services/evaluator/pod.py), run in-process against real
-presigned URLs of moto's S3 server. The sandbox itself (confine.run_confined) is replaced by a
-stub here; the end-to-end test in test_evaluator_kube_e2e.py runs the real one."""
+presigned URLs of moto's S3 server (signatures checked: tests/s3auth.py). The sandbox itself
+(confine.run_confined) is replaced by a stub here; the end-to-end test in
+test_evaluator_kube_e2e.py runs the real one."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ from services.evaluator import report as wire
 from services.evaluator.report import Report
 
 URL_VARS = ("NASLOOP_TASK_URL", "NASLOOP_DATA_URL", "NASLOOP_RESULT_URL")
+
+
+@pytest.fixture
+def s3_store(s3_signed_store: S3Store) -> S3Store:
+    """The store on the S3 server that checks presigned URLs' signatures (tests/s3auth.py)."""
+    return s3_signed_store
 
 
 @pytest.fixture

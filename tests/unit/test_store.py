@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 from minio.error import S3Error, ServerError
+from s3auth import SignedS3
 from s3server import free_port, running_s3_server
 
 from nasloop.config import StoreConfig
@@ -342,7 +343,8 @@ def test_s3_non_transient_error_not_retried(
     assert not is_transient(ServerError("not modified", 304))
 
 
-def test_s3_presigned_urls(s3_store: S3Store) -> None:
+def test_s3_presigned_urls(s3_signed_store: S3Store) -> None:
+    s3_store = s3_signed_store
     put_url = s3_store.presigned_put_url("jobs/j1/result.json", expires_s=60)
     # An explicit Content-Type: urllib's default (form-urlencoded) makes moto's werkzeug app
     # swallow the body as form data and store an empty object.
@@ -358,6 +360,44 @@ def test_s3_presigned_urls(s3_store: S3Store) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(s3_store.presigned_get_url("models/none", 60), timeout=10)
     assert err.value.code == 404
+
+
+def test_s3_presigned_urls_are_checked(s3_signed_store: S3Store, signed_s3: SignedS3) -> None:
+    """A presigned URL works only as signed: another signature, key, host, method or an expired
+    one is refused (the S3 server checks signatures: tests/s3auth.py)."""
+    store = s3_signed_store
+    store.put_bytes("models/m/w.bin", b"weights")
+    store.put_bytes("models/m/other.bin", b"other")
+    url = store.presigned_get_url("models/m/w.bin", 60)
+    port = signed_s3.endpoint.rsplit(":", 1)[1]
+    wrong_key = S3Store(
+        signed_s3.endpoint, store.bucket, access_key=signed_s3.access_key, secret_key="not-it",
+        region=signed_s3.region, create_bucket=False,
+    )  # fmt: skip
+    sig = url.rsplit("X-Amz-Signature=", 1)[1]
+    tampered = {
+        "signature": url.replace(sig, sig[::-1]),
+        "secret key": wrong_key.presigned_get_url("models/m/w.bin", 60),
+        "object": url.replace("w.bin", "other.bin"),
+        "host": url.replace(f"127.0.0.1:{port}", f"localhost:{port}"),
+        "expiry": url.replace("X-Amz-Expires=60", "X-Amz-Expires=3600"),
+    }
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.read() == b"weights"
+    for what, bad in tampered.items():
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad, timeout=10)
+        assert err.value.code == 403, what
+    put = urllib.request.Request(url, data=b"x", method="PUT")  # a GET URL used to write
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(put, timeout=10)
+    assert err.value.code == 403
+    short = store.presigned_get_url("models/m/w.bin", 1)
+    time.sleep(2.1)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(short, timeout=10)
+    assert err.value.code == 403 and b"expired" in err.value.read()
+    assert store.get_bytes("models/m/w.bin") == b"weights"
 
 
 # -- open_store ---------------------------------------------------------------------------------
