@@ -5,6 +5,7 @@ the controller's own store is moto's S3 endpoint."""
 
 from __future__ import annotations
 
+import argparse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from tls_material import CA, identity
 
 from nasloop.config import Config, TlsConfig
 from nasloop.local import free_port
-from nasloop.rpc import connect
+from nasloop.rpc import NotFound, connect
 from nasloop.rpc.tls import Authenticator, Identity, enrol
 from nasloop.store import PermissionDenied, RemoteStore
 from nasloop.v1 import controller_pb2 as pb
@@ -140,3 +141,23 @@ def test_only_a_cycle_pod_gets_an_identity_and_only_the_store_answers_without_on
             pb_grpc.ControllerStub(channel).ListRuns(pb.ListRunsRequest(), timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     store.close()
+
+
+def test_nasloop_cycle_enrols_before_it_reads_its_run(
+    world: TlsWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``nasloop cycle`` with exactly the Job's environment (its key's directory moved to a
+    temporary one): it gets its identity from the controller first, then reads its run."""
+    from services.controller import commands
+
+    world.cycle_pod(RUN, 1, "127.0.0.1")
+    (container,) = cycle_job_manifest(RUN, 1, world.cfg)["spec"]["template"]["spec"]["containers"]
+    for e in container["env"]:
+        value = e["value"].replace("/var/run/nasloop/identity", str(tmp_path / "identity"))
+        monkeypatch.setenv(e["name"], value)
+    monkeypatch.delenv("NASLOOP_CONFIG", raising=False)
+    args = argparse.Namespace(config=None, run=RUN, cycle=1, baseline=False)
+    with pytest.raises(NotFound):  # no run r1 in the store: after the identity was made
+        commands.cycle(args)
+    pem = (tmp_path / "identity" / "tls.crt").read_bytes()
+    assert Authenticator(world.cfg.tls).identity_of(pem) == Identity("cycle", RUN, 1)
