@@ -238,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", help="YAML configuration file (default: $NASLOOP_CONFIG)")
     _add_run_commands(sub)
     args = parser.parse_args(argv)
+    started = args.command == "serve" or (args.command == "run" and not args.controller)
+    if argv is None and started:  # a command, not a call from Python (tests)
+        from nasloop import keeper
+
+        keeper.start()  # before anything starts a process: see nasloop/local.py
     return args.func(args)
 
 

@@ -1,9 +1,48 @@
 """Services as child processes on loopback: how ``nasloop run`` works without a cluster.
 
-Each service is ``python -m nasloop serve <service>`` on a free port, in its own process group
-(stopping it reaches the engine and sandbox processes it started), logging to a file, and
-bound to its parent: if the parent dies, even by SIGKILL, the kernel kills the service
-(``PR_SET_PDEATHSIG``), and each service's own children die with their process group.
+Each service is ``python -m nasloop serve <service>`` on a free port, in its own process group,
+logging to a file. Stopping one sends SIGTERM, then SIGKILL to its process group.
+
+Nothing outlives the command (``nasloop run``, ``nasloop serve <service>``), however it ends:
+normally, Ctrl-C once or twice, SIGTERM, or SIGKILL (``kill -9``, the OOM killer, a closed
+terminal). Death signals alone cannot promise that: ``PR_SET_PDEATHSIG`` reaches only a direct
+child, and the processes a library starts (vLLM's engine core and workers, torch's compile
+workers, the evaluator's sandbox workers) are grandchildren in sessions and groups of their own,
+which nothing kills when their parent is SIGKILLed. So each command starts a *keeper* first
+(``nasloop/keeper.py``). Why that holds:
+
+* The keeper runs in a session of its own, so a signal to the command's process group (Ctrl-C,
+  ``kill -- -PGID``) does not reach it, and it needs no cooperation from the command to act: it
+  waits for the end of a pipe whose only writer is the command (the end is non-inheritable, and
+  a child forked without ``exec`` closes its copy at once). The kernel closes it when the
+  command ends in any way, SIGKILL included.
+* The command puts a variable unique to it in its own environment before it starts anything;
+  every process started from then on inherits it, whatever its session, group or parent. The
+  keeper reads it from ``/proc/<pid>/environ`` — the environment a process was started with,
+  which a later ``unsetenv``/``clearenv`` in that process does not change. The keeper has the
+  command's uid, so it can read it for a non-root run too (for a process that made itself
+  undumpable only root can: the sandbox worker, which is covered below).
+* Its targets are the marked processes and every descendant of one, so a child started with an
+  environment of its own is found while its parent lives. The evaluator's bubblewrap, whose
+  parent may die first, gets the marks in its otherwise empty environment
+  (``services/evaluator/sandbox.py``). The keeper stops every target (a stopped process starts
+  nothing), looks again until it finds no new one, then kills them all. Signals go through
+  pidfds checked against each process's start time, so a reused pid is never hit.
+* A sandboxed candidate and its worker have a cleared environment, but they run inside
+  bubblewrap's PID namespace: when the marked bubblewrap (the namespace's init) is killed, the
+  kernel kills everything in it. (In the weak sandbox the worker keeps the marks and exits at
+  the end of its input, stopping its candidate.)
+
+What escapes it is only a process that both starts with a new environment and loses every
+marked ancestor before the keeper looks; none of the project's processes or libraries does.
+``PR_SET_PDEATHSIG`` stays on each service as a second line: a service dies with its command
+even if its keeper were killed.
+
+Weighed and not chosen: ``PR_SET_CHILD_SUBREAPER`` (the reaper must be an ancestor of every
+process, i.e. the command's parent: the user's shell); vLLM's engine in the generator's process
+(covers only vLLM, not torch's compile workers or the sandbox, and puts the engine's busy loop
+under the gRPC server's GIL); cgroups (need root or a delegated cgroup v2 subtree, which a
+laptop run or a container often lacks).
 """
 
 from __future__ import annotations
