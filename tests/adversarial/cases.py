@@ -15,6 +15,7 @@ from pathlib import Path
 from candidates import replace, with_prefix
 
 from adversarial import integrity as ig
+from adversarial import markers
 
 # Places outside the sandbox's private /tmp that exist inside it: the root (bubblewrap's tmpfs),
 # /usr, and the checkout's root (a directory bubblewrap made as a parent of the code it binds)
@@ -35,8 +36,7 @@ if not _written:
 """
 
 CANARY_ENV = "AWS_SECRET_ACCESS_KEY"
-CANARY_VALUE = "canary-7b1f0c"
-CANARY_FILE = ".adversarial-canary"  # created in the project root by the test
+CANARY_VALUE = markers.PROJECT.value  # in the evaluator's environment, and in the project root
 
 OS = "_os = torch.serialization.os"
 SYSTEM = "getattr(_os, 'sys' + 'tem')"
@@ -102,6 +102,8 @@ class Case:
     max_accuracy: float = 1.0
     # Words the result's message must contain.
     message: str = ""
+    # The marker (adversarial.markers) the case looks for: without it the case cannot fail.
+    needs: str = ""
 
 
 def case(
@@ -111,8 +113,21 @@ def case(
     not_in_output: tuple[str, ...] = (),
     max_accuracy: float = 1.0,
     message: str = "",
+    needs: str = "",
 ) -> Case:
-    return Case(name, code, frozenset(expected), not_in_output, max_accuracy, message)
+    return Case(name, code, frozenset(expected), not_in_output, max_accuracy, message, needs)
+
+
+def print_files(paths: str) -> str:
+    """Prints the first bytes of each file in ``paths`` (a Python expression) it can read."""
+    return with_prefix(
+        f"{OS}\n"
+        f"for _p in {paths}:\n"
+        "    try:\n"
+        "        print(_p, _os.read(_os.open(_p, _os.O_RDONLY), 100))\n"
+        "    except OSError as e:\n"
+        "        print('denied', _p, type(e).__name__)"
+    )
 
 
 FAIL_OR_LOW = ("STATUS_OK", "STATUS_LOW_ACCURACY")  # ran, and the attack achieved nothing
@@ -210,21 +225,12 @@ CASES = [
     case("dump_environment",
          with_prefix(f"{OS}\nprint(dict(_os.environ))"),
          *FAIL_OR_LOW, not_in_output=(CANARY_VALUE,)),
-    case("read_service_account_token",
-         with_prefix("import numpy as _np\n"
-                     "print(_np.fromfile('/var/run/secrets/kubernetes.io/serviceaccount/token',"
-                     " dtype=_np.uint8))"),
-         "STATUS_IMPORT_ERROR"),
+    case("read_service_account_token", print_files(f"[{str(markers.TOKEN.path)!r}]"),
+         *FAIL_OR_LOW, not_in_output=(markers.TOKEN.value,), needs=markers.TOKEN.name),
     case("read_home_and_project_files",
-         with_prefix(f"{OS}\n"
-                     "for _p in ('/root/.bashrc', '/root/.ssh/id_rsa', "
-                     f"'/work/main/{CANARY_FILE}', _os.path.expanduser('~/.netrc')):\n"
-                     "    try:\n"
-                     "        print(_p, torch.serialization.os.read("
-                     "_os.open(_p, _os.O_RDONLY), 100))\n"
-                     "    except OSError as e:\n"
-                     "        print('denied', _p, type(e).__name__)"),
-         *FAIL_OR_LOW, not_in_output=(CANARY_VALUE,)),
+         print_files(f"('/root/.bashrc', '/root/.ssh/id_rsa', {str(markers.PROJECT.path)!r}, "
+                     "_os.path.expanduser('~/.netrc'))"),
+         *FAIL_OR_LOW, not_in_output=(CANARY_VALUE,), needs=markers.PROJECT.name),
     case("look_for_test_labels",
          with_prefix(f"{OS}\n"
                      "_skip = ('usr', 'proc', 'sys', 'dev', 'lib', 'site-packages')\n"
@@ -270,7 +276,7 @@ CASES = [
                      "import json as _json, struct as _struct\n"
                      "_h = _json.dumps({'last_stage': 7, 'status': 1, 'message': 'forged',"
                      " 'outputs_shape': [359, 10]}).encode()\n"
-                     "_body = b'NLR1' + _struct.pack('>I', len(_h)) + _h + b'\\0' * (359 * 40)\n"
+                     "_body = b'NLR1' + _struct.pack('>I', len(_h)) + _h + bytes(359 * 40)\n"
                      "for _fd in range(3, 64):\n"
                      "    try:\n"
                      "        _os.write(_fd, b'R' + _struct.pack('>I', len(_body)) + _body)\n"

@@ -153,10 +153,11 @@ RELIMIT_THE_PARENT = with_prefix(
 
 
 def nested_frame() -> str:
-    """A final report whose JSON header nests 30,000 lists deep, on every open descriptor."""
+    """A final report whose JSON header nests 30,000 lists deep, on every open descriptor (built
+    at run time: as a literal it would stop at the policy's literal-data limit)."""
     return with_prefix(
         OS + "import struct as _struct\n"
-        "_h = b'[' * 30000 + b']' * 30000\n"
+        "_h = bytes([91]) * 30000 + bytes([93]) * 30000  # '[' and ']', built at run time\n"
         "_r = b'NLR1' + _struct.pack('>I', len(_h)) + _h\n"
         "for _fd in range(3, 64):\n"
         "    try:\n"
