@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import procs
 import pytest
 from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world
 
@@ -57,24 +58,9 @@ class Marked:
 
     def __init__(self) -> None:
         self.variable = f"{keeper.PREFIX}TEST{secrets.token_hex(8)}"
-        self._needle = b"\0" + self.variable.encode() + b"="
 
     def alive(self) -> dict[int, str]:
-        """pid -> command line of every live (not zombie) marked process."""
-        found = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if self._needle not in b"\0" + (entry / "environ").read_bytes():
-                    continue
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, IndexError):
-                continue
-            if state != "Z":
-                found[int(entry.name)] = cmdline.strip() or (entry / "comm").read_text().strip()
-        return found
+        return procs.marked(self.variable)
 
     def kill_all(self) -> None:
         for pid in self.alive():

@@ -15,6 +15,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from procs import alive, marked
+
 ROOT = Path(__file__).resolve().parents[2]
 
 COMMAND = textwrap.dedent(
@@ -44,24 +46,6 @@ COMMAND = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _marked(variable: str) -> list[int]:
-    needle = b"\0" + variable.encode() + b"="
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and needle in b"\0" + (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-    return [p for p in found if _alive(p)]
-
-
 def test_nothing_the_command_started_survives_a_sigkill_to_its_group() -> None:
     variable = f"KEEPER_TEST_{os.getpid()}_{time.monotonic_ns()}"
     bystander = subprocess.Popen(["sleep", "300"])  # not the command's
@@ -76,15 +60,15 @@ def test_nothing_the_command_started_survives_a_sigkill_to_its_group() -> None:
     try:
         assert command.stdout is not None
         started = [int(pid) for pid in command.stdout.readline().split()]
-        started += [p for p in _marked(variable) if p not in started]  # the command (its keeper)
+        started += [p for p in marked(variable) if p not in started]  # the command itself
         assert len(started) >= 4, started
         os.killpg(command.pid, signal.SIGKILL)
         command.wait()
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in started) and time.monotonic() < deadline:
+        while any(alive(p) for p in started) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [p for p in started if _alive(p)] == []
-        assert _alive(bystander.pid)
+        assert [p for p in started if alive(p)] == []
+        assert alive(bystander.pid)
     finally:
         for pid in [*started, command.pid]:
             with contextlib.suppress(ProcessLookupError):
