@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import services
+from nasloop import keeper
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
 from services.evaluator import view
@@ -379,6 +380,7 @@ def worker_argv(strict: bool, data_dir: Path, tmp_bytes: int) -> tuple[list[str]
             "strict sandbox needs bubblewrap (apt-get install bubblewrap); "
             "set evaluator.sandbox=weak to run without it (unsafe)"
         )
-    # bubblewrap (the sandbox's init process) gets an empty environment: nothing of the
-    # evaluator's (store credentials) is in its /proc/<pid>/environ.
-    return [*bwrap_command(bwrap, data_dir, tmp_bytes), "--", *python], {}
+    # bubblewrap (the sandbox's init process) gets only the keeper's marks (nasloop/keeper.py:
+    # killing a marked bubblewrap ends the sandbox's PID namespace): nothing of the evaluator's
+    # (store credentials) is in its /proc/<pid>/environ, and the worker's is cleared.
+    return [*bwrap_command(bwrap, data_dir, tmp_bytes), "--", *python], keeper.marks()
