@@ -469,10 +469,12 @@ class CycleJobs:
                 )
             time.sleep(self.cfg.poll_interval_s)
 
-    @staticmethod
-    def _check_ours(job: k8s.V1Job, run: str, cycle: int) -> None:
+    def _check_ours(self, job: k8s.V1Job, run: str, cycle: int) -> None:
+        """Refuse a Job of this name that is not this controller's kind for this cycle: its
+        labels, the extra ones included (the release's instance label: another release in the
+        namespace with a run of the same name has a Job of the same name), must be ours."""
         labels = (job.metadata and job.metadata.labels) or {}
-        expected = cycle_labels(run, cycle)
+        expected = job_labels(self.cfg, cycle_labels(run, cycle))
         if any(labels.get(k) != v for k, v in expected.items()):
             raise CycleJobError(
                 f"a job named {job.metadata.name} exists but is not this run's cycle job "

@@ -417,6 +417,17 @@ def test_fake_kube_refuses_a_foreign_job_of_the_same_name(fake: FakeKubeAPI) -> 
         jobs(fake).ensure(RUN, 1)
 
 
+def test_fake_kube_refuses_the_same_runs_job_of_another_release(fake: FakeKubeAPI) -> None:
+    """Two releases in one namespace, each with a run of the same name: the Job names collide,
+    and the other release's Job (its instance label differs) is not re-attached to, so its pod
+    never speaks for this release's run (its uid is never recorded)."""
+    mine, theirs = ({"app.kubernetes.io/instance": i} for i in ("nl-a", "nl-b"))
+    assert fake.create_job(NS, cycle_job_manifest(RUN, 1, config(labels=theirs)))[0] == 201
+    with pytest.raises(CycleJobError, match="not this run's cycle job"):
+        jobs(fake, labels=mine).ensure(RUN, 1)
+    assert jobs(fake, labels=theirs).ensure(RUN, 1) == "nasloop-cycle-run1-1"
+
+
 def test_fake_kube_job_being_deleted_is_waited_out_then_created(fake: FakeKubeAPI) -> None:
     cj = jobs(fake)
     name = cj.ensure(RUN, 1)
