@@ -124,9 +124,24 @@ def _projected_token(pod: dict[str, Any]) -> None:
     pod["volumes"].append({"name": "t", "projected": {"sources": [source]}})
 
 
+def _privileged(pod: dict[str, Any]) -> None:
+    pod["containers"][0]["securityContext"]["privileged"] = True
+
+
+def _added_capability(pod: dict[str, Any]) -> None:
+    pod["containers"][0]["securityContext"]["capabilities"]["add"] = ["SYS_ADMIN"]
+
+
+def _privilege_escalation(pod: dict[str, Any]) -> None:
+    del pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
+
+
 @pytest.mark.parametrize(
     "change",
     [
+        _privileged,
+        _added_capability,
+        _privilege_escalation,
         _secret_volume,
         _token,
         _other_account,
