@@ -424,6 +424,8 @@ class CycleJobs:
             return False
         with self._uids_lock:
             uid = self._uids.get((run, cycle))
+        if uid is None:
+            uid = self._adopt(run, cycle)
         owners = [r for r in (pod.metadata.owner_references or []) if r.controller]
         return (
             uid is not None
@@ -432,6 +434,21 @@ class CycleJobs:
             and owners[0].name == cycle_job_name(run, cycle)
             and owners[0].uid == uid
         )
+
+    def _adopt(self, run: str, cycle: int) -> str | None:
+        """The uid of the cycle's Job, re-attached to as :meth:`ensure` would (same checks),
+        when this controller has recorded none: restarted, it may hear from a running cycle pod
+        before it resumes the run. ``None`` if there is no such Job or it is not ours."""
+        job = self._read(cycle_job_name(run, cycle))
+        if job is None or job.metadata is None or job.metadata.deletion_timestamp:
+            return None
+        try:
+            self._check_ours(job, run, cycle)
+        except CycleJobError as e:
+            log.warning("%s", e)
+            return None
+        self._remember(run, cycle, job)
+        return job.metadata.uid
 
     def delete(self, run: str, cycle: int) -> bool:
         """Delete the cycle's Job and (in the background) its pods; ``False`` if there was none."""
@@ -472,13 +489,23 @@ class CycleJobs:
     def _check_ours(self, job: k8s.V1Job, run: str, cycle: int) -> None:
         """Refuse a Job of this name that is not this controller's kind for this cycle: its
         labels, the extra ones included (the release's instance label: another release in the
-        namespace with a run of the same name has a Job of the same name), must be ours."""
+        namespace with a run of the same name has a Job of the same name), must be ours, and
+        its pod must run the cycle's command as the cycle account (which the admission policy
+        lets only the controller's token use: a Job made with the evaluator's token runs as the
+        sandbox account)."""
         labels = (job.metadata and job.metadata.labels) or {}
         expected = job_labels(self.cfg, cycle_labels(run, cycle))
-        if any(labels.get(k) != v for k, v in expected.items()):
+        pod = job.spec.template.spec if job.spec and job.spec.template else None
+        if (
+            any(labels.get(k) != v for k, v in expected.items())
+            or pod is None
+            or pod.service_account_name != self.cfg.service_account
+            or [c.command for c in pod.containers or []] != [cycle_command(run, cycle)]
+        ):
             raise CycleJobError(
                 f"a job named {job.metadata.name} exists but is not this run's cycle job "
-                f"(labels {labels}); refusing to attach to it"
+                f"(labels {labels}, account {pod and pod.service_account_name!r}); refusing to "
+                "attach to it"
             )
 
     def _transient_error(self, name: str, exc: BaseException, since: float | None) -> float:

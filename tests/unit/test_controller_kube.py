@@ -428,6 +428,37 @@ def test_fake_kube_refuses_the_same_runs_job_of_another_release(fake: FakeKubeAP
     assert jobs(fake, labels=theirs).ensure(RUN, 1) == "nasloop-cycle-run1-1"
 
 
+def test_fake_kube_refuses_a_job_of_the_cycle_name_under_another_account(
+    fake: FakeKubeAPI,
+) -> None:
+    """A Job named and labelled as a cycle's that does not run as the cycle account (e.g. made
+    with the evaluator's token, which the admission policy holds to the sandbox account) is not
+    re-attached to: its pod would speak for the run's cycle at the CycleStore."""
+    body = cycle_job_manifest(RUN, 1, config())
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "nasloop-sandbox"
+    body["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", "steal"]
+    assert fake.create_job(NS, body)[0] == 201
+    with pytest.raises(CycleJobError, match="not this run's cycle job"):
+        jobs(fake).ensure(RUN, 1)
+
+
+def test_fake_kube_restarted_controller_knows_its_running_cycle_pod_at_once(
+    fake: FakeKubeAPI,
+) -> None:
+    """A controller restarted while a cycle runs (an upgrade) serves the cycle pod's first
+    CycleStore call, which may come before the run is resumed and its Job re-attached to: the
+    Job is adopted then, under the same checks as a re-attach (a refusal failed the cycle)."""
+    name = jobs(fake).ensure(RUN, 1)
+    fake.start_pod(name, pod_ip="10.0.0.5")
+    assert jobs(fake).cycle_of_pod_ip("10.0.0.5") == (RUN, 1)
+    fake.delete_job(NS, name, None)
+    body = cycle_job_manifest(RUN, 1, config())
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "nasloop-sandbox"
+    assert fake.create_job(NS, body)[0] == 201
+    fake.start_pod(name, pod_ip="10.0.0.6")
+    assert jobs(fake).cycle_of_pod_ip("10.0.0.6") is None  # not the controller's kind of Job
+
+
 def test_fake_kube_job_being_deleted_is_waited_out_then_created(fake: FakeKubeAPI) -> None:
     cj = jobs(fake)
     name = cj.ensure(RUN, 1)
