@@ -25,6 +25,7 @@ from dataclasses import replace
 
 sys.path[1:1] = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")]
 
+import torch  # noqa: E402
 from candidates import GOOD_NET  # noqa: E402
 
 from nasloop.config import EvaluatorConfig  # noqa: E402
@@ -44,8 +45,16 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=6)
     ap.add_argument("--protocol", default="quick")
     args = ap.parse_args()
+    torch.set_num_threads(1)  # as a worker: no OpenMP pool in the parent of forked children
     with tempfile.TemporaryDirectory() as d:
         data = SandboxData.load(DatasetCache(d).get("digits").sandbox_file)
+    try:  # as a worker of the two-process design holds its data (absent from older trees)
+        from services.evaluator.private import private_data, scrub_freed_memory
+    except ImportError:
+        pass
+    else:
+        scrub_freed_memory()
+        data = private_data(data)
     proto = replace(protocols.named(EvaluatorConfig())[args.protocol], time_limit_s=120)
     uid = 65534 if os.geteuid() == 0 else None
     limits = confine.Limits(

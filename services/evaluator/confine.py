@@ -1,11 +1,17 @@
-"""Run one candidate in a confined child process and collect its report.
+"""Run one candidate in confined child processes and collect its report.
 
 The caller (a warm sandbox worker, or the runner in a Kubernetes pod) has already imported
-torch and loaded the data. For each candidate it forks one child, which confines itself —
-new session, closed file descriptors, clean environment, rlimits, a non-root uid, the seccomp
-filter — then runs the harness and writes its report to a pipe. The parent enforces the
-wall-clock limit with SIGKILL and turns how the child ended into a status. No child ever serves
-two candidates.
+torch and holds the data where no child inherits it (:mod:`services.evaluator.private`). For
+each candidate it forks a train process (build, then train on batches it asks this side for,
+then export the state) and, once that has ended, a fresh score process per chunk of test inputs
+(the architecture again and the exported state, nothing else). Each child confines itself — new
+session, closed file descriptors, clean environment, rlimits, its own mount namespace with a
+fresh size-limited /tmp, an empty /dev/shm and the dataset directory covered, a non-root uid,
+the seccomp filter — then runs its phase of the harness and writes frames to a pipe. This side
+serves the batches, times the train process on its kernel CPU clock
+(:mod:`services.evaluator.epoch`), parses the exported state itself
+(:mod:`services.evaluator.statefile`), enforces the wall-clock limit with SIGKILL and turns how
+each child ended into a status. No child ever serves two phases or two candidates.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 TMP_INODES = 4096
 F_SETPIPE_SZ = 1031
+PAGE = os.sysconf("SC_PAGE_SIZE")
 PRIVATE = b"private"  # the S frame of a child that has its own /tmp and /dev/shm
 PR_SET_DUMPABLE = 4
 CAP_SETFCAP = 31
@@ -79,6 +86,9 @@ class Limits:
     scrub_dirs: tuple[str, ...] = ()
     # Directories covered with an empty one in each candidate process (the dataset files').
     hidden: tuple[str, ...] = ()
+    # On CUDA: this process's share of the GPU's memory (torch's caching allocator; the local
+    # workers share one GPU), and the host memory is bounded from outside (no RLIMIT_AS there).
+    gpu_memory_fraction: float = 1.0
 
 
 def limits_for(
@@ -88,6 +98,7 @@ def limits_for(
     seccomp: bool,
     user_namespace: bool = False,
     scrub_dirs: tuple[str, ...] = (),
+    gpu_share: float = 1.0,
 ) -> Limits:
     wall = task.wall_limit_s(cfg.probe_time_limit_s)
     return Limits(
@@ -103,6 +114,7 @@ def limits_for(
         user_namespace=user_namespace and uid is not None,
         tmp_bytes=cfg.tmp_bytes,
         scrub_dirs=scrub_dirs,
+        gpu_memory_fraction=gpu_share,
     )
 
 
@@ -277,6 +289,7 @@ def _enter(task: Task, limits: Limits, out_fd: int, keep: tuple[int, ...]) -> by
     torch.set_num_threads(task.threads)
     if cuda:  # start CUDA before the filter: its start-up uses Unix sockets
         torch.cuda.init()
+        torch.cuda.set_per_process_memory_fraction(limits.gpu_memory_fraction)
     if limits.seccomp:
         seccomp_filter.install(allow_unix_sockets=cuda)
     return PRIVATE if private else b""
@@ -466,6 +479,21 @@ def _oversized(result: bytearray, at: int, max_state: int) -> bool:
     return n > (max_state if kind == b"W" else MAX_RESULT_BYTES)
 
 
+def _host_memory(task: Task, limits: Limits) -> int | None:
+    """The resident-memory bound the parent enforces: on CUDA only (elsewhere RLIMIT_AS holds,
+    which CUDA's address-space reservations rule out)."""
+    return limits.memory_bytes if task.protocol.device == "cuda" else None
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _pipe() -> tuple[int, int]:
     """A pipe with a 1 MiB buffer where the kernel allows it (batches and states are large)."""
     r, w = os.pipe()
@@ -485,6 +513,7 @@ def _supervise(
     data_w: int | None = None,
     watch_fd: int | None = None,
     on_watch: Callable[[], bool] | None = None,
+    rss_limit: int | None = None,
 ) -> _Ended:
     """Watch one confined child until it ends: its frames (``on_frame`` answers each kind with
     bytes for the data pipe), its output, the deadline, the caller's cancel."""
@@ -515,6 +544,8 @@ def _supervise(
             now = time.monotonic()
             if exited is None and now >= deadline:
                 kill(common.STATUS_WALL_TIMEOUT, f"wall-clock limit of {limits.wall_s:g} s reached")
+            if exited is None and rss_limit is not None and _rss(pid) > rss_limit:
+                kill(common.STATUS_OUT_OF_MEMORY, f"host memory above {rss_limit:,} bytes")
             if exited is not None and now - exit_time > DRAIN_AFTER_EXIT_S:
                 break  # something (a leaked descendant in weak mode) still holds the pipes
             watch = [watch_fd] if watch_fd is not None else []
@@ -698,7 +729,7 @@ def run_confined(
 
     ended = _supervise(
         pid, result_r, out_r, limits, deadline, max_result, on_train_frame, data_w,
-        watch_fd, on_watch,
+        watch_fd, on_watch, _host_memory(task, limits),
     )  # fmt: skip
     scrub.after(ended)
     max_outputs = len(data.test_x) * data.num_classes
@@ -791,7 +822,7 @@ def _score(
         try:
             ended = _supervise(
                 pid, result_r, out_r, limits, deadline, MAX_RESULT_BYTES, on_score_frame,
-                None, watch_fd, on_watch,
+                None, watch_fd, on_watch, _host_memory(task, limits),
             )  # fmt: skip
         finally:
             handover.close()

@@ -7,13 +7,15 @@ does not count; on CUDA, where the work is on the GPU, wall-clock time instead).
 the candidate's process can change these readings.
 
 The verdict: the training phase's time (first request to exported state) may not exceed
-``SLACK`` times what one pass costs at the candidate's own cheapest steady pace — the 10th
-percentile of the time between consecutive requests, times the number of batches — plus the
-first batch's time (one-time start-up costs), a fixed ``ALLOWANCE_S`` and the export's copying. Keeping batches and training on them again
-after the stream (the deep-copy and hook-removal attacks), or in bursts between requests, shows
-as time the per-batch pace does not explain. What it cannot see: a network that does the same
-extra work on *every* batch (each batch replayed r times at once) looks like a network r times
-as expensive per step; the README says so.
+``SLACK`` times what one pass costs at the network's own cheapest steady pace (the 10th
+percentile of the time between consecutive requests, times the number of batches), plus the
+first batch's time (one-time start-up costs), a fixed ``ALLOWANCE_S`` and the export's
+copying. Keeping batches and training on them again after the stream (the deep-copy and
+hook-removal attacks), or in bursts between requests, shows as time the pace does not explain:
+three passes are refused, two are not (docs/benchmarks.md). What it cannot see: a network that
+does the same extra work with *every* batch (each batch stepped on r times at once, or one kept
+batch again with each new one) looks like a network r times as expensive per step; the README
+says so.
 """
 
 from __future__ import annotations

@@ -64,9 +64,12 @@ class LocalExecutor:
                     report = Report(last_stage=common.STAGE_POLICY)
                     return report.fail(common.STATUS_CANCELLED, "cancelled before it started"), ""
         try:
+            # On CUDA the workers share one GPU: each candidate process gets 1/workers of its
+            # memory (torch's allocator limit, set before the candidate's code runs).
             limits = limits_for(
-                task, self.cfg, self.uid, seccomp_filter.available(), self.user_namespace
-            )
+                task, self.cfg, self.uid, seccomp_filter.available(), self.user_namespace,
+                gpu_share=1.0 / self.cfg.workers,
+            )  # fmt: skip
             return worker.run(task, dataset.sandbox_file, limits, cancelled), worker.name
         finally:
             self._idle.put(worker)

@@ -24,7 +24,7 @@ import torch
 from services.evaluator.frames import write_frame
 from services.evaluator.private import private_tensor
 
-CHUNK = 256
+CHUNK = 512  # test inputs per score process (2 forward batches of 256)
 
 
 class SecretOrder:

@@ -1,4 +1,5 @@
-"""A warm sandbox worker: imports torch once, then forks one confined child per candidate.
+"""A warm sandbox worker: imports torch once, then forks the confined children of each candidate
+(one train process, then a score process per chunk of test inputs: services.evaluator.confine).
 
 Started by the evaluator's pool (inside bubblewrap in strict mode) as
 ``python -m services.evaluator.worker``. It speaks length-prefixed frames on stdin/stdout:

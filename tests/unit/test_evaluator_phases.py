@@ -8,18 +8,24 @@ the strict sandbox). Every test below passed the attack before the change.
 from __future__ import annotations
 
 import os
+import signal
 import struct
 from dataclasses import replace as dc_replace
 
 import pytest
+import torch
 from candidates import GOOD_NET, protocol, replace, sandbox_data
 
 from nasloop.v1 import common_pb2 as common
-from services.evaluator import seccomp_filter, statefile
-from services.evaluator import worker  # noqa: F401  (a worker's trusted imports, before forks)
+from services.evaluator import (
+    seccomp_filter,
+    statefile,
+    worker,  # noqa: F401  (a worker's trusted imports, before forks)
+)
 from services.evaluator.confine import Limits, run_confined
 from services.evaluator.datasets import SandboxData
 from services.evaluator.epoch import Ledger
+from services.evaluator.private import private_tensor
 from services.evaluator.task import Task
 
 PROTOCOL = protocol(dataset="tiny", batch_size=16, seed=3, time_limit_s=60, max_parameters=100_000)
@@ -42,6 +48,12 @@ STEP = (
 @pytest.fixture(scope="module")
 def data() -> SandboxData:
     return sandbox_data(768, 300, seed=4)
+
+
+@pytest.fixture(scope="module")
+def epoch_data() -> SandboxData:
+    """Enough batches (128) that one pass outweighs the check's fixed 0.1 s allowance."""
+    return sandbox_data(2048, 20, seed=5)
 
 
 def task(code: str = GOOD_NET, **proto: object) -> Task:
@@ -80,13 +92,15 @@ REPLAY_X3 = learn(
 # --- one epoch, checked from outside ---------------------------------------------------------
 
 
-def test_one_pass_with_the_meter_switched_off_passes(data: SandboxData) -> None:
-    r = run_confined(task(ONE_PASS), data, limits())
+def test_one_pass_with_the_meter_switched_off_passes(epoch_data: SandboxData) -> None:
+    r = run_confined(task(ONE_PASS), epoch_data, limits())
     assert status(r) == "STATUS_OK", r.message
 
 
-def test_replaying_three_times_with_the_meter_switched_off_is_refused(data: SandboxData) -> None:
-    r = run_confined(task(REPLAY_X3), data, limits())
+def test_replaying_three_times_with_the_meter_switched_off_is_refused(
+    epoch_data: SandboxData,
+) -> None:
+    r = run_confined(task(REPLAY_X3), epoch_data, limits())
     assert status(r) == "STATUS_PROTOCOL_VIOLATION", r.message
     assert "training took" in r.message and "CPU time" in r.message
 
@@ -143,7 +157,7 @@ def test_the_parameter_limit_is_counted_on_the_export(data: SandboxData) -> None
     assert "more than 100,000 elements exported" in r.message
 
 
-def test_each_chunk_of_test_inputs_is_scored_by_a_fresh_process(data: SandboxData) -> None:
+def test_each_chunk_of_test_inputs_is_scored_by_a_fresh_process() -> None:
     code = replace(
         FORWARD,
         "        if not self.training and x.shape[0] > 4:\n"
@@ -151,27 +165,50 @@ def test_each_chunk_of_test_inputs_is_scored_by_a_fresh_process(data: SandboxDat
         "            _CALLS = globals().get('_CALLS', 0) + 1\n"
         "            print('SCORED', _CALLS, x.shape[0])\n" + FORWARD,
     )
-    r = run_confined(task(code), data, limits())
+    r = run_confined(task(code), sandbox_data(64, 600, seed=6), limits())
     assert status(r) == "STATUS_OK", r.message
     seen = [ln for ln in r.output_tail.splitlines() if ln.startswith("SCORED")]
-    assert sorted(seen) == ["SCORED 1 256", "SCORED 1 44"], r.output_tail
+    # 512 inputs in two forward calls, then the other 88 in a process that counts from 1 again.
+    assert sorted(seen) == ["SCORED 1 256", "SCORED 1 88", "SCORED 2 256"], r.output_tail
 
 
 # --- no data in the build phase, nothing left behind -----------------------------------------
 
 
-def test_the_build_phase_holds_no_data(data: SandboxData) -> None:
+def test_the_build_phase_holds_no_data() -> None:
+    data = sandbox_data(64, 300, seed=7)
+    data.train_x[0, 0, 0, 0], data.test_x[0, 0, 0, 0] = 12345.5, 23456.5  # markers to look for
+    # What an attacker would do: every tensor gc knows whose memory is mapped here, searched.
     code = replace(
         "        self.device = device\n",
         "        self.device = device\n"
         "        import gc\n"
-        "        big = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)\n"
-        "               and o.dim() == 4 and o.shape[0] >= 300]\n"
-        "        print('DATA-IN-BUILD', len(big))\n",
+        "        spans = [[int(v, 16) for v in ln.split()[0].split('-')]\n"
+        "                 for ln in open('/proc/self/maps')]\n"
+        "        mapped = lambda t: any(a <= t.data_ptr() < b for a, b in spans)\n"
+        "        found = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)\n"
+        "                 and o.dim() == 4 and o.numel() and mapped(o)\n"
+        "                 and float(o[0, 0, 0, 0]) in (12345.5, 23456.5)]\n"
+        "        print('DATA-IN-BUILD', len(found))\n",
     )
     r = run_confined(task(code), data, limits())
     assert status(r) == "STATUS_OK", r.message
     assert "DATA-IN-BUILD 0" in r.output_tail, r.output_tail
+
+
+def test_a_forked_child_cannot_read_the_private_data() -> None:
+    """The trusted side's copies (found through gc, say) are not mapped in a child: a read
+    faults instead of returning data."""
+    held = private_tensor(torch.arange(1000.0))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(int(held.sum().item() == 499500.0))
+        finally:
+            os._exit(2)
+    _, code = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(code) and os.WTERMSIG(code) == signal.SIGSEGV
+    assert held.sum().item() == 499500.0  # here, it is
 
 
 @pytest.mark.parametrize("where", ["/tmp", "/dev/shm"])
