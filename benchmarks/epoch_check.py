@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from candidates import GOOD_NET  # noqa: E402
+from candidates import with_meter_off_learn  # noqa: E402
 from lemur_nets import NETS  # noqa: E402
 
 from nasloop.config import EvaluatorConfig  # noqa: E402
@@ -43,13 +43,6 @@ from services.evaluator.datasets import DatasetCache, SandboxData  # noqa: E402
 from services.evaluator.policy import static_check  # noqa: E402
 from services.evaluator.task import Task  # noqa: E402
 
-LEARN = "    def learn(self, train_data):\n"
-METER_OFF = (
-    "        import torch.nn.modules.module as _m\n"
-    "        for _h in list(_m._global_forward_pre_hooks.values()):\n"
-    "            if hasattr(getattr(_h, '__self__', None), 'phase'):\n"
-    "                _h.__self__.phase = 'off'\n"
-)
 STEP = (
     "inputs, labels = inputs.to(self.device), labels.to(self.device)\n"
     "            self.optimizer.zero_grad()\n"
@@ -61,9 +54,7 @@ STEP = (
 LOOP = "        for inputs, labels in train_data:\n            " + STEP
 
 
-def _learn(body: str) -> str:
-    start = GOOD_NET.index(LEARN)
-    return GOOD_NET[:start] + LEARN + METER_OFF + body + "\n"
+_learn = with_meter_off_learn
 
 
 def replay_at_end(extra: float) -> str:

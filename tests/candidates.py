@@ -61,6 +61,23 @@ def replace(old: str, new: str, net: str = GOOD_NET) -> str:
     return net.replace(old, new)
 
 
+# Issue 18: learn() that first switches the in-process training meter off, reached through
+# torch's global forward-hook table (the hook's __self__), then runs ``body``.
+METER_OFF = (
+    "        import torch.nn.modules.module as _m\n"
+    "        for _h in list(_m._global_forward_pre_hooks.values()):\n"
+    "            if hasattr(getattr(_h, '__self__', None), 'phase'):\n"
+    "                _h.__self__.phase = 'off'\n"
+)
+LEARN_DEF = "    def learn(self, train_data):\n"
+
+
+def with_meter_off_learn(body: str, net: str = GOOD_NET) -> str:
+    """``net`` whose learn() switches the meter off, then runs ``body`` (its last method)."""
+    start = net.index(LEARN_DEF)
+    return net[:start] + LEARN_DEF + METER_OFF + body + "\n"
+
+
 def sandbox_data(train: int, test: int, seed: int) -> SandboxData:
     """Random 3x32x32 inputs, 10 classes: what a sandbox holds, small enough for unit tests."""
     import torch

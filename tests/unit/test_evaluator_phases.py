@@ -15,7 +15,7 @@ from dataclasses import replace as dc_replace
 
 import pytest
 import torch
-from candidates import GOOD_NET, protocol, replace, sandbox_data
+from candidates import GOOD_NET, protocol, replace, sandbox_data, with_meter_off_learn
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import (
@@ -31,14 +31,7 @@ from services.evaluator.task import Task
 
 PROTOCOL = protocol(dataset="tiny", batch_size=16, seed=3, time_limit_s=60, max_parameters=100_000)
 UID = 65534 if os.geteuid() == 0 else None
-LEARN = "    def learn(self, train_data):\n"
 FORWARD = "        return self.head(torch.flatten(self.features(x), 1))"
-METER_OFF = (
-    "        import torch.nn.modules.module as _m\n"
-    "        for _h in list(_m._global_forward_pre_hooks.values()):\n"
-    "            if hasattr(getattr(_h, '__self__', None), 'phase'):\n"
-    "                _h.__self__.phase = 'off'\n"
-)
 STEP = (
     "self.optimizer.zero_grad()\n"
     "            self.criteria[0](self(inputs), labels).backward()\n"
@@ -72,15 +65,9 @@ def status(r: object) -> str:
     return common.Status.Name(r.status)  # type: ignore[attr-defined]
 
 
-def learn(body: str) -> str:
-    """GOOD_NET whose learn() switches the in-process meter off, then runs ``body``."""
-    start = GOOD_NET.index(LEARN)
-    return GOOD_NET[:start] + LEARN + METER_OFF + body + "\n"
-
-
-ONE_PASS = learn(f"        for inputs, labels in train_data:\n            {STEP}")
+ONE_PASS = with_meter_off_learn(f"        for inputs, labels in train_data:\n            {STEP}")
 # One pass, then two more over the kept batches: three in all, the meter switched off first.
-REPLAY_X3 = learn(
+REPLAY_X3 = with_meter_off_learn(
     "        kept = []\n"
     "        for inputs, labels in train_data:\n"
     "            kept.append((inputs, labels))\n"
