@@ -32,13 +32,13 @@ KINDS = [
 _PLURAL = {kind: plural for _, plural, kind, _ in KINDS}
 
 
-def _discovery() -> dict[str, Any]:
+def _discovery(kinds: list[tuple[str, str, str, bool]]) -> dict[str, Any]:
     routes: dict[str, Any] = {
         "/version": {"major": "1", "minor": "33", "gitVersion": "v1.33.0"},
         "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
     }
     groups: dict[str, list[dict[str, Any]]] = {}
-    for gv, plural, kind, namespaced in KINDS:
+    for gv, plural, kind, namespaced in kinds:
         verbs = ["get", "list", "create", "update", "patch", "delete"]
         resource = {"name": plural, "singularName": kind.lower(), "namespaced": namespaced}
         groups.setdefault(gv, []).append(resource | {"kind": kind, "verbs": verbs})
@@ -69,9 +69,12 @@ def _path(obj: dict[str, Any]) -> str:
 
 
 @contextmanager
-def fake_apiserver(objects: list[dict[str, Any]]) -> Iterator[str]:
-    """Serve discovery and ``objects`` on loopback; yields the server's URL."""
-    routes = _discovery() | {_path(o): o for o in objects}
+def fake_apiserver(
+    objects: list[dict[str, Any]], more_kinds: tuple[tuple[str, str, str, bool], ...] = ()
+) -> Iterator[str]:
+    """Serve discovery (of ``KINDS`` and ``more_kinds``, e.g. cert-manager's) and ``objects``
+    on loopback; yields the server's URL."""
+    routes = _discovery([*KINDS, *more_kinds]) | {_path(o): o for o in objects}
     not_found = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404}
 
     class Handler(BaseHTTPRequestHandler):

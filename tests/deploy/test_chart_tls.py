@@ -154,6 +154,37 @@ def test_generated_certificates_are_kept_on_upgrade_with_a_fake_kubernetes_api()
     """Against a FAKE Kubernetes API (tests/deploy/helm_apiserver.py; no cluster here) holding
     the Secrets an earlier install left, the rendered upgrade carries the same certificates."""
     first = tls_secrets(render())
+    held = _held(first)
+    with fake_apiserver(held) as url:
+        again = tls_secrets(_render("--dry-run=server", "--disable-openapi-validation",
+                                    "--kube-apiserver", url))  # fmt: skip
+    assert again == first
+    assert tls_secrets(render()) != first  # a fresh install: new ones
+
+
+def test_cert_manager_installed_later_leaves_helms_certificates_in_place() -> None:
+    """Against a FAKE Kubernetes API (tests/deploy/helm_apiserver.py) holding Helm's CA and
+    certificates, an upgrade on a cluster that has gained cert-manager (certManager: auto)
+    keeps them instead of switching to new cert-manager CAs under the running pods."""
+    first = tls_secrets(render())
+    held = _held(first)
+    server = ("--dry-run=server", "--disable-openapi-validation")
+    cert_manager = (
+        (CERT_MANAGER, "certificates", "Certificate", True),
+        (CERT_MANAGER, "issuers", "Issuer", True),
+    )
+    with fake_apiserver(held, cert_manager) as url:
+        again = _render(*server, "--kube-apiserver", url)
+    assert not of_kind(again, "Certificate") and tls_secrets(again) == first
+    issued = [{**o, "metadata": {**o["metadata"], "annotations": {
+        "cert-manager.io/certificate-name": o["metadata"]["name"]}}} for o in held]  # fmt: skip
+    for objects in ([], issued):  # a first install there, or cert-manager's: cert-manager's
+        with fake_apiserver(objects, cert_manager) as url:
+            assert of_kind(_render(*server, "--kube-apiserver", url), "Certificate")
+
+
+def _held(secrets: dict[str, Any]) -> list[dict[str, Any]]:
+    """The TLS Secrets an earlier install left in the cluster (Helm's marks on them)."""
     marks = {
         "labels": {"app.kubernetes.io/managed-by": "Helm"},
         "annotations": {
@@ -161,7 +192,7 @@ def test_generated_certificates_are_kept_on_upgrade_with_a_fake_kubernetes_api()
             "meta.helm.sh/release-namespace": NAMESPACE,
         },
     }
-    held = [
+    return [
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -169,13 +200,8 @@ def test_generated_certificates_are_kept_on_upgrade_with_a_fake_kubernetes_api()
             "type": "kubernetes.io/tls",
             "data": data,
         }
-        for name, data in first.items()
+        for name, data in secrets.items()
     ]
-    with fake_apiserver(held) as url:
-        again = tls_secrets(_render("--dry-run=server", "--disable-openapi-validation",
-                                    "--kube-apiserver", url))  # fmt: skip
-    assert again == first
-    assert tls_secrets(render()) != first  # a fresh install: new ones
 
 
 def _render(*args: str) -> list[dict[str, Any]]:
