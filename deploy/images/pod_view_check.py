@@ -51,25 +51,28 @@ def allowed_names(view: Path) -> list[str]:
 
 
 def closure(roots: list[str]) -> set[str]:
-    """``roots`` and, recursively, what they require (markers ignored: a superset)."""
-    seen: set[str] = set()
-    todo = [canonical(r) for r in roots]
+    """``roots`` and, recursively, what they require, with the extras asked for
+    (``cuda-toolkit[cufft,...]``, as CUDA torch asks; other markers ignored: a superset)."""
+    seen: set[tuple[str, str]] = set()
+    todo = [(canonical(r), "") for r in roots]
     while todo:
-        name = todo.pop()
-        if name in seen:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
             continue
-        seen.add(name)
+        seen.add((name, extra))
         try:
             requires = md.distribution(name).requires or []
         except md.PackageNotFoundError:
             continue
         for req in requires:
-            if re.search(r"\bextra\s*==", req):
+            wanted = {canonical(e) for e in re.findall(r"\bextra\s*==\s*['\"]([^'\"]+)['\"]", req)}
+            if wanted and canonical(extra) not in wanted:
                 continue
-            m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+            m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?", req)
             if m:
-                todo.append(canonical(m.group(1)))
-    return seen
+                extras = [e.strip() for e in (m.group(2) or "").split(",") if e.strip()]
+                todo += [(canonical(m.group(1)), e) for e in ["", *extras]]
+    return {name for name, _ in seen}
 
 
 def problems() -> list[str]:
