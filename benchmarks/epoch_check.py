@@ -1,15 +1,15 @@
 """The outside epoch check (services/evaluator/epoch.py): false positives and what it catches.
 
 Runs each network through ``run_confined`` (the forked, confined train process and the score
-processes; no bubblewrap needed for the timing) on the prepared digits set under the
-``lemur-1epoch`` protocol, and prints, per network, its status and the ratio of the train
-phase's CPU time to what one pass at its own pace allows with SLACK = 1 (the check refuses
-above SLACK). Honest networks: the first ``--seeds`` networks of the seed grammar
-(nasloop/corpus) and the LEMUR-style networks of tests/lemur_nets.py. Attacks: the meter
+processes; no bubblewrap needed for the timing) on the prepared digits set under a protocol
+(``lemur-1epoch`` by default), and prints, per network, its status and the share of the epoch
+budget its train phase used (the check refuses above 1). Honest networks: the first
+``--seeds`` networks of the seed grammar (nasloop/corpus) and the LEMUR-style networks of
+tests/lemur_nets.py. Attacks: the meter
 switched off through torch's global hook table, then extra passes over kept batches (at the
 end, or one stored batch again with each new one), and the same extra work on every batch.
 
-Usage: python benchmarks/epoch_check.py [--seeds 30] [--out FILE.json]
+Usage: python benchmarks/epoch_check.py [--seeds 30] [--protocol lemur-1epoch] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def run(name: str, code: str, task_proto, data: SandboxData) -> dict:  # type: i
             train_cpu_s=round(led.train_ns() / 1e9, 3),
             pace_ms=round(led.pace_ns() / 1e6, 2),
             first_ms=round(led.first_ns() / 1e6, 1),
-            ratio=round(led.ratio(state), 3),
+            budget_use=round(led.budget_use(state), 3),
         )
     return out
 
@@ -145,12 +145,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--out", default="")
+    ap.add_argument("--protocol", default="lemur-1epoch")
     args = ap.parse_args()
     confine.Ledger = Recorded  # type: ignore[misc]  # the figures of each run
     with tempfile.TemporaryDirectory() as d:
         prepared = DatasetCache(d).get("digits")
         data = SandboxData.load(prepared.sandbox_file)
-    base = protocols.named(EvaluatorConfig())["lemur-1epoch"]
+    base = protocols.named(EvaluatorConfig())[args.protocol]
     rows = []
     nets = [(f"seed:{n.id}", n.code) for n in generate(args.seeds)]
     nets += [(f"lemur:{k}", code) for k, (code, req) in NETS.items() if not req]
@@ -160,12 +161,11 @@ def main() -> None:
             row["kind"] = kind
             rows.append(row)
             print(json.dumps(row), flush=True)
-    honest = [r for r in rows if r["kind"] == "honest" and "ratio" in r]
+    honest = [r for r in rows if r["kind"] == "honest" and "budget_use" in r]
     refused = [r for r in honest if r["status"] == "STATUS_PROTOCOL_VIOLATION"]
     print(
         f"honest networks timed: {len(honest)}; refused by the epoch check: {len(refused)}; "
-        f"largest ratio {max((r['ratio'] for r in honest), default=0):.3f} "
-        f"(SLACK {epoch.SLACK})"
+        f"largest share of the budget used {max((r['budget_use'] for r in honest), default=0):.3f}"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

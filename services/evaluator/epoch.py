@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 SLACK = 2.0
-ALLOWANCE_S = 0.1
+ALLOWANCE_S = 0.05
 EXPORT_NS_PER_BYTE = 5.0
 QUANTILE = 0.10
 
@@ -84,10 +84,10 @@ class Ledger:
             + EXPORT_NS_PER_BYTE * state_bytes
         )
 
-    def ratio(self, state_bytes: int) -> float:
-        """Time spent over what SLACK = 1 would allow: what the false-positive check reports."""
-        one = self.budget_ns(state_bytes) - (SLACK - 1) * self.batches * self.pace_ns()
-        return self.train_ns() / one if one > 0 else 0.0
+    def budget_use(self, state_bytes: int) -> float:
+        """The share of the budget the train phase used: refused above 1."""
+        budget = self.budget_ns(state_bytes)
+        return self.train_ns() / budget if budget > 0 else 0.0
 
     def verdict(self, state_bytes: int) -> str | None:
         """Why the training went beyond one pass, or None."""

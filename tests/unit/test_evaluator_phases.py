@@ -46,7 +46,7 @@ def data() -> SandboxData:
 
 @pytest.fixture(scope="module")
 def epoch_data() -> SandboxData:
-    """Enough batches (128) that one pass outweighs the check's fixed 0.1 s allowance."""
+    """Enough batches (128) that one pass outweighs the check's fixed 0.05 s allowance."""
     return sandbox_data(2048, 20, seed=5)
 
 
