@@ -1,5 +1,8 @@
 # nasloop — developer entry points. Everything runs inside the checkout's .venv.
-PYTHON ?= python3
+# The interpreter the venv is made from: the system's Python 3.11+ where there is one, because the
+# non-root adversarial run (test-nonroot) needs an interpreter that an unprivileged uid can run
+# (a pyenv one under a 0700 /root is not); else python3 on PATH.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11 /usr/bin/python3.12 /usr/bin/python3.13) python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
