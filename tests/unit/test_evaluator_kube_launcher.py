@@ -116,7 +116,7 @@ def test_fake_kube_success_report_is_decoded(
     (manifest,) = fake.created
     assert manifest["metadata"]["name"] == name
     assert manifest["metadata"]["labels"]["nasloop.io/candidate"] == "run1-cand7"
-    assert manifest["spec"]["activeDeadlineSeconds"] == 60 + 60
+    assert manifest["spec"]["activeDeadlineSeconds"] == 2 * 60 + 60  # train, then score
     env = {
         e["name"]: e["value"] for e in manifest["spec"]["template"]["spec"]["containers"][0]["env"]
     }
@@ -160,7 +160,7 @@ def test_fake_kube_malformed_report_is_no_result(
         (
             lambda api, n: (api.start_pod(n), api.deadline_exceeded(n)),
             common.STATUS_WALL_TIMEOUT,
-            "deadline of 120 s",
+            "deadline of 180 s",
         ),
         (lambda api, n: (api.start_pod(n), api.evict(n)), common.STATUS_EVICTED, "low on resource"),
         (
@@ -381,7 +381,7 @@ def test_fake_kube_urls_outlive_the_job_deadline(
     def pod(api: FakeKubeAPI, name: str) -> None:
         for var in manifests_urls():
             query = parse_qs(urlsplit(api.env_of(name)[var]).query)
-            assert int(query["X-Amz-Expires"][0]) == 3600 + 60 + 300
+            assert int(query["X-Amz-Expires"][0]) == 2 * 3600 + 60 + 300  # train, then score
         api.start_pod(name)
         api.succeed(name)
 

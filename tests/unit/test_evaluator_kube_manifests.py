@@ -115,7 +115,7 @@ def test_tmp_is_a_size_limited_empty_dir() -> None:
 def test_job_spec_deadline_backoff_failure_policy_ttl() -> None:
     cfg = KubernetesConfig(deadline_slack_s=120, ttl_after_finished_s=77)
     spec = build(cfg, time_limit_s=300.2)["spec"]
-    assert spec["activeDeadlineSeconds"] == 301 + 120
+    assert spec["activeDeadlineSeconds"] == 2 * 301 + 120  # train, then score
     assert spec["backoffLimit"] == 0
     assert spec["ttlSecondsAfterFinished"] == 77
     rules = spec["podFailurePolicy"]["rules"]

@@ -98,7 +98,9 @@ def labels(candidate_id: str) -> dict[str, str]:
 
 
 def active_deadline_s(cfg: KubernetesConfig, time_limit_s: float) -> int:
-    return math.ceil(time_limit_s) + cfg.deadline_slack_s
+    """The pod trains within the time limit, then scores within it again (services/evaluator/
+    pod.py gives its runner twice the limit), plus the slack for pulling and starting."""
+    return 2 * math.ceil(time_limit_s) + cfg.deadline_slack_s
 
 
 def job_manifest(
