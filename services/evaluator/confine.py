@@ -55,6 +55,9 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MS_REMOUNT, MS_BIND, MS_RELATIME = 0x20, 0x1000, 1 << 21
+ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 1024, 2048, 4096  # = MS_NOATIME, MS_NODIRATIME
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 TMP_INODES = 4096
 F_SETPIPE_SZ = 1031
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -174,14 +177,67 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
 
 
-def private_mounts(tmp_bytes: int, hidden: tuple[str, ...] = ()) -> None:
+def _kept_flags(path: str) -> int:
+    """The mount flags of ``path`` that a remount must repeat (in a user namespace the kernel
+    refuses one that drops a flag the mount was locked with): nosuid, nodev, noexec, atime."""
+    st = os.statvfs(path).f_flag
+    flags = st & (MS_NOSUID | MS_NODEV | MS_NOEXEC | ST_NOATIME | ST_NODIRATIME)
+    return flags | (MS_RELATIME if st & ST_RELATIME else 0)
+
+
+def code_under_tmp() -> tuple[str, ...]:
+    """What this process's code runs from that lies under /tmp (a checkout or a venv there: the
+    interpreter's prefix, each ``sys.path`` entry, the project): a fresh /tmp would hide it,
+    and modules imported later (``numpy.ctypeslib``, ``torch.utils.cpp_extension``) would be
+    missing. Outermost paths only."""
+    root = Path(__file__).resolve().parents[2]
+    found = sorted(
+        {
+            str(Path(p).absolute())
+            for p in (sys.prefix, str(root), *sys.path)
+            if p
+            and Path(p).absolute().is_relative_to("/tmp")
+            and Path(p).absolute() != Path("/tmp")
+        }
+    )
+    outer: list[str] = []
+    for p in found:
+        if not any(Path(p).is_relative_to(o) for o in outer):
+            outer.append(p)
+    return tuple(outer)
+
+
+def private_mounts(
+    tmp_bytes: int, hidden: tuple[str, ...] = (), keep: tuple[str, ...] | None = None
+) -> None:
     """In the mount namespace this process has just made: a fresh, size- and inode-limited
     /tmp, and an empty read-only /dev/shm and /dev/mqueue, seen by this process alone and gone
     with it (nothing one candidate process writes is there for the next); each ``hidden``
-    directory covered with an empty read-only one (the dataset files are not in its view)."""
+    directory covered with an empty read-only one (the dataset files are not in its view).
+
+    The ``keep`` paths under /tmp (default :func:`code_under_tmp`: the code this process runs)
+    are bound read-only into the fresh /tmp, with everything mounted below them (the strict
+    view's emptied site-packages and its allowed entries): they were opened before the old /tmp
+    was covered, so the fresh one shows them and nothing else of it."""
+    keep = code_under_tmp() if keep is None else keep
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    held = [(path, os.open(path, O_PATH)) for path in keep if os.path.exists(path)]
     flags = MS_NOSUID | MS_NODEV
-    _mount("tmpfs", "/tmp", "tmpfs", flags, f"size={tmp_bytes},nr_inodes={TMP_INODES},mode=1777")
+    try:
+        _mount(
+            "tmpfs", "/tmp", "tmpfs", flags, f"size={tmp_bytes},nr_inodes={TMP_INODES},mode=1777"
+        )
+        for path, fd in held:
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o444))
+            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+            _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(path), None)
+    finally:
+        for _, fd in held:
+            os.close(fd)
     for d in ("/dev/shm", "/dev/mqueue", *hidden):
         if os.path.isdir(d):  # (a hidden directory under /tmp is gone already)
             _mount("tmpfs", d, "tmpfs", flags | MS_NOEXEC | MS_RDONLY, "size=4k,nr_inodes=1")
