@@ -416,3 +416,12 @@ def test_fingerprints_are_deterministic_across_processes() -> None:
     here = [minhash(DIFFERENT).tobytes().hex(), minhash(DIFFERENT, TokenMode.RAW).tobytes().hex()]
     assert out[:2] == here
     assert out[2] == "False"  # the torch vocabulary comes from torch_names.txt, not torch
+
+
+def test_the_lexer_cannot_backtrack_into_a_different_match() -> None:
+    """Without possessive quantifiers (CPython 3.11.2 matched them wrongly), a comment still
+    runs to the end of its line, so a comma before it is no trailing comma; and a name directly
+    followed by a quote is either a string prefix or a name of its own, never cut short."""
+    assert tokens("f(a, # )\n b)") == ["ID", "(", "ID", ",", "ID", ")"]
+    assert tokens("f(a, # x\n)") == ["ID", "(", "ID", ")"]
+    assert tokens('x = rb"ab" + foo"q"') == ["ID", "=", "STR", "+", "ID", "STR"]
