@@ -32,11 +32,6 @@ class Observers:
         with self._lock:
             self._observers.append(observer)
 
-    def remove(self, observer: Observer) -> None:
-        with self._lock:
-            if observer in self._observers:
-                self._observers.remove(observer)
-
     def __call__(self, event: Event, before: Callable[[], None] | None = None) -> None:
         """Send ``event`` to every observer; ``before`` runs first, under the same lock (state
         that the event changes is updated in the same order as the events go out)."""
