@@ -42,7 +42,7 @@ browser-deps:
 # The main job: the `local` preset on this machine (bootstraps the default model the first
 # time). RUN_ARGS passes options, e.g. make run RUN_ARGS='--set cycles=3 --name try1'.
 run: $(STAMP) system-deps
-	$(PY) -m nasloop run $(RUN_ARGS)
+	$(PY) -m services.cli run $(RUN_ARGS)
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
@@ -157,19 +157,19 @@ bench-loop: $(STAMP) system-deps
 	$(PY) benchmarks/loop_bench.py
 
 serve-evaluator: $(STAMP) system-deps
-	$(PY) -m nasloop serve evaluator
+	$(PY) -m services.cli serve evaluator
 
 serve-generator: $(STAMP)
-	$(PY) -m nasloop serve generator
+	$(PY) -m services.cli serve generator
 
 serve-novelty: $(STAMP)
-	$(PY) -m nasloop serve novelty
+	$(PY) -m services.cli serve novelty
 
 serve-trainer: $(STAMP)
-	$(PY) -m nasloop serve trainer
+	$(PY) -m services.cli serve trainer
 
 serve-controller: $(STAMP)
-	$(PY) -m nasloop serve controller
+	$(PY) -m services.cli serve controller
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

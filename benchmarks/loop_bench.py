@@ -22,16 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nasloop.clients import Services
 from nasloop.config import load_config
-from nasloop.local import local_services
-from nasloop.runspec import load_spec
 from nasloop.store import open_store
-from services.controller import state as st
-from services.controller.cycle import Cycle
-from services.controller.local_run import ensure_inputs, service_env
+from services.controller.cli.local_run import ensure_inputs, service_env
+from services.controller.clients import Services
+from services.controller.loop import state as st
+from services.controller.loop.cycle import Cycle
+from services.controller.loop.summary import CycleSummary
 from services.controller.runs import create_run
-from services.controller.summary import CycleSummary
+from services.controller.runspec import load_spec
+from services.local import local_services
 
 
 def tokens(store, run: str, cycle: int) -> int:  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """The keeper: once a command has ended, in any way, no process it started is left running.
 
 ``start()`` (in the command, first thing) starts the keeper and marks the command's environment;
-``main()`` is the keeper. Why this holds is in ``nasloop/local.py``. The keeper is run as
+``main()`` is the keeper. Why this holds is in ``services/local.py``. The keeper is run as
 ``python -I -S keeper.py VARIABLE`` and imports only the standard library, so it starts in
 milliseconds and holds about 9 MB.
 """

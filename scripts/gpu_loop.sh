@@ -59,7 +59,7 @@ print("  vllm          ", "present (not used: backend transformers)"
       if importlib.util.find_spec("vllm") else "absent")
 import torch  # noqa: E402
 
-import nasloop.cli  # noqa: E402,F401  (nasloop and its dependencies import)
+import services.cli  # noqa: E402,F401  (nasloop and its dependencies import)
 
 if sys.argv[1] == "cuda":
     if not torch.cuda.is_available():
@@ -91,9 +91,9 @@ banner "inputs (untimed)"
 import sys
 
 from nasloop.config import load_config
-from nasloop.runspec import load_spec
+from services.controller.runspec import load_spec
 from nasloop.store import open_store
-from services.controller.local_run import ensure_inputs
+from services.controller.cli.local_run import ensure_inputs
 
 spec = load_spec("local", overrides=[f"base_model={sys.argv[1]}"])
 ensure_inputs(open_store(load_config().store), spec, sys.stdout)
@@ -110,7 +110,7 @@ if command -v nvidia-smi >/dev/null; then
   smi_pid=$!
 fi
 start=$SECONDS
-timeout --signal=INT --kill-after=60 "$BUDGET_S" "$PY" -m nasloop run --preset local \
+timeout --signal=INT --kill-after=60 "$BUDGET_S" "$PY" -m services.cli run --preset local \
   --name "$RUN" --no-baseline --set "cycles=$CYCLES" --set "candidates_per_cycle=$CANDIDATES" \
   --set "base_model=$BASE_MODEL"
 status=$?

@@ -23,8 +23,8 @@ from nasloop.bootstrap import SIZES, pretrain, publish_model
 from nasloop.corpus.build import seed_corpus
 from nasloop.corpus.grammar import generate
 from nasloop.corpus.records import save_corpus
-from nasloop.local import LocalService, local_services
 from nasloop.store import S3Store
+from services.local import LocalService, local_services
 
 S3_CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
 MODEL = "models/loop"

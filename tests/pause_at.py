@@ -27,8 +27,8 @@ def _stop_here(marker: Path, what: str) -> None:
 
 
 def _install(point: str, marker: Path) -> None:
-    from nasloop.clients import TrainerClient
-    from services.controller import state
+    from services.controller.clients import TrainerClient
+    from services.controller.loop import state
 
     kind, _, arg = point.partition(":")
     if kind == "after":
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     if sep != "--":
         raise SystemExit(__doc__)
     _install(point, Path(marker))
-    from nasloop.cli import main as nasloop_main
+    from services.cli import main as nasloop_main
 
     return nasloop_main(rest)
 

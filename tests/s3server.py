@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from nasloop.local import free_port
+from services.local import free_port
 
 
 def _answers(port: int) -> bool:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from nasloop.local import start_service, wait_ready
+from services.local import start_service, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 

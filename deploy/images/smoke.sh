@@ -88,7 +88,7 @@ sys.exit("; ".join(problems) or None)
 image_check() {
   ctr=$(buildah from --quiet "$(image_ref "$1")")
   buildah run --isolation chroot "$ctr" -- python3 -c "$IMAGE_CHECK" "${2:-no-compiler}" \
-    "${3:-nasloop.cli}" || die "$(image_ref "$1") is not a proper final image (above)"
+    "${3:-services.cli}" || die "$(image_ref "$1") is not a proper final image (above)"
 }
 
 # smoke TARGET SERVICE GRPC_SERVICE [buildah-run options...]: check the image, start the

@@ -128,7 +128,7 @@ def cycle_labels(run: str, cycle: int) -> dict[str, str]:
 
 def cycle_command(run: str, cycle: int) -> list[str]:
     which = ["--baseline"] if cycle == BASELINE else ["--cycle", str(check_cycle(cycle))]
-    return ["python", "-m", "nasloop", "cycle", "--run", run, *which]
+    return ["python", "-m", "services.cli", "cycle", "--run", run, *which]
 
 
 def _env(cfg: Config) -> list[dict[str, Any]]:

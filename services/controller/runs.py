@@ -3,7 +3,7 @@
 A run's spec is ``runs/<run>/spec.yaml`` and its state ``runs/<run>/state.json``; everything a
 run knows survives the process. In local mode each cycle runs in this process (one thread per
 run); in cluster mode each cycle is a Kubernetes Job running ``nasloop cycle``, and this process
-waits for it. After the last cycle the run's baseline (services/controller/baseline.py) runs the
+waits for it. After the last cycle the run's baseline (loop/baseline.py) runs the
 same way, unless the spec says ``baseline: false``. A controller that restarts picks up every
 run that was active, re-attaching to its cycle Job (cluster mode) or resuming the cycle where
 its durable state says (local mode).
@@ -22,23 +22,23 @@ from typing import TYPE_CHECKING
 import grpc
 
 from nasloop import layout
-from nasloop.clients import Services
 from nasloop.config import Config
 from nasloop.records import CandidateRecord
 from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from nasloop.runspec import RunSpec, SpecError, dump_spec, load_spec
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
-from services.controller import state as st
-from services.controller.baseline import runner
-from services.controller.cycle import (
+from services.controller.clients import Services
+from services.controller.loop import state as st
+from services.controller.loop.baseline import runner
+from services.controller.loop.cycle import (
     CycleError,
     Event,
     Stopped,
     StopSignal,
     seed_corpus_namespace,
 )
-from services.controller.events import EventBus, Observer, Observers
-from services.controller.summary import CycleSummary, load_summaries, load_summary
+from services.controller.loop.events import EventBus, Observer, Observers
+from services.controller.loop.summary import CycleSummary, load_summaries, load_summary
+from services.controller.runspec import RunSpec, SpecError, dump_spec, load_spec
 
 if TYPE_CHECKING:
     from services.controller.kube import CycleJobs

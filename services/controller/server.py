@@ -11,7 +11,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nasloop.config import Config
 from nasloop.rpc import FailedPrecondition, InvalidArgument, Registration, ServiceHost
 from nasloop.rpc.tls import CYCLE, CycleSigner, Identity
-from nasloop.runspec import (
+from nasloop.store import open_store
+from nasloop.store.remote import chunks
+from nasloop.v1 import controller_pb2 as pb
+from nasloop.v1 import controller_pb2_grpc as pb_grpc
+from services.controller.cycle_store import CallerIdentity, CycleStoreGate, joined
+from services.controller.loop.cycle import Event
+from services.controller.loop.state import RunState
+from services.controller.loop.summary import CycleSummary
+from services.controller.runs import RunManager
+from services.controller.runspec import (
     RunSpec,
     SpecError,
     dump_spec,
@@ -19,15 +28,6 @@ from nasloop.runspec import (
     spec_from_proto,
     spec_to_proto,
 )
-from nasloop.store import open_store
-from nasloop.store.remote import chunks
-from nasloop.v1 import controller_pb2 as pb
-from nasloop.v1 import controller_pb2_grpc as pb_grpc
-from services.controller.cycle import Event
-from services.controller.cycle_store import CallerIdentity, CycleStoreGate, joined
-from services.controller.runs import RunManager
-from services.controller.state import RunState
-from services.controller.summary import CycleSummary
 
 log = logging.getLogger("nasloop.controller")
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from nasloop.cli import main
+from services.cli import main
 
 # The guard matters here: vLLM spawns its engine process, which re-imports this module.
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import sys
 
-from nasloop.cli import main
+from services.cli import main
 
 if __name__ == "__main__":  # guarded: worker processes import the main module
     sys.exit(main(["serve", "novelty", *sys.argv[1:]]))

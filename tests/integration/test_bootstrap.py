@@ -16,11 +16,11 @@ from nasloop.bootstrap import (
     pretrain,
     sample,
 )
-from nasloop.cli import main
 from nasloop.corpus.grammar import generate
 from nasloop.prompts import render_prompt
 from nasloop.store import IntegrityError, LocalStore, ObjectNotFound
 from nasloop.v1 import common_pb2
+from services.cli import main
 
 STEPS = 30
 SPEC = common_pb2.TaskSpec(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
-from nasloop.cli import main
 from nasloop.corpus.build import count_parameters, seed_corpus, seed_novelty
 from nasloop.corpus.records import load_corpus, save_corpus
 from nasloop.rpc import connect
 from nasloop.store import S3Store
 from nasloop.v1 import novelty_pb2 as pb
 from nasloop.v1 import novelty_pb2_grpc as pb_grpc
+from services.cli import main
 
 
 def test_seed_corpus_round_trips_and_seeds_the_novelty_index(s3_store: S3Store, server) -> None:  # type: ignore[no-untyped-def]

@@ -319,7 +319,7 @@ def test_adapter_slots_are_limited(stub) -> None:  # type: ignore[no-untyped-def
 def test_a_missing_base_model_stops_the_service_with_a_clear_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "NASLOOP_STORE__URL": f"file://{tmp_path / 'store'}"}
     out = subprocess.run(
-        [sys.executable, "-m", "nasloop", "serve", "generator", "--port", "0"],
+        [sys.executable, "-m", "services.cli", "serve", "generator", "--port", "0"],
         env=env,
         capture_output=True,
         text=True,

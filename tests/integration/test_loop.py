@@ -27,18 +27,18 @@ from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world, controller_e
 from servers import grpcurl, json_stream
 
 from nasloop import layout
-from nasloop.clients import GeneratorClient, NoveltyClient
 from nasloop.config import load_config
-from nasloop.local import LocalService, free_port, start_service, wait_ready
 from nasloop.records import TrainingPair, loads_pairs, loads_records, sha256_text
 from nasloop.rpc import connect
-from nasloop.runspec import dump_spec, load_spec, task_spec
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
-from services.controller import state as st
+from services.controller.clients import GeneratorClient, NoveltyClient
 from services.controller.kube import CycleJobs
+from services.controller.loop import state as st
 from services.controller.runs import create_run
+from services.controller.runspec import dump_spec, load_spec, task_spec
 from services.controller.server import build
+from services.local import LocalService, free_port, start_service, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = 8
@@ -219,7 +219,7 @@ def test_nasloop_run_drives_a_running_controller(world, services) -> None:  # ty
     args = [arg for s in [*SPEC_OVERRIDES, *sets] for arg in ("--set", s)]
     with controller(world, services) as c:
         out = subprocess.run(
-            [sys.executable, "-m", "nasloop", "run", "--controller", c.address, "--name", run,
+            [sys.executable, "-m", "services.cli", "run", "--controller", c.address, "--name", run,
              *args],
             cwd=ROOT, env={**os.environ, **world.env}, capture_output=True, text=True,
             timeout=600,
@@ -320,7 +320,7 @@ def _kill_and_finish(
                 proc.kill()
             proc.wait()
         assert proc.returncode == -signal.SIGKILL, where
-    command = [sys.executable, "-m", "nasloop", *args]
+    command = [sys.executable, "-m", "services.cli", *args]
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return killed
@@ -390,7 +390,7 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
     sets = [
         a for s in [*SPEC_OVERRIDES, "cycles=1", "candidates_per_cycle=4"] for a in ("--set", s)
     ]
-    command = [sys.executable, "-m", "nasloop", "run", "--name", run, "--no-baseline", *sets]
+    command = [sys.executable, "-m", "services.cli", "run", "--name", run, "--no-baseline", *sets]
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -411,7 +411,7 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
     wait_for(lambda: not any(_alive(p) for p in services), 30, "the services to die with it")
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "nasloop", "run", "--resume", run],
+        [sys.executable, "-m", "services.cli", "run", "--resume", run],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -421,7 +421,7 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
 
     def cli(*args: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "nasloop", *args], cwd=tmp_path, env=env,
+            [sys.executable, "-m", "services.cli", *args], cwd=tmp_path, env=env,
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -432,7 +432,7 @@ def test_nasloop_run_starts_its_services_which_die_with_it_and_resumes(world, tm
     table = cli("report", run)
     assert table.splitlines()[2].startswith("| 1 ")  # one row per cycle
     bad = subprocess.run(
-        [sys.executable, "-m", "nasloop", "run", "--set", "training.lora.r=7"],
+        [sys.executable, "-m", "services.cli", "run", "--set", "training.lora.r=7"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "training.lora.r" in bad.stderr

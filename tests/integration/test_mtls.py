@@ -24,7 +24,6 @@ from tls_material import CA, identity, tls_env
 from nasloop import layout
 from nasloop.config import TlsConfig, load_config
 from nasloop.rpc import connect
-from nasloop.runspec import load_spec
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as cpb
 from nasloop.v1 import controller_pb2_grpc as cpb_grpc
@@ -35,8 +34,9 @@ from nasloop.v1 import novelty_pb2_grpc as npb_grpc
 from nasloop.v1 import trainer_pb2 as tpb
 from nasloop.v1 import trainer_pb2_grpc as tpb_grpc
 from services.controller import server as controller_server
-from services.controller import state as st
+from services.controller.loop import state as st
 from services.controller.runs import create_run, stop_key
+from services.controller.runspec import load_spec
 from services.generator import server as generator_server
 from services.novelty import server as novelty_server
 from services.trainer import server as trainer_server

@@ -27,7 +27,7 @@ import pytest
 from loop_world import SPEC_OVERRIDES, LoopWorld, build_loop_world
 
 from nasloop import keeper, layout
-from nasloop.local import LocalService, free_port, wait_ready
+from services.local import LocalService, free_port, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -126,7 +126,7 @@ def test_nothing_outlives_nasloop_run(
 ) -> None:
     run = f"cleanup-{stop}"
     sets = [a for s in [*SPEC_OVERRIDES, "cycles=1"] for a in ("--set", s)]
-    command = [sys.executable, "-m", "nasloop", "run", "--name", run, "--no-baseline", *sets]
+    command = [sys.executable, "-m", "services.cli", "run", "--name", run, "--no-baseline", *sets]
     proc = _start(command, {**world.env, **VLLM}, tmp_path, marked, tmp_path / "run.log")
     # The run's state is written once every service serves: the generator's engine is up.
     _wait(lambda: world.store.exists(layout.state_key(run)), proc, "the run to start")
@@ -149,7 +149,7 @@ def test_nothing_outlives_nasloop_serve(
     engine in its own process group: a SIGKILL to the group would reach it anyway, a SIGKILL to
     the generator alone (the OOM killer's) does not."""
     port = free_port()
-    command = [sys.executable, "-m", "nasloop", "serve", service, "--port", str(port)]
+    command = [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)]
     # The controller gets a store of its own: it would resume the runs stopped above.
     own = {"NASLOOP_STORE__URL": f"file://{tmp_path / 'store'}"}
     env = {**world.env, **(VLLM if service == "generator" else own)}

@@ -76,7 +76,7 @@ def test_cli_refuses_bad_configuration(tmp_path) -> None:
         ([], {"NASLOOP_NOVELTY__THRESHOLD": "7"}, "novelty.threshold"),
     ]:
         out = subprocess.run(
-            [sys.executable, "-m", "nasloop", "serve", "novelty", *args],
+            [sys.executable, "-m", "services.cli", "serve", "novelty", *args],
             env={"PATH": "/usr/bin:/bin", **env},
             capture_output=True,
             text=True,

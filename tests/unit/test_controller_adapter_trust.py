@@ -11,10 +11,10 @@ import pytest
 from nasloop import layout
 from nasloop.artifacts import ADAPTER_FILES
 from nasloop.records import TrainingPair, dumps_lines
-from nasloop.runspec import load_spec
 from nasloop.store import LocalStore, sha256_hex
-from services.controller import state as st
-from services.controller.cycle import Cycle, CycleError
+from services.controller.loop import state as st
+from services.controller.loop.cycle import Cycle, CycleError
+from services.controller.runspec import load_spec
 
 RUN = "r1"
 PAIRS = [TrainingPair("Task: design a network.", "```python\nclass Net: pass\n```", "c1", 0.5)]

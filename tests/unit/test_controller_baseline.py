@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 
 from nasloop import layout
-from nasloop.cli import main
 from nasloop.records import CandidateRecord, Evaluation, dumps_lines, sha256_text
-from nasloop.runspec import dump_spec, load_spec, spec_from_proto, spec_to_proto
 from nasloop.store import LocalStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2, generator_pb2, novelty_pb2
-from services.controller import state as st
-from services.controller.baseline import Baseline, plan_from, runner
-from services.controller.cycle import Cycle, CycleError, Event, cycle_seed
+from services.cli import main
+from services.controller.loop import state as st
+from services.controller.loop.baseline import Baseline, plan_from, runner
+from services.controller.loop.cycle import Cycle, CycleError, Event, cycle_seed
+from services.controller.runspec import dump_spec, load_spec, spec_from_proto, spec_to_proto
 
 RUN = "r"
 PROMPT = "### Task: img-classification on digits\n### Code:\n"
@@ -203,7 +203,7 @@ def test_the_spec_flag_defaults_on_and_survives_yaml_and_proto() -> None:
 
 
 def test_no_baseline_is_sugar_for_set_baseline_false(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.controller import commands
+    from services.controller.cli import commands
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(commands, "run", lambda args: seen.setdefault("sets", args.sets) and 0)
@@ -218,9 +218,9 @@ def test_progress_shows_the_baseline() -> None:
     import io
 
     from nasloop.v1 import controller_pb2 as pb
-    from services.controller.progress import Progress
+    from services.controller.cli.progress import Progress
+    from services.controller.loop.summary import CycleSummary
     from services.controller.server import event_to_pb
-    from services.controller.summary import CycleSummary
 
     out = io.StringIO()
     progress = Progress(out)

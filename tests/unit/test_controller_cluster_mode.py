@@ -17,12 +17,12 @@ from kubefake import FakeKubeAPI, fake_kube
 from test_controller_kube import config
 
 from nasloop import layout
-from nasloop.runspec import load_spec
 from nasloop.store import LocalStore
-from services.controller import state as st
 from services.controller.kube import CycleJobs, cycle_job_name
+from services.controller.loop import state as st
+from services.controller.loop.summary import CycleSummary, save_summary
 from services.controller.runs import RunManager, create_run
-from services.controller.summary import CycleSummary, save_summary
+from services.controller.runspec import load_spec
 
 RUN = "kube1"
 

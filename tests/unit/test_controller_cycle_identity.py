@@ -18,7 +18,6 @@ from test_controller_cycle_store import CREDENTIALS, RUN, World, kube_config
 from tls_material import CA, identity
 
 from nasloop.config import Config, TlsConfig
-from nasloop.local import free_port
 from nasloop.rpc import NotFound, connect
 from nasloop.rpc.tls import Authenticator, Identity, enrol
 from nasloop.store import PermissionDenied, RemoteStore
@@ -27,6 +26,7 @@ from nasloop.v1 import controller_pb2_grpc as pb_grpc
 from services.controller import cycle_store
 from services.controller.kube import cycle_job_manifest
 from services.controller.server import build
+from services.local import free_port
 
 
 class TlsWorld(World):
@@ -148,7 +148,7 @@ def test_nasloop_cycle_enrols_before_it_reads_its_run(
 ) -> None:
     """``nasloop cycle`` with exactly the Job's environment (its key's directory moved to a
     temporary one): it gets its identity from the controller first, then reads its run."""
-    from services.controller import commands
+    from services.controller.cli import commands
 
     world.cycle_pod(RUN, 1, "127.0.0.1")
     (container,) = cycle_job_manifest(RUN, 1, world.cfg)["spec"]["template"]["spec"]["containers"]

@@ -18,7 +18,6 @@ from kubefake import FakeKubeAPI, fake_kube
 
 from nasloop import layout, rpc
 from nasloop.config import Config, StoreConfig
-from nasloop.local import free_port
 from nasloop.rpc import InvalidArgument, Unavailable, connect
 from nasloop.rpc.server import Registration
 from nasloop.store import (
@@ -35,6 +34,7 @@ from services.controller import cycle_store
 from services.controller.cycle_store import CallerIdentity, CycleScope, joined, peer_ip
 from services.controller.kube import CycleJobs, cycle_job_manifest, cycle_job_name
 from services.controller.server import build
+from services.local import free_port
 
 RUN = "r1"
 Denied = rpc.PermissionDenied  # the service's error; the pod sees store.PermissionDenied

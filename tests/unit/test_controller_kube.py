@@ -116,7 +116,7 @@ def test_cycle_job_manifest_runs_the_cycle_command_with_labels_deadline_and_reso
     assert spec["activeDeadlineSeconds"] == 7200
     assert spec["ttlSecondsAfterFinished"] == 600
     c = container(job)
-    assert c["command"] == ["python", "-m", "nasloop", "cycle", "--run", RUN, "--cycle", "12"]
+    assert c["command"] == ["python", "-m", "services.cli", "cycle", "--run", RUN, "--cycle", "12"]
     assert c["image"] == "nasloop/controller:latest"
     assert c["resources"] == {
         "requests": {"cpu": "3", "memory": "5Gi"},

@@ -19,11 +19,11 @@ from nasloop.records import (
     loads_records,
     sha256_text,
 )
-from nasloop.runspec import load_spec
-from services.controller.cycle import _ranges
-from services.controller.selection import select
-from services.controller.state import CycleProgress
-from services.controller.summary import summarize
+from services.controller.loop.cycle import _ranges
+from services.controller.loop.selection import select
+from services.controller.loop.state import CycleProgress
+from services.controller.loop.summary import summarize
+from services.controller.runspec import load_spec
 
 PROMPT = "### Task: img-classification on digits\n### Code:\n"
 
@@ -168,8 +168,8 @@ def test_progress_draws_a_bar_per_step_and_a_line_per_cycle() -> None:
 
     from nasloop.v1 import common_pb2 as common
     from nasloop.v1 import controller_pb2 as pb
-    from services.controller.progress import Progress
-    from services.controller.summary import CycleSummary
+    from services.controller.cli.progress import Progress
+    from services.controller.loop.summary import CycleSummary
 
     out = io.StringIO()
     progress = Progress(out)
@@ -195,7 +195,7 @@ def test_cycle_seeds_of_different_runs_share_no_answer() -> None:
     answers never overlap (seed + n·10⁶ made seeds 0 and 1 share 47 of 48 answers)."""
     import itertools
 
-    from services.controller.cycle import cycle_seed
+    from services.controller.loop.cycle import cycle_seed
 
     assert cycle_seed(0, 1) == cycle_seed(0, 1)
     starts = sorted(cycle_seed(s, n) for s in range(10) for n in range(1, 21))

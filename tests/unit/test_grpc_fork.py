@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 # A process with a gRPC server and four threads calling it, forking /bin/true for 3 s. A
-# preexec_fn makes subprocess fork() rather than vfork(), as nasloop.local.start_service does;
+# preexec_fn makes subprocess fork() rather than vfork(), as services.local.start_service does;
 # with the fork handlers on, gRPC's core runs them around every fork and logs "fork_posix".
 PROGRAM = """
 import subprocess, threading, time

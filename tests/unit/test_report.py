@@ -15,15 +15,15 @@ from PIL import Image
 
 from nasloop import layout
 from nasloop.records import CandidateRecord, Evaluation, NoveltyVerdict, dumps_lines
-from nasloop.runspec import dump_spec, load_spec
-from nasloop.stats import newcombe_difference
 from nasloop.store import LocalStore
-from services.controller import report
-from services.controller import state as st
-from services.controller.report_doc import to_markdown
-from services.controller.report_html import CSP
-from services.controller.report_plots import PLOTS
-from services.controller.summary import save_summary, summarize
+from services.controller.loop import state as st
+from services.controller.loop.summary import save_summary, summarize
+from services.controller.report import build as report
+from services.controller.report.document import to_markdown
+from services.controller.report.html import CSP
+from services.controller.report.plots import PLOTS
+from services.controller.report.stats import newcombe_difference
+from services.controller.runspec import dump_spec, load_spec
 
 RUN = "fixture"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -131,7 +131,7 @@ def test_report_without_baseline_of_a_running_run(store: LocalStore, tmp_path: P
 def test_cli_report_writes_beside_the_store(
     store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nasloop.cli import main
+    from services.cli import main
 
     make_run(store)
     monkeypatch.setenv("NASLOOP_STORE__URL", f"file://{store.root}")
@@ -194,7 +194,7 @@ def test_the_end_of_a_run_announces_its_report(
     store: LocalStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from nasloop.config import StoreConfig
-    from services.controller.commands import _report_if_visible
+    from services.controller.cli.commands import _report_if_visible
 
     make_run(store)
     assert report.announce(store, RUN) == tmp_path / "reports" / RUN / "report.html"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nasloop.runspec import (
+from nasloop.v1 import novelty_pb2
+from services.controller.runspec import (
     PRESETS,
     RunSpec,
     SpecError,
@@ -18,7 +19,6 @@ from nasloop.runspec import (
     spec_to_proto,
     task_spec,
 )
-from nasloop.v1 import novelty_pb2
 
 
 def _error(**kw) -> str:

@@ -1,11 +1,16 @@
-"""nasloop/stats.py against published values and synthetic data."""
+"""services/controller/report/stats.py against published values and synthetic data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nasloop.stats import bootstrap_mean_difference, newcombe_difference, wilson, z_value
+from services.controller.report.stats import (
+    bootstrap_mean_difference,
+    newcombe_difference,
+    wilson,
+    z_value,
+)
 
 
 def test_z_value() -> None:

@@ -12,10 +12,10 @@ import threading
 
 from nasloop import layout
 from nasloop.config import Config, StoreConfig, load_config
-from nasloop.runspec import dump_spec, load_spec
 from nasloop.store import StoreError, open_store
-from services.controller import report
-from services.controller import state as st
+from services.controller.loop import state as st
+from services.controller.report import build as report
+from services.controller.runspec import dump_spec, load_spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
             spec = spec.model_copy(update={"name": layout.check_run_name(args.name)})
     if args.controller:
         return _run_remote(args.controller, spec, args.resume, cfg)
-    from services.controller.local_run import run_local
+    from services.controller.cli.local_run import run_local
 
     return run_local(cfg, spec, args.resume)
 
@@ -39,7 +39,7 @@ def _run_remote(address: str, spec, resume: str | None, cfg: Config) -> int:  # 
     from nasloop.rpc import connect
     from nasloop.v1 import controller_pb2 as pb
     from nasloop.v1 import controller_pb2_grpc as pb_grpc
-    from services.controller.progress import Progress
+    from services.controller.cli.progress import Progress
 
     with connect(address, tls=cfg.tls) as channel:
         stub = pb_grpc.ControllerStub(channel)
@@ -130,11 +130,11 @@ def report_run(args: argparse.Namespace) -> int:
 def cycle(args: argparse.Namespace) -> int:
     """One cycle of a run, or its baseline (``--baseline``), as a Kubernetes Job runs it (also
     usable by hand)."""
-    from nasloop.clients import Services
     from nasloop.rpc.tls import enrol
     from nasloop.store.remote import RemoteStore
-    from services.controller.baseline import runner
-    from services.controller.cycle import Stopped, StopSignal
+    from services.controller.clients import Services
+    from services.controller.loop.baseline import runner
+    from services.controller.loop.cycle import Stopped, StopSignal
     from services.controller.runs import load_run_spec, poll_stop
 
     cfg = load_config(args.config)

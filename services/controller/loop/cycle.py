@@ -25,7 +25,6 @@ import grpc
 
 from nasloop import layout
 from nasloop.artifacts import AdapterMeta, read_manifest
-from nasloop.clients import NoveltyClient, Services
 from nasloop.records import (
     CandidateRecord,
     Evaluation,
@@ -35,7 +34,14 @@ from nasloop.records import (
     loads_pairs,
     sha256_text,
 )
-from nasloop.runspec import (
+from nasloop.store import ObjectNotFound, ObjectStore, sha256_hex
+from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import generator_pb2, trainer_pb2
+from services.controller.clients import NoveltyClient, Services
+from services.controller.loop import state as st
+from services.controller.loop.selection import select
+from services.controller.loop.summary import CycleSummary, load_summary, save_summary, summarize
+from services.controller.runspec import (
     PRECISIONS,
     RunSpec,
     evaluation_protocol,
@@ -44,12 +50,6 @@ from nasloop.runspec import (
     sampling_params,
     task_spec,
 )
-from nasloop.store import ObjectNotFound, ObjectStore, sha256_hex
-from nasloop.v1 import common_pb2 as common
-from nasloop.v1 import generator_pb2, trainer_pb2
-from services.controller import state as st
-from services.controller.selection import select
-from services.controller.summary import CycleSummary, load_summary, save_summary, summarize
 
 log = logging.getLogger("nasloop.controller")
 
@@ -123,7 +123,7 @@ class Busy:
 
 
 class Cycle:
-    """One cycle; :class:`services.controller.baseline.Baseline` reuses its machinery (the step
+    """One cycle; :class:`services.controller.loop.baseline.Baseline` reuses its machinery (the step
     loop, generate+evaluate, novelty, summary) with its own steps, ids and novelty call."""
 
     steps: tuple[str, ...] = st.STEPS

@@ -117,11 +117,11 @@ def _command_errors(func: Callable[[argparse.Namespace], int]) -> Callable[..., 
         from nasloop.bootstrap import RunMismatch
         from nasloop.corpus.lemur import LemurError
         from nasloop.layout import InvalidName
-        from nasloop.local import ServiceFailed
         from nasloop.rpc.errors import ServiceError
-        from nasloop.runspec import SpecError
         from nasloop.store import StoreError
-        from services.controller.cycle import CycleError
+        from services.controller.loop.cycle import CycleError
+        from services.controller.runspec import SpecError
+        from services.local import ServiceFailed
 
         try:
             return func(args)
@@ -139,7 +139,7 @@ def _command_errors(func: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 
 def _add_run_commands(sub: argparse._SubParsersAction) -> None:
-    from services.controller import commands
+    from services.controller.cli import commands
 
     run = sub.add_parser(
         "run",
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and started:  # a command, not a call from Python (tests)
         from nasloop import keeper
 
-        keeper.start()  # before anything starts a process: see nasloop/local.py
+        keeper.start()  # before anything starts a process: see services/local.py
     return args.func(args)
 
 

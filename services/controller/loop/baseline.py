@@ -8,7 +8,7 @@ added to any namespace, so the baseline changes nothing the run found. The recor
 ``CandidateRecord`` lines at ``runs/<run>/baseline/candidates.jsonl`` (ids ``<run>-base-<i>``,
 ``cycle`` 0, ``adapter_name`` empty), with a summary of a cycle's shape beside them.
 
-The baseline is a :class:`~services.controller.cycle.Cycle` with its own steps
+The baseline is a :class:`~services.controller.loop.cycle.Cycle` with its own steps
 (``state.BASELINE_STEPS``): the same step loop, generate+evaluate overlap, per-candidate durable
 results (``baseline/evaluated/<i>.json``) and resume that regenerates only the missing indices
 with seed + index. It is crash-safe like a cycle, and a baseline whose summary step is done is
@@ -27,8 +27,8 @@ import grpc
 
 from nasloop import layout
 from nasloop.records import CandidateRecord
-from services.controller import state as st
-from services.controller.cycle import Cycle, CycleError
+from services.controller.loop import state as st
+from services.controller.loop.cycle import Cycle, CycleError
 
 log = logging.getLogger("nasloop.controller")
 

@@ -17,14 +17,14 @@ from typing import Any, TextIO
 
 from nasloop import layout
 from nasloop.config import Config
-from nasloop.local import local_services
-from nasloop.runspec import RunSpec
 from nasloop.store import ObjectStore, open_store
-from services.controller import report
-from services.controller import state as st
-from services.controller.progress import Progress
+from services.controller.cli.progress import Progress
+from services.controller.loop import state as st
+from services.controller.report import build as report
 from services.controller.runs import RunManager, load_run_spec
+from services.controller.runspec import RunSpec
 from services.controller.server import event_to_pb
+from services.local import local_services
 
 BOOTSTRAP_MODELS = {"models/bootstrap-default": "default", "models/bootstrap-tiny": "tiny"}
 SEED_CORPUS_SIZE = 1000

@@ -8,7 +8,7 @@ spec's selection threshold (so summaries written before a field existed still re
 times and adapters come from the summaries. A run still going shows its finished cycles.
 
 What it writes, into one folder: ``report.md``, a self-contained ``report.html`` and every
-plot as a PNG (``report_plots``). The blocks of the document are in ``report_doc``.
+plot as a PNG (``plots``). The blocks of the document are in ``document``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from typing import TextIO
 from nasloop import layout
 from nasloop.artifacts import AdapterMeta, read_manifest
 from nasloop.records import CandidateRecord, loads_records
-from nasloop.runspec import load_spec
-from nasloop.stats import Interval, bootstrap_mean_difference, newcombe_difference
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
-from services.controller import state as st
-from services.controller.report_doc import (
+from services.controller.loop import state as st
+from services.controller.loop.summary import CycleSummary, load_summaries, summarize
+from services.controller.report.document import (
     Block,
     Code,
     Figure,
@@ -36,7 +35,12 @@ from services.controller.report_doc import (
     markdown_table,
     to_markdown,
 )
-from services.controller.summary import CycleSummary, load_summaries, summarize
+from services.controller.report.stats import (
+    Interval,
+    bootstrap_mean_difference,
+    newcombe_difference,
+)
+from services.controller.runspec import load_spec
 
 COLUMNS = (
     "cycle", "gen", "valid", "stopped at (top 3)", "mean acc", "best acc", "distinct", "novel",
@@ -367,8 +371,8 @@ def default_folder(store: ObjectStore, run: str) -> Path:
 def write_report(r: RunReport, folder: Path) -> Path:
     """Write the report into ``folder``: report.md, report.html and the plots' PNG files;
     returns the path of ``report.html``."""
-    from services.controller.report_html import to_html
-    from services.controller.report_plots import write_plots
+    from services.controller.report.html import to_html
+    from services.controller.report.plots import write_plots
 
     folder.mkdir(parents=True, exist_ok=True)
     baseline_mean = None

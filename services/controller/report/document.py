@@ -1,5 +1,5 @@
 """The report as a list of blocks (headings, paragraphs, tables, code, figures) and its
-Markdown rendering; ``report_html`` renders the same blocks as one self-contained HTML page.
+Markdown rendering; ``html`` renders the same blocks as one self-contained HTML page.
 """
 
 from __future__ import annotations

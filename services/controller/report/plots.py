@@ -14,9 +14,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from nasloop.v1 import common_pb2 as common
-from services.controller.report_doc import Figure as FigureBlock
-from services.controller.state import STEPS
-from services.controller.summary import CycleSummary
+from services.controller.loop.state import STEPS
+from services.controller.loop.summary import CycleSummary
+from services.controller.report.document import Figure as FigureBlock
 
 VALID_COLOR = "#2da44e"
 # Colours of the stopped-at slices and of the steps (a qualitative palette without green).

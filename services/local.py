@@ -1,6 +1,6 @@
 """Services as child processes on loopback: how ``nasloop run`` works without a cluster.
 
-Each service is ``python -m nasloop serve <service>`` on a free port, in its own process group,
+Each service is ``python -m services.cli serve <service>`` on a free port, in its own process group,
 logging to a file. Stopping one sends SIGTERM, then SIGKILL to its process group.
 
 Nothing outlives the command (``nasloop run``, ``nasloop serve <service>``), however it ends:
@@ -120,7 +120,7 @@ def start_service(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nasloop", "serve", name, "--port", str(port)],
+            [sys.executable, "-m", "services.cli", "serve", name, "--port", str(port)],
             cwd=cwd,
             env={**os.environ, "NASLOOP_SERVER__HOST": "127.0.0.1", **env},
             stdout=out,

@@ -16,7 +16,7 @@ from nasloop.records import CandidateRecord
 from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
-from services.controller.state import AdapterState, CycleProgress, adapter_from_dict
+from services.controller.loop.state import AdapterState, CycleProgress, adapter_from_dict
 
 SHARE_THRESHOLD = 0.40  # the paper's "good" accuracy (controller.proto: share_above_040)
 

@@ -14,7 +14,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 
-from services.controller.report_doc import Block, Code, Figure, Heading, Paragraph, Table
+from services.controller.report.document import Block, Code, Figure, Heading, Paragraph, Table
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """

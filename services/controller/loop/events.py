@@ -7,7 +7,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from services.controller.cycle import Event
+from services.controller.loop.cycle import Event
 
 END = None  # a watcher's queue gets this when the run it watches ends
 Observer = Callable[[Event], None]

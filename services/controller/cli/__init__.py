@@ -1,0 +1,1 @@
+"""The controller's commands on the CLI: run, runs, status, report, cycle."""

@@ -1,0 +1,1 @@
+"""A run's report (``nasloop report``): its document, HTML, plots and statistics."""
