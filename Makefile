@@ -137,6 +137,12 @@ kind-down:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@$(MAKE) --no-print-directory typecheck
+
+# mypy over nasloop/ and services/ (the settings: pyproject.toml's [tool.mypy]).
+.PHONY: typecheck
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
