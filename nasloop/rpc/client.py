@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from nasloop.config import TlsConfig
 
@@ -38,13 +39,16 @@ def _service_config(attempts: int) -> str:
     )
 
 
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: bool | None
-    compression: Any
+class _CallDetails(grpc.ClientCallDetails):
+    """A call's details with a deadline put on."""
+
+    def __init__(self, d: grpc.ClientCallDetails, timeout: float) -> None:
+        self.method = d.method
+        self.timeout = timeout
+        self.metadata = d.metadata
+        self.credentials = d.credentials
+        self.wait_for_ready = getattr(d, "wait_for_ready", None)
+        self.compression = getattr(d, "compression", None)
 
 
 class _DefaultDeadline(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
@@ -52,22 +56,24 @@ class _DefaultDeadline(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientI
         self._timeout_s = timeout_s
 
     def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        if d.timeout is not None:
-            return d
-        return _CallDetails(  # type: ignore[return-value]
-            d.method,
-            self._timeout_s,
-            d.metadata,
-            d.credentials,
-            getattr(d, "wait_for_ready", None),
-            getattr(d, "compression", None),
-        )
+        return d if d.timeout is not None else _CallDetails(d, self._timeout_s)
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._details(client_call_details), request)
+    # The continuations return the call (a grpc.Call and Future), typed only in grpc's stubs.
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
-        return continuation(self._details(client_call_details), request_iterator)
+    def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return continuation(self._details(details), request_iterator)
 
 
 def connect(
@@ -100,12 +106,17 @@ def connect(
 
 def wait_until_serving(channel: grpc.Channel, service: str = "", timeout_s: float = 60.0) -> None:
     """Poll the standard health service until it answers SERVING; raise TimeoutError if not."""
-    stub = health_pb2_grpc.HealthStub(channel)
+    # The standard health service's Check (its stub is untyped in types-grpcio-health-checking).
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
     deadline = time.monotonic() + timeout_s
     last: str = "no answer"
     while time.monotonic() < deadline:
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+            reply = check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
                 return
             last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from contextlib import contextmanager
+from typing import Any, NamedTuple, NoReturn, Protocol, cast
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -109,24 +110,41 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return None
         service, method = _split(handler_call_details.method)
         gate = None if service.startswith("grpc.") else self._ready
+        behaviour: Callable[..., Any] | None
+        make: Callable[..., grpc.RpcMethodHandler]
         if handler.unary_unary:
-            wrap, make = self._wrap_unary, grpc.unary_unary_rpc_method_handler
-            behaviour = handler.unary_unary
+            behaviour, make, stream = (
+                handler.unary_unary,
+                grpc.unary_unary_rpc_method_handler,
+                False,
+            )
         elif handler.unary_stream:
-            wrap, make = self._wrap_stream, grpc.unary_stream_rpc_method_handler
-            behaviour = handler.unary_stream
+            behaviour, make, stream = (
+                handler.unary_stream,
+                grpc.unary_stream_rpc_method_handler,
+                True,
+            )
         elif handler.stream_unary:
-            wrap, make = self._wrap_unary, grpc.stream_unary_rpc_method_handler
-            behaviour = handler.stream_unary
+            behaviour, make, stream = (
+                handler.stream_unary,
+                grpc.stream_unary_rpc_method_handler,
+                False,
+            )
         else:
-            wrap, make = self._wrap_stream, grpc.stream_stream_rpc_method_handler
-            behaviour = handler.stream_stream
+            behaviour, make, stream = (
+                handler.stream_stream,
+                grpc.stream_stream_rpc_method_handler,
+                True,
+            )
+        assert behaviour is not None  # a handler has one of the four
         request_deserializer = handler.request_deserializer
         unary_request = bool(handler.unary_unary or handler.unary_stream)
         if unary_request:
             request_deserializer = _tolerant(request_deserializer)
+        call = _Call(service, method, gate, unary_request)
+        wrap = self._wrap_stream if stream else self._wrap_unary
         return make(
-            wrap(behaviour, service, method, gate, unary_request),
+            wrap(behaviour, call),
             request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -151,63 +169,56 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             },
         )
 
-    def _abort(self, context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    def _abort(self, context: grpc.ServicerContext, exc: BaseException, method: str) -> NoReturn:
         if isinstance(exc, ServiceError):
             context.abort(grpc.StatusCode[exc.code], exc.message)
         log.exception("unhandled error in %s", method)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: see server log")
 
-    def _wrap_unary(
-        self,
-        behaviour: Callable,
-        service: str,
-        method: str,
-        gate: threading.Event | None,
-        unary_request: bool,
-    ) -> Callable:
+    @contextmanager
+    def _handling(self, call: _Call, request: Any, context: grpc.ServicerContext) -> Iterator[None]:
+        """Around one call: refused until ready, undecodable or not allowed; an exception turned
+        into its status; metrics and the log line at the end."""
+        start, exc = time.perf_counter(), None
+        try:
+            _refuse_until_ready(call.gate, context)
+            _refuse_undecodable(request, context)
+            if self._guard is not None:
+                self._guard(
+                    call.service, call.method, request if call.unary_request else None, context
+                )
+            yield
+        except Exception as e:
+            exc = e
+            if _is_abort(context):
+                raise
+            self._abort(context, e, call.method)
+        finally:
+            self._finish(call.service, call.method, context, start, exc)
+
+    def _wrap_unary(self, behaviour: Callable[..., Any], call: _Call) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            start, exc = time.perf_counter(), None
-            try:
-                _refuse_until_ready(gate, context)
-                _refuse_undecodable(request, context)
-                if self._guard is not None:
-                    self._guard(service, method, request if unary_request else None, context)
+            with self._handling(call, request, context):
                 return behaviour(request, context)
-            except Exception as e:
-                exc = e
-                if _is_abort(context):
-                    raise
-                self._abort(context, e, method)
-            finally:
-                self._finish(service, method, context, start, exc)
 
         return wrapped
 
-    def _wrap_stream(
-        self,
-        behaviour: Callable,
-        service: str,
-        method: str,
-        gate: threading.Event | None,
-        unary_request: bool,
-    ) -> Callable:
+    def _wrap_stream(self, behaviour: Callable[..., Any], call: _Call) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            start, exc = time.perf_counter(), None
-            try:
-                _refuse_until_ready(gate, context)
-                _refuse_undecodable(request, context)
-                if self._guard is not None:
-                    self._guard(service, method, request if unary_request else None, context)
+            with self._handling(call, request, context):
                 yield from behaviour(request, context)
-            except Exception as e:
-                exc = e
-                if _is_abort(context):
-                    raise
-                self._abort(context, e, method)
-            finally:
-                self._finish(service, method, context, start, exc)
 
         return wrapped
+
+
+class _Call(NamedTuple):
+    """What the interceptor knows of a method: its names, the readiness gate, and whether its
+    request is one message (the guard sees it) or a stream."""
+
+    service: str
+    method: str
+    gate: threading.Event | None
+    unary_request: bool
 
 
 class _Undecodable:
@@ -246,14 +257,23 @@ def _refuse_undecodable(request: Any, context: grpc.ServicerContext) -> None:
         )
 
 
+class _Coded(Protocol):
+    def code(self) -> grpc.StatusCode | None: ...
+
+
+def _status(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    # The status set so far (grpc's ServicerContext.code(), missing from its stubs).
+    return cast(_Coded, context).code()
+
+
 def _is_abort(context: grpc.ServicerContext) -> bool:
     """True when the servicer already called context.abort(): its status stands."""
-    code = context.code()
+    code = _status(context)
     return code is not None and code is not grpc.StatusCode.OK
 
 
 def _code_of(context: grpc.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
-    code = context.code()
+    code = _status(context)
     if isinstance(code, grpc.StatusCode):
         return code
     if isinstance(exc, ServiceError):

@@ -15,9 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from cryptography import x509
@@ -209,7 +210,9 @@ class Authenticator:
     def identify(self, context: grpc.ServicerContext) -> Identity | None:
         """The caller's identity; ``None`` for a call without a client certificate (possible
         only on a port that asks for none)."""
-        certs = context.auth_context().get("x509_pem_cert") or []
+        # grpc's stubs type each property as bytes; it is a list of bytes, one per value.
+        auth = cast("Mapping[str, list[bytes]]", context.auth_context())
+        certs = auth.get("x509_pem_cert") or []
         if not certs:
             return None
         pem = certs[0]
