@@ -193,6 +193,16 @@ class ServiceHost:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    def serve(self, prepare: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM: bind (health answers NOT_SERVING), ``prepare`` (restore state,
+        start workers), report SERVING, then block until stopped."""
+        self.install_signal_handlers()
+        self.start()
+        if prepare is not None:
+            prepare()
+        self.set_serving()
+        self.wait()
+
     def wait(self) -> None:
         """Block until the host has fully stopped."""
         while not self._stopped.wait(0.5):

@@ -37,7 +37,7 @@ class LocalExecutor:
                 "Use evaluator.sandbox=strict outside development.",
                 "" if seccomp_filter.available() else " and without seccomp",
             )
-        self.kind = pb.EXECUTOR_LOCAL_SANDBOX if self.strict else pb.EXECUTOR_LOCAL_UNSANDBOXED
+        self.kind: int = pb.EXECUTOR_LOCAL_SANDBOX if self.strict else pb.EXECUTOR_LOCAL_UNSANDBOXED
         # Root drops each child to the sandbox uid. A non-root evaluator cannot; in strict mode
         # each child becomes the sandbox uid in a user namespace of its own instead (mapped to
         # the worker's uid), so that it is not uid 0 of the worker's namespace.

@@ -6,6 +6,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from nasloop.config import Config
 from nasloop.rpc import NotFound, Registration, ServiceError, ServiceHost
@@ -15,6 +16,7 @@ from nasloop.v1 import generator_pb2_grpc as pb_grpc
 from services.generator.aio import LoopThread
 from services.generator.generator import Generator
 
+from services.generator.adapters import AdapterRegistry
 log = logging.getLogger("nasloop.generator")
 
 
@@ -23,7 +25,9 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
         self.generator = generator
         self.loop = loop
 
-    def Generate(self, request, context):  # type: ignore[no-untyped-def]
+    def Generate(
+        self, request: pb.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GeneratedCandidate]:
         # Cancelling the call, or its deadline passing, aborts the answers still running.
         arrived = time.perf_counter()
         candidates, cancel = self.loop.stream(self.generator.generate(request, arrived))
@@ -31,20 +35,34 @@ class GeneratorServicer(pb_grpc.GeneratorServicer):
             cancel()
         yield from candidates
 
-    def LoadAdapter(self, request, context):  # type: ignore[no-untyped-def]
-        return self.loop.run(self.generator.adapters.load(request))
+    def _adapters(self) -> AdapterRegistry:
+        assert self.generator.adapters is not None  # the interceptor refuses calls until started
+        return self.generator.adapters
 
-    def UnloadAdapter(self, request, context):  # type: ignore[no-untyped-def]
-        self.loop.run(self.generator.adapters.unload(request.name))
+    def LoadAdapter(
+        self, request: pb.LoadAdapterRequest, context: grpc.ServicerContext
+    ) -> pb.AdapterInfo:
+        return self.loop.run(self._adapters().load(request))
+
+    def UnloadAdapter(
+        self, request: pb.UnloadAdapterRequest, context: grpc.ServicerContext
+    ) -> pb.UnloadAdapterResponse:
+        self.loop.run(self._adapters().unload(request.name))
         return pb.UnloadAdapterResponse()
 
-    def ListAdapters(self, request, context):  # type: ignore[no-untyped-def]
-        return pb.ListAdaptersResponse(adapters=self.generator.adapters.list())
+    def ListAdapters(
+        self, request: pb.ListAdaptersRequest, context: grpc.ServicerContext
+    ) -> pb.ListAdaptersResponse:
+        return pb.ListAdaptersResponse(adapters=self._adapters().list())
 
-    def ModelInfo(self, request, context):  # type: ignore[no-untyped-def]
+    def ModelInfo(
+        self, request: pb.ModelInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInfoResponse:
         return self.generator.model_info()
 
-    def RenderPrompt(self, request, context):  # type: ignore[no-untyped-def]
+    def RenderPrompt(
+        self, request: pb.RenderPromptRequest, context: grpc.ServicerContext
+    ) -> pb.RenderPromptResponse:
         return self.generator.render_prompt(request)
 
 

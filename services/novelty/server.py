@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 
+import grpc
+
 from nasloop.config import Config
 from nasloop.fingerprint import TokenMode
 from nasloop.rpc import InvalidArgument, Registration, ServiceHost
@@ -73,57 +75,71 @@ class NoveltyServicer(pb_grpc.NoveltyServicer):
     def __init__(self, engine: NoveltyEngine) -> None:
         self.engine = engine
 
-    def CreateNamespace(self, request, context):  # type: ignore[no-untyped-def]
+    def CreateNamespace(
+        self, request: pb.CreateNamespaceRequest, context: grpc.ServicerContext
+    ) -> pb.NamespaceInfo:
         params = params_from_pb(request.params, self.engine.default_params())
         return namespace_to_pb(self.engine.create_namespace(request.name, params))
 
-    def GetNamespace(self, request, context):  # type: ignore[no-untyped-def]
+    def GetNamespace(
+        self, request: pb.GetNamespaceRequest, context: grpc.ServicerContext
+    ) -> pb.NamespaceInfo:
         return namespace_to_pb(self.engine.namespace(request.name))
 
-    def ListNamespaces(self, request, context):  # type: ignore[no-untyped-def]
+    def ListNamespaces(
+        self, request: pb.ListNamespacesRequest, context: grpc.ServicerContext
+    ) -> pb.ListNamespacesResponse:
         return pb.ListNamespacesResponse(
             namespaces=[namespace_to_pb(ns) for ns in self.engine.namespaces()]
         )
 
-    def DeleteNamespace(self, request, context):  # type: ignore[no-untyped-def]
+    def DeleteNamespace(
+        self, request: pb.DeleteNamespaceRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteNamespaceResponse:
         return pb.DeleteNamespaceResponse(
             removed_entries=self.engine.delete_namespace(request.name)
         )
 
-    def Check(self, request, context):  # type: ignore[no-untyped-def]
+    def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResult:
         return verdict_to_pb(
             self.engine.check(request.code, list(request.namespaces), request.exhaustive)
         )
 
-    def CheckAndAdd(self, request, context):  # type: ignore[no-untyped-def]
+    def CheckAndAdd(
+        self, request: pb.CheckAndAddRequest, context: grpc.ServicerContext
+    ) -> pb.CheckResult:
         return verdict_to_pb(
             self.engine.check_and_add(
                 request.code, request.id, request.namespace, list(request.consult)
             )
         )
 
-    def BatchCheck(self, request, context):  # type: ignore[no-untyped-def]
+    def BatchCheck(
+        self, request: pb.BatchCheckRequest, context: grpc.ServicerContext
+    ) -> pb.BatchCheckResponse:
         items = [(i.code, list(i.namespaces), i.exhaustive) for i in request.items]
         return pb.BatchCheckResponse(
             results=[verdict_to_pb(v) for v in self.engine.batch_check(items)]
         )
 
-    def BatchCheckAndAdd(self, request, context):  # type: ignore[no-untyped-def]
+    def BatchCheckAndAdd(
+        self, request: pb.BatchCheckAndAddRequest, context: grpc.ServicerContext
+    ) -> pb.BatchCheckResponse:
         items = [(i.id, i.code) for i in request.items]
         verdicts = self.engine.batch_check_and_add(items, request.namespace, list(request.consult))
         return pb.BatchCheckResponse(results=[verdict_to_pb(v) for v in verdicts])
 
-    def Add(self, request, context):  # type: ignore[no-untyped-def]
+    def Add(self, request: pb.AddRequest, context: grpc.ServicerContext) -> pb.AddResponse:
         added, last = self.engine.add(
             [(i.id, i.code) for i in request.items], request.namespace, request.skip_existing
         )
         return pb.AddResponse(added=added, last_seq=last)
 
-    def Remove(self, request, context):  # type: ignore[no-untyped-def]
+    def Remove(self, request: pb.RemoveRequest, context: grpc.ServicerContext) -> pb.RemoveResponse:
         removed, not_found = self.engine.remove(request.namespace, list(request.ids))
         return pb.RemoveResponse(removed=removed, not_found=not_found)
 
-    def Stats(self, request, context):  # type: ignore[no-untyped-def]
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
         namespaces = self.engine.namespaces()
         c = self.engine.counters
         return pb.StatsResponse(
@@ -134,11 +150,15 @@ class NoveltyServicer(pb_grpc.NoveltyServicer):
             rejected_duplicates=c.rejected_duplicates,
         )
 
-    def Snapshot(self, request, context):  # type: ignore[no-untyped-def]
+    def Snapshot(
+        self, request: pb.SnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.SnapshotResponse:
         done = self.engine.snapshot(list(request.namespaces))
         return pb.SnapshotResponse(namespaces=[namespace_to_pb(ns) for ns in done])
 
-    def Fingerprint(self, request, context):  # type: ignore[no-untyped-def]
+    def Fingerprint(
+        self, request: pb.FingerprintRequest, context: grpc.ServicerContext
+    ) -> pb.FingerprintResponse:
         params = params_from_pb(request.params, self.engine.default_params())
         toks, count = self.engine.tokens(request.code, params)
         return pb.FingerprintResponse(tokens=toks, shingles=count)
@@ -164,12 +184,12 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, NoveltyEng
 def serve(cfg: Config) -> None:
     """Run until SIGTERM: bind, restore state, then report SERVING."""
     host, engine = build(cfg)
-    host.install_signal_handlers()
-    host.start()
-    engine.open()
-    # The restored index is millions of long-lived objects: keep them out of every future
-    # garbage collection, which would otherwise pause requests for tens of milliseconds.
-    gc.collect()
-    gc.freeze()
-    host.set_serving()
-    host.wait()
+
+    def restore() -> None:
+        engine.open()
+        # The restored index is millions of long-lived objects: keep them out of every future
+        # garbage collection, which would otherwise pause requests for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
+
+    host.serve(restore)

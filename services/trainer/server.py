@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+
+import grpc
 
 from nasloop.config import Config
 from nasloop.rpc import Registration, ServiceHost
@@ -16,22 +19,26 @@ class TrainerServicer(pb_grpc.TrainerServicer):
     def __init__(self, jobs: JobManager) -> None:
         self.jobs = jobs
 
-    def StartJob(self, request, context):  # type: ignore[no-untyped-def]
+    def StartJob(self, request: pb.StartJobRequest, context: grpc.ServicerContext) -> pb.Job:
         return self.jobs.start(request)
 
-    def WatchJob(self, request, context):  # type: ignore[no-untyped-def]
+    def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.JobProgress]:
         active = threading.Event()
         active.set()
         context.add_callback(active.clear)
         yield from self.jobs.watch(request.job_id, active)
 
-    def GetJob(self, request, context):  # type: ignore[no-untyped-def]
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         return self.jobs.get(request.job_id)
 
-    def ListJobs(self, request, context):  # type: ignore[no-untyped-def]
+    def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobsResponse:
         return pb.ListJobsResponse(jobs=self.jobs.list(list(request.states)))
 
-    def CancelJob(self, request, context):  # type: ignore[no-untyped-def]
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
         return self.jobs.cancel(request.job_id)
 
 
@@ -55,7 +62,4 @@ def serve(cfg: Config) -> None:
 
         torch.set_num_threads(cfg.trainer.threads)
     host, _ = build(cfg)
-    host.install_signal_handlers()
-    host.start()
-    host.set_serving()
-    host.wait()
+    host.serve()

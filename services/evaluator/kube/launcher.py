@@ -254,7 +254,7 @@ class KubernetesExecutor:
     another endpoint (``cfg.pod_store_endpoint``; build it with :func:`pod_presigner`).
     """
 
-    kind = evaluator_pb2.EXECUTOR_KUBERNETES_JOB
+    kind: int = evaluator_pb2.EXECUTOR_KUBERNETES_JOB
 
     def __init__(
         self,
