@@ -8,15 +8,17 @@ import threading
 import time
 from collections.abc import Iterator
 
+import grpc
+
 from nasloop.config import Config
 from nasloop.rpc import NotFound, Registration, ServiceError, ServiceHost
 from nasloop.store import open_store
 from nasloop.v1 import generator_pb2 as pb
 from nasloop.v1 import generator_pb2_grpc as pb_grpc
+from services.generator.adapters import AdapterRegistry
 from services.generator.aio import LoopThread
 from services.generator.generator import Generator
 
-from services.generator.adapters import AdapterRegistry
 log = logging.getLogger("nasloop.generator")
 
 
