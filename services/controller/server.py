@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop.config import Config
@@ -28,6 +31,9 @@ from services.controller.runspec import (
     spec_from_proto,
     spec_to_proto,
 )
+
+if TYPE_CHECKING:
+    from services.controller.kube import CycleJobs
 
 log = logging.getLogger("nasloop.controller")
 
@@ -135,32 +141,38 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         state, spec, cycles = self.runs.get(name)
         return run_to_pb(state, spec, cycles, self.runs.baseline(name, state))
 
-    def StartRun(self, request, context):  # type: ignore[no-untyped-def]
+    def StartRun(self, request: pb.StartRunRequest, context: grpc.ServicerContext) -> pb.Run:
         state = self.runs.start(spec_from_request(request))
         return self._run(state.name)
 
-    def GetRun(self, request, context):  # type: ignore[no-untyped-def]
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.Run:
         return self._run(request.name)
 
-    def ListRuns(self, request, context):  # type: ignore[no-untyped-def]
+    def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRunsResponse:
         return pb.ListRunsResponse(runs=[self._run(s.name) for s in self.runs.list()])
 
-    def StopRun(self, request, context):  # type: ignore[no-untyped-def]
+    def StopRun(self, request: pb.StopRunRequest, context: grpc.ServicerContext) -> pb.Run:
         self.runs.stop(request.name, request.now)
         return self._run(request.name)
 
-    def ResumeRun(self, request, context):  # type: ignore[no-untyped-def]
+    def ResumeRun(self, request: pb.ResumeRunRequest, context: grpc.ServicerContext) -> pb.Run:
         self.runs.resume(request.name)
         return self._run(request.name)
 
-    def WatchRun(self, request, context):  # type: ignore[no-untyped-def]
+    def WatchRun(
+        self, request: pb.WatchRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.CycleEvent]:
         alive = threading.Event()
         alive.set()
         context.add_callback(alive.clear)
         for event in self.runs.watch(request.name, request.from_cycle, alive):
             yield event_to_pb(event)
 
-    def GetCycle(self, request, context):  # type: ignore[no-untyped-def]
+    def GetCycle(
+        self, request: pb.GetCycleRequest, context: grpc.ServicerContext
+    ) -> pb.CycleSummary:
         return summary_to_pb(self.runs.cycle(request.run, request.cycle))
 
 
@@ -172,7 +184,9 @@ class CycleStoreServicer(pb_grpc.CycleStoreServicer):
         self.gate = gate
         self.signer = signer
 
-    def SignCycleCertificate(self, request, context):  # type: ignore[no-untyped-def]
+    def SignCycleCertificate(
+        self, request: pb.CycleCertificateRequest, context: grpc.ServicerContext
+    ) -> pb.CycleCertificate:
         if self.signer is None:
             raise FailedPrecondition(
                 "this controller signs no cycle identities (tls is off, or it has no "
@@ -183,7 +197,9 @@ class CycleStoreServicer(pb_grpc.CycleStoreServicer):
         log.info("signed a cycle identity", extra={"identity": uri})
         return pb.CycleCertificate(certificate_pem=pem, identity=uri)
 
-    def GetObject(self, request, context):  # type: ignore[no-untyped-def]
+    def GetObject(
+        self, request: pb.ObjectKey, context: grpc.ServicerContext
+    ) -> Iterator[pb.ObjectChunk]:
         data, sha = self.gate.get(context.peer(), request.key)
         for i, piece in enumerate(chunks(data)):
             if i == 0:
@@ -191,25 +207,31 @@ class CycleStoreServicer(pb_grpc.CycleStoreServicer):
             else:
                 yield pb.ObjectChunk(data=piece)
 
-    def PutObject(self, request_iterator, context):  # type: ignore[no-untyped-def]
+    def PutObject(
+        self, request_iterator: Iterator[pb.ObjectChunk], context: grpc.ServicerContext
+    ) -> pb.ObjectStat:
         peer = context.peer()
         self.gate.scope(peer)  # refuse a stranger before reading what it sends
         key, data = joined((c.key, c.data) for c in request_iterator)
         info = self.gate.put(peer, key, data)
         return pb.ObjectStat(key=key, exists=True, size=info.size, sha256=info.sha256)
 
-    def StatObject(self, request, context):  # type: ignore[no-untyped-def]
+    def StatObject(self, request: pb.ObjectKey, context: grpc.ServicerContext) -> pb.ObjectStat:
         return pb.ObjectStat(key=request.key, exists=self.gate.exists(context.peer(), request.key))
 
-    def ListObjects(self, request, context):  # type: ignore[no-untyped-def]
+    def ListObjects(
+        self, request: pb.ListObjectsRequest, context: grpc.ServicerContext
+    ) -> pb.ListObjectsResponse:
         return pb.ListObjectsResponse(keys=self.gate.list(context.peer(), request.prefix))
 
-    def DeleteObject(self, request, context):  # type: ignore[no-untyped-def]
+    def DeleteObject(self, request: pb.ObjectKey, context: grpc.ServicerContext) -> pb.ObjectStat:
         self.gate.delete(context.peer(), request.key)
         return pb.ObjectStat(key=request.key, exists=False)
 
 
-def build(cfg: Config, port: int | None = None, cycle_jobs=None) -> tuple[ServiceHost, RunManager]:  # type: ignore[no-untyped-def]
+def build(
+    cfg: Config, port: int | None = None, cycle_jobs: CycleJobs | None = None
+) -> tuple[ServiceHost, RunManager]:
     """The controller's server; in cluster mode also the store its cycle Jobs use.
     ``cycle_jobs`` replaces the Kubernetes client made from the environment (tests)."""
     if cycle_jobs is None and cfg.controller.mode == "kubernetes":
@@ -245,7 +267,7 @@ def _cycle_signer(cfg: Config) -> CycleSigner | None:
     return CycleSigner(cfg.tls, cfg.controller.kubernetes.active_deadline_s + 3600)
 
 
-def _cycle_jobs(cfg: Config):  # type: ignore[no-untyped-def]
+def _cycle_jobs(cfg: Config) -> CycleJobs:
     from nasloop.kubeapi import kube_api_client
     from services.controller.kube import CycleJobs
 
