@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nasloop import layout
 from nasloop.rpc.errors import NotFound, Unavailable
 
 # Hub repository ids: [org/]name of letters, digits, '-', '_', '.'; an optional @revision.
@@ -21,7 +22,7 @@ _HF_ID = re.compile(
     r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?)"
     r"(?:@(?P<rev>[A-Za-z0-9][A-Za-z0-9._/-]{0,127}))?$"
 )
-_STORE_MODELS = "models/"
+_STORE_MODELS = f"{layout.MODELS}/"
 
 
 @dataclass(frozen=True)

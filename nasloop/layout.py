@@ -13,6 +13,9 @@ Store layout (DESIGN.md, "Object store"):
     runs/<run>/baseline/summary.json          its summary (a cycle's shape, cycle 0)
     adapters/<run>/<n>/                       the adapter trained at the end of cycle n
     models/<name>/  corpora/<name>/           base models and seed corpora
+    novelty/<namespace>/                      a novelty namespace: namespace.json, journal/,
+                                              snapshot/<seq>/
+    evaluations/<job>/                        a cluster evaluation's task.json and report.bin
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ import re
 RUN_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 MAX_CYCLE = 9999
 RUNS = "runs"
+ADAPTERS = "adapters"
+MODELS = "models"
+CORPORA = "corpora"
+NOVELTY = "novelty"
+EVALUATIONS = "evaluations"
+CYCLE_JOB_PREFIX = "nasloop-cycle-"
+CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # The baseline's number wherever a cycle's goes (records, progress, summary, events): it is the
 # cycle-0 model, the base model without an adapter. Cycles count from 1, so it is never a cycle.
 BASELINE = 0
@@ -103,8 +113,13 @@ def baseline_candidates_key(run: str) -> str:
     return candidates_key(run, BASELINE)
 
 
+def run_adapters_prefix(run: str) -> str:
+    """Where every adapter of ``run`` lives."""
+    return f"{ADAPTERS}/{check_run_name(run)}"
+
+
 def adapter_prefix(run: str, cycle: int) -> str:
-    return f"adapters/{check_run_name(run)}/{check_cycle(cycle)}"
+    return f"{run_adapters_prefix(run)}/{check_cycle(cycle)}"
 
 
 def adapter_name(run: str, cycle: int) -> str:
@@ -133,9 +148,47 @@ def training_job_id(run: str, cycle: int) -> str:
     return f"{check_run_name(run)}-c{check_cycle(cycle)}-train"
 
 
+def cycle_label(cycle: int) -> str:
+    """``base`` for the baseline, else the cycle number (Job names and labels)."""
+    return "base" if cycle == BASELINE else str(check_cycle(cycle))
+
+
+def cycle_job_name(run: str, cycle: int) -> str:
+    """The Kubernetes Job that runs a cycle in cluster mode: ``nasloop-cycle-<run>-<cycle>``
+    (``-base`` for the baseline), deterministic; a DNS-1123 label of at most 63 characters (run
+    names have at most 40 characters, cycles at most 4 digits)."""
+    return f"{CYCLE_JOB_PREFIX}{check_run_name(run)}-{cycle_label(cycle)}"
+
+
 def model_prefix(name: str) -> str:
-    return f"models/{name}"
+    return f"{MODELS}/{name}"
+
+
+def is_store_model(ref: str) -> bool:
+    """Whether a base-model reference names a model in the store (``models/<name>``)."""
+    return ref.startswith(f"{MODELS}/")
+
+
+def bootstrap_model(size: str) -> str:
+    """The store prefix of the bootstrapped model of ``size`` (nasloop.bootstrap)."""
+    return model_prefix(f"bootstrap-{size}")
+
+
+def check_corpus_name(name: str) -> str:
+    if not isinstance(name, str) or not CORPUS_NAME.fullmatch(name):
+        raise InvalidName(f"invalid corpus name {name!r}: use [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}")
+    return name
 
 
 def corpus_prefix(name: str) -> str:
-    return f"corpora/{name}"
+    return f"{CORPORA}/{check_corpus_name(name)}"
+
+
+def namespace_prefix(namespace: str) -> str:
+    """Where the novelty service keeps ``namespace`` (its meta, journal and snapshots)."""
+    return f"{NOVELTY}/{namespace}"
+
+
+def evaluation_prefix(job: str) -> str:
+    """Where a cluster evaluation Job's task and report are exchanged."""
+    return f"{EVALUATIONS}/{job}"

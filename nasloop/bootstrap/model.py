@@ -18,6 +18,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from nasloop import layout
 from nasloop.prompts import encode_prompt, render_prompt
 from nasloop.store.base import MANIFEST, ObjectNotFound, ObjectStore, join_key, sha256_hex
 from nasloop.v1 import common_pb2
@@ -85,7 +86,7 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
 
 
 def model_prefix(name: str) -> str:
-    return join_key("models", name)
+    return layout.model_prefix(name)
 
 
 def build_model(size: Size, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:

@@ -74,7 +74,9 @@ def start_job(who: Identity, r: Any) -> None:
     _own(who, "the job id", r.job_id, layout.training_job_id(who.run, who.cycle))
     _under(who, "the training pairs", r.training_pairs.key, f"{layout.run_prefix(who.run)}/")
     if r.HasField("parent"):
-        _under(who, "the parent adapter", r.parent.prefix, f"adapters/{who.run}/")
+        _under(
+            who, "the parent adapter", r.parent.prefix, f"{layout.run_adapters_prefix(who.run)}/"
+        )
 
 
 def own_job(who: Identity, r: Any) -> None:
@@ -93,7 +95,7 @@ def _own_adapter_name(who: Identity, name: str) -> None:
 
 def load_adapter(who: Identity, r: Any) -> None:
     _own_adapter_name(who, r.name)
-    _under(who, "the adapter prefix", r.prefix, f"adapters/{who.run}/")
+    _under(who, "the adapter prefix", r.prefix, f"{layout.run_adapters_prefix(who.run)}/")
 
 
 def unload_adapter(who: Identity, r: Any) -> None:

@@ -59,7 +59,11 @@ class CycleScope:
 
     @property
     def readable(self) -> tuple[str, ...]:
-        return (f"{layout.run_prefix(self.run)}/", f"adapters/{self.run}/", "corpora/")
+        return (
+            f"{layout.run_prefix(self.run)}/",
+            f"{layout.run_adapters_prefix(self.run)}/",
+            f"{layout.CORPORA}/",
+        )
 
     @property
     def who(self) -> str:

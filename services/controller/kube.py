@@ -41,13 +41,13 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from nasloop import layout
 from nasloop.config import Config
 from nasloop.kubeapi import job_labels, locked_container_security, locked_pod_spec, place_pod
-from nasloop.layout import BASELINE, check_cycle, check_run_name
+from nasloop.layout import BASELINE, check_cycle, check_run_name, cycle_label
 
 log = logging.getLogger(__name__)
 
-JOB_PREFIX = "nasloop-cycle-"
 CONTAINER = "cycle"
 CYCLE_UID = 10001  # fixed non-root uid; owns nothing in the image
 TMP_SIZE = "1Gi"
@@ -103,15 +103,9 @@ class CycleOutcome:
 # -- names and manifests ---------------------------------------------------------------------
 
 
-def _cycle_label(cycle: int) -> str:
-    """``base`` for the baseline, else the cycle number."""
-    return "base" if cycle == BASELINE else str(check_cycle(cycle))
-
-
 def cycle_job_name(run: str, cycle: int) -> str:
-    """``nasloop-cycle-<run>-<cycle>`` (``-base`` for the baseline): deterministic, a DNS-1123
-    label of at most 63 chars (run names have at most 40 characters, cycles at most 4 digits)."""
-    name = f"{JOB_PREFIX}{check_run_name(run)}-{_cycle_label(cycle)}"
+    """``layout.cycle_job_name``, checked as a DNS-1123 label of at most 63 chars."""
+    name = layout.cycle_job_name(run, cycle)
     if len(name) > _MAX_NAME or not _DNS_LABEL.match(name):  # cannot happen for valid inputs
         raise ValueError(f"cycle job name {name!r} is not a DNS-1123 label")
     return name
@@ -122,7 +116,7 @@ def cycle_labels(run: str, cycle: int) -> dict[str, str]:
         LABEL_NAME: APP,
         LABEL_COMPONENT: COMPONENT,
         LABEL_RUN: check_run_name(run),  # a run name is a valid label value
-        LABEL_CYCLE: _cycle_label(cycle),
+        LABEL_CYCLE: cycle_label(cycle),
     }
 
 

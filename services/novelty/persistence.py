@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from nasloop import layout
 from nasloop.store import ObjectStore, join_key
 
 log = logging.getLogger("nasloop.novelty.persistence")
 
-ROOT = "novelty"
 SEQ_WIDTH = 12
 
 
@@ -57,14 +57,14 @@ class NamespaceStore:
     def __init__(self, store: ObjectStore, name: str) -> None:
         self.store = store
         self.name = name
-        self.prefix = join_key(ROOT, name)
+        self.prefix = layout.namespace_prefix(name)
         self._segment: str | None = None  # journal segment being appended to
         self._segment_lock = threading.Lock()
 
     @staticmethod
     def list_names(store: ObjectStore) -> list[str]:
         names = []
-        for key in store.list(ROOT + "/"):
+        for key in store.list(f"{layout.NOVELTY}/"):
             parts = key.split("/")
             if len(parts) == 3 and parts[2] == "namespace.json":
                 names.append(parts[1])

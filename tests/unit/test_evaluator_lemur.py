@@ -19,6 +19,7 @@ from lemur_nets import (
 )
 
 from nasloop.config import EvaluatorConfig
+from nasloop.protocol import PAPER_MAX_PARAMETERS
 from nasloop.rpc import InvalidArgument
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import lemur, protocols
@@ -136,7 +137,7 @@ def test_the_paper_preset_is_lemurs_default_transform() -> None:
         False,  # norm_256_flip: Resize(256), CenterCrop(256), no random resized crop
         True,
     )
-    assert p.max_parameters == protocols.PAPER_MAX_PARAMETERS > cfg.max_parameters
+    assert p.max_parameters == PAPER_MAX_PARAMETERS > cfg.max_parameters
     q = protocols.resolve(
         common.EvaluationProtocol(name="paper", input_size=224, horizontal_flip=False), cfg
     )
@@ -144,7 +145,7 @@ def test_the_paper_preset_is_lemurs_default_transform() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "limit"), [("", 20_000_001), ("paper", protocols.PAPER_MAX_PARAMETERS + 1)]
+    ("name", "limit"), [("", 20_000_001), ("paper", PAPER_MAX_PARAMETERS + 1)]
 )
 def test_a_request_cannot_raise_the_protocols_limit(name: str, limit: int) -> None:
     msg = common.EvaluationProtocol(name=name, max_parameters=limit)

@@ -26,7 +26,7 @@ from services.controller.runspec import RunSpec
 from services.controller.server import event_to_pb
 from services.local import local_services
 
-BOOTSTRAP_MODELS = {"models/bootstrap-default": "default", "models/bootstrap-tiny": "tiny"}
+BOOTSTRAP_MODELS = {layout.bootstrap_model(size): size for size in ("default", "tiny")}
 SEED_CORPUS_SIZE = 1000
 LOG_ROOT = Path(".nasloop/runs")
 
@@ -39,7 +39,7 @@ def ensure_inputs(store: ObjectStore, spec: RunSpec, out: TextIO) -> None:
     """The base model and the seed corpus, built when the store has none and the project can
     make them (the bootstrap model and the grammar's corpus)."""
     model = spec.base_model.strip("/")
-    if model.startswith("models/") and store.manifest_sha256(model) is None:
+    if layout.is_store_model(model) and store.manifest_sha256(model) is None:
         size = BOOTSTRAP_MODELS.get(model)
         if size is None:
             raise SystemExit(f"nasloop: no model at {model}/ in the store ({store.url})")
