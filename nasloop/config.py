@@ -28,6 +28,10 @@ from pydantic import (
     model_validator,
 )
 
+from nasloop import layout
+from nasloop.lora import check_rank
+from nasloop.protocol import DEFAULT_MAX_PARAMETERS, DEFAULT_TIME_LIMIT_S, MAX_TIME_LIMIT_S
+
 ENV_PREFIX = "NASLOOP_"
 ENV_FILE = "NASLOOP_CONFIG"
 GENERATOR_SPARE_WORKERS = 4
@@ -47,14 +51,16 @@ class StoreConfig(_Section):
     controller, which holds the keys)."""
 
     url: str = "file://.nasloop/store"
-    endpoint: str | None = Field(None, description="S3 endpoint host:port (for s3:// URLs)")
+    endpoint: str | None = Field(default=None, description="S3 endpoint host:port (for s3:// URLs)")
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     region: str | None = None
-    secure: bool = Field(False, description="use TLS to reach the S3 endpoint")
+    secure: bool = Field(default=False, description="use TLS to reach the S3 endpoint")
     create_bucket: bool = True
-    retries: int = Field(5, ge=0, le=20, description="retries of a transient S3 error")
-    backoff_s: float = Field(0.1, gt=0, le=30, description="first retry delay; doubles each try")
+    retries: int = Field(default=5, ge=0, le=20, description="retries of a transient S3 error")
+    backoff_s: float = Field(
+        default=0.1, gt=0, le=30, description="first retry delay; doubles each try"
+    )
 
     @field_validator("url")
     @classmethod
@@ -75,13 +81,13 @@ class ServerConfig(_Section):
 
     host: str = "0.0.0.0"
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one"
+        default=None, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one"
     )
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    max_workers: int = Field(16, ge=1, le=1024)
-    grace_s: float = Field(10.0, ge=0, description="graceful-shutdown window on SIGTERM")
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_workers: int = Field(default=16, ge=1, le=1024)
+    grace_s: float = Field(default=10.0, ge=0, description="graceful-shutdown window on SIGTERM")
     health_port: int | None = Field(
-        None,
+        default=None,
         ge=0,
         le=65535,
         description="with tls on: a plaintext port that answers only the gRPC health service "
@@ -102,22 +108,26 @@ class TlsConfig(_Section):
 
     enabled: bool = False
     domain: str = Field(
-        "nasloop",
+        default="nasloop",
         pattern=r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$",
         description="the identities' trust domain (the chart: the release's full name); a "
         "certificate of another domain is refused",
     )
-    ca_file: str = Field("", description="PEM: the CA of nasloop's service identities")
+    ca_file: str = Field(default="", description="PEM: the CA of nasloop's service identities")
     ca_pem: str = Field(
-        "", description="the same CA inline (PEM), instead of ca_file (how a cycle Job gets it)"
+        default="",
+        description="the same CA inline (PEM), instead of ca_file (how a cycle Job gets it)",
     )
-    cert_file: str = Field("", description="PEM: this process's certificate (server and client)")
-    key_file: str = Field("", description="PEM: its private key")
+    cert_file: str = Field(
+        default="", description="PEM: this process's certificate (server and client)"
+    )
+    key_file: str = Field(default="", description="PEM: its private key")
     cycle_ca_file: str = Field(
-        "", description="PEM: the CA that signs cycle Jobs' identities (trusted for those only)"
+        default="",
+        description="PEM: the CA that signs cycle Jobs' identities (trusted for those only)",
     )
     cycle_ca_key_file: str = Field(
-        "",
+        default="",
         description="the controller only: the cycle CA's key, with which it signs each cycle "
         "pod's own key (a cycle pod makes its key at start and holds no Secret)",
     )
@@ -134,80 +144,85 @@ class TlsConfig(_Section):
 
 
 class NoveltyConfig(_Section):
-    port: int = Field(50053, ge=0, le=65535)
-    max_code_bytes: int = Field(256 * 1024, ge=1, description="larger code is refused")
-    max_batch: int = Field(1024, ge=1, description="items per batch RPC")
+    port: int = Field(default=50053, ge=0, le=65535)
+    max_code_bytes: int = Field(default=256 * 1024, ge=1, description="larger code is refused")
+    max_batch: int = Field(default=1024, ge=1, description="items per batch RPC")
     fingerprint_workers: int = Field(
-        2, ge=0, le=64, description="processes computing fingerprints; 0 = the calling thread"
+        default=2,
+        ge=0,
+        le=64,
+        description="processes computing fingerprints; 0 = the calling thread",
     )
     handler_threads: int = Field(
-        0,
+        default=0,
         ge=0,
         le=1024,
         description="gRPC handler threads of this service; 0 = server.max_workers. On a local "
         "store 6 gave the most check-and-adds per second on 2 cores (docs/benchmarks.md); an "
         "S3 store needs more, since each thread waits for the journal write it joined",
     )
-    snapshot_interval_s: float = Field(300.0, gt=0, description="periodic snapshot period")
+    snapshot_interval_s: float = Field(default=300.0, gt=0, description="periodic snapshot period")
     snapshot_every_ops: int = Field(
-        20000, ge=1, description="snapshot a namespace after this many journalled ops"
+        default=20000, ge=1, description="snapshot a namespace after this many journalled ops"
     )
     # Defaults for namespaces created without explicit parameters (DESIGN.md).
-    shingle_size: int = Field(7, ge=1, le=64)
-    num_perm: int = Field(128, ge=16, le=1024)
-    threshold: float = Field(0.85, gt=0, lt=1)
+    shingle_size: int = Field(default=7, ge=1, le=64)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    threshold: float = Field(default=0.85, gt=0, lt=1)
 
 
 class SamplingDefaults(_Section):
     """Decoding settings a Generate request leaves unset."""
 
-    temperature: float = Field(0.8, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0, description="0 = disabled")
-    max_tokens: int = Field(0, ge=0, description="0 = up to the end of the context")
+    temperature: float = Field(default=0.8, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0, description="0 = disabled")
+    max_tokens: int = Field(default=0, ge=0, description="0 = up to the end of the context")
 
 
 class GeneratorConfig(_Section):
-    port: int = Field(50051, ge=0, le=65535)
+    port: int = Field(default=50051, ge=0, le=65535)
     backend: Literal["auto", "vllm", "transformers"] = Field(
-        "auto", description="auto = vLLM when it is installed, else transformers + peft"
+        default="auto", description="auto = vLLM when it is installed, else transformers + peft"
     )
     model: str = Field(
-        "models/bootstrap-default",
+        default=layout.bootstrap_model("default"),
         description="base model: models/<name> in the store, a local Hugging Face directory or "
         "a Hugging Face id (org/name[@revision], cached in HF_HOME)",
     )
     prompt_template: Literal["plain", "instruct"] = "plain"
-    cache_dir: str = Field(".nasloop/generator", description="fetched base model and adapters")
+    cache_dir: str = Field(
+        default=".nasloop/generator", description="fetched base model and adapters"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = float32 on CPU, bfloat16 on GPU"
+        default="auto", description="auto = float32 on CPU, bfloat16 on GPU"
     )
-    max_model_len: int = Field(0, ge=0, description="context length; 0 = the model's")
-    max_loras: int = Field(4, ge=1, le=64, description="adapters in one batch")
-    max_cpu_loras: int = Field(8, ge=1, le=1024, description="adapters registered at once")
-    max_lora_rank: int = Field(64, description="largest adapter rank that can be loaded")
-    max_n: int = Field(256, ge=1, description="answers per Generate call")
+    max_model_len: int = Field(default=0, ge=0, description="context length; 0 = the model's")
+    max_loras: int = Field(default=4, ge=1, le=64, description="adapters in one batch")
+    max_cpu_loras: int = Field(default=8, ge=1, le=1024, description="adapters registered at once")
+    max_lora_rank: int = Field(default=64, description="largest adapter rank that can be loaded")
+    max_n: int = Field(default=256, ge=1, description="answers per Generate call")
     # Each streaming call holds one of the server's worker threads until it ends, so at most
     # server.max_workers - 4 (the rest answer health checks and adapter calls).
-    max_concurrent_calls: int = Field(12, ge=1, description="Generate calls in flight at once")
-    seed: int = Field(0, ge=0, description="engine seed (requests without a seed get a random one)")
+    max_concurrent_calls: int = Field(
+        default=12, ge=1, description="Generate calls in flight at once"
+    )
+    seed: int = Field(
+        default=0, ge=0, description="engine seed (requests without a seed get a random one)"
+    )
     # vLLM: KV-cache memory on CPU; the share of GPU memory it may use on GPU.
-    kv_cache_gib: int = Field(1, ge=1, le=1024)
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
-    threads: int = Field(0, ge=0, le=256, description="torch threads on CPU; 0 = default")
+    kv_cache_gib: int = Field(default=1, ge=1, le=1024)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads on CPU; 0 = default")
     # transformers backend: answers decoded together in one batch.
-    max_batch: int = Field(32, ge=1, le=1024)
+    max_batch: int = Field(default=32, ge=1, le=1024)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
 
     @field_validator("max_lora_rank")
     @classmethod
     def _servable_rank(cls, v: int) -> int:
-        from nasloop.artifacts import SERVABLE_RANKS
-
-        if v not in SERVABLE_RANKS:
-            raise ValueError(f"max_lora_rank must be one of {SERVABLE_RANKS}, got {v}")
-        return v
+        return check_rank(v)
 
 
 _TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
@@ -233,7 +248,7 @@ class JobPlacement(_Section):
     affinity: dict[str, Any] = Field(
         default_factory=dict, description="a Kubernetes affinity, as in a pod spec"
     )
-    priority_class: str | None = Field(None, description="PriorityClass of the Job's pod")
+    priority_class: str | None = Field(default=None, description="PriorityClass of the Job's pod")
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="more labels on the Job and its pod (the chart sets its release's "
@@ -284,31 +299,38 @@ class KubernetesConfig(JobPlacement):
 
     namespace: str = "nasloop"
     image: str = Field(
-        "nasloop/evaluator-pod:latest",
+        default="nasloop/evaluator-pod:latest",
         description="the evaluation pod's image: torch, numpy, the harness (evaluator-pod-*)",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    runtime_class: str | None = Field(None, description="e.g. gvisor; None = cluster default")
-    service_account: str | None = Field(
-        None, description="the evaluation pods' ServiceAccount (no token); None = the default"
+    runtime_class: str | None = Field(
+        default=None, description="e.g. gvisor; None = cluster default"
     )
-    gpus: int = Field(1, ge=0, le=16, description="GPUs (gpu_resource) per Job; 0 = CPU-only Job")
+    service_account: str | None = Field(
+        default=None,
+        description="the evaluation pods' ServiceAccount (no token); None = the default",
+    )
+    gpus: int = Field(
+        default=1, ge=0, le=16, description="GPUs (gpu_resource) per Job; 0 = CPU-only Job"
+    )
     gpu_resource: str = Field(
-        "nvidia.com/gpu",
+        default="nvidia.com/gpu",
         description="the extended resource a GPU Job requests, e.g. nvidia.com/mig-1g.10gb",
     )
     cpu: str = "2"
     memory: str = "8Gi"
     ephemeral_storage: str = "2Gi"
-    tmp_size: str = Field("1Gi", description="size limit of the pod's writable /tmp emptyDir")
-    tolerate_gpu_taint: bool = Field(
-        True, description="a GPU Job also tolerates the NoSchedule taint named gpu_resource"
+    tmp_size: str = Field(
+        default="1Gi", description="size limit of the pod's writable /tmp emptyDir"
     )
-    ttl_after_finished_s: int = Field(300, ge=0)
+    tolerate_gpu_taint: bool = Field(
+        default=True, description="a GPU Job also tolerates the NoSchedule taint named gpu_resource"
+    )
+    ttl_after_finished_s: int = Field(default=300, ge=0)
     # Headroom on top of the protocol's per-candidate time limit (image pull, data download).
-    deadline_slack_s: int = Field(120, ge=0)
-    url_expiry_s: int = Field(900, ge=60, le=7 * 24 * 3600)
-    poll_interval_s: float = Field(1.0, gt=0)
+    deadline_slack_s: int = Field(default=120, ge=0)
+    url_expiry_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    poll_interval_s: float = Field(default=1.0, gt=0)
     # Store endpoint as pods reach it (presigned URLs are signed for this host); None = the
     # store's own endpoint.
     pod_store_endpoint: str | None = None
@@ -324,49 +346,67 @@ class KubernetesConfig(JobPlacement):
 
 
 class EvaluatorConfig(_Section):
-    port: int = Field(50052, ge=0, le=65535)
+    port: int = Field(default=50052, ge=0, le=65535)
     executor: Literal["local", "kubernetes"] = "local"
-    workers: int = Field(2, ge=1, le=256, description="candidates evaluated in parallel")
-    threads_per_candidate: int = Field(1, ge=1, le=64, description="torch threads per child")
-    sandbox: Literal["strict", "weak"] = Field(
-        "strict", description="strict = bubblewrap + seccomp + rlimits + non-root uid"
+    workers: int = Field(default=2, ge=1, le=256, description="candidates evaluated in parallel")
+    threads_per_candidate: int = Field(
+        default=1, ge=1, le=64, description="torch threads per child"
     )
-    sandbox_uid: int = Field(65534, ge=1, description="uid candidates run as (never 0)")
-    sandbox_gid: int = Field(65534, ge=1)
-    memory_bytes: int = Field(4 << 30, ge=64 << 20, description="address space per candidate")
-    tmp_bytes: int = Field(256 << 20, ge=1 << 20, description="size of a worker's private /tmp")
-    file_bytes: int = Field(64 << 20, ge=1 << 20, description="largest file a candidate writes")
-    open_files: int = Field(256, ge=16, le=65536)
-    output_tail_bytes: int = Field(4096, ge=0, le=16 * 1024)
-    probe_time_limit_s: float = Field(60.0, gt=0, description="wall limit of a Validate probe")
-    max_candidates: int = Field(512, ge=1, description="candidates per Validate/Evaluate call")
-    max_calls: int = Field(8, ge=1, description="concurrent Validate/Evaluate calls")
+    sandbox: Literal["strict", "weak"] = Field(
+        default="strict", description="strict = bubblewrap + seccomp + rlimits + non-root uid"
+    )
+    sandbox_uid: int = Field(default=65534, ge=1, description="uid candidates run as (never 0)")
+    sandbox_gid: int = Field(default=65534, ge=1)
+    memory_bytes: int = Field(
+        default=4 << 30, ge=64 << 20, description="address space per candidate"
+    )
+    tmp_bytes: int = Field(
+        default=256 << 20, ge=1 << 20, description="size of a worker's private /tmp"
+    )
+    file_bytes: int = Field(
+        default=64 << 20, ge=1 << 20, description="largest file a candidate writes"
+    )
+    open_files: int = Field(default=256, ge=16, le=65536)
+    output_tail_bytes: int = Field(default=4096, ge=0, le=16 * 1024)
+    probe_time_limit_s: float = Field(
+        default=60.0, gt=0, description="wall limit of a Validate probe"
+    )
+    max_candidates: int = Field(
+        default=512, ge=1, description="candidates per Validate/Evaluate call"
+    )
+    max_calls: int = Field(default=8, ge=1, description="concurrent Validate/Evaluate calls")
     max_code_bytes: int = Field(
-        32 * 1024,
+        default=32 * 1024,
         ge=1,
         description="larger code is refused: real networks need < 8 KiB (docs/benchmarks.md); "
         "the bound keeps a copy of a test set's labels out of a candidate",
     )
-    data_dir: str = Field(".nasloop/evaluator", description="prepared dataset cache")
+    data_dir: str = Field(default=".nasloop/evaluator", description="prepared dataset cache")
     cifar10_source: str | None = Field(
-        None, description="CIFAR-10 python tarball: a local path or an object-store key"
+        default=None, description="CIFAR-10 python tarball: a local path or an object-store key"
     )
     # Defaults of the protocol (DESIGN.md, paper settings); requests refine them.
     dataset: str = "digits"
     device: Literal["cpu", "cuda"] = "cpu"
-    time_limit_s: float = Field(300.0, gt=0, le=24 * 3600)
-    max_parameters: int = Field(20_000_000, ge=1)
+    time_limit_s: float = Field(default=DEFAULT_TIME_LIMIT_S, gt=0, le=MAX_TIME_LIMIT_S)
+    max_parameters: int = Field(default=DEFAULT_MAX_PARAMETERS, ge=1)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
 
 class TrainerConfig(_Section):
-    port: int = Field(50054, ge=0, le=65535)
-    cache_dir: str = Field(".nasloop/trainer", description="fetched base models and adapters")
+    port: int = Field(default=50054, ge=0, le=65535)
+    cache_dir: str = Field(
+        default=".nasloop/trainer", description="fetched base models and adapters"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, le=256, description="torch threads; 0 = torch's default")
-    max_jobs: int = Field(64, ge=1, description="queued + running jobs kept at once")
-    max_pairs_bytes: int = Field(256 << 20, ge=1024, description="largest training-pairs object")
-    log_every_steps: int = Field(5, ge=1, description="progress messages every N optimizer steps")
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = torch's default")
+    max_jobs: int = Field(default=64, ge=1, description="queued + running jobs kept at once")
+    max_pairs_bytes: int = Field(
+        default=256 << 20, ge=1024, description="largest training-pairs object"
+    )
+    log_every_steps: int = Field(
+        default=5, ge=1, description="progress messages every N optimizer steps"
+    )
 
 
 class CallDeadlines(_Section):
@@ -375,43 +415,55 @@ class CallDeadlines(_Section):
     The shared channel's 30 s default suits quick calls only; a deadline that fires is an error
     the cycle reports (the step is retried on resume), never a silent half-step."""
 
-    default_s: float = Field(30.0, gt=0, description="any call not named below")
-    generate_s: float = Field(1800.0, gt=0, description="one streamed Generate call")
-    evaluate_s: float = Field(3600.0, gt=0, description="one streamed Evaluate call")
-    novelty_s: float = Field(120.0, gt=0, description="BatchCheckAndAdd and namespace calls")
-    load_adapter_s: float = Field(300.0, gt=0, description="LoadAdapter (fetch + register)")
-    start_job_s: float = Field(120.0, gt=0, description="StartJob (reads and checks the pairs)")
-    train_s: float = Field(6 * 3600.0, gt=0, description="watching one training job to its end")
+    default_s: float = Field(default=30.0, gt=0, description="any call not named below")
+    generate_s: float = Field(default=1800.0, gt=0, description="one streamed Generate call")
+    evaluate_s: float = Field(default=3600.0, gt=0, description="one streamed Evaluate call")
+    novelty_s: float = Field(
+        default=120.0, gt=0, description="BatchCheckAndAdd and namespace calls"
+    )
+    load_adapter_s: float = Field(default=300.0, gt=0, description="LoadAdapter (fetch + register)")
+    start_job_s: float = Field(
+        default=120.0, gt=0, description="StartJob (reads and checks the pairs)"
+    )
+    train_s: float = Field(
+        default=6 * 3600.0, gt=0, description="watching one training job to its end"
+    )
 
 
 class CycleJobConfig(JobPlacement):
     """Cluster mode: each cycle runs as a Kubernetes Job (``nasloop cycle --run R --cycle N``)."""
 
     namespace: str = "nasloop"
-    image: str = Field("nasloop/controller:latest", description="image with nasloop (no torch)")
+    image: str = Field(
+        default="nasloop/controller:latest", description="image with nasloop (no torch)"
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     service_account: str = Field(
-        "nasloop-cycle", description="the cycle pods' ServiceAccount (its token is not mounted)"
+        default="nasloop-cycle",
+        description="the cycle pods' ServiceAccount (its token is not mounted)",
     )
     controller_address: str = Field(
-        "nasloop-controller:50055",
+        default="nasloop-controller:50055",
         description="host:port at which cycle pods reach this controller: their object store "
         "(controller://, the CycleStore service), so they hold no store keys",
     )
     config_map: str | None = Field(
-        None, description="ConfigMap holding config.yaml, mounted and named by NASLOOP_CONFIG"
+        default=None,
+        description="ConfigMap holding config.yaml, mounted and named by NASLOOP_CONFIG",
     )
     cpu: str = "1"
     memory: str = "2Gi"
-    active_deadline_s: int = Field(24 * 3600, ge=60, description="a cycle's wall-clock limit")
-    ttl_after_finished_s: int = Field(3600, ge=0)
-    poll_interval_s: float = Field(2.0, gt=0)
+    active_deadline_s: int = Field(
+        default=24 * 3600, ge=60, description="a cycle's wall-clock limit"
+    )
+    ttl_after_finished_s: int = Field(default=3600, ge=0)
+    poll_interval_s: float = Field(default=2.0, gt=0)
 
 
 class ControllerConfig(_Section):
-    port: int = Field(50055, ge=0, le=65535)
+    port: int = Field(default=50055, ge=0, le=65535)
     cycle_port: int = Field(
-        50056,
+        default=50056,
         ge=0,
         le=65535,
         description="with tls on, in kubernetes mode: the port where cycle pods, which have no "
@@ -419,7 +471,8 @@ class ControllerConfig(_Section):
         "certificate only; the pod is known by its address and owning Job)",
     )
     mode: Literal["local", "kubernetes"] = Field(
-        "local", description="local = cycles run in the controller's process; kubernetes = Jobs"
+        default="local",
+        description="local = cycles run in the controller's process; kubernetes = Jobs",
     )
     # Addresses (host:port) of the four services.
     generator: str = "localhost:50051"

@@ -28,7 +28,7 @@ DEFAULT_NAME = "lemur-1epoch"  # the evaluator's protocol for a request that nam
 DEFAULT_SEED = 42  # the evaluator's seed for a request that sets none
 DEFAULT_TIME_LIMIT_S = 300.0
 DEFAULT_MAX_PARAMETERS = 20_000_000
-MAX_TIME_LIMIT_S = 24 * 3600.0
+MAX_TIME_LIMIT_S = 24 * 3600
 MAX_SEED = 2**63 - 1
 # The paper protocol admits LEMUR's large classics (VGG-16 ≈ 138 M, VGG ≈ 129 M on 10 classes).
 PAPER_MAX_PARAMETERS = 150_000_000

@@ -1,7 +1,8 @@
 """The run spec: everything one closed-loop run needs, validated in one place.
 
 Sources, later ones winning (``load_spec``):
-1. a preset (``local`` or ``paper``, below): every field has a value there;
+1. a preset (``local`` or ``paper``, below): every field has a value there, except the protocol
+   section, which states only what differs from nasloop.protocol's defaults;
 2. a YAML file, then YAML text (their ``preset:`` key picks the preset);
 3. ``extra``: a dict of overrides, e.g. ``spec_from_proto(StartRunRequest.spec)``;
 4. ``--set key=value`` overrides (dotted path; the value is read as YAML).
@@ -32,8 +33,10 @@ from pydantic import (
     model_validator,
 )
 
-from nasloop.artifacts import SERVABLE_RANKS, UNSERVABLE_TARGET
+from nasloop import layout, protocol
 from nasloop.layout import MAX_CYCLE, InvalidName, check_run_name
+from nasloop.lora import DEFAULT_TARGETS, LoraSettings, check_rank, check_targets
+from nasloop.protocol import ProtocolSettings
 from nasloop.v1 import common_pb2, controller_pb2, novelty_pb2, trainer_pb2
 
 
@@ -54,17 +57,16 @@ DATASETS: dict[str, DatasetShape] = {
     "digits": DatasetShape((3, 32, 32), 10),  # 8x8 digits upsampled by the evaluator
     "cifar10": DatasetShape((3, 32, 32), 10),
 }
-PROTOCOLS = ("", "lemur-1epoch", "quick", "paper")  # "" = the evaluator's default
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PROJECTIONS = list(DEFAULT_TARGETS)
 MAX_SEED = 2**32 - 1
 
-# -- presets: every field of a RunSpec (except name) -------------------------------------------
+# -- presets: every field of a RunSpec (except name; the protocol states what differs) -----------
 PRESETS: dict[str, dict[str, Any]] = {
     # Offline, CPU: the bootstrapped small model on its own grammar corpus, digits.
     "local": {
         "cycles": 5,
         "candidates_per_cycle": 48,
-        "base_model": "models/bootstrap-default",
+        "base_model": layout.bootstrap_model("default"),
         "corpus": "seed",
         "seed": 0,
         "baseline": True,
@@ -77,24 +79,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "show_budget": True,
         },
         "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 600, "stop": []},
+        # Only what differs from the default protocol (nasloop.protocol): LEMUR's one epoch.
         "protocol": {
-            "name": "",
-            "epochs": 1,
-            "batch_size": 16,
-            "lr": 0.01,
-            "momentum": 0.9,
-            "dropout": 0.2,
-            "hyperparameters": {},
-            "train_subset": 0,
-            "test_subset": 0,
-            "failure_floor": 0.12,
             "time_limit_s": 120.0,
             "max_parameters": 1_000_000,  # stated in the prompt: a budget the bootstrap LM saw
-            "device": "",
-            "dataset_source": "",
-            "input_size": 0,  # 0 = the dataset's own size
-            "random_resized_crop": False,
-            "horizontal_flip": False,
         },
         "novelty": {
             "corpus_namespace": "corpus",
@@ -143,25 +131,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_tokens": 2048,
             "stop": [],
         },
-        "protocol": {
-            "name": "paper",  # the evaluator's: CIFAR-10 as LEMUR's norm_256_flip sees it
-            "epochs": 1,
-            "batch_size": 16,
-            "lr": 0.01,
-            "momentum": 0.9,
-            "dropout": 0.2,
-            "hyperparameters": {},
-            "train_subset": 0,
-            "test_subset": 0,
-            "failure_floor": 0.12,
-            "time_limit_s": 600.0,
-            "max_parameters": 150_000_000,  # the evaluator's paper limit: admits VGG (≈ 129 M)
-            "device": "",
-            "dataset_source": "",
-            "input_size": 256,  # norm_256_flip: Resize(256), CenterCrop(256), a random flip
-            "random_resized_crop": False,
-            "horizontal_flip": True,
-        },
+        # The evaluator's paper protocol (nasloop.protocol.NAMED): CIFAR-10 as LEMUR's
+        # norm_256_flip sees it, a parameter limit that admits VGG (≈ 129 M).
+        "protocol": {"name": "paper", "time_limit_s": 600.0},
         "novelty": {
             "corpus_namespace": "corpus",
             "params": {"mode": "raw", "shingle_size": 7, "num_perm": 128, "threshold": 0.85},
@@ -222,43 +194,6 @@ class SamplingSection(_Section):
         return v
 
 
-class ProtocolSection(_Section):
-    name: str = Field(description='named evaluator protocol; "" = the evaluator default')
-    epochs: int = Field(ge=1, le=100)
-    batch_size: int = Field(ge=1, le=4096)
-    lr: float = Field(gt=0, le=10)
-    momentum: float = Field(ge=0, le=1)
-    dropout: float = Field(ge=0, lt=1)
-    hyperparameters: dict[str, float]
-    train_subset: int = Field(ge=0, description="0 = all")
-    test_subset: int = Field(ge=0, description="0 = all")
-    failure_floor: float = Field(ge=0, lt=1)
-    time_limit_s: float = Field(gt=0, le=24 * 3600)
-    max_parameters: int = Field(ge=1)
-    device: Literal["", "cpu", "cuda"]
-    dataset_source: str
-    input_size: int = Field(ge=0, le=1024, description="resize images to this; 0 = as they are")
-    random_resized_crop: bool
-    horizontal_flip: bool
-
-    @field_validator("name")
-    @classmethod
-    def _known_protocol(cls, v: str) -> str:
-        if v not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(map(repr, PROTOCOLS))}")
-        return v
-
-    @field_validator("hyperparameters")
-    @classmethod
-    def _prm(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, x in v.items():
-            if not k.isidentifier():
-                raise ValueError(f"hyperparameter name {k!r} is not an identifier")
-            if not 0 <= x <= 1:
-                raise ValueError(f"hyperparameter {k!r} must be in [0, 1], got {x}")
-        return dict(sorted(v.items()))
-
-
 class NoveltyParams(_Section):
     mode: Literal["canonical", "raw"]
     shingle_size: int = Field(ge=1, le=64)
@@ -298,9 +233,7 @@ class LoraSection(_Section):
     @field_validator("r")
     @classmethod
     def _servable(cls, v: int) -> int:
-        if v not in SERVABLE_RANKS:
-            raise ValueError(f"must be one of {', '.join(map(str, SERVABLE_RANKS))}")
-        return v
+        return check_rank(v)
 
     @field_validator("target_modules")
     @classmethod
@@ -308,8 +241,7 @@ class LoraSection(_Section):
         for m in v:
             if not m.replace(".", "_").isidentifier():
                 raise ValueError(f"{m!r} is not a module name")
-            if UNSERVABLE_TARGET.search(m):
-                raise ValueError(f"{m!r}: embedding and output-head targets cannot be served")
+        check_targets(v)
         if len(set(v)) != len(v):
             raise ValueError("duplicate module names")
         return v
@@ -340,7 +272,7 @@ class RunSpec(_Section):
     )
     task: TaskSection
     sampling: SamplingSection
-    protocol: ProtocolSection
+    protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
     novelty: NoveltySection
     selection: SelectionSection
     training: TrainingSection
@@ -411,28 +343,7 @@ def task_spec(spec: RunSpec) -> common_pb2.TaskSpec:
 
 
 def evaluation_protocol(spec: RunSpec) -> common_pb2.EvaluationProtocol:
-    p = spec.protocol
-    return common_pb2.EvaluationProtocol(
-        name=p.name,
-        dataset=spec.task.dataset,
-        epochs=p.epochs,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        momentum=p.momentum,
-        dropout=p.dropout,
-        hyperparameters=p.hyperparameters,
-        seed=spec.seed,
-        train_subset=p.train_subset,
-        test_subset=p.test_subset,
-        failure_floor=p.failure_floor,
-        time_limit_s=p.time_limit_s,
-        max_parameters=p.max_parameters,
-        device=p.device,
-        dataset_source=p.dataset_source,
-        input_size=p.input_size,
-        random_resized_crop=p.random_resized_crop,
-        horizontal_flip=p.horizontal_flip,
-    )
+    return protocol.to_message(spec.protocol, dataset=spec.task.dataset, seed=spec.seed)
 
 
 def sampling_params(spec: RunSpec, seed: int) -> common_pb2.SamplingParams:
@@ -449,9 +360,7 @@ def sampling_params(spec: RunSpec, seed: int) -> common_pb2.SamplingParams:
 
 def lora_config(spec: RunSpec) -> common_pb2.LoraConfig:
     lo = spec.training.lora
-    return common_pb2.LoraConfig(
-        r=lo.r, alpha=lo.alpha, dropout=lo.dropout, target_modules=lo.target_modules
-    )
+    return LoraSettings(lo.r, lo.alpha, lo.dropout, tuple(lo.target_modules)).to_proto()
 
 
 def namespace_params(spec: RunSpec) -> novelty_pb2.NamespaceParams:
@@ -517,11 +426,10 @@ def spec_from_proto(msg: controller_pb2.RunSpec) -> dict[str, Any]:
         task["parameter_budget"] = int(task["parameter_budget"])
     if "in_shape" in task or "parameter_budget" in task:  # a full TaskSpec: the budget is shown
         task["show_budget"] = task.get("parameter_budget", 0) != 0  # iff it is non-zero
-    for section in ("protocol", "sampling"):
-        if "seed" in d.get(section, {}):
-            d[section]["seed"] = int(d[section]["seed"])
-    if "max_parameters" in d.get("protocol", {}):
-        d["protocol"]["max_parameters"] = int(d["protocol"]["max_parameters"])
+    if msg.HasField("protocol"):
+        d["protocol"] = protocol.message_fields(msg.protocol)
+    if "seed" in d.get("sampling", {}):
+        d["sampling"]["seed"] = int(d["sampling"]["seed"])
     if d.get("sampling", {}).get("top_k") == -1:
         d["sampling"]["top_k"] = 0
     params = d.get("novelty", {}).get("params", {})
