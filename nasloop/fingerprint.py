@@ -67,7 +67,7 @@ def _load_torch_names() -> frozenset[str]:
 
 KEPT_NAMES: frozenset[str] = (
     frozenset(
-        keyword.kwlist + [n for n in dir(builtins) if not n.startswith("_")] + _CONTRACT_NAMES
+        [*keyword.kwlist, *(n for n in dir(builtins) if not n.startswith("_")), *_CONTRACT_NAMES]
     )
     | _load_torch_names()
 )

@@ -1671,20 +1671,20 @@ def _inception(rng: random.Random, S: _Style) -> _Plan:
                     cost += _conv(3 * br, ch, 1, res)
                 else:
                     scale = rng.choice([1.0, 1.5, 2.0])
-                    b1 = _round(ch * scale / 4, 8)
-                    b3r, b3 = _round(ch * scale / 4, 8), _round(ch * scale / 2, 8)
-                    b5r, b5 = 8, _round(ch * scale / 8, 8)
+                    n1 = _round(ch * scale / 4, 8)
+                    n3r, n3 = _round(ch * scale / 4, 8), _round(ch * scale / 2, 8)
+                    n5r, n5 = 8, _round(ch * scale / 8, 8)
                     pp = _round(ch * scale / 8, 8)
-                    args = [ch, b1, b3r, b3, b5r, b5] + ([pp] if pool_branch != "none" else [])
+                    args = [ch, n1, n3r, n3, n5r, n5] + ([pp] if pool_branch != "none" else [])
                     mods.append(f"{name}({', '.join(map(str, args))})")
-                    cost += _conv(ch, b1, 1, res) + _conv(ch, b3r, 1, res) + _conv(b3r, b3, 3, res)
-                    cost += _conv(ch, b5r, 1, res)
+                    cost += _conv(ch, n1, 1, res) + _conv(ch, n3r, 1, res) + _conv(n3r, n3, 3, res)
+                    cost += _conv(ch, n5r, 1, res)
                     cost += (
-                        _conv(b5r, b5, 5, res)
+                        _conv(n5r, n5, 5, res)
                         if third == "5x5"
-                        else _conv(b5r, b5, 3, res) + _conv(b5, b5, 3, res)
+                        else _conv(n5r, n5, 3, res) + _conv(n5, n5, 3, res)
                     )
-                    ch = b1 + b3 + b5
+                    ch = n1 + n3 + n5
                     if pool_branch != "none":
                         cost += _conv(ch, pp, 1, res)
                         ch += pp
@@ -2450,7 +2450,7 @@ def _plan(rng: random.Random, family: str) -> tuple[_Plan, Callable[[_Code, _Cod
         return _homogeneous(rng, family, S, _Basic(rng, S)), None
     if family == "wideresnet":
         S = _Style(rng, norms=norms_no_none)
-        kind = _Basic(rng, S, preact=True, dropout=True)
+        kind: _Kind = _Basic(rng, S, preact=True, dropout=True)
         return _homogeneous(rng, family, S, kind, widths=(16, 24, 32)), None
     if family in ("bottleneck", "resnext"):
         S = _Style(rng, norms=norms_no_none)
@@ -2460,7 +2460,6 @@ def _plan(rng: random.Random, family: str) -> tuple[_Plan, Callable[[_Code, _Cod
         S = _Style(rng, norms=norms_no_none)
         attn = _channel_attention(rng, S)
         choice = rng.choice(["basic", "bottleneck", "plain", "separable"])
-        kind: _Kind
         if choice == "basic":
             kind = _Basic(rng, S, attn)
         elif choice == "bottleneck":
@@ -2508,18 +2507,18 @@ def _plan(rng: random.Random, family: str) -> tuple[_Plan, Callable[[_Code, _Cod
         return _convnext(rng, S), None
     if family == "attention":
         S = _Style(rng, norms=norms_no_none)
-        attn = _SelfAttention(rng, S)
+        self_attn = _SelfAttention(rng, S)
         base = _Basic(rng, S) if rng.random() < 0.6 else _Plain(rng, S)
         count = rng.choice([1, 1, 2])
 
         def extras(ch: int, res: int) -> tuple[list[str], _Cost]:
             cost = _Cost()
             for _ in range(count):
-                cost += attn.cost(ch, res)
-            return [attn.ctor(ch)] * count, cost
+                cost += self_attn.cost(ch, res)
+            return [self_attn.ctor(ch)] * count, cost
 
         plan = _homogeneous(rng, family, S, base, extras=extras, widths=(16, 24, 32))
-        plan.helpers += attn.helpers()
+        plan.helpers += self_attn.helpers()
         return plan, None
     if family == "vit":
         S = _Style(rng, acts={"gelu": 4, "silu": 1, "relu": 1})

@@ -91,7 +91,7 @@ def _normalised_split(
         tuple(train_x.shape[1:]),
         num_classes,
         len(train_x),
-        len(test_x),  # type: ignore[arg-type]
+        len(test_x),
     )
     return arrays, np.ascontiguousarray(test_y, dtype=np.int64), info
 
@@ -244,7 +244,7 @@ class DatasetCache:
         digest = h.hexdigest()[:16]
         sandbox_file = self.sandbox_dir / f"{name}-{digest}.npz"
         if not sandbox_file.exists():
-            _atomic_write(sandbox_file, lambda f: np.savez(f, **arrays))
+            _atomic_write(sandbox_file, lambda f: np.savez(f, allow_pickle=False, **arrays))
         labels = self.data_dir / "labels" / f"{name}-{digest}.npy"
         if not labels.exists():
             _atomic_write(labels, lambda f: np.save(f, test_y), mode=0o600)
@@ -275,6 +275,8 @@ class SandboxData:
             k = int(z["num_classes"])
             data = cls(norm(z["train_x"]), torch.from_numpy(z["train_y"]), norm(z["test_x"]), k)
         if device != "cpu":
-            tensors = (t.to(device) for t in (data.train_x, data.train_y, data.test_x))
-            data = cls(*tensors, k)
+            train_x, train_y, test_x = [
+                t.to(device) for t in (data.train_x, data.train_y, data.test_x)
+            ]
+            data = cls(train_x, train_y, test_x, k)
         return data

@@ -47,7 +47,7 @@ class Server:
         from services.evaluator.harness import batches
 
         self._epochs = (batches(data, task, e) for e in range(task.protocol.epochs))
-        self._current: Iterator[Batch] | None = None
+        self._current: Iterator[tuple[torch.Tensor, ...]] | None = None  # (inputs, labels)
         self.served = 0  # batches
 
     def answer(self) -> bytes:
@@ -61,7 +61,8 @@ class Server:
             self._current = None
             return frame(b"Z", b"")
         self.served += 1
-        return encode_batch(*batch)
+        x, y = batch
+        return encode_batch(x, y)
 
 
 def pipe_stream(task: Task, train_size: int, result_fd: int, data_fd: int) -> EpochStream:

@@ -43,8 +43,8 @@ def private_data(data: SandboxData) -> SandboxData:
     tensors = (data.train_x, data.train_y, data.test_x)
     if all(is_private(t) for t in tensors):
         return data
-    copies = [None if t is None else private_tensor(t) for t in tensors]
-    return SandboxData(*copies, data.num_classes)
+    train_x, train_y, test_x = [None if t is None else private_tensor(t) for t in tensors]
+    return SandboxData(train_x, train_y, test_x, data.num_classes)
 
 
 def scrub_freed_memory() -> None:

@@ -12,16 +12,24 @@ import os
 import socket
 from types import ModuleType
 
+
 # Imported when this module is, before any candidate runs: pyseccomp locates libseccomp with
 # ctypes.util.find_library, which runs ldconfig, which a confined child may not do.
-seccomp: ModuleType | None
-try:
-    import pyseccomp as seccomp
-except ImportError:  # Debian's python3-seccomp has the same API
+def _import_seccomp() -> ModuleType | None:
     try:
-        import seccomp  # type: ignore[no-redef]
-    except ImportError:
-        seccomp = None
+        import pyseccomp
+
+        return pyseccomp
+    except ImportError:  # Debian's python3-seccomp has the same API
+        try:
+            import seccomp as debian_seccomp
+
+            return debian_seccomp
+        except ImportError:
+            return None
+
+
+seccomp = _import_seccomp()
 
 CLONE_THREAD = 0x00010000
 UNIX_SOCKET_CALLS = ("socketpair", "connect", "bind", "listen", "accept", "accept4")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -386,9 +387,7 @@ class NoveltyEngine:
                     continue
                 target.index.remove(entry_id)
                 op = {"seq": target.next_seq(), "op": "remove", "id": entry_id}
-                futures.append(
-                    self._submit(target, op, lambda i=entry_id, v=hv: target.index.add(i, v))
-                )
+                futures.append(self._submit(target, op, partial(target.index.add, entry_id, hv)))
         self._wait_durable(futures, target)
         return len(futures), not_found
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
@@ -108,7 +108,7 @@ class MinHashIndex:
         self._matrix = np.empty((64, self._num_perm), dtype=np.uint64)
         # (band tables, id -> band keys) when the LSH keeps plain dicts; None until the first
         # insert (which datasketch must see), False for another storage.
-        self._plain: tuple[list[defaultdict], defaultdict] | bool | None = None
+        self._plain: tuple[list[defaultdict], defaultdict] | Literal[False] | None = None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -239,10 +239,11 @@ class MinHashIndex:
         if not plain:
             self._lsh.insert(entry_id, self._lean(hv), check_duplication=False)
             if plain is None:
-                tables = [_plain_dict(t, set) for t in self._lsh.hashtables]
+                found = [_plain_dict(t, set) for t in self._lsh.hashtables]
+                tables = [t for t in found if t is not None]
                 keys = _plain_dict(self._lsh.keys, list)
-                ok = keys is not None and all(t is not None for t in tables)
-                self._plain = (tables, keys) if ok else False  # type: ignore[assignment]
+                ok = len(tables) == len(found)
+                self._plain = (tables, keys) if keys is not None and ok else False
             return
         tables, keys = plain
         bands = self._row_band_keys(hv)

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
 
-STEP_NAMES = {
+STEP_NAMES: dict[int, str] = {
     pb.CYCLE_PHASE_GENERATE: "generate+evaluate",
     pb.CYCLE_PHASE_NOVELTY: "novelty",
     pb.CYCLE_PHASE_SELECT: "select",

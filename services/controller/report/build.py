@@ -237,13 +237,14 @@ def best_section(r: RunReport) -> list[Block]:
     rows = []
     for rank, c in enumerate(best, 1):
         nov = c.novelty
-        near = nov is not None and bool(nov.nearest_id)
-        nearest = f"{nov.nearest_id} ({nov.nearest_namespace})" if near else "none near"
+        nearest, similarity = ("-" if nov is None else "none near"), "-"
+        if nov is not None and nov.nearest_id:
+            nearest = f"{nov.nearest_id} ({nov.nearest_namespace})"
+            similarity = f"{nov.max_similarity:.3f}"
         rows.append([
             str(rank), c.id, f"{c.accuracy:.4f}",
             f"{c.evaluation.parameter_count:,}" if c.evaluation else "-", str(c.cycle),
-            c.adapter_name or "base model", nearest if nov else "-",
-            f"{nov.max_similarity:.3f}" if near else "-",
+            c.adapter_name or "base model", nearest, similarity,
             ("novel" if nov.novel else "not novel") if nov else "-",
         ])  # fmt: skip
     header = ("#", "candidate", "accuracy", "parameters", "cycle", "adapter",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def _new(title: str, ylabel: str, cycles: Sequence[CycleSummary]) -> tuple[Figur
     return fig, ax
 
 
+def _stopped(kind: str, s: CycleSummary) -> int:
+    return s.stopped.get(kind, 0)
+
+
 def validity(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Figure:
     fig, ax = _new("Valid rate and where the rest stopped", "% of generated answers", cycles)
     x = [s.cycle for s in cycles]
@@ -76,7 +81,9 @@ def validity(cycles: Sequence[CycleSummary], baseline_mean: float | None) -> Fig
     bars = ax.bar(x, valid, color=VALID_COLOR, label="valid")
     ax.bar_label(bars, fmt="%.0f %%", label_type="center", color="white", fontsize=8)
     bottom = valid
-    slices = [(stopped_label(k), lambda s, k=k: s.stopped.get(k, 0)) for k in kinds]
+    slices: list[tuple[str, Callable[[CycleSummary], int]]] = [
+        (stopped_label(k), partial(_stopped, k)) for k in kinds
+    ]
     if len(kinds) < len(totals):
         slices.append(("other", lambda s: sum(n for k, n in s.stopped.items() if k not in kinds)))
     for (label, count), color in zip(slices, PALETTE, strict=False):

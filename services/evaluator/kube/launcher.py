@@ -348,11 +348,9 @@ class KubernetesExecutor:
             self.cfg,
             name,
             task.candidate_id,
-            task_url=sign.presigned_get_url(task_key, expiry),  # type: ignore[attr-defined]
-            data_url=sign.presigned_get_url(dataset.key, expiry),  # type: ignore[attr-defined]
-            result_url=sign.presigned_put_url(  # type: ignore[attr-defined]
-                join_key(prefix, "report.bin"), expiry
-            ),
+            task_url=sign.presigned_get_url(task_key, expiry),
+            data_url=sign.presigned_get_url(dataset.key, expiry),
+            result_url=sign.presigned_put_url(join_key(prefix, "report.bin"), expiry),
             time_limit_s=time_limit_s,
             extra_env=sandbox_env(self.evaluator),
         )
