@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from nasloop.prompts import render_answer
 from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import evaluator_pb2, generator_pb2
 
 T = TypeVar("T")
 
@@ -34,7 +35,17 @@ def sha256_text(text: str) -> str:
 
 @dataclass
 class Evaluation:
-    """The evaluator's verdict (``EvaluationResult`` in plain types)."""
+    """The evaluator's verdict on one candidate: the one in-process shape of an evaluation.
+
+    The evaluator makes it (``services.evaluator.report.Report.evaluation``), sends it as an
+    ``EvaluationResult`` (:meth:`to_proto`), the controller reads it back (:meth:`from_proto`),
+    keeps it in the candidate's record and sends it again in ``WatchRun``'s candidate events:
+    every field of the message survives each step. Enums are their proto names (``"STATUS_OK"``),
+    as the records store them. ``stage_seconds`` has one entry per stage (a stage timed twice
+    keeps its last time), in the order measured. The message's ``candidate_id`` and ``index``
+    say which candidate of a request it is: they belong to the call, not to the verdict, and
+    are given to :meth:`to_proto`.
+    """
 
     last_stage: str = "STAGE_UNSPECIFIED"
     status: str = "STATUS_UNSPECIFIED"
@@ -48,6 +59,14 @@ class Evaluation:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     executor: str = ""
     executor_ref: str = ""
+    trained_samples: int = 0
+    optimizer_steps: int = 0
+    # Metric names the sandbox reported and the evaluator could not recompute.
+    informative: list[str] = field(default_factory=list)
+    # The prm values the candidate received.
+    hyperparameters: dict[str, float] = field(default_factory=dict)
+    # Tail of the candidate's output, for debugging (bounded by the evaluator).
+    output_tail: str = ""
 
     @property
     def valid(self) -> bool:
@@ -55,9 +74,7 @@ class Evaluation:
         return self.status == "STATUS_OK"
 
     @classmethod
-    def from_proto(cls, r: Any) -> Evaluation:
-        from nasloop.v1 import evaluator_pb2
-
+    def from_proto(cls, r: evaluator_pb2.EvaluationResult) -> Evaluation:
         v, m = r.result, r.result.metrics
         return cls(
             last_stage=common.Stage.Name(v.last_stage),
@@ -72,17 +89,20 @@ class Evaluation:
             stage_seconds={common.Stage.Name(t.stage): t.seconds for t in v.timings},
             executor=evaluator_pb2.Executor.Name(r.executor),
             executor_ref=r.executor_ref,
+            trained_samples=m.trained_samples,
+            optimizer_steps=m.optimizer_steps,
+            informative=list(m.informative),
+            hyperparameters=dict(v.hyperparameters),
+            output_tail=r.output_tail,
         )
 
-    def to_proto(self, candidate_id: str = "", index: int = 0) -> Any:
-        from nasloop.v1 import evaluator_pb2
-
+    def to_proto(self, candidate_id: str = "", index: int = 0) -> evaluator_pb2.EvaluationResult:
         return evaluator_pb2.EvaluationResult(
             candidate_id=candidate_id,
             index=index,
             result=common.ValidationResult(
-                last_stage=common.Stage.Value(self.last_stage),
-                status=common.Status.Value(self.status),
+                last_stage=self.last_stage,
+                status=self.status,
                 message=self.message,
                 metrics=common.CandidateMetrics(
                     accuracy=self.accuracy,
@@ -91,14 +111,18 @@ class Evaluation:
                     train_seconds=self.train_seconds,
                     eval_seconds=self.eval_seconds,
                     peak_memory_bytes=self.peak_memory_bytes,
+                    trained_samples=self.trained_samples,
+                    optimizer_steps=self.optimizer_steps,
+                    informative=self.informative,
                 ),
                 timings=[
-                    common.StageTiming(stage=common.Stage.Value(s), seconds=t)
-                    for s, t in self.stage_seconds.items()
+                    common.StageTiming(stage=s, seconds=t) for s, t in self.stage_seconds.items()
                 ],
+                hyperparameters=self.hyperparameters,
             ),
-            executor=evaluator_pb2.Executor.Value(self.executor or "EXECUTOR_UNSPECIFIED"),
+            executor=self.executor or "EXECUTOR_UNSPECIFIED",
             executor_ref=self.executor_ref,
+            output_tail=self.output_tail,
         )
 
 
@@ -146,8 +170,44 @@ class CandidateRecord:
     def accuracy(self) -> float:
         return self.evaluation.accuracy if self.evaluation is not None else 0.0
 
+    @classmethod
+    def from_generated(
+        cls,
+        answer: generator_pb2.GeneratedCandidate,
+        index: int,
+        prompt: str,
+        sampling: dict[str, Any],
+    ) -> CandidateRecord:
+        """The record of one answer of a Generate call: its id, run, cycle and provenance as
+        the generator gave them (the id is the one the controller asked for), ``index`` its
+        position in the cycle, ``prompt`` the text its ``prompt_sha256`` is the hash of (the
+        caller checks that it is) and ``sampling`` the request's settings."""
+        c, p = answer.candidate, answer.candidate.provenance
+        return cls(
+            id=c.id,
+            run=p.run,
+            cycle=p.cycle,
+            index=index,
+            prompt=prompt,
+            prompt_sha256=p.prompt_sha256,
+            adapter_name=p.adapter_name,
+            adapter_sha256=p.adapter_sha256,
+            model=p.model,
+            seed=p.seed,
+            sampling=sampling,
+            raw_text=c.raw_text,
+            code=c.code,
+            extraction=generator_pb2.Extraction.Name(answer.extraction)
+            .removeprefix("EXTRACTION_")
+            .lower(),
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            finish_reason=answer.finish_reason,
+            generation_seconds=answer.latency_s,
+        )
+
     def candidate(self) -> common.Candidate:
-        """The candidate as the services exchange it."""
+        """The candidate as the services exchange it (the record's other boundary)."""
         return common.Candidate(
             id=self.id,
             code=self.code,

@@ -49,12 +49,13 @@ from kubefake import FakeKubeAPI
 from s3server import running_s3_server, store_env
 
 from nasloop.config import load_config
+from nasloop.records import Evaluation
 from nasloop.store import open_store
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
 from services.evaluator import protocols
 from services.evaluator.datasets import DatasetCache
-from services.evaluator.engine import Evaluator, Outcome
+from services.evaluator.engine import Evaluator
 from services.evaluator.kube.launcher import EVALUATIONS_PREFIX, executor_from_config
 from services.evaluator.kube.manifests import ANNOTATION_CANDIDATE_ID
 
@@ -206,51 +207,51 @@ class BuildahKubelet:
             api.fail(name, proc.returncode, log=run.log)
 
 
-def describe(outcome: Outcome) -> str:
-    r = outcome.report
+def describe(candidate_id: str, r: Evaluation) -> str:
     return (
-        f"{outcome.candidate_id}: stage {common.Stage.Name(r.last_stage)}, "
-        f"status {common.Status.Name(r.status)}, accuracy {r.accuracy:.4f}, "
+        f"{candidate_id}: stage {r.last_stage}, status {r.status}, accuracy {r.accuracy:.4f}, "
         f"{r.parameter_count} parameters, {r.trained_samples} samples trained, "
         f"message {r.message!r}"
     )
 
 
 def problems_of(
-    outcomes: dict[str, Outcome], runs: list[PodRun], leftovers: list[str]
+    outcomes: dict[str, Evaluation], runs: list[PodRun], leftovers: list[str]
 ) -> list[str]:
     problems: list[str] = []
     good, bad = outcomes.get(GOOD_ID), outcomes.get(BAD_ID)
     if good is None or bad is None:
         problems.append(f"outcomes missing: got {sorted(outcomes)}")
     if good is not None:
-        r = good.report
-        if good.executor != pb.EXECUTOR_KUBERNETES_JOB:
+        r = good
+        if good.executor != pb.Executor.Name(pb.EXECUTOR_KUBERNETES_JOB):
             problems.append(f"{GOOD_ID} did not run as a Job (executor {good.executor})")
-        if r.status != common.STATUS_OK or r.last_stage != common.STAGE_EVALUATED:
-            problems.append(f"the good network was not trained and evaluated: {describe(good)}")
+        if r.status != "STATUS_OK" or r.last_stage != "STAGE_EVALUATED":
+            problems.append(
+                f"the good network was not trained and evaluated: {describe(GOOD_ID, good)}"
+            )
         if not 0.0 < r.accuracy <= 1.0 or r.parameter_count <= 0 or r.trained_samples <= 0:
-            problems.append(f"the good network's report is incomplete: {describe(good)}")
+            problems.append(f"the good network's report is incomplete: {describe(GOOD_ID, good)}")
     if bad is not None:
-        r = bad.report
-        if r.status != common.STATUS_TRAIN_EXCEPTION or BAD_MESSAGE not in r.message:
+        r = bad
+        if r.status != "STATUS_TRAIN_EXCEPTION" or BAD_MESSAGE not in r.message:
             problems.append(
                 f"the raising network did not get its own failure "
-                f"(STATUS_TRAIN_EXCEPTION with its message): {describe(bad)}"
+                f"(STATUS_TRAIN_EXCEPTION with its message): {describe(BAD_ID, bad)}"
             )
     leak = outcomes.get(LEAK_ID)
     if leak is None:
         problems.append(f"no outcome for {LEAK_ID}")
     else:
-        r = leak.report
+        r = leak
         if LEAK_MESSAGE in r.message:
             problems.append(
-                f"a candidate rebuilt the test labels inside the image: {describe(leak)}"
+                f"a candidate rebuilt the test labels inside the image: {describe(LEAK_ID, leak)}"
             )
-        elif r.status != common.STATUS_IMPORT_ERROR or "sklearn" not in r.message:
+        elif r.status != "STATUS_IMPORT_ERROR" or "sklearn" not in r.message:
             problems.append(
                 f"the label-rebuilding network did not fail to import scikit-learn "
-                f"(STATUS_IMPORT_ERROR naming sklearn): {describe(leak)}"
+                f"(STATUS_IMPORT_ERROR naming sklearn): {describe(LEAK_ID, leak)}"
             )
     by_candidate = {run.candidate_id: run for run in runs}
     for cid in (GOOD_ID, BAD_ID, LEAK_ID):
@@ -271,7 +272,7 @@ def problems_of(
 def main(image: str) -> int:
     started = time.monotonic()
     kubelet = BuildahKubelet()
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, Evaluation] = {}
     error = ""
     with (
         tempfile.TemporaryDirectory(prefix="nasloop-image-pod-") as work,
@@ -294,14 +295,13 @@ def main(image: str) -> int:
         executor = executor_from_config(cfg, store, api=fake.api_client())
         evaluator = Evaluator(cfg.evaluator, executor, DatasetCache(cfg.evaluator.data_dir))
         protocol = protocols.named(cfg.evaluator)[protocols.DEFAULT]  # digits, one epoch
+        candidates = [
+            common.Candidate(id=cid, code=code)
+            for cid, code in ((GOOD_ID, GOOD_NET), (BAD_ID, BAD_NET), (LEAK_ID, LEAK_NET))
+        ]
         try:
-            for outcome in evaluator.run(
-                [(GOOD_ID, GOOD_NET), (BAD_ID, BAD_NET), (LEAK_ID, LEAK_NET)],
-                protocol,
-                "evaluate",
-                threading.Event(),
-            ):
-                outcomes[outcome.candidate_id] = outcome
+            for i, verdict in evaluator.run(candidates, protocol, "evaluate", threading.Event()):
+                outcomes[candidates[i].id] = verdict
             fake.check()
         except Exception as e:  # reported with the pods' logs below
             error = f"the evaluation itself failed: {type(e).__name__}: {e}"
@@ -310,8 +310,8 @@ def main(image: str) -> int:
         leftovers = store.list(EVALUATIONS_PREFIX + "/")
 
     problems = ([error] if error else []) + problems_of(outcomes, kubelet.runs, leftovers)
-    for outcome in outcomes.values():
-        print(f"image pod: {describe(outcome)}")
+    for cid, verdict in outcomes.items():
+        print(f"image pod: {describe(cid, verdict)}")
     for run in kubelet.runs:
         print(f"image pod: {run.candidate_id}: pod exit {run.exit_code} in {run.seconds:.1f}s")
     if not problems:
@@ -324,9 +324,9 @@ def main(image: str) -> int:
         if run.error:
             print(f"kubelet: {run.error}")
         print(run.log.rstrip() or "(no output)")
-    for outcome in outcomes.values():
-        if outcome.report.output_tail:
-            print(f"\n==== output tail of {outcome.candidate_id}\n{outcome.report.output_tail}")
+    for cid, verdict in outcomes.items():
+        if verdict.output_tail:
+            print(f"\n==== output tail of {cid}\n{verdict.output_tail}")
     print("", *(f"FAILED: {p}" for p in problems), sep="\n", file=sys.stderr)
     return 1
 

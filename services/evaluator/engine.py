@@ -1,20 +1,22 @@
 """The evaluator's logic: static stages here, the rest in an executor, scoring here again.
 
-Plain Python, no gRPC: the servicer turns messages into calls of :class:`Evaluator`.
+Plain Python, no gRPC: the servicer turns messages into calls of :class:`Evaluator`. Candidates
+come in as the wire's ``Candidate``; each verdict goes out as ``(index, Evaluation)``, the one
+evaluation type (``nasloop.records``), made from the run's :class:`Report` at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Protocol as Interface
 
 import numpy as np
 
 from nasloop.config import EvaluatorConfig
+from nasloop.records import Evaluation
 from nasloop.rpc import InvalidArgument, ResourceExhausted
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
@@ -38,13 +40,9 @@ class Executor(Interface):
     def close(self) -> None: ...
 
 
-@dataclass
-class Outcome:
-    index: int
-    candidate_id: str
-    report: Report
-    executor: int
-    executor_ref: str = ""
+def candidate_id(candidate: common.Candidate, index: int) -> str:
+    """The candidate's id, or one made from its position when the request gave none."""
+    return candidate.id or f"candidate-{index}"
 
 
 def score(report: Report, labels: np.ndarray, floor: float) -> Report:
@@ -93,7 +91,7 @@ class Evaluator:
                 log.warning("cifar10 is configured but unavailable: %s", e)
         return infos
 
-    def _check_batch(self, candidates: list[tuple[str, str]]) -> None:
+    def _check_batch(self, candidates: Sequence[common.Candidate]) -> None:
         if not candidates:
             raise InvalidArgument("no candidates")
         if len(candidates) > self.cfg.max_candidates:
@@ -103,13 +101,14 @@ class Evaluator:
 
     def run(
         self,
-        candidates: list[tuple[str, str]],
+        candidates: Sequence[common.Candidate],
         protocol: Protocol,
         mode: Mode,
         cancelled: threading.Event,
         max_parallel: int = 0,
-    ) -> Iterator[Outcome]:
-        """Yield each candidate's outcome as it completes (static failures first)."""
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Yield each candidate's position and verdict as it completes (static failures
+        first)."""
         self._check_batch(candidates)
         if not self._calls.acquire(blocking=False):
             raise ResourceExhausted(
@@ -123,20 +122,21 @@ class Evaluator:
 
     def _run(
         self,
-        candidates: list[tuple[str, str]],
+        candidates: Sequence[common.Candidate],
         protocol: Protocol,
         mode: Mode,
         cancelled: threading.Event,
         max_parallel: int,
         prepared: Prepared,
-    ) -> Iterator[Outcome]:
+    ) -> Iterator[tuple[int, Evaluation]]:
         runnable: list[tuple[int, Task]] = []
-        for i, (cid, code) in enumerate(candidates):
-            static = static_check(code, self.cfg.max_code_bytes)
+        for i, c in enumerate(candidates):
+            static = static_check(c.code, self.cfg.max_code_bytes)
             if static.status != common.STATUS_OK:
-                yield Outcome(i, cid, static, pb.EXECUTOR_STATIC)
+                yield i, static.evaluation(pb.EXECUTOR_STATIC)
             else:
-                task = Task(cid, code, protocol, mode, self.cfg.threads_per_candidate)
+                cid = candidate_id(c, i)
+                task = Task(cid, c.code, protocol, mode, self.cfg.threads_per_candidate)
                 runnable.append((i, task))
         if not runnable:
             return
@@ -145,11 +145,11 @@ class Evaluator:
         if protocol.test_subset:
             labels = labels[: protocol.test_subset]
 
-        def one(i: int, task: Task) -> Outcome:
+        def one(i: int, task: Task) -> tuple[int, Evaluation]:
             if cancelled.is_set():
                 r = Report(last_stage=common.STAGE_POLICY)
                 r.fail(common.STATUS_CANCELLED, "cancelled before it started")
-                return Outcome(i, task.candidate_id, r, self.executor.kind)
+                return i, r.evaluation(self.executor.kind)
             try:
                 report, ref = self.executor.run(task, prepared, cancelled)
             except Exception as e:  # the executor failed, not the candidate
@@ -162,10 +162,12 @@ class Evaluator:
                 report = score(report, labels, protocol.failure_floor)
             else:
                 report.outputs = None
-            return Outcome(i, task.candidate_id, report, self.executor.kind, ref)
+            return i, report.evaluation(self.executor.kind, ref)
 
         with ThreadPoolExecutor(parallel, thread_name_prefix="evaluate") as pool:
-            pending: set[Future[Outcome]] = {pool.submit(one, i, t) for i, t in runnable}
+            pending: set[Future[tuple[int, Evaluation]]] = {
+                pool.submit(one, i, t) for i, t in runnable
+            }
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -1,5 +1,10 @@
 """The report a sandboxed run sends back, and its wire format.
 
+A :class:`Report` is the evaluator's private working state of one run: what the candidate's
+process says (int enums, raw test outputs), then what the trusted side adds (accuracy, the
+output tail, which numbers are informative). It never leaves the evaluator: its result is
+:meth:`Report.evaluation`, the verdict type the whole loop shares (``nasloop.records``).
+
 A report is untrusted: the candidate's code ran in the same process that wrote it and could have
 forged any field. The evaluator therefore trusts only what it can check: the outputs are parsed
 strictly and scored against labels that never entered the sandbox; every other field is
@@ -16,7 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nasloop.records import Evaluation
 from nasloop.v1 import common_pb2 as common
+from nasloop.v1 import evaluator_pb2
 
 MAGIC = b"NLR1"
 MAX_HEADER_BYTES = 64 * 1024
@@ -62,6 +69,29 @@ class Report:
         self.last_stage = stage
         self.timings.append((stage, round(seconds, 6)))
 
+    def evaluation(self, executor: int, executor_ref: str = "") -> Evaluation:
+        """The verdict this report gives, run by ``executor`` (``evaluator_pb2.Executor``);
+        the test outputs, once scored, stay behind."""
+        return Evaluation(
+            last_stage=common.Stage.Name(self.last_stage),
+            status=common.Status.Name(self.status),
+            message=self.message,
+            accuracy=self.accuracy,
+            loss=self.loss,
+            parameter_count=self.parameter_count,
+            train_seconds=self.train_seconds,
+            eval_seconds=self.eval_seconds,
+            peak_memory_bytes=self.peak_memory_bytes,
+            stage_seconds={common.Stage.Name(s): t for s, t in self.timings},
+            executor=evaluator_pb2.Executor.Name(executor),
+            executor_ref=executor_ref,
+            trained_samples=self.trained_samples,
+            optimizer_steps=self.optimizer_steps,
+            informative=list(self.informative),
+            hyperparameters=dict(self.hyperparameters),
+            output_tail=self.output_tail,
+        )
+
 
 def short(message: str) -> str:
     """One line, bounded: the last non-empty line of a message."""
@@ -104,7 +134,7 @@ def _int(v: object, lo: int, hi: int, name: str) -> int:
 
 
 def _float(v: object, name: str) -> float:
-    if type(v) not in (int, float):
+    if isinstance(v, bool) or not isinstance(v, int | float):  # JSON numbers only
         raise ReportError(f"bad {name}")
     return float(v)
 

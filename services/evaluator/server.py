@@ -1,54 +1,30 @@
-"""gRPC servicer for the evaluator: messages in, engine calls, messages out."""
+"""gRPC servicer for the evaluator: messages in, engine calls, messages out.
+
+Each verdict leaves as ``Evaluation.to_proto`` (``nasloop.records``), the one converter of an
+evaluation to its message."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import grpc
 
 from nasloop.config import Config
 from nasloop.rpc import Registration, ServiceHost
 from nasloop.store import ObjectStore, open_store
-from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
 from nasloop.v1 import evaluator_pb2_grpc as pb_grpc
 from services.evaluator import protocols
 from services.evaluator.datasets import DatasetCache
-from services.evaluator.engine import Evaluator, Executor, Outcome
+from services.evaluator.engine import Evaluator, Executor, candidate_id
 
 log = logging.getLogger("nasloop.evaluator")
 
 
-def outcome_to_pb(o: Outcome) -> pb.EvaluationResult:
-    r = o.report
-    return pb.EvaluationResult(
-        candidate_id=o.candidate_id,
-        index=o.index,
-        result=common.ValidationResult(
-            last_stage=r.last_stage,
-            status=r.status,
-            message=r.message,
-            metrics=common.CandidateMetrics(
-                accuracy=r.accuracy,
-                loss=r.loss,
-                parameter_count=r.parameter_count,
-                train_seconds=r.train_seconds,
-                eval_seconds=r.eval_seconds,
-                peak_memory_bytes=r.peak_memory_bytes,
-                trained_samples=r.trained_samples,
-                optimizer_steps=r.optimizer_steps,
-                informative=r.informative,
-            ),
-            timings=[common.StageTiming(stage=s, seconds=t) for s, t in r.timings],
-            hyperparameters=r.hyperparameters,
-        ),
-        executor=o.executor,
-        executor_ref=o.executor_ref,
-        output_tail=r.output_tail,
-    )
-
-
-def _cancel_event(context) -> threading.Event:  # type: ignore[no-untyped-def]
+def _cancel_event(context: grpc.ServicerContext) -> threading.Event:
     """Set when the call ends for any reason: cancelled by the client, deadline, or done."""
     event = threading.Event()
     context.add_callback(event.set)
@@ -59,30 +35,33 @@ class EvaluatorServicer(pb_grpc.EvaluatorServicer):
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
 
-    def _candidates(self, request) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-        return [(c.id or f"candidate-{i}", c.code) for i, c in enumerate(request.candidates)]
-
-    def Validate(self, request, context):  # type: ignore[no-untyped-def]
+    def Validate(
+        self, request: pb.ValidateRequest, context: grpc.ServicerContext
+    ) -> pb.ValidateResponse:
         protocol = protocols.resolve(request.protocol, self.evaluator.cfg)
-        outcomes = self.evaluator.run(
-            self._candidates(request), protocol, "validate", _cancel_event(context)
+        candidates = request.candidates
+        verdicts = self.evaluator.run(candidates, protocol, "validate", _cancel_event(context))
+        return pb.ValidateResponse(
+            results=[
+                e.to_proto(candidate_id(candidates[i], i), i)
+                for i, e in sorted(verdicts, key=lambda v: v[0])
+            ]
         )
-        ordered = sorted(outcomes, key=lambda o: o.index)
-        return pb.ValidateResponse(results=[outcome_to_pb(o) for o in ordered])
 
-    def Evaluate(self, request, context):  # type: ignore[no-untyped-def]
+    def Evaluate(
+        self, request: pb.EvaluateRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.EvaluationResult]:
         protocol = protocols.resolve(request.protocol, self.evaluator.cfg)
-        outcomes = self.evaluator.run(
-            self._candidates(request),
-            protocol,
-            "evaluate",
-            _cancel_event(context),
-            request.max_parallel,
+        candidates = request.candidates
+        verdicts = self.evaluator.run(
+            candidates, protocol, "evaluate", _cancel_event(context), request.max_parallel
         )
-        for o in outcomes:
-            yield outcome_to_pb(o)
+        for i, e in verdicts:
+            yield e.to_proto(candidate_id(candidates[i], i), i)
 
-    def ListDatasets(self, request, context):  # type: ignore[no-untyped-def]
+    def ListDatasets(
+        self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDatasetsResponse:
         p = protocols.named(self.evaluator.cfg)[protocols.DEFAULT]
         return pb.ListDatasetsResponse(
             datasets=[
@@ -129,11 +108,11 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Evaluator]
 def serve(cfg: Config) -> None:
     """Run until SIGTERM: bind, prepare the default dataset and the workers, then SERVING."""
     host, evaluator = build(cfg)
-    host.install_signal_handlers()
-    host.start()
-    evaluator.datasets.get(cfg.evaluator.dataset, cfg.evaluator.cifar10_source or "")
-    start = getattr(evaluator.executor, "start", None)
-    if start is not None:
-        start()
-    host.set_serving()
-    host.wait()
+
+    def prepare() -> None:
+        evaluator.datasets.get(cfg.evaluator.dataset, cfg.evaluator.cifar10_source or "")
+        start = getattr(evaluator.executor, "start", None)
+        if start is not None:
+            start()
+
+    host.serve(prepare)

@@ -36,12 +36,12 @@ from candidates import GOOD_NET, replace
 from lemur_nets import NETS
 
 from nasloop.config import EvaluatorConfig
+from nasloop.records import Evaluation
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import protocols, sandbox, seccomp_filter
 from services.evaluator.datasets import DatasetCache
 from services.evaluator.engine import Evaluator
 from services.evaluator.pool import LocalExecutor
-from services.evaluator.report import Report
 from services.evaluator.task import Protocol
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(900)]
@@ -98,22 +98,22 @@ def need(device: str) -> None:
         pytest.skip("torch.cuda is not available here")
 
 
-def status(r: Report) -> str:
-    return common.Status.Name(r.status)
+def status(r: Evaluation) -> str:
+    return r.status
 
 
-def record(name: str, device: str, r: Report, wall_s: float | None) -> dict[str, Any]:
+def record(name: str, device: str, r: Evaluation, wall_s: float | None) -> dict[str, Any]:
     row = {
         "status": status(r),
-        "stage": common.Stage.Name(r.last_stage),
+        "stage": r.last_stage,
         "accuracy": round(r.accuracy, 4),
         "train_s": round(r.train_seconds, 3),
         "eval_s": round(r.eval_seconds, 3),
-        "stages_s": round(sum(t for _, t in r.timings), 3),
+        "stages_s": round(sum(r.stage_seconds.values()), 3),
         "wall_s": None if wall_s is None else round(wall_s, 3),
         "message": r.message[:300],
     }
-    if r.status not in (common.STATUS_OK, common.STATUS_LOW_ACCURACY) and r.output_tail:
+    if r.status not in ("STATUS_OK", "STATUS_LOW_ACCURACY") and r.output_tail:
         row["output_tail"] = r.output_tail[-600:]
     RESULTS["cases"].setdefault(name, {})[device] = row
     say(
@@ -153,16 +153,17 @@ class Bench:
         base = protocols.named(self.cfg)[protocols.DEFAULT]
         return dataclasses.replace(base, seed=7, **fields)
 
-    def run(self, named: dict[str, str], protocol: Protocol | None = None) -> dict[str, Report]:
-        outcomes = self.evaluator.run(
-            list(named.items()), protocol or self.protocol(), "evaluate", threading.Event()
+    def run(self, named: dict[str, str], protocol: Protocol | None = None) -> dict[str, Evaluation]:
+        candidates = [common.Candidate(id=k, code=v) for k, v in named.items()]
+        verdicts = self.evaluator.run(
+            candidates, protocol or self.protocol(), "evaluate", threading.Event()
         )
-        return {o.candidate_id: o.report for o in outcomes}
+        return {candidates[i].id: e for i, e in verdicts}
 
-    def good(self, name: str) -> Report:
+    def good(self, name: str) -> Evaluation:
         return self.one(name, GOOD_NET, self.protocol(epochs=GOOD_EPOCHS))
 
-    def one(self, name: str, code: str, protocol: Protocol | None = None) -> Report:
+    def one(self, name: str, code: str, protocol: Protocol | None = None) -> Evaluation:
         t0 = time.monotonic()
         (r,) = self.run({name: code}, protocol).values()
         record(name, self.device, r, time.monotonic() - t0)
@@ -182,7 +183,7 @@ def _probe(device: str, data_dir: Path) -> tuple[Bench | None, str]:
     finally:
         sandbox.START_TIMEOUT_S = start_timeout
     r = bench.one("strict_probe_good", GOOD_NET, bench.protocol(time_limit_s=60))  # one epoch
-    if r.status == common.STATUS_OK:
+    if r.status == "STATUS_OK":
         return bench, ""
     bench.close()
     tail = r.output_tail[-400:].replace("\n", " | ")
@@ -255,21 +256,21 @@ def results_file() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def good(benches: dict[str, Bench]) -> dict[str, Report]:
+def good(benches: dict[str, Bench]) -> dict[str, Evaluation]:
     return {device: b.good("good") for device, b in benches.items()}
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_good_network_scores(device: str, good: dict[str, Report]) -> None:
+def test_good_network_scores(device: str, good: dict[str, Evaluation]) -> None:
     need(device)
     r = good[device]
-    assert r.status == common.STATUS_OK, f"{status(r)}: {r.message} {r.output_tail[-500:]!r}"
-    assert r.last_stage == common.STAGE_EVALUATED
+    assert r.status == "STATUS_OK", f"{status(r)}: {r.message} {r.output_tail[-500:]!r}"
+    assert r.last_stage == "STAGE_EVALUATED"
     assert r.accuracy >= MIN_ACCURACY, r.accuracy
     assert r.train_seconds > 0
 
 
-def test_cpu_and_cuda_agree(good: dict[str, Report]) -> None:
+def test_cpu_and_cuda_agree(good: dict[str, Evaluation]) -> None:
     need("cuda")
     gap = abs(good["cpu"].accuracy - good["cuda"].accuracy)
     RESULTS["good_accuracy_gap"] = round(gap, 4)
@@ -295,16 +296,18 @@ def test_lemur_network_passes(name: str, benches: dict[str, Bench]) -> None:
     r = bench.one(f"lemur_{name}", code, p)
     # Through every stage and scored; the smallest of them (618 parameters) may stay below the
     # failure floor after one epoch: a verdict on the network, not a failure to run it.
-    ok = (common.STATUS_OK, common.STATUS_LOW_ACCURACY)
+    ok = ("STATUS_OK", "STATUS_LOW_ACCURACY")
     assert r.status in ok, f"{status(r)}: {r.message} {r.output_tail[-500:]!r}"
-    assert r.last_stage == common.STAGE_EVALUATED
+    assert r.last_stage == "STAGE_EVALUATED"
 
 
 # --- 3. adversarial cases: the same statuses on cuda as on cpu ----------------------------------
 
 
 @pytest.fixture(scope="module")
-def adversarial(benches: dict[str, Bench], good: dict[str, Report]) -> dict[str, dict[str, str]]:
+def adversarial(
+    benches: dict[str, Bench], good: dict[str, Evaluation]
+) -> dict[str, dict[str, str]]:
     codes = {name: EXPECTED[name].code for name in ADVERSARIAL}
     codes["oom_1tib"] = OOM
     out: dict[str, dict[str, str]] = {}
@@ -338,11 +341,11 @@ def test_adversarial_status(name: str, adversarial: dict[str, dict[str, str]]) -
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_good_network_after(
-    device: str, benches: dict[str, Bench], good: dict[str, Report], adversarial: object
+    device: str, benches: dict[str, Bench], good: dict[str, Evaluation], adversarial: object
 ) -> None:
     need(device)
     r = benches[device].good("good_after")
-    assert r.status == common.STATUS_OK, f"{status(r)}: {r.message} {r.output_tail[-500:]!r}"
+    assert r.status == "STATUS_OK", f"{status(r)}: {r.message} {r.output_tail[-500:]!r}"
     # Same seed and batches: identical on cpu; on cuda only non-deterministic kernels differ.
     assert abs(r.accuracy - good[device].accuracy) <= 0.1, (r.accuracy, good[device].accuracy)
     if os.geteuid() == 0:  # root drops candidates to the sandbox uid: none may outlive its run
