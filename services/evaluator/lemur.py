@@ -82,7 +82,8 @@ class Transform:
         return self._resize_centre_crop(x)
 
     def train(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        hw = self.out_hw(tuple(x.shape[-2:]))  # type: ignore[arg-type]
+        h, w = x.shape[-2:]
+        hw = self.out_hw((h, w))
         if self.crop:
             x = torch.cat([self._crop(x[i : i + 1], hw, g) for i in range(len(x))])
         else:
