@@ -31,6 +31,7 @@ CORPORA = "corpora"
 NOVELTY = "novelty"
 EVALUATIONS = "evaluations"
 CYCLE_JOB_PREFIX = "nasloop-cycle-"
+TRAINING_SUFFIX = "-train"
 CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # The baseline's number wherever a cycle's goes (records, progress, summary, events): it is the
 # cycle-0 model, the base model without an adapter. Cycles count from 1, so it is never a cycle.
@@ -145,7 +146,26 @@ def baseline_candidate_id(run: str, index: int) -> str:
 
 def training_job_id(run: str, cycle: int) -> str:
     """The trainer's job id for a cycle's fine-tune: a retried StartJob re-attaches to it."""
-    return f"{check_run_name(run)}-c{check_cycle(cycle)}-train"
+    return f"{check_run_name(run)}-c{check_cycle(cycle)}{TRAINING_SUFFIX}"
+
+
+def _run_of_cycle_name(name: str, suffix: str = "") -> str | None:
+    if suffix:
+        if not name.endswith(suffix):
+            return None
+        name = name[: -len(suffix)]
+    run, sep, n = name.rpartition("-c")
+    return run if sep and n.isdigit() else None
+
+
+def run_of_adapter_name(name: str) -> str | None:
+    """The run whose ``adapter_name`` ``name`` is (``<run>-c<n>``), else ``None``."""
+    return _run_of_cycle_name(name)
+
+
+def run_of_training_job(job_id: str) -> str | None:
+    """The run whose ``training_job_id`` ``job_id`` is (``<run>-c<n>-train``), else ``None``."""
+    return _run_of_cycle_name(job_id, TRAINING_SUFFIX)
 
 
 def cycle_label(cycle: int) -> str:

@@ -38,16 +38,6 @@ def any_cycle(who: Identity, request: Any) -> None:
     """A cycle may call it whatever it asks (it reads nothing of another run, or nothing)."""
 
 
-def _run_of_cycle_name(name: str, suffix: str = "") -> str | None:
-    """The run of ``<run>-c<n><suffix>`` (adapter names, training job ids), else ``None``."""
-    if suffix:
-        if not name.endswith(suffix):
-            return None
-        name = name[: -len(suffix)]
-    run, sep, n = name.rpartition("-c")
-    return run if sep and n.isdigit() else None
-
-
 def _own(who: Identity, what: str, value: str, own: str) -> None:
     if value != own:
         raise PermissionDenied(f"{who} may not use {what} {value!r}: only {own!r}")
@@ -80,13 +70,13 @@ def start_job(who: Identity, r: Any) -> None:
 
 
 def own_job(who: Identity, r: Any) -> None:
-    if _run_of_cycle_name(r.job_id, "-train") != who.run:
+    if layout.run_of_training_job(r.job_id) != who.run:
         raise PermissionDenied(f"{who} may not touch training job {r.job_id!r} of another run")
 
 
 # -- generator -------------------------------------------------------------------------------
 def _own_adapter_name(who: Identity, name: str) -> None:
-    if _run_of_cycle_name(name) != who.run:
+    if layout.run_of_adapter_name(name) != who.run:
         raise PermissionDenied(
             f"{who} may not load or unload adapter {name!r}: only its run's adapters "
             f"({who.run}-c<n>)"
