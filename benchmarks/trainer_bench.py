@@ -25,14 +25,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import torch  # noqa: E402
 from candidates import GOOD_NET  # noqa: E402
 
+from nasloop.lora import DEFAULT_TARGETS, LoraSettings  # noqa: E402
 from nasloop.prompts import encode_pair, pad_batch  # noqa: E402
 from services.trainer.sft import train_lora  # noqa: E402
 from services.trainer.spec import TrainSpec  # noqa: E402
 
 SPEC = TrainSpec(
     job_id="bench", base_model="bench", pairs_key="-", pairs_sha256="", output_prefix="-",
-    r=32, alpha=32, dropout=0.05, lr=1e-4, epochs=1, batch_size=4, grad_accum=2, seed=0,
-    max_seq_len=1024,
+    lora=LoraSettings(32, 32.0, 0.05, DEFAULT_TARGETS), lr=1e-4, epochs=1, batch_size=4,
+    grad_accum=2, seed=0, max_seq_len=1024,
 )  # fmt: skip
 
 
@@ -88,8 +89,8 @@ def bare_loop(model_dir: Path, pairs: list[tuple[str, str]]) -> float:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(
         model,
-        LoraConfig(r=SPEC.r, lora_alpha=SPEC.alpha, lora_dropout=SPEC.dropout,
-                   target_modules=list(SPEC.target_modules), task_type="CAUSAL_LM"),
+        LoraConfig(r=SPEC.lora.r, lora_alpha=SPEC.lora.alpha, lora_dropout=SPEC.lora.dropout,
+                   target_modules=list(SPEC.lora.target_modules), task_type="CAUSAL_LM"),
     )  # fmt: skip
     examples = [encode_pair(tok, p, c, SPEC.max_seq_len) for p, c in pairs]
     order = list(range(len(examples)))

@@ -12,21 +12,21 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nasloop import hub
-from nasloop.rpc.errors import FailedPrecondition, NotFound
-from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
+from nasloop import hub, layout
+
+# SERVABLE_RANKS and UNSERVABLE_TARGET moved to nasloop.lora: still importable from here until
+# nasloop/config.py and the run spec import them from there.
+from nasloop.lora import SERVABLE_RANKS, UNSERVABLE_TARGET, LoraSettings  # noqa: F401
+from nasloop.rpc.errors import DataLoss, FailedPrecondition, NotFound, Unavailable
+from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore, StoreError
 from nasloop.store.base import MANIFEST, join_key, sha256_hex
-from nasloop.v1 import common_pb2
+from nasloop.v1 import common_pb2, trainer_pb2
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-# vLLM serves only these LoRA ranks (DESIGN.md, measured).
-SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# Embedding and output-head names that vLLM cannot serve as LoRA targets.
-UNSERVABLE_TARGET = re.compile(r"(embed|lm_head|wte|wpe|output)", re.IGNORECASE)
 _COMPLETE = ".complete"
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")  # one plain file, no directories
 
@@ -45,7 +45,7 @@ def resolve_base(store: ObjectStore, ref: str) -> BaseModel:
     """``models/<name>`` in the store, a local directory in Hugging Face format, or a Hugging
     Face id (``org/name[@revision]``)."""
     prefix = ref.strip("/")
-    manifest_sha = store.manifest_sha256(prefix) if prefix.startswith("models/") else None
+    manifest_sha = store.manifest_sha256(prefix) if layout.is_store_model(prefix) else None
     if manifest_sha is not None:
         return BaseModel(ref, prefix, "", manifest_sha)
     path = Path(ref).expanduser()
@@ -125,25 +125,25 @@ def local_model_dir(store: ObjectStore, base: BaseModel, cache: Path) -> Path:
         raise FailedPrecondition(f"base model {base.ref!r} is corrupt in the store: {e}") from None
 
 
-@dataclass(frozen=True)
-class LoraSettings:
-    r: int
-    alpha: float
-    dropout: float
-    target_modules: tuple[str, ...]
+# An adapter's serving name: the generator's and the trainer's rule.
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True)
 class AdapterMeta:
-    """An adapter's manifest ``meta``, typed: what it was trained on, from what, and how.
+    """A LoRA adapter: where it is in the store and its manifest's ``meta``, typed (what it was
+    trained on, from what, and how). The one in-process shape of an adapter in every service.
 
-    Written by the trainer when it publishes; read by the generator (is it servable on this base
-    model?) and by the trainer (can a job continue from it?). Unknown keys are ignored, missing
-    optional ones take their defaults; a manifest that is not an adapter's raises ``ValueError``.
+    The trainer writes the meta when it publishes and returns the adapter; the generator (is it
+    servable on this base model?) and the trainer (can a job continue from it?) read it through
+    :func:`verify_adapter`. ``name``, ``prefix``, ``sha256`` and ``rank`` say where it is and
+    are not in the meta. On the wire it is an ``AdapterRef`` (:meth:`to_ref`, :meth:`from_ref`).
+    Unknown meta keys are ignored, missing optional ones take their defaults; a manifest that
+    is not an adapter's raises ``ValueError``.
     """
 
-    base_model: str
-    base_model_sha256: str
+    base_model: str = ""
+    base_model_sha256: str = ""
     lora: LoraSettings | None = None
     job_id: str = ""
     parent_sha256: str = ""
@@ -154,18 +154,33 @@ class AdapterMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     run: str = ""
     cycle: int = 0
+    # Where it is (not in the meta).
+    name: str = ""  # the generator's serving name
+    prefix: str = ""  # in the store
+    sha256: str = ""  # of its manifest.json: its identity
+    rank: int = 0  # lora.r unless set (the generator takes it from adapter_config.json)
 
     KIND = "lora-adapter"
+    _PLACE = ("name", "prefix", "sha256", "rank")
+
+    def __post_init__(self) -> None:
+        if not self.rank and self.lora is not None:
+            object.__setattr__(self, "rank", self.lora.r)
 
     def to_meta(self) -> dict[str, Any]:
+        """The manifest's ``meta``."""
         meta = asdict(self)
+        for k in self._PLACE:
+            del meta[k]
         meta["kind"] = self.KIND
         if self.lora is not None:
             meta["lora"]["target_modules"] = list(self.lora.target_modules)
         return meta
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> AdapterMeta:
+    def from_manifest(
+        cls, manifest: dict[str, Any], *, prefix: str = "", sha256: str = ""
+    ) -> AdapterMeta:
         meta = manifest.get("meta")
         if not isinstance(meta, dict) or meta.get("kind") != cls.KIND:
             raise ValueError("the manifest is not a LoRA adapter's (meta.kind)")
@@ -195,20 +210,99 @@ class AdapterMeta:
                 metrics=dict(meta.get("metrics") or {}),
                 run=str(meta.get("run", "")),
                 cycle=max(0, int(meta.get("cycle") or 0)),
+                prefix=prefix,
+                sha256=sha256,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed adapter meta: {e}") from None
 
-    def ref(self, name: str, prefix: str, sha256: str, rank: int = 0) -> common_pb2.AdapterRef:
-        """The adapter as the services exchange it (``rank`` from its config when known)."""
+    def to_ref(self) -> common_pb2.AdapterRef:
+        """The adapter as the services exchange it."""
         return common_pb2.AdapterRef(
-            name=name,
-            prefix=prefix,
-            sha256=sha256,
+            name=self.name,
+            prefix=self.prefix,
+            sha256=self.sha256,
             base_model=self.base_model,
-            rank=rank or (self.lora.r if self.lora else 0),
+            rank=self.rank,
             run=self.run,
             cycle=self.cycle,
             base_model_sha256=self.base_model_sha256,
             parent_sha256=self.parent_sha256,
         )
+
+    @classmethod
+    def from_ref(cls, ref: common_pb2.AdapterRef) -> AdapterMeta:
+        """What an ``AdapterRef`` says of the adapter (the rest of its meta is in the store)."""
+        return cls(
+            base_model=ref.base_model,
+            base_model_sha256=ref.base_model_sha256,
+            parent_sha256=ref.parent_sha256,
+            run=ref.run,
+            cycle=ref.cycle,
+            name=ref.name,
+            prefix=ref.prefix,
+            sha256=ref.sha256,
+            rank=ref.rank,
+        )
+
+    def ref(self, name: str, prefix: str, sha256: str, rank: int = 0) -> common_pb2.AdapterRef:
+        """The adapter as the services exchange it, named and placed (``rank`` from its config
+        when known)."""
+        return replace(
+            self, name=name, prefix=prefix, sha256=sha256, rank=rank or self.rank
+        ).to_ref()
+
+
+def job_adapter(job: trainer_pb2.Job) -> AdapterMeta:
+    """The adapter a succeeded training job published, as the ``Job`` tells it."""
+    return replace(
+        AdapterMeta.from_ref(job.adapter),
+        job_id=job.id,
+        data_sha256=job.data_sha256,
+        data_key=job.spec.training_pairs.key,
+        parent_prefix=job.spec.parent.prefix.strip("/"),
+    )
+
+
+def adapter_manifest(
+    store: ObjectStore, prefix: str, what: str = "adapter"
+) -> tuple[dict[str, Any], str]:
+    """:func:`read_manifest` for a service: a missing, corrupt or unreachable manifest raises
+    NotFound, DataLoss or Unavailable (``what`` names the adapter in the message)."""
+    try:
+        return read_manifest(store, prefix)
+    except ObjectNotFound:
+        raise NotFound(f"no {what} at {prefix}/ in the store") from None
+    except IntegrityError as e:
+        raise DataLoss(f"{what} at {prefix}/: {e}") from None
+    except StoreError as e:  # the store is unreachable: worth a retry
+        raise Unavailable(f"{what} at {prefix}/: {e}") from None
+
+
+def verify_adapter(
+    store: ObjectStore, prefix: str, base: BaseModel, sha256: str = "", what: str = "adapter"
+) -> tuple[AdapterMeta, dict[str, Any]]:
+    """The LoRA adapter at ``prefix`` and its manifest (read once), if it was trained on
+    ``base`` and, when ``sha256`` is given, its manifest has that hash.
+
+    The generator's check before it serves an adapter and the trainer's before a job continues
+    from one. Raises FailedPrecondition (another adapter, not an adapter, another base model)
+    or :func:`adapter_manifest`'s errors; ``what`` names the adapter in the messages."""
+    manifest, manifest_sha = adapter_manifest(store, prefix, what)
+    if sha256 and sha256 != manifest_sha:
+        raise FailedPrecondition(
+            f"{what} at {prefix}/ has manifest {manifest_sha[:12]}…, "
+            f"not the requested {sha256[:12]}…"
+        )
+    try:
+        meta = AdapterMeta.from_manifest(manifest, prefix=prefix, sha256=manifest_sha)
+    except ValueError as e:
+        raise FailedPrecondition(
+            f"{what} at {prefix}/ is not a servable LoRA adapter: {e}"
+        ) from None
+    if meta.base_model_sha256 != base.sha256:
+        raise FailedPrecondition(
+            f"{what} at {prefix}/ was trained on base model {meta.base_model!r} "
+            f"({meta.base_model_sha256[:12]}…), not on {base.ref!r} ({base.sha256[:12]}…)"
+        )
+    return meta, manifest

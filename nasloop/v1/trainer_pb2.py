@@ -26,33 +26,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from nasloop.v1 import common_pb2 as nasloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nasloop/v1/trainer.proto\x12\nnasloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nasloop/v1/common.proto\"\xf6\x02\n\x0fStartJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12&\n\x06parent\x18\x03 \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12-\n\x0etraining_pairs\x18\x04 \x01(\x0b\x32\x15.nasloop.v1.ObjectRef\x12$\n\x04lora\x18\x05 \x01(\x0b\x32\x16.nasloop.v1.LoraConfig\x12\n\n\x02lr\x18\x06 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x07 \x01(\r\x12\x12\n\nbatch_size\x18\x08 \x01(\r\x12\x12\n\ngrad_accum\x18\t \x01(\r\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\x13\n\x0bmax_seq_len\x18\x0b \x01(\r\x12(\n\tprecision\x18\x0c \x01(\x0e\x32\x15.nasloop.v1.Precision\x12\x15\n\routput_prefix\x18\r \x01(\t\x12\x0b\n\x03run\x18\x0e \x01(\t\x12\r\n\x05\x63ycle\x18\x0f \x01(\r\"\xd0\x01\n\x0bJobProgress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.nasloop.v1.JobState\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\r\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x07 \x01(\x01\x12\x11\n\telapsed_s\x18\x08 \x01(\x01\x12\r\n\x05\x65ta_s\x18\t \x01(\x01\x12\x0f\n\x07message\x18\n \x01(\t\"\xa4\x01\n\x0fTrainingMetrics\x12\x14\n\x0cinitial_loss\x18\x01 \x01(\x01\x12\x12\n\nfinal_loss\x18\x02 \x01(\x01\x12\r\n\x05steps\x18\x03 \x01(\x04\x12\x14\n\x0ctrain_tokens\x18\x04 \x01(\x04\x12\x19\n\x11tokens_per_second\x18\x05 \x01(\x01\x12\x15\n\rtrain_seconds\x18\x06 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x07 \x01(\x04\"\x8f\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.nasloop.v1.JobState\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.nasloop.v1.StartJobRequest\x12)\n\x08progress\x18\x04 \x01(\x0b\x32\x17.nasloop.v1.JobProgress\x12\'\n\x07\x61\x64\x61pter\x18\x05 \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12,\n\x07metrics\x18\x06 \x01(\x0b\x32\x1b.nasloop.v1.TrainingMetrics\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07started\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66inished\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x61ta_sha256\x18\x0b \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x0fListJobsRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.nasloop.v1.JobState\"1\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.nasloop.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*h\n\tPrecision\x12\x19\n\x15PRECISION_UNSPECIFIED\x10\x00\x12\x12\n\x0ePRECISION_FP32\x10\x01\x12\x12\n\x0ePRECISION_BF16\x10\x02\x12\x18\n\x14PRECISION_QLORA_4BIT\x10\x03\x32\xc0\x02\n\x07Trainer\x12\x38\n\x08StartJob\x12\x1b.nasloop.v1.StartJobRequest\x1a\x0f.nasloop.v1.Job\x12\x42\n\x08WatchJob\x12\x1b.nasloop.v1.WatchJobRequest\x1a\x17.nasloop.v1.JobProgress0\x01\x12\x34\n\x06GetJob\x12\x19.nasloop.v1.GetJobRequest\x1a\x0f.nasloop.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.nasloop.v1.ListJobsRequest\x1a\x1c.nasloop.v1.ListJobsResponse\x12:\n\tCancelJob\x12\x1c.nasloop.v1.CancelJobRequest\x1a\x0f.nasloop.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nasloop/v1/trainer.proto\x12\nnasloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nasloop/v1/common.proto\"\x8c\x03\n\x0fStartJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nbase_model\x18\x02 \x01(\t\x12&\n\x06parent\x18\x03 \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12-\n\x0etraining_pairs\x18\x04 \x01(\x0b\x32\x15.nasloop.v1.ObjectRef\x12$\n\x04lora\x18\x05 \x01(\x0b\x32\x16.nasloop.v1.LoraConfig\x12\n\n\x02lr\x18\x06 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x07 \x01(\r\x12\x12\n\nbatch_size\x18\x08 \x01(\r\x12\x12\n\ngrad_accum\x18\t \x01(\r\x12\x0c\n\x04seed\x18\n \x01(\x04\x12\x13\n\x0bmax_seq_len\x18\x0b \x01(\r\x12(\n\tprecision\x18\x0c \x01(\x0e\x32\x15.nasloop.v1.Precision\x12\x15\n\routput_prefix\x18\r \x01(\t\x12\x0b\n\x03run\x18\x0e \x01(\t\x12\r\n\x05\x63ycle\x18\x0f \x01(\r\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x10 \x01(\t\"\xd0\x01\n\x0bJobProgress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.nasloop.v1.JobState\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\r\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x07 \x01(\x01\x12\x11\n\telapsed_s\x18\x08 \x01(\x01\x12\r\n\x05\x65ta_s\x18\t \x01(\x01\x12\x0f\n\x07message\x18\n \x01(\t\"\xa4\x01\n\x0fTrainingMetrics\x12\x14\n\x0cinitial_loss\x18\x01 \x01(\x01\x12\x12\n\nfinal_loss\x18\x02 \x01(\x01\x12\r\n\x05steps\x18\x03 \x01(\x04\x12\x14\n\x0ctrain_tokens\x18\x04 \x01(\x04\x12\x19\n\x11tokens_per_second\x18\x05 \x01(\x01\x12\x15\n\rtrain_seconds\x18\x06 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x07 \x01(\x04\"\x8f\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.nasloop.v1.JobState\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.nasloop.v1.StartJobRequest\x12)\n\x08progress\x18\x04 \x01(\x0b\x32\x17.nasloop.v1.JobProgress\x12\'\n\x07\x61\x64\x61pter\x18\x05 \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12,\n\x07metrics\x18\x06 \x01(\x0b\x32\x1b.nasloop.v1.TrainingMetrics\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12+\n\x07\x63reated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07started\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66inished\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x61ta_sha256\x18\x0b \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x0fListJobsRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.nasloop.v1.JobState\"1\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.nasloop.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*h\n\tPrecision\x12\x19\n\x15PRECISION_UNSPECIFIED\x10\x00\x12\x12\n\x0ePRECISION_FP32\x10\x01\x12\x12\n\x0ePRECISION_BF16\x10\x02\x12\x18\n\x14PRECISION_QLORA_4BIT\x10\x03\x32\xc0\x02\n\x07Trainer\x12\x38\n\x08StartJob\x12\x1b.nasloop.v1.StartJobRequest\x1a\x0f.nasloop.v1.Job\x12\x42\n\x08WatchJob\x12\x1b.nasloop.v1.WatchJobRequest\x1a\x17.nasloop.v1.JobProgress0\x01\x12\x34\n\x06GetJob\x12\x19.nasloop.v1.GetJobRequest\x1a\x0f.nasloop.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.nasloop.v1.ListJobsRequest\x1a\x1c.nasloop.v1.ListJobsResponse\x12:\n\tCancelJob\x12\x1c.nasloop.v1.CancelJobRequest\x1a\x0f.nasloop.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nasloop.v1.trainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRECISION']._serialized_start=1467
-  _globals['_PRECISION']._serialized_end=1571
+  _globals['_PRECISION']._serialized_start=1489
+  _globals['_PRECISION']._serialized_end=1593
   _globals['_STARTJOBREQUEST']._serialized_start=99
-  _globals['_STARTJOBREQUEST']._serialized_end=473
-  _globals['_JOBPROGRESS']._serialized_start=476
-  _globals['_JOBPROGRESS']._serialized_end=684
-  _globals['_TRAININGMETRICS']._serialized_start=687
-  _globals['_TRAININGMETRICS']._serialized_end=851
-  _globals['_JOB']._serialized_start=854
-  _globals['_JOB']._serialized_end=1253
-  _globals['_WATCHJOBREQUEST']._serialized_start=1255
-  _globals['_WATCHJOBREQUEST']._serialized_end=1288
-  _globals['_GETJOBREQUEST']._serialized_start=1290
-  _globals['_GETJOBREQUEST']._serialized_end=1321
-  _globals['_LISTJOBSREQUEST']._serialized_start=1323
-  _globals['_LISTJOBSREQUEST']._serialized_end=1378
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1380
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1429
-  _globals['_CANCELJOBREQUEST']._serialized_start=1431
-  _globals['_CANCELJOBREQUEST']._serialized_end=1465
-  _globals['_TRAINER']._serialized_start=1574
-  _globals['_TRAINER']._serialized_end=1894
+  _globals['_STARTJOBREQUEST']._serialized_end=495
+  _globals['_JOBPROGRESS']._serialized_start=498
+  _globals['_JOBPROGRESS']._serialized_end=706
+  _globals['_TRAININGMETRICS']._serialized_start=709
+  _globals['_TRAININGMETRICS']._serialized_end=873
+  _globals['_JOB']._serialized_start=876
+  _globals['_JOB']._serialized_end=1275
+  _globals['_WATCHJOBREQUEST']._serialized_start=1277
+  _globals['_WATCHJOBREQUEST']._serialized_end=1310
+  _globals['_GETJOBREQUEST']._serialized_start=1312
+  _globals['_GETJOBREQUEST']._serialized_end=1343
+  _globals['_LISTJOBSREQUEST']._serialized_start=1345
+  _globals['_LISTJOBSREQUEST']._serialized_end=1400
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1402
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1451
+  _globals['_CANCELJOBREQUEST']._serialized_start=1453
+  _globals['_CANCELJOBREQUEST']._serialized_end=1487
+  _globals['_TRAINER']._serialized_start=1596
+  _globals['_TRAINER']._serialized_end=1916
 # @@protoc_insertion_point(module_scope)

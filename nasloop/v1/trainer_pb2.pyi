@@ -23,7 +23,7 @@ PRECISION_BF16: Precision
 PRECISION_QLORA_4BIT: Precision
 
 class StartJobRequest(_message.Message):
-    __slots__ = ("job_id", "base_model", "parent", "training_pairs", "lora", "lr", "epochs", "batch_size", "grad_accum", "seed", "max_seq_len", "precision", "output_prefix", "run", "cycle")
+    __slots__ = ("job_id", "base_model", "parent", "training_pairs", "lora", "lr", "epochs", "batch_size", "grad_accum", "seed", "max_seq_len", "precision", "output_prefix", "run", "cycle", "adapter_name")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class StartJobRequest(_message.Message):
     OUTPUT_PREFIX_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_NAME_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     base_model: str
     parent: _common_pb2.AdapterRef
@@ -54,7 +55,8 @@ class StartJobRequest(_message.Message):
     output_prefix: str
     run: str
     cycle: int
-    def __init__(self, job_id: _Optional[str] = ..., base_model: _Optional[str] = ..., parent: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., training_pairs: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., lora: _Optional[_Union[_common_pb2.LoraConfig, _Mapping]] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., seed: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., output_prefix: _Optional[str] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ...) -> None: ...
+    adapter_name: str
+    def __init__(self, job_id: _Optional[str] = ..., base_model: _Optional[str] = ..., parent: _Optional[_Union[_common_pb2.AdapterRef, _Mapping]] = ..., training_pairs: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., lora: _Optional[_Union[_common_pb2.LoraConfig, _Mapping]] = ..., lr: _Optional[float] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., seed: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., output_prefix: _Optional[str] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ..., adapter_name: _Optional[str] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("job_id", "state", "step", "total_steps", "epoch", "loss", "tokens_per_second", "elapsed_s", "eta_s", "message")

@@ -13,19 +13,21 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop.artifacts import (
-    UNSERVABLE_TARGET,
+    ADAPTER_NAME,
     AdapterMeta,
     BaseModel,
+    adapter_manifest,
     fetch_artifact,
-    read_manifest,
+    verify_adapter,
 )
+from nasloop.lora import unservable_targets
 from nasloop.rpc import (
     AlreadyExists,
     DataLoss,
@@ -37,16 +39,14 @@ from nasloop.rpc import (
 )
 from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore, StoreError
 from nasloop.store.base import check_prefix
-from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2 as pb
 from services.generator.backend import AdapterRejected, Backend, EngineFailed, LoadedAdapter
-
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 @dataclass
 class _Slot:
-    loaded: LoadedAdapter
+    meta: AdapterMeta
+    loaded: LoadedAdapter  # the engine's handle
     info: pb.AdapterInfo
     running: int = 0
     retired: bool = False
@@ -79,7 +79,7 @@ class AdapterRegistry:
     async def load(self, request: pb.LoadAdapterRequest) -> pb.AdapterInfo:
         started = time.perf_counter()
         name = request.name
-        if not name or len(name) > 128 or not set(name) <= NAME_CHARS:
+        if not ADAPTER_NAME.fullmatch(name):
             raise InvalidArgument(f"adapter name {name!r}: use 1-128 of [A-Za-z0-9._-]")
         try:
             prefix = check_prefix(request.prefix.strip("/"))
@@ -96,7 +96,7 @@ class AdapterRegistry:
                     f"{self.max_adapters} adapters are loaded (generator.max_cpu_loras); "
                     "unload one first"
                 )
-            path, ref = await asyncio.to_thread(self._fetch, name, prefix, request.sha256)
+            path, meta = await asyncio.to_thread(self._fetch, name, prefix, request.sha256)
             loaded = LoadedAdapter(name, self._next_slot, path)
             self._next_slot += 1
             try:
@@ -110,52 +110,27 @@ class AdapterRegistry:
             loaded_at.GetCurrentTime()
             info = pb.AdapterInfo(
                 name=name,
-                ref=ref,
+                ref=meta.to_ref(),
                 local_path=str(path),
                 loaded_at=loaded_at,
                 load_seconds=time.perf_counter() - started,
             )
-            self._by_name[name] = _Slot(loaded, info)
+            self._by_name[name] = _Slot(meta, loaded, info)
             if old is not None:
                 await self._retire(old)
             return info
 
     def _same(self, slot: _Slot, prefix: str, sha256: str) -> bool:
         """Would loading ``prefix`` (``sha256``) give the adapter ``slot`` already holds?"""
-        if slot.info.ref.prefix != prefix or (sha256 and sha256 != slot.info.ref.sha256):
+        if slot.meta.prefix != prefix or (sha256 and sha256 != slot.meta.sha256):
             return False
-        return self._manifest(prefix)[1] == slot.info.ref.sha256
+        return adapter_manifest(self.store, prefix)[1] == slot.meta.sha256
 
-    def _manifest(self, prefix: str) -> tuple[dict[str, Any], str]:
-        try:
-            return read_manifest(self.store, prefix)
-        except ObjectNotFound:
-            raise NotFound(f"no adapter at {prefix}/ in the store") from None
-        except IntegrityError as e:
-            raise DataLoss(f"adapter at {prefix}/: {e}") from None
-        except StoreError as e:  # the store is unreachable: worth a retry
-            raise Unavailable(f"adapter at {prefix}/: {e}") from None
-
-    def _fetch(self, name: str, prefix: str, sha256: str) -> tuple[Path, common.AdapterRef]:
+    def _fetch(self, name: str, prefix: str, sha256: str) -> tuple[Path, AdapterMeta]:
         """Fetch and check the adapter's files (runs in a worker thread)."""
-        manifest, manifest_sha = self._manifest(prefix)
-        if sha256 and sha256 != manifest_sha:
-            raise FailedPrecondition(
-                f"adapter at {prefix}/ has manifest {manifest_sha[:12]}…, "
-                f"not the requested {sha256[:12]}…"
-            )
+        meta, manifest = verify_adapter(self.store, prefix, self.base, sha256)
         try:
-            meta = AdapterMeta.from_manifest(manifest)
-        except ValueError as e:
-            raise FailedPrecondition(f"{prefix}/ is not a servable LoRA adapter: {e}") from None
-        if meta.base_model_sha256 != self.base.sha256:
-            raise FailedPrecondition(
-                f"adapter at {prefix}/ was trained on base model {meta.base_model!r} "
-                f"({meta.base_model_sha256[:12]}…), not on the served "
-                f"{self.base.ref!r} ({self.base.sha256[:12]}…)"
-            )
-        try:
-            path = fetch_artifact(self.store, prefix, self.cache / manifest_sha, manifest)
+            path = fetch_artifact(self.store, prefix, self.cache / meta.sha256, manifest)
         except (IntegrityError, ObjectNotFound) as e:
             raise DataLoss(f"adapter at {prefix}/ is corrupt in the store: {e}") from None
         except StoreError as e:
@@ -172,14 +147,13 @@ class AdapterRegistry:
             )
         targets = config.get("target_modules") or []
         targets = [targets] if isinstance(targets, str) else list(targets)
-        bad = [t for t in targets if UNSERVABLE_TARGET.search(str(t))]
+        bad = unservable_targets(str(t) for t in targets)
         if bad or config.get("modules_to_save"):
             raise FailedPrecondition(
                 f"adapter at {prefix}/ adapts {bad or config.get('modules_to_save')}: embedding "
                 "and output-head adapters cannot be served"
             )
-        ref = meta.ref(name, prefix, manifest_sha, rank)
-        return path, ref
+        return path, replace(meta, name=name, rank=rank)
 
     # -- unloading --------------------------------------------------------------------------------
     async def unload(self, name: str) -> None:

@@ -6,9 +6,7 @@ the local cache, verified against their manifests, when the job runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from nasloop.artifacts import AdapterMeta, BaseModel, LoraSettings
+from nasloop.artifacts import AdapterMeta, BaseModel, verify_adapter
 from nasloop.records import RecordError, loads_pairs
 from nasloop.rpc import FailedPrecondition, InvalidArgument, NotFound
 from nasloop.store import ObjectNotFound, ObjectStore
@@ -16,36 +14,15 @@ from nasloop.store.base import sha256_hex
 from services.trainer.spec import TrainSpec
 
 
-@dataclass(frozen=True)
-class Parent:
-    prefix: str
-    sha256: str
-    lora: LoraSettings | None
-
-
-def resolve_parent(store: ObjectStore, spec: TrainSpec, base: BaseModel) -> Parent | None:
+def resolve_parent(store: ObjectStore, spec: TrainSpec, base: BaseModel) -> AdapterMeta | None:
+    """The adapter the job continues from, checked (:func:`verify_adapter`); None for a fresh
+    adapter."""
     if not spec.parent_prefix:
         return None
-    manifest = store.get_manifest(spec.parent_prefix)
-    if manifest is None:
-        raise NotFound(f"parent adapter: no adapter at {spec.parent_prefix}/")
-    sha = store.manifest_sha256(spec.parent_prefix) or ""
-    if spec.parent_sha256 and spec.parent_sha256 != sha:
-        raise FailedPrecondition(
-            f"parent adapter at {spec.parent_prefix}/ has manifest {sha[:12]}…, "
-            f"not the requested {spec.parent_sha256[:12]}…"
-        )
-    try:
-        meta = AdapterMeta.from_manifest(manifest)
-    except ValueError as e:
-        raise FailedPrecondition(f"parent at {spec.parent_prefix}/: {e}") from None
-    if meta.base_model_sha256 != base.sha256:
-        raise FailedPrecondition(
-            f"parent adapter at {spec.parent_prefix}/ was trained on base model "
-            f"{meta.base_model!r} ({meta.base_model_sha256[:12]}…), not on "
-            f"{base.ref!r} ({base.sha256[:12]}…)"
-        )
-    return Parent(spec.parent_prefix, sha, meta.lora)
+    parent, _ = verify_adapter(
+        store, spec.parent_prefix, base, spec.parent_sha256, what="parent adapter"
+    )
+    return parent
 
 
 def read_pairs(

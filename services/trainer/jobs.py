@@ -38,7 +38,8 @@ def _now() -> Timestamp:
 
 class JobRecord:
     def __init__(self, job: pb.Job, spec: TrainSpec, base: artifacts.BaseModel,
-                 parent: inputs.Parent | None, pairs: list[tuple[str, str]]) -> None:  # fmt: skip
+                 parent: artifacts.AdapterMeta | None,
+                 pairs: list[tuple[str, str]]) -> None:  # fmt: skip
         self.job = job
         self.spec = spec
         self.base = base
@@ -153,7 +154,7 @@ class JobManager:
         record.version += 1
         self._lock.notify_all()
 
-    def _finish(self, record: JobRecord, state: int, message: str = "") -> None:
+    def _finish(self, record: JobRecord, state: common.JobState, message: str = "") -> None:
         """Call with the lock held."""
         job = record.job
         job.state = state
@@ -226,7 +227,7 @@ class JobManager:
                 record.job.data_sha256, result,
             )  # fmt: skip
             with self._lock:
-                record.job.adapter.CopyFrom(adapter)
+                record.job.adapter.CopyFrom(adapter.to_ref())
                 record.job.metrics.CopyFrom(
                     pb.TrainingMetrics(
                         initial_loss=result.initial_loss,

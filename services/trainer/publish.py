@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from nasloop.artifacts import ADAPTER_FILES, AdapterMeta, BaseModel, LoraSettings
+from nasloop.artifacts import ADAPTER_FILES, AdapterMeta, BaseModel
 from nasloop.store import ObjectStore
-from nasloop.v1 import common_pb2 as common
-from services.trainer.inputs import Parent
 from services.trainer.sft import TrainResult
 from services.trainer.spec import TrainSpec
-
-
-def adapter_name(spec: TrainSpec) -> str:
-    return f"{spec.run}-c{spec.cycle}" if spec.run else spec.output_prefix.replace("/", "-")
 
 
 def publish(
@@ -22,16 +16,17 @@ def publish(
     spec: TrainSpec,
     adapter_dir: Path,
     base: BaseModel,
-    parent: Parent | None,
+    parent: AdapterMeta | None,
     data_sha256: str,
     result: TrainResult,
-) -> common.AdapterRef:
+) -> AdapterMeta:
+    """Publish the adapter in ``adapter_dir`` at ``spec.output_prefix``; the adapter as
+    published, under the name the request asked for."""
     lora = parent.lora if parent is not None and parent.lora else None
-    lora = lora or LoraSettings(spec.r, spec.alpha, spec.dropout, tuple(spec.target_modules))
     meta = AdapterMeta(
         base_model=base.ref,
         base_model_sha256=base.sha256,
-        lora=lora,
+        lora=lora or spec.lora,
         job_id=spec.job_id,
         parent_sha256=parent.sha256 if parent else "",
         parent_prefix=parent.prefix if parent else "",
@@ -51,4 +46,4 @@ def publish(
     files = {f: adapter_dir / f for f in ADAPTER_FILES}
     store.put_artifact(spec.output_prefix, files, meta.to_meta())
     sha = store.manifest_sha256(spec.output_prefix) or ""
-    return meta.ref(adapter_name(spec), spec.output_prefix, sha)
+    return replace(meta, name=spec.adapter_name, prefix=spec.output_prefix, sha256=sha)

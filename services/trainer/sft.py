@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,13 +61,15 @@ def dtype_for(precision: int, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-def load_model(model_dir: Path, spec: TrainSpec, parent_dir: Path | None, device: torch.device):  # type: ignore[no-untyped-def]
+def load_model(
+    model_dir: Path, spec: TrainSpec, parent_dir: Path | None, device: torch.device
+) -> tuple[Any, Any]:
     """The base model with a trainable LoRA adapter (fresh, or the parent's, continued)."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    kwargs: dict = {"dtype": dtype_for(spec.precision, device)}
+    kwargs: dict[str, Any] = {"dtype": dtype_for(spec.precision, device)}
     if spec.precision == pb.PRECISION_QLORA_4BIT:
         if device.type != "cuda":
             raise ValueError("4-bit QLoRA needs a GPU")
@@ -75,20 +78,19 @@ def load_model(model_dir: Path, spec: TrainSpec, parent_dir: Path | None, device
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4"
         )
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if spec.precision != pb.PRECISION_QLORA_4BIT:
         model.to(device)
     if parent_dir is not None:
         model = PeftModel.from_pretrained(model, parent_dir, is_trainable=True)
     else:
-        config = LoraConfig(
-            r=spec.r,
-            lora_alpha=spec.alpha,
-            lora_dropout=spec.dropout,
-            target_modules=list(spec.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, config)
+        settings: dict[str, Any] = {  # lora_alpha a float, as in the run spec (peft says int)
+            "r": spec.lora.r,
+            "lora_alpha": spec.lora.alpha,
+            "lora_dropout": spec.lora.dropout,
+            "target_modules": list(spec.lora.target_modules),
+        }
+        model = get_peft_model(model, LoraConfig(**settings, task_type="CAUSAL_LM"))
     return model, tokenizer
 
 

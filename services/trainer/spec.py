@@ -6,11 +6,13 @@ import math
 import re
 from dataclasses import dataclass
 
-from nasloop.artifacts import SERVABLE_RANKS, UNSERVABLE_TARGET
+from nasloop.artifacts import ADAPTER_NAME
+from nasloop.lora import LoraSettings
 from nasloop.rpc import InvalidArgument
+from nasloop.v1 import common_pb2
 from nasloop.v1 import trainer_pb2 as pb
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_LORA = LoraSettings.from_proto(common_pb2.LoraConfig())
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -21,10 +23,8 @@ class TrainSpec:
     pairs_key: str
     pairs_sha256: str
     output_prefix: str
-    r: int = 32
-    alpha: float = 32.0
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    adapter_name: str = ""  # the served name (the Job's adapter.name)
+    lora: LoraSettings = DEFAULT_LORA
     lr: float = 2e-4
     epochs: int = 1
     batch_size: int = 4
@@ -48,18 +48,15 @@ def from_request(req: pb.StartJobRequest, job_id: str) -> TrainSpec:
         raise InvalidArgument("output_prefix is required (e.g. adapters/<run>/<cycle>)")
     if not JOB_ID.match(job_id):
         raise InvalidArgument(f"job_id {job_id!r} must be 1-128 of [A-Za-z0-9._-]")
-    lora = req.lora
-    r = lora.r or 32
-    if r not in SERVABLE_RANKS:
-        raise InvalidArgument(f"LoRA rank {r} is not servable by vLLM; use one of {SERVABLE_RANKS}")
-    targets = tuple(lora.target_modules) or DEFAULT_TARGETS
-    bad = [t for t in targets if UNSERVABLE_TARGET.search(t)]
-    if bad:
-        raise InvalidArgument(f"LoRA targets {bad} are embeddings/heads, which vLLM cannot serve")
-    dropout = lora.dropout if lora.HasField("dropout") else 0.05
+    if req.adapter_name and not ADAPTER_NAME.fullmatch(req.adapter_name):
+        raise InvalidArgument(f"adapter_name {req.adapter_name!r} must be 1-128 of [A-Za-z0-9._-]")
+    try:
+        lora = LoraSettings.from_proto(req.lora)
+    except ValueError as e:
+        raise InvalidArgument(f"lora: {e}") from None
     checks = [
-        (math.isfinite(lora.alpha) and lora.alpha >= 0, "lora.alpha must be >= 0"),
-        (0 <= dropout < 1, "lora.dropout must be in [0, 1)"),
+        (math.isfinite(req.lora.alpha) and req.lora.alpha >= 0, "lora.alpha must be >= 0"),
+        (0 <= lora.dropout < 1, "lora.dropout must be in [0, 1)"),
         (math.isfinite(req.lr) and 0 <= req.lr <= 1, "lr must be in [0, 1] (0 = default)"),
         (req.epochs <= 100, "epochs must be <= 100"),
         (req.batch_size <= 1024, "batch_size must be <= 1024"),
@@ -76,10 +73,8 @@ def from_request(req: pb.StartJobRequest, job_id: str) -> TrainSpec:
         pairs_key=req.training_pairs.key,
         pairs_sha256=req.training_pairs.sha256,
         output_prefix=req.output_prefix.strip("/"),
-        r=r,
-        alpha=lora.alpha or float(r),
-        dropout=dropout,
-        target_modules=targets,
+        adapter_name=req.adapter_name or adapter_name(req),
+        lora=lora,
         lr=req.lr or 2e-4,
         epochs=req.epochs or 1,
         batch_size=req.batch_size or 4,
@@ -92,3 +87,10 @@ def from_request(req: pb.StartJobRequest, job_id: str) -> TrainSpec:
         run=req.run,
         cycle=req.cycle,
     )
+
+
+def adapter_name(req: pb.StartJobRequest) -> str:
+    """The adapter's name when the request names none: ``<run>-c<cycle>``, or the prefix."""
+    if req.run:
+        return f"{req.run}-c{req.cycle}"
+    return req.output_prefix.strip("/").replace("/", "-")
