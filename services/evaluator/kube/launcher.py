@@ -27,6 +27,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from nasloop import layout
 from nasloop.config import Config, EvaluatorConfig, KubernetesConfig, StoreConfig
 from nasloop.kubeapi import kube_api_client
 from nasloop.store import ObjectNotFound, ObjectStore, S3Store, StoreError, join_key
@@ -41,7 +42,7 @@ from services.evaluator.task import Task
 
 log = logging.getLogger(__name__)
 
-EVALUATIONS_PREFIX = "evaluations"
+EVALUATIONS_PREFIX = layout.EVALUATIONS
 PROPAGATION = "Background"  # the Job goes at once; the garbage collector removes its pod
 LOG_TAIL_LINES = 200
 LOG_LIMIT_BYTES = 256 * 1024
@@ -294,7 +295,7 @@ class KubernetesExecutor:
         """Evaluate ``task`` on ``dataset`` in a Job; return the report and the Job's name.
         Never leaves the Job or the evaluation's objects behind."""
         name = manifests.job_name(task.candidate_id)
-        prefix = join_key(EVALUATIONS_PREFIX, name)
+        prefix = layout.evaluation_prefix(name)
         created = False
         try:
             if cancelled.is_set():
