@@ -26,39 +26,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from nasloop.v1 import common_pb2 as nasloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anasloop/v1/generator.proto\x12\nnasloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nasloop/v1/common.proto\"\xd0\x01\n\x0fGenerateRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x14.nasloop.v1.TaskSpecH\x00\x12\x14\n\nraw_prompt\x18\x02 \x01(\tH\x00\x12\t\n\x01n\x18\x03 \x01(\r\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.nasloop.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x05 \x01(\t\x12\x0b\n\x03run\x18\x06 \x01(\t\x12\r\n\x05\x63ycle\x18\x07 \x01(\r\x12\x11\n\tid_prefix\x18\x08 \x01(\tB\x08\n\x06prompt\"\xd5\x01\n\x12GeneratedCandidate\x12\r\n\x05index\x18\x01 \x01(\r\x12(\n\tcandidate\x18\x02 \x01(\x0b\x32\x15.nasloop.v1.Candidate\x12*\n\nextraction\x18\x03 \x01(\x0e\x32\x16.nasloop.v1.Extraction\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\"S\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"\x99\x01\n\x0b\x41\x64\x61pterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x03ref\x18\x02 \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12\x12\n\nlocal_path\x18\x03 \x01(\t\x12-\n\tloaded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cload_seconds\x18\x05 \x01(\x01\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15UnloadAdapterResponse\"\x15\n\x13ListAdaptersRequest\"A\n\x14ListAdaptersResponse\x12)\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x17.nasloop.v1.AdapterInfo\"\x12\n\x10ModelInfoRequest\"\xeb\x01\n\x11ModelInfoResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x15\n\rmax_lora_rank\x18\x05 \x01(\r\x12\x11\n\tmax_loras\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x17\n\x0fprompt_template\x18\t \x01(\t\x12)\n\x08\x61\x64\x61pters\x18\n \x03(\x0b\x32\x17.nasloop.v1.AdapterInfo\"9\n\x13RenderPromptRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.nasloop.v1.TaskSpec\"O\n\x14RenderPromptResponse\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r*w\n\nExtraction\x12\x1a\n\x16\x45XTRACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XTRACTION_PYTHON_BLOCK\x10\x01\x12\x1b\n\x17\x45XTRACTION_FENCED_BLOCK\x10\x02\x12\x13\n\x0f\x45XTRACTION_NONE\x10\x03\x32\xe4\x03\n\tGenerator\x12I\n\x08Generate\x12\x1b.nasloop.v1.GenerateRequest\x1a\x1e.nasloop.v1.GeneratedCandidate0\x01\x12\x46\n\x0bLoadAdapter\x12\x1e.nasloop.v1.LoadAdapterRequest\x1a\x17.nasloop.v1.AdapterInfo\x12T\n\rUnloadAdapter\x12 .nasloop.v1.UnloadAdapterRequest\x1a!.nasloop.v1.UnloadAdapterResponse\x12Q\n\x0cListAdapters\x12\x1f.nasloop.v1.ListAdaptersRequest\x1a .nasloop.v1.ListAdaptersResponse\x12H\n\tModelInfo\x12\x1c.nasloop.v1.ModelInfoRequest\x1a\x1d.nasloop.v1.ModelInfoResponse\x12Q\n\x0cRenderPrompt\x12\x1f.nasloop.v1.RenderPromptRequest\x1a .nasloop.v1.RenderPromptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1anasloop/v1/generator.proto\x12\nnasloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nasloop/v1/common.proto\"\xdd\x01\n\x0fGenerateRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x14.nasloop.v1.TaskSpecH\x00\x12\x14\n\nraw_prompt\x18\x02 \x01(\tH\x00\x12\t\n\x01n\x18\x03 \x01(\r\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.nasloop.v1.SamplingParams\x12\x0f\n\x07\x61\x64\x61pter\x18\x05 \x01(\t\x12\x0b\n\x03run\x18\x06 \x01(\t\x12\r\n\x05\x63ycle\x18\x07 \x01(\r\x12\x11\n\tid_prefix\x18\x08 \x01(\t\x12\x0b\n\x03ids\x18\t \x03(\tB\x08\n\x06prompt\"\xd5\x01\n\x12GeneratedCandidate\x12\r\n\x05index\x18\x01 \x01(\r\x12(\n\tcandidate\x18\x02 \x01(\x0b\x32\x15.nasloop.v1.Candidate\x12*\n\nextraction\x18\x03 \x01(\x0e\x32\x16.nasloop.v1.Extraction\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\"S\n\x12LoadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"\x99\x01\n\x0b\x41\x64\x61pterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x03ref\x18\x02 \x01(\x0b\x32\x16.nasloop.v1.AdapterRef\x12\x12\n\nlocal_path\x18\x03 \x01(\t\x12-\n\tloaded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cload_seconds\x18\x05 \x01(\x01\"$\n\x14UnloadAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15UnloadAdapterResponse\"\x15\n\x13ListAdaptersRequest\"A\n\x14ListAdaptersResponse\x12)\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x17.nasloop.v1.AdapterInfo\"\x12\n\x10ModelInfoRequest\"\xeb\x01\n\x11ModelInfoResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x15\n\rmax_lora_rank\x18\x05 \x01(\r\x12\x11\n\tmax_loras\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x17\n\x0fprompt_template\x18\t \x01(\t\x12)\n\x08\x61\x64\x61pters\x18\n \x03(\x0b\x32\x17.nasloop.v1.AdapterInfo\"9\n\x13RenderPromptRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.nasloop.v1.TaskSpec\"O\n\x14RenderPromptResponse\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r*w\n\nExtraction\x12\x1a\n\x16\x45XTRACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XTRACTION_PYTHON_BLOCK\x10\x01\x12\x1b\n\x17\x45XTRACTION_FENCED_BLOCK\x10\x02\x12\x13\n\x0f\x45XTRACTION_NONE\x10\x03\x32\xe4\x03\n\tGenerator\x12I\n\x08Generate\x12\x1b.nasloop.v1.GenerateRequest\x1a\x1e.nasloop.v1.GeneratedCandidate0\x01\x12\x46\n\x0bLoadAdapter\x12\x1e.nasloop.v1.LoadAdapterRequest\x1a\x17.nasloop.v1.AdapterInfo\x12T\n\rUnloadAdapter\x12 .nasloop.v1.UnloadAdapterRequest\x1a!.nasloop.v1.UnloadAdapterResponse\x12Q\n\x0cListAdapters\x12\x1f.nasloop.v1.ListAdaptersRequest\x1a .nasloop.v1.ListAdaptersResponse\x12H\n\tModelInfo\x12\x1c.nasloop.v1.ModelInfoRequest\x1a\x1d.nasloop.v1.ModelInfoResponse\x12Q\n\x0cRenderPrompt\x12\x1f.nasloop.v1.RenderPromptRequest\x1a .nasloop.v1.RenderPromptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nasloop.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXTRACTION']._serialized_start=1319
-  _globals['_EXTRACTION']._serialized_end=1438
+  _globals['_EXTRACTION']._serialized_start=1332
+  _globals['_EXTRACTION']._serialized_end=1451
   _globals['_GENERATEREQUEST']._serialized_start=101
-  _globals['_GENERATEREQUEST']._serialized_end=309
-  _globals['_GENERATEDCANDIDATE']._serialized_start=312
-  _globals['_GENERATEDCANDIDATE']._serialized_end=525
-  _globals['_LOADADAPTERREQUEST']._serialized_start=527
-  _globals['_LOADADAPTERREQUEST']._serialized_end=610
-  _globals['_ADAPTERINFO']._serialized_start=613
-  _globals['_ADAPTERINFO']._serialized_end=766
-  _globals['_UNLOADADAPTERREQUEST']._serialized_start=768
-  _globals['_UNLOADADAPTERREQUEST']._serialized_end=804
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=806
-  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=829
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=831
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=852
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=854
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=919
-  _globals['_MODELINFOREQUEST']._serialized_start=921
-  _globals['_MODELINFOREQUEST']._serialized_end=939
-  _globals['_MODELINFORESPONSE']._serialized_start=942
-  _globals['_MODELINFORESPONSE']._serialized_end=1177
-  _globals['_RENDERPROMPTREQUEST']._serialized_start=1179
-  _globals['_RENDERPROMPTREQUEST']._serialized_end=1236
-  _globals['_RENDERPROMPTRESPONSE']._serialized_start=1238
-  _globals['_RENDERPROMPTRESPONSE']._serialized_end=1317
-  _globals['_GENERATOR']._serialized_start=1441
-  _globals['_GENERATOR']._serialized_end=1925
+  _globals['_GENERATEREQUEST']._serialized_end=322
+  _globals['_GENERATEDCANDIDATE']._serialized_start=325
+  _globals['_GENERATEDCANDIDATE']._serialized_end=538
+  _globals['_LOADADAPTERREQUEST']._serialized_start=540
+  _globals['_LOADADAPTERREQUEST']._serialized_end=623
+  _globals['_ADAPTERINFO']._serialized_start=626
+  _globals['_ADAPTERINFO']._serialized_end=779
+  _globals['_UNLOADADAPTERREQUEST']._serialized_start=781
+  _globals['_UNLOADADAPTERREQUEST']._serialized_end=817
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_start=819
+  _globals['_UNLOADADAPTERRESPONSE']._serialized_end=842
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=844
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=865
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=867
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=932
+  _globals['_MODELINFOREQUEST']._serialized_start=934
+  _globals['_MODELINFOREQUEST']._serialized_end=952
+  _globals['_MODELINFORESPONSE']._serialized_start=955
+  _globals['_MODELINFORESPONSE']._serialized_end=1190
+  _globals['_RENDERPROMPTREQUEST']._serialized_start=1192
+  _globals['_RENDERPROMPTREQUEST']._serialized_end=1249
+  _globals['_RENDERPROMPTRESPONSE']._serialized_start=1251
+  _globals['_RENDERPROMPTRESPONSE']._serialized_end=1330
+  _globals['_GENERATOR']._serialized_start=1454
+  _globals['_GENERATOR']._serialized_end=1938
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ EXTRACTION_FENCED_BLOCK: Extraction
 EXTRACTION_NONE: Extraction
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("spec", "raw_prompt", "n", "sampling", "adapter", "run", "cycle", "id_prefix")
+    __slots__ = ("spec", "raw_prompt", "n", "sampling", "adapter", "run", "cycle", "id_prefix", "ids")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     RAW_PROMPT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class GenerateRequest(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.TaskSpec
     raw_prompt: str
     n: int
@@ -40,7 +41,8 @@ class GenerateRequest(_message.Message):
     run: str
     cycle: int
     id_prefix: str
-    def __init__(self, spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., raw_prompt: _Optional[str] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ..., id_prefix: _Optional[str] = ...) -> None: ...
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., raw_prompt: _Optional[str] = ..., n: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., adapter: _Optional[str] = ..., run: _Optional[str] = ..., cycle: _Optional[int] = ..., id_prefix: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GeneratedCandidate(_message.Message):
     __slots__ = ("index", "candidate", "extraction", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s")

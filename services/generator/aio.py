@@ -57,7 +57,10 @@ class LoopThread:
             finally:
                 task.cancel()  # the consumer stopped early
 
-        return iterate(), task.cancel
+        def cancel() -> None:
+            task.cancel()
+
+        return iterate(), cancel
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

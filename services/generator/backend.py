@@ -33,6 +33,17 @@ class LoadedAdapter:
     path: Path
 
 
+@dataclass(frozen=True)
+class Request:
+    """One answer to produce: ``id`` names it inside the engine while it runs, the prompt is
+    token ids (as the service rendered and measured it), ``adapter`` None is the base model."""
+
+    id: str
+    prompt_ids: list[int]
+    sampling: Sampling
+    adapter: LoadedAdapter | None = None
+
+
 @dataclass
 class Completion:
     text: str
@@ -67,13 +78,7 @@ class Backend(Protocol):
 
     async def start(self) -> None: ...
 
-    async def generate(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        sampling: Sampling,
-        adapter: LoadedAdapter | None,
-    ) -> Completion:
+    async def generate(self, request: Request) -> Completion:
         """One answer; cancelling the awaiting task aborts it inside the engine."""
         ...
 

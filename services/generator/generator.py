@@ -1,9 +1,11 @@
 """The generator's logic, without gRPC: prompts in, candidates out, adapters on and off.
 
 Runs on one asyncio event loop (``aio.LoopThread``); the servicer only converts messages.
-A Generate call renders and tokenizes its prompt once, checks it against the context, then
-sends its n answers to the backend as n requests with seeds seed, seed+1, … (so each answer
-streams back as soon as it is done and a seed reproduces an answer on its own).
+A Generate call renders (a TaskSpec) or takes (a raw prompt: the controller's, rendered once
+by RenderPrompt) its prompt, tokenizes it once, checks it against the context, then sends its n
+answers to the backend as n requests with seeds seed, seed+1, … (so each answer streams back as
+soon as it is done and a seed reproduces an answer on its own). Each answer is a
+``GeneratedCandidate`` whose ``Candidate`` carries the id the request named, or one made here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -27,7 +30,7 @@ from nasloop.store import ObjectStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2 as pb
 from services.generator.adapters import AdapterRegistry
-from services.generator.backend import Backend, Completion, EngineFailed, LoadedAdapter, Sampling
+from services.generator.backend import Backend, Completion, EngineFailed, Request, Sampling
 
 log = logging.getLogger("nasloop.generator")
 
@@ -49,7 +52,7 @@ class Generator:
         self.base: artifacts.BaseModel | None = None
         self.backend: Backend | None = None
         self.adapters: AdapterRegistry | None = None
-        self.tokenizer = None
+        self.tokenizer: Any = None
         self.max_context = 0
         self._calls = 0
         self.failed: EngineFailed | None = None
@@ -140,10 +143,10 @@ class Generator:
         held = self.adapters.acquire(request.adapter)
         loaded, adapter_ref = (held[0], held[1].ref) if held else (None, common.AdapterRef())
         call_id = uuid.uuid4().hex[:12]
-        prefix = request.id_prefix or f"{request.run or 'run'}-c{request.cycle}-{call_id}"
+        candidate_ids = _candidate_ids(request, n, call_id)
         prompt_sha = hashlib.sha256(prompt.encode()).hexdigest()
         tasks = [
-            asyncio.ensure_future(self._answer(i, f"{call_id}-{i}", ids, s, loaded))
+            asyncio.ensure_future(self._answer(i, Request(f"{call_id}-{i}", ids, s, loaded)))
             for i, s in enumerate(samplings)
         ]
         try:
@@ -159,7 +162,7 @@ class Generator:
                 yield pb.GeneratedCandidate(
                     index=index,
                     candidate=common.Candidate(
-                        id=f"{prefix}-{index}",
+                        id=candidate_ids[index],
                         code=code or "",
                         raw_text=done.text,
                         provenance=common.Provenance(
@@ -187,16 +190,9 @@ class Generator:
             if loaded is not None:
                 await self.adapters.release(loaded)
 
-    async def _answer(
-        self,
-        index: int,
-        request_id: str,
-        ids: list[int],
-        sampling: Sampling,
-        adapter: LoadedAdapter | None,
-    ) -> tuple[int, Completion]:
+    async def _answer(self, index: int, request: Request) -> tuple[int, Completion]:
         assert self.backend is not None
-        return index, await self.backend.generate(request_id, ids, sampling, adapter)
+        return index, await self.backend.generate(request)
 
     def _prompt(self, request: pb.GenerateRequest) -> tuple[str, list[int]]:
         kind = request.WhichOneof("prompt")
@@ -257,7 +253,19 @@ class Generator:
         )
 
 
-def _load_tokenizer(model_dir: Path):  # type: ignore[no-untyped-def]
+def _candidate_ids(request: pb.GenerateRequest, n: int, call_id: str) -> list[str]:
+    """The ids of the request's n answers: the ones it names (the controller's, made once), or
+    ``<id_prefix>-<index>`` (a prefix of its run, cycle and this call when it gives none)."""
+    if request.ids:
+        ids = list(request.ids)
+        if len(ids) != n or len(set(ids)) != n or not all(ids):
+            raise InvalidArgument(f"ids: {n} distinct non-empty ids, one per answer, or none")
+        return ids
+    prefix = request.id_prefix or f"{request.run or 'run'}-c{request.cycle}-{call_id}"
+    return [f"{prefix}-{i}" for i in range(n)]
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)

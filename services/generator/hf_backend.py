@@ -24,6 +24,7 @@ from services.generator.backend import (
     Completion,
     EngineInfo,
     LoadedAdapter,
+    Request,
     Sampling,
 )
 
@@ -33,9 +34,7 @@ _STOP_WINDOW = 16  # tokens decoded beyond the longest stop string when looking 
 
 @dataclass
 class _Answer:
-    prompt_ids: list[int]
-    sampling: Sampling
-    adapter: LoadedAdapter | None
+    request: Request
     future: asyncio.Future[Completion]
     loop: asyncio.AbstractEventLoop
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -82,7 +81,7 @@ class TransformersBackend:
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         dtype = getattr(torch, self.dtype)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
         self.model = model.to(self.device).eval()
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
@@ -127,15 +126,9 @@ class TransformersBackend:
             self.model.set_adapter(next(iter(self.model.peft_config)))
 
     # -- generation -------------------------------------------------------------------------------
-    async def generate(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        sampling: Sampling,
-        adapter: LoadedAdapter | None,
-    ) -> Completion:
+    async def generate(self, request: Request) -> Completion:
         loop = asyncio.get_running_loop()
-        answer = _Answer(prompt_ids, sampling, adapter, loop.create_future(), loop)
+        answer = _Answer(request, loop.create_future(), loop)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the transformers backend is closed")
@@ -155,10 +148,10 @@ class TransformersBackend:
             if self._closed:
                 return []
             first = self._queue.popleft()
-            batch, rest = [first], collections.deque()
+            batch, rest = [first], collections.deque[_Answer]()
             while self._queue and len(batch) < self.max_batch:
                 a = self._queue.popleft()
-                (batch if a.adapter == first.adapter else rest).append(a)
+                (batch if a.request.adapter == first.request.adapter else rest).append(a)
             rest.extend(self._queue)
             self._queue = rest
             return [a for a in batch if not a.cancelled.is_set()]
@@ -182,7 +175,7 @@ class TransformersBackend:
 
     def _decode(self, batch: list[_Answer]) -> None:
         model = self.model
-        adapter = batch[0].adapter
+        adapter = batch[0].request.adapter
         if adapter is not None:
             model.set_adapter(_key(adapter))
             context: Any = contextlib.nullcontext()
@@ -191,13 +184,13 @@ class TransformersBackend:
         else:
             context = contextlib.nullcontext()
         pad = self.tokenizer.pad_token_id or 0
-        width = max(len(a.prompt_ids) for a in batch)
-        ids = torch.tensor([[pad] * (width - len(a.prompt_ids)) + a.prompt_ids for a in batch])
-        mask = torch.tensor([[0] * (width - len(a.prompt_ids)) + [1] * len(a.prompt_ids)
-                             for a in batch])  # fmt: skip
+        prompts = [a.request.prompt_ids for a in batch]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         ids, mask = ids.to(self.device), mask.to(self.device)
-        generators = [torch.Generator().manual_seed(a.sampling.seed) for a in batch]
-        steps = max(a.sampling.max_tokens for a in batch)
+        generators = [torch.Generator().manual_seed(a.request.sampling.seed) for a in batch]
+        steps = max(a.request.sampling.max_tokens for a in batch)
         live = list(range(len(batch)))
         past = None
         cur = ids
@@ -221,7 +214,7 @@ class TransformersBackend:
                         a.finish = "abort"
                     else:
                         try:
-                            token = _sample(logits[i], a.sampling, generators[i])
+                            token = _sample(logits[i], a.request.sampling, generators[i])
                         except RuntimeError as e:  # e.g. NaN logits: this answer fails alone
                             live.remove(i)
                             a.resolve(e)
@@ -230,7 +223,7 @@ class TransformersBackend:
                         nxt[i, 0] = token
                         if token in self.eos or self._hit_stop(a):
                             a.finish = "stop"
-                        elif len(a.tokens) >= a.sampling.max_tokens:
+                        elif len(a.tokens) >= a.request.sampling.max_tokens:
                             a.finish = "length"
                     if a.finish:
                         live.remove(i)
@@ -241,16 +234,16 @@ class TransformersBackend:
                 mask = torch.cat([mask, torch.ones_like(cur)], dim=1)
 
     def _hit_stop(self, a: _Answer) -> bool:
-        if not a.sampling.stop:
+        if not a.request.sampling.stop:
             return False
-        window = max(len(s) for s in a.sampling.stop) + _STOP_WINDOW
+        window = max(len(s) for s in a.request.sampling.stop) + _STOP_WINDOW
         tail = self.tokenizer.decode(a.tokens[-window:], skip_special_tokens=True)
-        return any(s in tail for s in a.sampling.stop)
+        return any(s in tail for s in a.request.sampling.stop)
 
     def _completion(self, a: _Answer) -> Completion:
         text = self.tokenizer.decode(a.tokens, skip_special_tokens=True)
-        if a.finish == "stop" and a.sampling.stop:
-            cuts = [text.find(s) for s in a.sampling.stop if s in text]
+        if a.finish == "stop" and a.request.sampling.stop:
+            cuts = [text.find(s) for s in a.request.sampling.stop if s in text]
             if cuts:
                 text = text[: min(cuts)]  # the stop string is not part of the answer (as vLLM)
         return Completion(text, len(a.tokens), a.finish)

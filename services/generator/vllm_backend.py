@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nasloop.config import GeneratorConfig
-from services.generator.backend import (
-    AdapterRejected,
-    Completion,
-    EngineFailed,
-    EngineInfo,
-    LoadedAdapter,
-    Sampling,
-)
+from services.generator import backend
 
 log = logging.getLogger("nasloop.generator.vllm")
 ADAPTER_CALL_TIMEOUT_S = 120  # vLLM never answers an adapter call once its engine has died
@@ -36,7 +29,7 @@ class VllmBackend:
     ) -> None:
         self.model_dir = model_dir
         self.cfg = cfg
-        self.info = EngineInfo("vllm", max_context, dtype, device)
+        self.info = backend.EngineInfo("vllm", max_context, dtype, device)
         self.engine: Any = None
 
     async def start(self) -> None:
@@ -48,15 +41,19 @@ class VllmBackend:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         cpu = self.info.device == "cpu"
+        # dtype and rank are checked by the configuration (vLLM types them as literals)
+        checked: dict[str, Any] = {
+            "dtype": self.info.dtype,
+            "max_lora_rank": self.cfg.max_lora_rank,
+        }
         args = AsyncEngineArgs(
+            **checked,
             model=str(self.model_dir),
             tokenizer=str(self.model_dir),
-            dtype=self.info.dtype,
             max_model_len=self.info.max_context,
             seed=self.cfg.seed,
             enable_lora=True,
             max_loras=self.cfg.max_loras,
-            max_lora_rank=self.cfg.max_lora_rank,
             max_cpu_loras=max(self.cfg.max_cpu_loras, self.cfg.max_loras),
             gpu_memory_utilization=self.cfg.gpu_memory_utilization,
             # vLLM 0.32 on CPU kills its engine when a seeded prompt's prefill is split across
@@ -69,17 +66,12 @@ class VllmBackend:
         )
         self.engine = AsyncLLM.from_engine_args(args)
 
-    async def generate(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        sampling: Sampling,
-        adapter: LoadedAdapter | None,
-    ) -> Completion:
+    async def generate(self, request: backend.Request) -> backend.Completion:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
+        sampling = request.sampling
         params = SamplingParams(
             n=1,
             temperature=sampling.temperature,
@@ -92,10 +84,10 @@ class VllmBackend:
         )
         final = None
         stream = self.engine.generate(
-            TokensPrompt(prompt_token_ids=prompt_ids),
+            TokensPrompt(prompt_token_ids=request.prompt_ids),
             params,
-            request_id,
-            lora_request=_lora_request(adapter),
+            request.id,
+            lora_request=_lora_request(request.adapter),
         )
         # Cancelling this task closes the stream, which aborts the request inside vLLM.
         try:
@@ -103,39 +95,39 @@ class VllmBackend:
                 async for output in stream:
                     final = output
         except _engine_dead() as e:
-            raise EngineFailed(f"the vLLM engine died: {e}") from None
+            raise backend.EngineFailed(f"the vLLM engine died: {e}") from None
         if final is None or not final.outputs:
-            return Completion("", 0, "abort")
+            return backend.Completion("", 0, "abort")
         out = final.outputs[0]
         reason = str(out.finish_reason or "abort")
         if reason not in FINISH:
-            raise RuntimeError(f"the engine failed request {request_id}: {reason}")
-        return Completion(out.text, len(out.token_ids), FINISH[reason])
+            raise RuntimeError(f"the engine failed request {request.id}: {reason}")
+        return backend.Completion(out.text, len(out.token_ids), FINISH[reason])
 
-    async def add_adapter(self, adapter: LoadedAdapter) -> None:
+    async def add_adapter(self, adapter: backend.LoadedAdapter) -> None:
         self._check_alive()
         try:
             await asyncio.wait_for(
                 self.engine.add_lora(_lora_request(adapter)), ADAPTER_CALL_TIMEOUT_S
             )
-        except (asyncio.CancelledError, EngineFailed):
+        except (asyncio.CancelledError, backend.EngineFailed):
             raise
         except (_engine_dead(), TimeoutError) as e:
-            raise EngineFailed(f"the vLLM engine died: {e!r}") from None
+            raise backend.EngineFailed(f"the vLLM engine died: {e!r}") from None
         except Exception as e:  # vLLM re-raises the engine core's error as a plain Exception
             self._check_alive()
-            raise AdapterRejected(str(e)) from None
+            raise backend.AdapterRejected(str(e)) from None
 
-    async def remove_adapter(self, adapter: LoadedAdapter) -> None:
+    async def remove_adapter(self, adapter: backend.LoadedAdapter) -> None:
         self._check_alive()
         try:
             await asyncio.wait_for(self.engine.remove_lora(adapter.slot), ADAPTER_CALL_TIMEOUT_S)
         except (_engine_dead(), TimeoutError) as e:
-            raise EngineFailed(f"the vLLM engine died: {e!r}") from None
+            raise backend.EngineFailed(f"the vLLM engine died: {e!r}") from None
 
     def _check_alive(self) -> None:
         if self.engine is None or self.engine.errored:
-            raise EngineFailed("the vLLM engine is not running")
+            raise backend.EngineFailed("the vLLM engine is not running")
 
     def close(self) -> None:
         if self.engine is not None:
@@ -149,7 +141,7 @@ def _engine_dead() -> type[Exception]:
     return EngineDeadError
 
 
-def _lora_request(adapter: LoadedAdapter | None) -> Any:
+def _lora_request(adapter: backend.LoadedAdapter | None) -> Any:
     if adapter is None:
         return None
     from vllm.lora.request import LoRARequest

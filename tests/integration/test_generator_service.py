@@ -103,6 +103,25 @@ def test_generate_streams_candidates_with_provenance(stub) -> None:  # type: ign
     assert a[0].candidate.id != b[0].candidate.id
 
 
+def test_the_rendered_prompt_sent_raw_gives_the_same_answers_under_the_ids_asked_for(
+    stub,
+) -> None:  # type: ignore[no-untyped-def]
+    """The controller renders a cycle's prompt once and sends that text; the answers are the
+    spec's, under exactly the ids it names."""
+    rendered = stub.RenderPrompt(pb.RenderPromptRequest(spec=SPEC)).prompt
+    sampling = common.SamplingParams(temperature=0.8, max_tokens=TOKENS, seed=5)
+    ids = ["r1-c2-5", "r1-c2-6"]
+    request = pb.GenerateRequest(raw_prompt=rendered, n=2, sampling=sampling, ids=ids)
+    raw = sorted(stub.Generate(request, timeout=120), key=lambda c: c.index)
+    assert [c.candidate.id for c in raw] == ids
+    assert texts(raw) == texts(generate(stub, seed=5, n=2))
+    sha = hashlib.sha256(rendered.encode()).hexdigest()
+    assert {c.candidate.provenance.prompt_sha256 for c in raw} == {sha}
+    for bad in (["a"], ["a", "a"], ["a", ""]):
+        request = pb.GenerateRequest(raw_prompt=rendered, n=2, sampling=sampling, ids=bad)
+        assert rpc_error(stub.Generate, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_same_seed_same_answers(stub) -> None:  # type: ignore[no-untyped-def]
     first = texts(generate(stub, seed=5))
     assert texts(generate(stub, seed=5)) == first
