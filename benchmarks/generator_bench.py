@@ -49,12 +49,12 @@ def _specs(count: int):  # type: ignore[no-untyped-def]
 
 async def direct_round(backend, prompts: list[list[int]], tokens: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """The engine alone: all prompts at once, as the service sends them (same seeds)."""
-    from services.generator.backend import Sampling
+    from services.generator.backend import Request, Sampling
 
     t0 = time.perf_counter()
     jobs = [
         backend.generate(
-            f"d{i}-{time.monotonic_ns()}", ids, Sampling(0.8, 1.0, 0, tokens, 1000 + i), None
+            Request(f"d{i}-{time.monotonic_ns()}", ids, Sampling(0.8, 1.0, 0, tokens, 1000 + i))
         )
         for i, ids in enumerate(prompts)
     ]
