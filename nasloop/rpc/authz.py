@@ -62,6 +62,8 @@ def start_job(who: Identity, r: Any) -> None:
     _own(who, "the run", r.run, who.run)
     _own(who, "the cycle", str(r.cycle), str(who.cycle))
     _own(who, "the job id", r.job_id, layout.training_job_id(who.run, who.cycle))
+    if r.adapter_name:  # empty: the trainer names it <run>-c<cycle>, its own
+        _own(who, "the adapter name", r.adapter_name, layout.adapter_name(who.run, who.cycle))
     _under(who, "the training pairs", r.training_pairs.key, f"{layout.run_prefix(who.run)}/")
     if r.HasField("parent"):
         _under(

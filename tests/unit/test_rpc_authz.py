@@ -115,6 +115,7 @@ G, N, T = "nasloop.v1.Generator", "nasloop.v1.Novelty", "nasloop.v1.Trainer"
         (T, "StartJob", _start(training_pairs=common_pb2.ObjectRef(key="runs/a/../b/x.jsonl"))),
         (T, "StartJob", _start(parent=_adapter("adapters/a-c1/1"))),
         (T, "StartJob", _start(parent=_adapter("adapters/a/../b/1"))),
+        (T, "StartJob", _start(adapter_name="a-c1-c2")),
     ],
 )
 def test_a_run_whose_name_prefixes_another_runs_reaches_only_its_own(
@@ -125,3 +126,4 @@ def test_a_run_whose_name_prefixes_another_runs_reaches_only_its_own(
     with pytest.raises(PermissionDenied):
         Policy().check(service, method, Identity("cycle", "a", 2), request_)
     Policy().check(T, "StartJob", Identity("cycle", "a", 2), _start())  # its own: allowed
+    Policy().check(T, "StartJob", Identity("cycle", "a", 2), _start(adapter_name="a-c2"))
