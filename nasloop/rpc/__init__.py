@@ -12,7 +12,7 @@ from nasloop.rpc.errors import (
     ServiceError,
     Unavailable,
 )
-from nasloop.rpc.server import Registration, ServiceHost
+from nasloop.rpc.server import Registration, ServiceHost, call_active
 
 __all__ = [
     "AlreadyExists",
@@ -26,6 +26,7 @@ __all__ = [
     "ServiceError",
     "ServiceHost",
     "Unavailable",
+    "call_active",
     "connect",
     "wait_until_serving",
 ]

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from nasloop.config import ServerConfig, TlsConfig
+from nasloop.config import Config, ServerConfig, TlsConfig
 from nasloop.rpc.interceptor import RpcMetrics, ServiceInterceptor
 
 log = logging.getLogger("nasloop.server")
@@ -47,7 +47,29 @@ class Registration:
         )
 
 
+def call_active(context: grpc.ServicerContext) -> threading.Event:
+    """Set while the call lasts; cleared when it ends (cancelled by the client, its deadline
+    passed, or done)."""
+    active = threading.Event()
+    active.set()
+    context.add_callback(active.clear)
+    return active
+
+
 class ServiceHost:
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        cfg: Config,
+        port: int,
+        service: Registration,
+        on_stop: Callable[[], None] | None = None,
+        server: ServerConfig | None = None,
+    ) -> ServiceHost:
+        """A host of one service: ``cfg``'s server settings (or ``server``) and TLS."""
+        return cls(name, server or cfg.server, port, [service], on_stop=on_stop, tls=cfg.tls)
+
     def __init__(
         self,
         name: str,

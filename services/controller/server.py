@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -12,7 +11,13 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop.config import Config
-from nasloop.rpc import FailedPrecondition, InvalidArgument, Registration, ServiceHost
+from nasloop.rpc import (
+    FailedPrecondition,
+    InvalidArgument,
+    Registration,
+    ServiceHost,
+    call_active,
+)
 from nasloop.rpc.tls import CYCLE, CycleSigner, Identity
 from nasloop.store import open_store
 from nasloop.store.remote import chunks
@@ -164,10 +169,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def WatchRun(
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.CycleEvent]:
-        alive = threading.Event()
-        alive.set()
-        context.add_callback(alive.clear)
-        for event in self.runs.watch(request.name, request.from_cycle, alive):
+        for event in self.runs.watch(request.name, request.from_cycle, call_active(context)):
             yield event_to_pb(event)
 
     def GetCycle(

@@ -94,15 +94,9 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Evaluator]
     datasets = DatasetCache(Path(cfg.evaluator.data_dir), store)
     executor = make_executor(cfg, store, datasets)
     evaluator = Evaluator(cfg.evaluator, executor, datasets)
-    host = ServiceHost(
-        "evaluator",
-        cfg.server,
-        cfg.evaluator.port if port is None else port,
-        [Registration.of(pb, pb_grpc, "Evaluator", EvaluatorServicer(evaluator))],
-        on_stop=executor.close,
-        tls=cfg.tls,
-    )
-    return host, evaluator
+    service = Registration.of(pb, pb_grpc, "Evaluator", EvaluatorServicer(evaluator))
+    port = cfg.evaluator.port if port is None else port
+    return ServiceHost.of("evaluator", cfg, port, service, on_stop=executor.close), evaluator
 
 
 def serve(cfg: Config) -> None:

@@ -82,15 +82,9 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, Generator,
         finally:
             loop.close()
 
-    host = ServiceHost(
-        "generator",
-        cfg.server,
-        cfg.generator.port if port is None else port,
-        [Registration.of(pb, pb_grpc, "Generator", GeneratorServicer(generator, loop))],
-        on_stop=stop,
-        tls=cfg.tls,
-    )
-    return host, generator, loop
+    service = Registration.of(pb, pb_grpc, "Generator", GeneratorServicer(generator, loop))
+    port = cfg.generator.port if port is None else port
+    return ServiceHost.of("generator", cfg, port, service, on_stop=stop), generator, loop
 
 
 def serve(cfg: Config) -> None:

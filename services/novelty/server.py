@@ -170,14 +170,9 @@ def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, NoveltyEng
     server_cfg = cfg.server
     if cfg.novelty.handler_threads:
         server_cfg = server_cfg.model_copy(update={"max_workers": cfg.novelty.handler_threads})
-    host = ServiceHost(
-        "novelty",
-        server_cfg,
-        cfg.novelty.port if port is None else port,
-        [Registration.of(pb, pb_grpc, "Novelty", NoveltyServicer(engine))],
-        on_stop=engine.close,
-        tls=cfg.tls,
-    )
+    service = Registration.of(pb, pb_grpc, "Novelty", NoveltyServicer(engine))
+    port = cfg.novelty.port if port is None else port
+    host = ServiceHost.of("novelty", cfg, port, service, on_stop=engine.close, server=server_cfg)
     return host, engine
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import grpc
 
 from nasloop.config import Config
-from nasloop.rpc import Registration, ServiceHost
+from nasloop.rpc import Registration, ServiceHost, call_active
 from nasloop.store import open_store
 from nasloop.v1 import trainer_pb2 as pb
 from nasloop.v1 import trainer_pb2_grpc as pb_grpc
@@ -25,10 +24,7 @@ class TrainerServicer(pb_grpc.TrainerServicer):
     def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.JobProgress]:
-        active = threading.Event()
-        active.set()
-        context.add_callback(active.clear)
-        yield from self.jobs.watch(request.job_id, active)
+        yield from self.jobs.watch(request.job_id, call_active(context))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         return self.jobs.get(request.job_id)
@@ -44,15 +40,9 @@ class TrainerServicer(pb_grpc.TrainerServicer):
 
 def build(cfg: Config, port: int | None = None) -> tuple[ServiceHost, JobManager]:
     jobs = JobManager(cfg.trainer, open_store(cfg.store))
-    host = ServiceHost(
-        "trainer",
-        cfg.server,
-        cfg.trainer.port if port is None else port,
-        [Registration.of(pb, pb_grpc, "Trainer", TrainerServicer(jobs))],
-        on_stop=jobs.close,
-        tls=cfg.tls,
-    )
-    return host, jobs
+    service = Registration.of(pb, pb_grpc, "Trainer", TrainerServicer(jobs))
+    port = cfg.trainer.port if port is None else port
+    return ServiceHost.of("trainer", cfg, port, service, on_stop=jobs.close), jobs
 
 
 def serve(cfg: Config) -> None:
