@@ -15,9 +15,10 @@ Wire format: ``NLR1`` · 4-byte big-endian header length · JSON header · raw f
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -70,27 +71,24 @@ class Report:
         self.timings.append((stage, round(seconds, 6)))
 
     def evaluation(self, executor: int, executor_ref: str = "") -> Evaluation:
-        """The verdict this report gives, run by ``executor`` (``evaluator_pb2.Executor``);
-        the test outputs, once scored, stay behind."""
+        """The verdict this report gives, run by ``executor`` (``evaluator_pb2.Executor``):
+        the fields both types name alike copied, the enums and timings by their names; the
+        test outputs, once scored, stay behind."""
         return Evaluation(
             last_stage=common.Stage.Name(self.last_stage),
             status=common.Status.Name(self.status),
-            message=self.message,
-            accuracy=self.accuracy,
-            loss=self.loss,
-            parameter_count=self.parameter_count,
-            train_seconds=self.train_seconds,
-            eval_seconds=self.eval_seconds,
-            peak_memory_bytes=self.peak_memory_bytes,
             stage_seconds={common.Stage.Name(s): t for s, t in self.timings},
             executor=evaluator_pb2.Executor.Name(executor),
             executor_ref=executor_ref,
-            trained_samples=self.trained_samples,
-            optimizer_steps=self.optimizer_steps,
-            informative=list(self.informative),
-            hyperparameters=dict(self.hyperparameters),
-            output_tail=self.output_tail,
+            **{name: copy.copy(getattr(self, name)) for name in _ALIKE},
         )
+
+
+# Fields a Report hands to its Evaluation as they are (the enums change from numbers to names).
+_ALIKE = sorted(
+    ({f.name for f in fields(Report)} & {f.name for f in fields(Evaluation)})
+    - {"last_stage", "status"}
+)
 
 
 def short(message: str) -> str:
