@@ -33,6 +33,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -257,6 +258,19 @@ def controller_role(namespace: str, name: str = "nasloop-controller") -> dict[st
 # -- the API ---------------------------------------------------------------------------------
 
 
+def _unless_missing(what: str, call: Callable[[], Any]) -> Any:
+    """``call()`` to the API; ``None`` where its object is not there (404); any other failure a
+    :class:`CycleJobError` saying that it cannot ``what``."""
+    try:
+        return call()
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise CycleJobError(f"cannot {what}: {_describe(e)}") from e
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise CycleJobError(f"cannot {what}: {_describe(e)}") from e
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
@@ -447,29 +461,23 @@ class CycleJobs:
     def delete(self, run: str, cycle: int) -> bool:
         """Delete the cycle's Job and (in the background) its pods; ``False`` if there was none."""
         name = cycle_job_name(run, cycle)
-        try:
-            self.batch.delete_namespaced_job(
+        status = _unless_missing(
+            f"delete cycle job {name}",
+            lambda: self.batch.delete_namespaced_job(
                 name, self.cfg.namespace, propagation_policy=PROPAGATION
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise CycleJobError(f"cannot delete cycle job {name}: {_describe(e)}") from e
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise CycleJobError(f"cannot delete cycle job {name}: {_describe(e)}") from e
+            ),
+        )
+        if status is None:
+            return False
         log.info("deleted cycle job %s", name)
         return True
 
     # -- steps -------------------------------------------------------------------------------
     def _read(self, name: str) -> k8s.V1Job | None:
-        try:
-            return self.batch.read_namespaced_job(name, self.cfg.namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise CycleJobError(f"cannot read cycle job {name}: {_describe(e)}") from e
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise CycleJobError(f"cannot read cycle job {name}: {_describe(e)}") from e
+        return _unless_missing(
+            f"read cycle job {name}",
+            lambda: self.batch.read_namespaced_job(name, self.cfg.namespace),
+        )
 
     def _wait_gone(self, name: str) -> None:
         give_up = time.monotonic() + self.deletion_wait_s
