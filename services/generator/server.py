@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from nasloop import layout
 from nasloop.config import Config
 from nasloop.rpc import NotFound, Registration, ServiceError, ServiceHost
 from nasloop.store import open_store
@@ -105,7 +106,7 @@ def serve(cfg: Config) -> None:
         loop.run(generator.start())
     except ServiceError as e:  # no such model, a corrupt one: say so, without a traceback
         hint = ""
-        if isinstance(e, NotFound) and cfg.generator.model.startswith("models/bootstrap-"):
+        if isinstance(e, NotFound) and cfg.generator.model.startswith(layout.bootstrap_model("")):
             hint = " (build it with: nasloop bootstrap-model)"
         log.error("the engine did not start", extra={"error": e.message})
         print(f"nasloop: generator: {e.message}{hint}", file=sys.stderr)
