@@ -15,7 +15,7 @@ from nasloop.config import Config, StoreConfig, load_config
 from nasloop.store import StoreError, open_store
 from services.controller.loop import state as st
 from services.controller.report import build as report
-from services.controller.runspec import dump_spec, load_spec
+from services.controller.runspec import RunSpec, dump_spec, load_spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     return run_local(cfg, spec, args.resume)
 
 
-def _run_remote(address: str, spec, resume: str | None, cfg: Config) -> int:  # type: ignore[no-untyped-def]
+def _run_remote(address: str, spec: RunSpec | None, resume: str | None, cfg: Config) -> int:
     from nasloop.rpc import connect
     from nasloop.v1 import controller_pb2 as pb
     from nasloop.v1 import controller_pb2_grpc as pb_grpc
@@ -43,7 +43,7 @@ def _run_remote(address: str, spec, resume: str | None, cfg: Config) -> int:  # 
 
     with connect(address, tls=cfg.tls) as channel:
         stub = pb_grpc.ControllerStub(channel)
-        if resume:
+        if spec is None:  # --resume
             run = stub.ResumeRun(pb.ResumeRunRequest(name=resume))
         else:
             run = stub.StartRun(pb.StartRunRequest(spec_yaml=dump_spec(spec)))
