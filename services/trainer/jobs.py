@@ -194,21 +194,10 @@ class JobManager:
                     self.store, record.parent.prefix, self.cache / "adapters" / record.parent.sha256
                 )
 
-            def progress(p: sft.Progress) -> None:
+            def progress(p: pb.JobProgress) -> None:
                 with self._lock:
-                    record.job.progress.CopyFrom(
-                        pb.JobProgress(
-                            job_id=spec.job_id,
-                            state=common.JOB_STATE_RUNNING,
-                            step=p.step,
-                            total_steps=p.total_steps,
-                            epoch=p.epoch,
-                            loss=p.loss,
-                            tokens_per_second=p.tokens_per_second,
-                            elapsed_s=p.elapsed_s,
-                            eta_s=p.eta_s,
-                        )
-                    )
+                    p.job_id, p.state = spec.job_id, common.JOB_STATE_RUNNING
+                    record.job.progress.CopyFrom(p)
                     self._changed(record)
 
             t0 = time.perf_counter()

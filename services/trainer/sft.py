@@ -28,17 +28,6 @@ class Cancelled(Exception):
 
 
 @dataclass
-class Progress:
-    step: int
-    total_steps: int
-    epoch: int
-    loss: float
-    tokens_per_second: float
-    elapsed_s: float
-    eta_s: float
-
-
-@dataclass
 class TrainResult:
     initial_loss: float
     final_loss: float
@@ -102,7 +91,7 @@ def train_lora(
     *,
     parent_dir: Path | None = None,
     device: torch.device | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[pb.JobProgress], None] | None = None,
     cancelled: threading.Event | None = None,
     log_every: int = 5,
 ) -> TrainResult:
@@ -157,7 +146,7 @@ def train_lora(
             if on_progress is not None and (step % log_every == 0 or step == total):
                 elapsed = time.perf_counter() - t0
                 on_progress(
-                    Progress(
+                    pb.JobProgress(
                         step=step,
                         total_steps=total,
                         epoch=epoch,
