@@ -22,16 +22,7 @@ from urllib.parse import unquote
 
 from nasloop import layout
 from nasloop.rpc import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from nasloop.store import (
-    InvalidKey,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    check_key,
-    check_prefix,
-    sha256_hex,
-)
+from nasloop.store import base
 
 T = TypeVar("T")
 log = logging.getLogger("nasloop.controller")
@@ -80,8 +71,8 @@ class CycleScope:
         """A listed prefix must lie inside one readable prefix (``runs/r1/cycles/`` does;
         ``runs/`` does not: it would name other runs)."""
         try:
-            check_prefix(prefix)
-        except InvalidKey as e:
+            base.check_prefix(prefix)
+        except base.InvalidKey as e:
             raise InvalidArgument(str(e)) from None
         if not any(prefix.startswith(p) for p in self.readable):
             raise PermissionDenied(
@@ -91,8 +82,8 @@ class CycleScope:
 
     def _check(self, key: str, allowed: tuple[str, ...], what: str) -> str:
         try:
-            check_key(key)
-        except InvalidKey as e:
+            base.check_key(key)
+        except base.InvalidKey as e:
             raise InvalidArgument(str(e)) from None
         if not any(key == p or (p.endswith("/") and key.startswith(p)) for p in allowed):
             raise PermissionDenied(
@@ -157,7 +148,7 @@ class CycleStoreGate:
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: base.ObjectStore,
         identity: CallerIdentity,
         on_write: Callable[[str, int, str, bytes], None] | None = None,
     ) -> None:
@@ -173,9 +164,9 @@ class CycleStoreGate:
     def get(self, peer: str, key: str) -> tuple[bytes, str]:
         key = self.scope(peer).check_read(key)
         data = self._do(lambda: self.store.get_bytes(key))
-        return data, sha256_hex(data)
+        return data, base.sha256_hex(data)
 
-    def put(self, peer: str, key: str, data: bytes) -> ObjectInfo:
+    def put(self, peer: str, key: str, data: bytes) -> base.ObjectInfo:
         scope = self.scope(peer)
         key = scope.check_write(key)
         info = self._do(lambda: self.store.put_bytes(key, data))
@@ -202,11 +193,11 @@ class CycleStoreGate:
     def _do(fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except ObjectNotFound as e:
+        except base.ObjectNotFound as e:
             raise NotFound(str(e)) from None
-        except InvalidKey as e:
+        except base.InvalidKey as e:
             raise InvalidArgument(str(e)) from None
-        except StoreError as e:
+        except base.StoreError as e:
             raise Unavailable(f"the object store failed: {e}") from None
 
 
