@@ -27,7 +27,7 @@ from nasloop.store import open_store
 from services.controller.cli.local_run import ensure_inputs, service_env
 from services.controller.clients import Services
 from services.controller.loop import state as st
-from services.controller.loop.cycle import Cycle
+from services.controller.loop.cycle import run_cycle
 from services.controller.loop.summary import CycleSummary
 from services.controller.runs import create_run
 from services.controller.runspec import load_spec
@@ -83,7 +83,7 @@ def main() -> int:
             create_run(store, spec)
             previous = None
             for n in (1, 2):
-                summary = Cycle(run, n, spec, store, clients).run_cycle(previous)
+                summary = run_cycle(run, n, spec, store, clients, previous)
                 progress = st.load_progress(store, run, n)
                 assert progress is not None
                 label = f"{backend} cycle {n} ({'adapter' if previous else 'base model'})"
@@ -93,7 +93,7 @@ def main() -> int:
                 seq = f"{run}-seq"
                 seq_spec = spec.model_copy(update={"name": seq, "cycles": 1})
                 create_run(store, seq_spec)
-                seq_summary = Cycle(seq, 1, seq_spec, store, clients, overlap=False).run_cycle(None)
+                seq_summary = run_cycle(seq, 1, seq_spec, store, clients, None, overlap=False)
                 seq_progress = st.load_progress(store, seq, 1)
                 assert seq_progress is not None
                 show(f"{backend} cycle 1, back to back", seq_summary, seq_progress, 0)

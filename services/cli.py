@@ -119,7 +119,7 @@ def _command_errors(func: Callable[[argparse.Namespace], int]) -> Callable[..., 
         from nasloop.layout import InvalidName
         from nasloop.rpc.errors import ServiceError
         from nasloop.store import StoreError
-        from services.controller.loop.cycle import CycleError
+        from services.controller.loop.runner import CycleError
         from services.controller.runspec import SpecError
         from services.local import ServiceFailed
 

@@ -28,15 +28,10 @@ from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller.clients import Services
 from services.controller.loop import state as st
-from services.controller.loop.baseline import runner
-from services.controller.loop.cycle import (
-    CycleError,
-    Event,
-    Stopped,
-    StopSignal,
-    seed_corpus_namespace,
-)
-from services.controller.loop.events import EventBus, Observer, Observers
+from services.controller.loop.cycle import run_cycle, steps_of
+from services.controller.loop.events import Event, EventBus, Observer, Observers
+from services.controller.loop.novelty import seed_corpus_namespace
+from services.controller.loop.runner import CycleError, Stopped, StopSignal
 from services.controller.loop.summary import CycleSummary, load_summaries, load_summary
 from services.controller.runspec import RunSpec, SpecError, dump_spec, load_spec
 
@@ -213,7 +208,7 @@ class RunManager:
                     return
                 seen.candidates.add(record.index)
                 counts = {"evaluated": len(seen.candidates)}
-            phase = runner(n).phase_of("generate")
+            phase = steps_of(n).phase_of("generate")
             self._emit(state, Event(name, n, phase, candidate=record, counts=counts))
 
     def is_active(self, name: str) -> bool:
@@ -326,8 +321,8 @@ class RunManager:
     ) -> CycleSummary:
         """Cycle ``n`` (or the baseline: ``layout.BASELINE``) in this process or as a Job."""
         if self.cfg.controller.mode == "local":
-            cycle = runner(n)(name, n, spec, self.store, self.services, self.emitter(state), stop)
-            return cycle.run_cycle(state.adapter)
+            emit = self.emitter(state)
+            return run_cycle(name, n, spec, self.store, self.services, state.adapter, emit, stop)
         if self.cfg.tls.enabled:  # the corpus is read-only to cycle Jobs (nasloop/rpc/authz.py)
             seed_corpus_namespace(self.services.novelty, self.store, spec)
         return self._run_cycle_job(name, n, state, stop)
@@ -369,13 +364,13 @@ class RunManager:
             new = [step for step in done if step not in seen.steps]
             seen.steps.update(new)
         for step in new:
-            self._emit(state, Event(name, n, runner(n).phase_of(step), f"{step} done"))
+            self._emit(state, Event(name, n, steps_of(n).phase_of(step), f"{step} done"))
 
 
 def _summary_event(name: str, n: int, summary: CycleSummary) -> Event:
     """The event that cycle ``n`` (or the baseline) ends with, as its own run emits it."""
-    kind = runner(n)
-    return Event(name, n, kind.phase_of("summary"), kind.done_message, summary=summary)
+    steps = steps_of(n)
+    return Event(name, n, steps.phase_of("summary"), steps.done_message, summary=summary)
 
 
 def _error(e: BaseException) -> str:

@@ -24,7 +24,7 @@ from nasloop.store.remote import chunks
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
 from services.controller.cycle_store import CallerIdentity, CycleStoreGate, joined
-from services.controller.loop.cycle import Event
+from services.controller.loop.events import Event
 from services.controller.loop.state import RunState
 from services.controller.loop.summary import CycleSummary
 from services.controller.runs import RunManager

@@ -13,14 +13,16 @@ from nasloop.artifacts import ADAPTER_FILES
 from nasloop.records import TrainingPair, dumps_lines
 from nasloop.store import LocalStore, sha256_hex
 from services.controller.loop import state as st
-from services.controller.loop.cycle import Cycle, CycleError
+from services.controller.loop.cycle import CYCLE_STEPS
+from services.controller.loop.runner import Context, CycleError
+from services.controller.loop.training import publish
 from services.controller.runspec import load_spec
 
 RUN = "r1"
 PAIRS = [TrainingPair("Task: design a network.", "```python\nclass Net: pass\n```", "c1", 0.5)]
 
 
-def cycle_with_a_manifest(tmp_path: Path, **meta: object) -> Cycle:
+def cycle_with_a_manifest(tmp_path: Path, **meta: object) -> Context:
     store = LocalStore(tmp_path)
     store.put_bytes(layout.pairs_key(RUN, 1), dumps_lines(PAIRS))
     honest = {
@@ -36,12 +38,12 @@ def cycle_with_a_manifest(tmp_path: Path, **meta: object) -> Cycle:
     files = {name: b"{}" for name in ADAPTER_FILES}
     store.put_artifact(prefix, files, {**honest, **meta})
     spec = load_spec("local").model_copy(update={"name": RUN})
-    return Cycle(RUN, 1, spec, store, services=None)  # type: ignore[arg-type]
+    return Context(RUN, 1, spec, store, services=None, steps=CYCLE_STEPS)  # type: ignore[arg-type]
 
 
 def test_this_cycles_adapter_is_taken(tmp_path: Path) -> None:
     progress = st.CycleProgress(cycle=1)
-    cycle_with_a_manifest(tmp_path)._publish(progress)
+    publish(cycle_with_a_manifest(tmp_path), progress)
     assert progress.adapter is not None
     assert progress.adapter.prefix == layout.adapter_prefix(RUN, 1)
 
@@ -61,5 +63,5 @@ def test_a_manifest_that_is_not_this_cycles_is_refused(
 ) -> None:
     progress = st.CycleProgress(cycle=1)
     with pytest.raises(CycleError, match=f"is not this cycle's: its manifest's {says} differ"):
-        cycle_with_a_manifest(tmp_path, **meta)._publish(progress)
+        publish(cycle_with_a_manifest(tmp_path, **meta), progress)
     assert progress.adapter is None

@@ -19,8 +19,10 @@ from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2, generator_pb2, novelty_pb2
 from services.cli import main
 from services.controller.loop import state as st
-from services.controller.loop.baseline import Baseline, plan_from, runner
-from services.controller.loop.cycle import Cycle, CycleError, Event, cycle_seed
+from services.controller.loop.baseline import BASELINE_STEPS, plan_from
+from services.controller.loop.cycle import CYCLE_STEPS, cycle_seed, run_cycle, steps_of
+from services.controller.loop.events import Event
+from services.controller.loop.runner import CycleError
 from services.controller.runspec import dump_spec, load_spec, spec_from_proto, spec_to_proto
 
 RUN = "r"
@@ -127,9 +129,8 @@ def test_baseline_answers_the_last_cycles_prompt_and_seeds_without_an_adapter(
     local_store.put_bytes(layout.candidates_key(RUN, 2), dumps_lines(previous))
     services = FakeServices(s.base_model)
     events: list[Any] = []
-    summary = Baseline(RUN, layout.BASELINE, s, local_store, services, events.append).run_cycle(
-        st.AdapterState("r-c2", "adapters/r/2", "a" * 64, 2)  # the run's adapter: not used
-    )
+    adapter = st.AdapterState("r-c2", "adapters/r/2", "a" * 64, 2)  # the run's: not used
+    summary = run_cycle(RUN, layout.BASELINE, s, local_store, services, adapter, events.append)
     assert [r.adapter for r in services.requests] == [""]
     assert services.requests[0].sampling.seed == previous[0].seed
 
@@ -154,7 +155,7 @@ def test_baseline_answers_the_last_cycles_prompt_and_seeds_without_an_adapter(
 
     # Done: running it again generates nothing.
     again = FakeServices(s.base_model)
-    Baseline(RUN, layout.BASELINE, s, local_store, again).run_cycle(None)
+    run_cycle(RUN, layout.BASELINE, s, local_store, again, None)
     assert again.requests == [] and again.evaluated == 0
 
 
@@ -163,12 +164,12 @@ def test_a_killed_baseline_resumes_with_the_missing_answers_only(local_store: Lo
     local_store.put_bytes(layout.candidates_key(RUN, 2), dumps_lines(last_cycle()))
     dying = FakeServices(s.base_model, fail_after=2)
     with pytest.raises(RuntimeError, match="died"):  # as good as a crash
-        Baseline(RUN, layout.BASELINE, s, local_store, dying).run_cycle(None)
+        run_cycle(RUN, layout.BASELINE, s, local_store, dying, None)
     kept = st.load_evaluated(local_store, RUN, layout.BASELINE)
     assert 0 < len(kept) < N
 
     services = FakeServices(s.base_model)
-    Baseline(RUN, layout.BASELINE, s, local_store, services).run_cycle(None)
+    run_cycle(RUN, layout.BASELINE, s, local_store, services, None)
     regenerated = {r.sampling.seed + i for r in services.requests for i in range(r.n)}
     assert regenerated == {cycle_seed(0, 2) + i for i in range(N) if i not in kept}
     found = st.load_candidates(local_store, RUN, layout.BASELINE)
@@ -177,10 +178,14 @@ def test_a_killed_baseline_resumes_with_the_missing_answers_only(local_store: Lo
 
 def test_baseline_needs_the_last_cycles_records(local_store: LocalStore) -> None:
     with pytest.raises(CycleError, match="cycle 2's records"):
-        Baseline(RUN, layout.BASELINE, spec(), local_store, FakeServices("m")).run_cycle(None)
-    with pytest.raises(ValueError):
-        Baseline(RUN, 1, spec(), local_store, FakeServices("m"))
-    assert runner(layout.BASELINE) is Baseline and runner(1) is Cycle
+        run_cycle(RUN, layout.BASELINE, spec(), local_store, FakeServices("m"), None)
+
+
+def test_a_cycle_and_the_baseline_are_two_lists_of_the_steps_progress_names() -> None:
+    assert steps_of(layout.BASELINE) is BASELINE_STEPS and steps_of(1) is CYCLE_STEPS
+    assert CYCLE_STEPS.names == st.STEPS and BASELINE_STEPS.names == st.BASELINE_STEPS
+    assert {BASELINE_STEPS.phase_of(s) for s in st.BASELINE_STEPS} == {"baseline"}
+    assert [CYCLE_STEPS.phase_of(s) for s in st.STEPS] == list(st.STEPS)
 
 
 def test_ids_and_keys_never_collide_with_a_cycles() -> None:

@@ -11,8 +11,7 @@ from nasloop.records import CandidateRecord, Evaluation
 from nasloop.store import LocalStore
 from services.controller.cli.progress import Progress
 from services.controller.loop import state as st
-from services.controller.loop.cycle import Event
-from services.controller.loop.events import Observers
+from services.controller.loop.events import Event, Observers
 from services.controller.runs import RunManager
 from services.controller.server import event_to_pb
 

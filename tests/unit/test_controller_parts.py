@@ -19,7 +19,7 @@ from nasloop.records import (
     loads_records,
     sha256_text,
 )
-from services.controller.loop.cycle import _ranges
+from services.controller.loop.generate import _ranges
 from services.controller.loop.selection import select
 from services.controller.loop.state import CycleProgress
 from services.controller.loop.summary import summarize

@@ -133,8 +133,8 @@ def cycle(args: argparse.Namespace) -> int:
     from nasloop.rpc.tls import enrol
     from nasloop.store.remote import RemoteStore
     from services.controller.clients import Services
-    from services.controller.loop.baseline import runner
-    from services.controller.loop.cycle import Stopped, StopSignal
+    from services.controller.loop.cycle import run_cycle
+    from services.controller.loop.runner import Stopped, StopSignal
     from services.controller.runs import load_run_spec, poll_stop
 
     cfg = load_config(args.config)
@@ -154,7 +154,7 @@ def cycle(args: argparse.Namespace) -> int:
     services = Services(cfg.controller, cfg.tls)
     n = layout.BASELINE if args.baseline else args.cycle
     try:
-        summary = runner(n)(run, n, spec, store, services, stop=stop).run_cycle(state.adapter)
+        summary = run_cycle(run, n, spec, store, services, state.adapter, stop=stop)
     except Stopped as e:
         print(f"{'the baseline' if args.baseline else f'cycle {n}'} of {run}: {e}", file=sys.stderr)
         return 0  # the controller sees no summary and the stop request

@@ -8,10 +8,11 @@ added to any namespace, so the baseline changes nothing the run found. The recor
 ``CandidateRecord`` lines at ``runs/<run>/baseline/candidates.jsonl`` (ids ``<run>-base-<i>``,
 ``cycle`` 0, ``adapter_name`` empty), with a summary of a cycle's shape beside them.
 
-The baseline is a :class:`~services.controller.loop.cycle.Cycle` with its own steps
-(``state.BASELINE_STEPS``): the same step loop, generate+evaluate overlap, per-candidate durable
-results (``baseline/evaluated/<i>.json``) and resume that regenerates only the missing indices
-with seed + index. It is crash-safe like a cycle, and a baseline whose summary step is done is
+The baseline is its own list of steps (:data:`BASELINE_STEPS`) run by the cycle's runner
+(loop/runner.py): the same generate step (generate+evaluate overlap, per-candidate durable
+results ``baseline/evaluated/<i>.json``, resume that regenerates only the missing indices with
+seed + index) with its own ids, the same novelty step with check-only verdicts, its records, the
+same summary step. It is crash-safe like a cycle, and a baseline whose summary step is done is
 not run again. It runs where cycles run: in the controller's process (local mode) or as a
 Kubernetes Job running ``nasloop cycle --baseline`` (cluster mode).
 """
@@ -21,14 +22,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import grpc
 
 from nasloop import layout
 from nasloop.records import CandidateRecord
+from nasloop.v1 import novelty_pb2
 from services.controller.loop import state as st
-from services.controller.loop.cycle import Cycle, CycleError
+from services.controller.loop import steps
+from services.controller.loop.generate import generate
+from services.controller.loop.novelty import novelty
+from services.controller.loop.runner import Context, CycleError, StepList
 
 log = logging.getLogger("nasloop.controller")
 
@@ -66,53 +71,53 @@ def plan_from(records: Sequence[CandidateRecord], total: int) -> Plan:
     return plan
 
 
-class Baseline(Cycle):
-    """The baseline, run (or resumed) with :meth:`run_cycle`; ``cycle`` is ``layout.BASELINE``."""
-
-    steps = st.BASELINE_STEPS
-    done_message = "baseline done"
-
-    def __init__(self, run: str, cycle: int, *args: Any, **kwargs: Any) -> None:
-        if cycle != layout.BASELINE:
-            raise ValueError(f"the baseline is cycle {layout.BASELINE}, not {cycle}")
-        super().__init__(run, cycle, *args, **kwargs)
-
-    def _new_progress(self, previous: st.AdapterState | None) -> st.CycleProgress:
-        last = self.spec.cycles
-        records = st.load_candidates(self.store, self.run, last)
-        if not records:
-            raise CycleError(f"the baseline needs cycle {last}'s records; it has none yet")
-        plan = plan_from(records, self.spec.candidates_per_cycle)
-        return st.CycleProgress(
-            cycle=self.n,
-            prompt=plan.prompt,
-            prompt_sha256=plan.prompt_sha256,
-            seed=plan.seed,
-            generated_with=None,  # the cycle-0 model: no adapter
-        )
-
-    @classmethod
-    def phase_of(cls, step: str) -> str:
-        return PHASE
-
-    def _candidate_id(self, index: int) -> str:
-        return layout.baseline_candidate_id(self.run, index)
-
-    def _verdicts(self, own: str, consult: list[str], items: list[tuple[str, str]]) -> list[Any]:
-        """Check-only verdicts against the run's and the corpus namespace: nothing is added.
-        A novelty service without the check-only call gives no verdict (logged)."""
-        try:
-            return self.services.novelty.batch_check([own, *consult], [c for _, c in items])
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            log.warning("the novelty service has no check-only call: no baseline verdicts")
-            return [None] * len(items)
-
-    def _records(self, progress: st.CycleProgress) -> None:
-        self._save_records(self._final_records())
+def first_progress(ctx: Context, previous: st.AdapterState | None) -> st.CycleProgress:
+    """The last cycle's prompt and seeds, and no adapter (``previous`` is not used)."""
+    last = ctx.spec.cycles
+    records = st.load_candidates(ctx.store, ctx.run, last)
+    if not records:
+        raise CycleError(f"the baseline needs cycle {last}'s records; it has none yet")
+    plan = plan_from(records, ctx.spec.candidates_per_cycle)
+    return st.CycleProgress(
+        cycle=ctx.cycle,
+        prompt=plan.prompt,
+        prompt_sha256=plan.prompt_sha256,
+        seed=plan.seed,
+        generated_with=None,  # the cycle-0 model: no adapter
+    )
 
 
-def runner(cycle: int) -> type[Cycle]:
-    """What runs "cycle" ``cycle``: the baseline for ``layout.BASELINE``, else a cycle."""
-    return Baseline if cycle == layout.BASELINE else Cycle
+def candidate_id(ctx: Context, index: int) -> str:
+    return layout.baseline_candidate_id(ctx.run, index)
+
+
+def check_only(
+    ctx: Context, own: str, consult: list[str], items: list[tuple[str, str]]
+) -> list[novelty_pb2.CheckResult | None]:
+    """Check-only verdicts against the run's and the corpus namespace: nothing is added.
+    A novelty service without the check-only call gives no verdict (logged)."""
+    try:
+        return list(ctx.services.novelty.batch_check([own, *consult], [c for _, c in items]))
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        log.warning("the novelty service has no check-only call: no baseline verdicts")
+        return [None] * len(items)
+
+
+def records(ctx: Context, progress: st.CycleProgress) -> None:
+    """The final records (nothing is selected: the baseline trains nothing)."""
+    steps.save_records(ctx, steps.final_records(ctx))
+
+
+BASELINE_STEPS = StepList(
+    steps=(
+        ("generate", partial(generate, candidate_id=candidate_id)),
+        ("novelty", partial(novelty, verdicts=check_only)),
+        ("records", records),
+        ("summary", steps.summary),
+    ),
+    first_progress=first_progress,
+    phase=PHASE,
+    done_message="baseline done",
+)

@@ -6,8 +6,26 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from services.controller.loop.cycle import Event
+from nasloop.records import CandidateRecord
+from services.controller.loop.summary import CycleSummary
+
+
+@dataclass
+class Event:
+    """Something a cycle did, for watchers (WatchRun, the CLI's progress bars)."""
+
+    run: str
+    cycle: int
+    step: str
+    message: str = ""
+    candidate: CandidateRecord | None = None
+    training: dict[str, Any] | None = None
+    summary: CycleSummary | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # e.g. generated/evaluated so far
+
 
 END = None  # a watcher's queue gets this when the run it watches ends
 Observer = Callable[[Event], None]
