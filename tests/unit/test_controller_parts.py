@@ -19,9 +19,12 @@ from nasloop.records import (
     loads_records,
     sha256_text,
 )
+from nasloop.store import LocalStore
+from services.controller.loop.events import Event
 from services.controller.loop.generate import _ranges
+from services.controller.loop.runner import Context, StepList, Stopped, run_steps
 from services.controller.loop.selection import select
-from services.controller.loop.state import CycleProgress
+from services.controller.loop.state import CycleProgress, load_progress
 from services.controller.loop.summary import summarize
 from services.controller.runspec import load_spec
 
@@ -127,6 +130,41 @@ def test_summary_counts() -> None:
 def test_contiguous_ranges_of_missing_answers() -> None:
     assert list(_ranges([5, 0, 1, 2, 7, 8])) == [(0, 3), (5, 1), (7, 2)]
     assert list(_ranges([])) == []
+
+
+def test_the_runner_runs_the_steps_not_done_and_stops_between_steps(
+    local_store: LocalStore,
+) -> None:
+    """Each step runs once, its progress saved after it and announced; a second run skips the
+    steps done; a stop after a step leaves the next one for the resume."""
+    ran: list[str] = []
+
+    def step(ctx: Context, progress: CycleProgress) -> None:
+        ran.append(ctx.steps.names[len(progress.done)])
+        if ran[-1] == "a":
+            ctx.calls.stop.set()  # after this step
+
+    steps = StepList(
+        steps=(("a", step), ("b", step), ("summary", step)),
+        first_progress=lambda ctx, previous: CycleProgress(cycle=ctx.cycle, seed=7),
+    )
+    events: list[Event] = []
+    spec = load_spec(overrides=["name=r"])
+    ctx = Context("r", 1, spec, local_store, services=None, steps=steps, emit=events.append)  # type: ignore[arg-type]
+    with pytest.raises(Stopped, match="stopped before b"):
+        run_steps(ctx, None)
+    saved = load_progress(local_store, "r", 1)
+    assert saved is not None and saved.done == ["a"] and saved.seed == 7
+    ctx = Context("r", 1, spec, local_store, services=None, steps=steps, emit=events.append)  # type: ignore[arg-type]
+    run_steps(ctx, None)
+    run_steps(ctx, None)  # all done: nothing runs
+    assert ran == ["a", "b", "summary"]
+    assert [e.message for e in events] == [
+        "a started", "a done", "b started", "b done", "summary started",
+    ]  # fmt: skip
+    saved = load_progress(local_store, "r", 1)
+    assert saved is not None and saved.done == ["a", "b", "summary"]
+    assert set(saved.seconds) == {"a", "b", "summary"} and saved.wall_seconds > 0
 
 
 def test_adapter_meta_round_trips_through_a_manifest() -> None:
