@@ -17,10 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nasloop import hub, layout
-
-# SERVABLE_RANKS and UNSERVABLE_TARGET moved to nasloop.lora: still importable from here until
-# nasloop/config.py and the run spec import them from there.
-from nasloop.lora import SERVABLE_RANKS, UNSERVABLE_TARGET, LoraSettings  # noqa: F401
+from nasloop.lora import LoraSettings
 from nasloop.rpc.errors import DataLoss, FailedPrecondition, NotFound, Unavailable
 from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore, StoreError
 from nasloop.store.base import MANIFEST, join_key, sha256_hex
@@ -244,13 +241,6 @@ class AdapterMeta:
             sha256=ref.sha256,
             rank=ref.rank,
         )
-
-    def ref(self, name: str, prefix: str, sha256: str, rank: int = 0) -> common_pb2.AdapterRef:
-        """The adapter as the services exchange it, named and placed (``rank`` from its config
-        when known)."""
-        return replace(
-            self, name=name, prefix=prefix, sha256=sha256, rank=rank or self.rank
-        ).to_ref()
 
 
 def job_adapter(job: trainer_pb2.Job) -> AdapterMeta:

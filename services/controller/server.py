@@ -112,15 +112,7 @@ def event_to_pb(e: Event) -> pb.CycleEvent:
     if e.candidate is not None and e.candidate.evaluation is not None:
         out.candidate.CopyFrom(e.candidate.evaluation.to_proto(e.candidate.id, e.candidate.index))
     elif e.training is not None:
-        t = e.training
-        out.training.job_id = str(t.get("job_id", ""))
-        out.training.step = int(t.get("step", 0))
-        out.training.total_steps = int(t.get("total_steps", 0))
-        out.training.epoch = int(t.get("epoch", 0))
-        out.training.loss = float(t.get("loss", 0.0))
-        out.training.tokens_per_second = float(t.get("tokens_per_second", 0.0))
-        out.training.elapsed_s = float(t.get("elapsed_s", 0.0))
-        out.training.eta_s = float(t.get("eta_s", 0.0))
+        out.training.CopyFrom(e.training)
     elif e.summary is not None:
         out.summary.CopyFrom(summary_to_pb(e.summary))
     return out

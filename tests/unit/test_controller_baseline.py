@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta
 from nasloop.records import CandidateRecord, Evaluation, dumps_lines, sha256_text
 from nasloop.store import LocalStore
 from nasloop.v1 import common_pb2 as common
@@ -129,7 +130,7 @@ def test_baseline_answers_the_last_cycles_prompt_and_seeds_without_an_adapter(
     local_store.put_bytes(layout.candidates_key(RUN, 2), dumps_lines(previous))
     services = FakeServices(s.base_model)
     events: list[Any] = []
-    adapter = st.AdapterState("r-c2", "adapters/r/2", "a" * 64, 2)  # the run's: not used
+    adapter = AdapterMeta(name="r-c2", prefix="adapters/r/2", sha256="a" * 64, cycle=2)  # not used
     summary = run_cycle(RUN, layout.BASELINE, s, local_store, services, adapter, events.append)
     assert [r.adapter for r in services.requests] == [""]
     assert services.requests[0].sampling.seed == previous[0].seed

@@ -17,6 +17,7 @@ from kubefake import FakeKubeAPI, fake_kube
 from test_controller_kube import config
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta
 from nasloop.store import LocalStore
 from services.controller.kube import CycleJobs, cycle_job_name
 from services.controller.loop import state as st
@@ -56,9 +57,9 @@ class PlayedCycles:
                     continue
                 adapter = None
                 if cycle != layout.BASELINE:  # the baseline trains nothing
-                    adapter = st.AdapterState(
-                        layout.adapter_name(RUN, cycle), layout.adapter_prefix(RUN, cycle),
-                        "a" * 64, cycle,
+                    adapter = AdapterMeta(
+                        name=layout.adapter_name(RUN, cycle), run=RUN, cycle=cycle,
+                        prefix=layout.adapter_prefix(RUN, cycle), sha256="a" * 64,
                     )  # fmt: skip
                 save_summary(self.store, CycleSummary(RUN, cycle, generated=4, adapter=adapter))
                 self.fake.succeed(name)

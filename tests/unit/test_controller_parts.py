@@ -7,7 +7,8 @@ import json
 import pytest
 
 from nasloop import layout
-from nasloop.artifacts import AdapterMeta, LoraSettings
+from nasloop.artifacts import AdapterMeta
+from nasloop.lora import LoraSettings
 from nasloop.records import (
     CandidateRecord,
     Evaluation,
@@ -175,7 +176,7 @@ def test_adapter_meta_round_trips_through_a_manifest() -> None:
     files = {"adapter_model.safetensors": {}, "adapter_config.json": {}}
     manifest = {"files": files, "meta": meta.to_meta()}
     assert AdapterMeta.from_manifest(json.loads(json.dumps(manifest))) == meta
-    ref = meta.ref("r-c2", "adapters/r/2", "a" * 64)
+    ref = meta.to_ref()
     assert (ref.rank, ref.cycle, ref.base_model_sha256) == (8, 2, "b" * 64)
     with pytest.raises(ValueError, match="not a LoRA adapter"):
         AdapterMeta.from_manifest({"files": files, "meta": {"kind": "bootstrap-lm"}})

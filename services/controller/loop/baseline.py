@@ -27,6 +27,7 @@ from functools import partial
 import grpc
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta
 from nasloop.records import CandidateRecord
 from nasloop.v1 import novelty_pb2
 from services.controller.loop import state as st
@@ -71,7 +72,7 @@ def plan_from(records: Sequence[CandidateRecord], total: int) -> Plan:
     return plan
 
 
-def first_progress(ctx: Context, previous: st.AdapterState | None) -> st.CycleProgress:
+def first_progress(ctx: Context, previous: AdapterMeta | None) -> st.CycleProgress:
     """The last cycle's prompt and seeds, and no adapter (``previous`` is not used)."""
     last = ctx.spec.cycles
     records = st.load_candidates(ctx.store, ctx.run, last)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta
 from nasloop.store import ObjectStore
 from services.controller.clients import Services
 from services.controller.loop import state as st
@@ -45,7 +46,7 @@ def cycle_seed(run_seed: int, cycle: int) -> int:
     return int.from_bytes(digest[:8], "big") >> (CANDIDATE_BITS + 1) << CANDIDATE_BITS
 
 
-def first_progress(ctx: Context, previous: st.AdapterState | None) -> st.CycleProgress:
+def first_progress(ctx: Context, previous: AdapterMeta | None) -> st.CycleProgress:
     """A first attempt's progress: generate with ``previous``, answer i with seed
     ``progress.seed + i``."""
     seed = cycle_seed(ctx.spec.seed, ctx.cycle)
@@ -82,7 +83,7 @@ def run_cycle(
     spec: RunSpec,
     store: ObjectStore,
     services: Services,
-    previous: st.AdapterState | None,
+    previous: AdapterMeta | None,
     emit: Callable[[Event], None] = lambda event: None,
     stop: StopSignal | None = None,
     overlap: bool = True,

@@ -7,9 +7,9 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from nasloop.records import CandidateRecord
+from nasloop.v1 import trainer_pb2
 from services.controller.loop.summary import CycleSummary
 
 
@@ -22,7 +22,7 @@ class Event:
     step: str
     message: str = ""
     candidate: CandidateRecord | None = None
-    training: dict[str, Any] | None = None
+    training: trainer_pb2.JobProgress | None = None
     summary: CycleSummary | None = None
     counts: dict[str, int] = field(default_factory=dict)  # e.g. generated/evaluated so far
 

@@ -64,7 +64,7 @@ def generate(ctx: Context, progress: st.CycleProgress, candidate_id: CandidateId
         )
     if progress.generated_with is not None:
         with busy.call():
-            generator.load_adapter(progress.generated_with.ref(ctx.run))
+            generator.load_adapter(progress.generated_with.to_ref())
     if not progress.prompt:
         with busy.call():
             progress.prompt = generator.render_prompt(task).prompt

@@ -19,8 +19,10 @@ from typing import Any
 
 import grpc
 
+from nasloop.artifacts import AdapterMeta
 from nasloop.records import CandidateRecord
 from nasloop.store import ObjectStore
+from nasloop.v1 import trainer_pb2
 from services.controller.clients import Services
 from services.controller.loop import state as st
 from services.controller.loop.events import Event
@@ -123,7 +125,7 @@ class StepList:
     from. ``phase`` is ``Event.step`` of all its events (empty: each step's own name)."""
 
     steps: tuple[tuple[str, Step], ...]
-    first_progress: Callable[[Context, st.AdapterState | None], st.CycleProgress]
+    first_progress: Callable[[Context, AdapterMeta | None], st.CycleProgress]
     phase: str = ""
     done_message: str = "cycle done"
 
@@ -151,6 +153,7 @@ class Context:
     calls: Calls = field(default_factory=Calls)
     overlap: bool = True  # evaluate answers while the generator streams the next ones
     summary: CycleSummary | None = None  # what the summary step wrote, once it ran
+    trained: AdapterMeta | None = None  # what the fine-tune step's job published, once it ran
 
     def event(
         self,
@@ -158,7 +161,7 @@ class Context:
         message: str = "",
         *,
         candidate: CandidateRecord | None = None,
-        training: dict[str, Any] | None = None,
+        training: trainer_pb2.JobProgress | None = None,
         summary: CycleSummary | None = None,
         counts: dict[str, int] | None = None,
     ) -> Event:
@@ -169,7 +172,7 @@ class Context:
         )  # fmt: skip
 
 
-def run_steps(ctx: Context, previous: st.AdapterState | None) -> None:
+def run_steps(ctx: Context, previous: AdapterMeta | None) -> None:
     """Run (or resume) ``ctx.steps``; ``previous`` is the adapter a first attempt starts from."""
     store, run, calls = ctx.store, ctx.run, ctx.calls
     progress = st.load_progress(store, run, ctx.cycle)

@@ -12,14 +12,14 @@ The baseline (after the last cycle) keeps the same files under ``runs/<run>/base
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta
 from nasloop.records import CandidateRecord, loads_records
 from nasloop.store import ObjectNotFound, ObjectStore
-from nasloop.v1 import common_pb2 as common
 
 # The steps of a cycle, in order. Generation and evaluation overlap: one step.
 STEPS = ("generate", "novelty", "select", "fine_tune", "publish", "hot_load", "summary")
@@ -34,32 +34,31 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@dataclass
-class AdapterState:
-    """An adapter in plain types (``AdapterRef``)."""
+# An adapter in state.json, progress.json and summary.json: these fields of its AdapterMeta (its
+# run is the file's run; the rest of its meta is in its manifest).
+ADAPTER_KEYS = (
+    "name", "prefix", "sha256", "cycle", "rank", "base_model", "base_model_sha256", "parent_sha256"
+)  # fmt: skip
 
-    name: str
-    prefix: str
-    sha256: str
-    cycle: int
-    rank: int = 0
-    base_model: str = ""
-    base_model_sha256: str = ""
-    parent_sha256: str = ""
 
-    @classmethod
-    def from_ref(cls, ref: common.AdapterRef) -> AdapterState:
-        return cls(
-            ref.name, ref.prefix, ref.sha256, ref.cycle, ref.rank, ref.base_model,
-            ref.base_model_sha256, ref.parent_sha256,
-        )  # fmt: skip
+def adapter_to_dict(adapter: AdapterMeta) -> dict[str, Any]:
+    return {k: getattr(adapter, k) for k in ADAPTER_KEYS}
 
-    def ref(self, run: str) -> common.AdapterRef:
-        return common.AdapterRef(
-            name=self.name, prefix=self.prefix, sha256=self.sha256, base_model=self.base_model,
-            rank=self.rank, run=run, cycle=self.cycle, base_model_sha256=self.base_model_sha256,
-            parent_sha256=self.parent_sha256,
-        )  # fmt: skip
+
+def adapter_from_dict(data: Any, run: str) -> AdapterMeta | None:
+    if not isinstance(data, dict):
+        return None
+    return AdapterMeta(run=run, **{k: data[k] for k in ADAPTER_KEYS if k in data})
+
+
+def to_json(obj: Any) -> bytes:
+    """A run's, a cycle's or a summary's dataclass as stored, its adapters as ``ADAPTER_KEYS``."""
+    data = asdict(obj)
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, AdapterMeta):
+            data[f.name] = adapter_to_dict(value)
+    return json.dumps(data, indent=1, sort_keys=True).encode()
 
 
 @dataclass
@@ -69,7 +68,7 @@ class RunState:
     cycle: int = 0  # the cycle in progress, or the last one once the run has ended
     phase: str = ""
     cycles_done: int = 0
-    adapter: AdapterState | None = None  # what the next cycle generates with
+    adapter: AdapterMeta | None = None  # what the next cycle generates with
     error: str = ""
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
@@ -91,8 +90,8 @@ class CycleProgress:
     prompt: str = ""
     prompt_sha256: str = ""
     seed: int = 0
-    generated_with: AdapterState | None = None
-    adapter: AdapterState | None = None  # trained at the end of this cycle
+    generated_with: AdapterMeta | None = None
+    adapter: AdapterMeta | None = None  # trained at the end of this cycle
     training: dict[str, Any] = field(default_factory=dict)  # the job's metrics
     # Controller accounting: wall time of the cycle's attempts and the part spent inside
     # service calls, and the phases' sum when run back to back (for the overlap ratio).
@@ -105,14 +104,6 @@ class CycleProgress:
         return step in self.done
 
 
-def _to_json(obj: Any) -> bytes:
-    return json.dumps(asdict(obj), indent=1, sort_keys=True).encode()
-
-
-def adapter_from_dict(data: Any) -> AdapterState | None:
-    return AdapterState(**data) if isinstance(data, dict) else None
-
-
 def load_run_state(store: ObjectStore, run: str) -> RunState | None:
     try:
         data = json.loads(store.get_bytes(layout.state_key(run)))
@@ -120,13 +111,13 @@ def load_run_state(store: ObjectStore, run: str) -> RunState | None:
         return None
     known = set(RunState.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
-    data["adapter"] = adapter_from_dict(data.get("adapter"))
+    data["adapter"] = adapter_from_dict(data.get("adapter"), run)
     return RunState(**data)
 
 
 def save_run_state(store: ObjectStore, state: RunState) -> None:
     state.updated = now()
-    store.put_bytes(layout.state_key(state.name), _to_json(state))
+    store.put_bytes(layout.state_key(state.name), to_json(state))
 
 
 def progress_key(run: str, cycle: int) -> str:
@@ -135,22 +126,23 @@ def progress_key(run: str, cycle: int) -> str:
 
 def load_progress(store: ObjectStore, run: str, cycle: int) -> CycleProgress | None:
     try:
-        return progress_from_json(store.get_bytes(progress_key(run, cycle)))
+        return progress_from_json(store.get_bytes(progress_key(run, cycle)), run)
     except ObjectNotFound:
         return None
 
 
-def progress_from_json(raw: bytes) -> CycleProgress:
+def progress_from_json(raw: bytes, run: str = "") -> CycleProgress:
+    """A cycle's progress as stored (``run``: its adapters' run)."""
     data = json.loads(raw)
     known = set(CycleProgress.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
-    data["generated_with"] = adapter_from_dict(data.get("generated_with"))
-    data["adapter"] = adapter_from_dict(data.get("adapter"))
+    data["generated_with"] = adapter_from_dict(data.get("generated_with"), run)
+    data["adapter"] = adapter_from_dict(data.get("adapter"), run)
     return CycleProgress(**data)
 
 
 def save_progress(store: ObjectStore, run: str, progress: CycleProgress) -> None:
-    store.put_bytes(progress_key(run, progress.cycle), _to_json(progress))
+    store.put_bytes(progress_key(run, progress.cycle), to_json(progress))
 
 
 def evaluated_prefix(run: str, cycle: int) -> str:

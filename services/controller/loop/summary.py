@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop import layout
+from nasloop.artifacts import AdapterMeta
 from nasloop.records import CandidateRecord
 from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
-from services.controller.loop.state import AdapterState, CycleProgress, adapter_from_dict
+from services.controller.loop.state import CycleProgress, adapter_from_dict, to_json
 
 SHARE_THRESHOLD = 0.40  # the paper's "good" accuracy (controller.proto: share_above_040)
 
@@ -42,8 +43,8 @@ class CycleSummary:
     wall_seconds: float = 0.0
     service_seconds: float = 0.0
     training: dict[str, Any] = field(default_factory=dict)
-    adapter: AdapterState | None = None
-    generated_with: AdapterState | None = None
+    adapter: AdapterMeta | None = None
+    generated_with: AdapterMeta | None = None
     started: str = ""
     finished: str = ""
 
@@ -77,9 +78,9 @@ class CycleSummary:
                 stage=common.Stage.Value(stage), status=common.Status.Value(status), count=count
             )
         if self.adapter is not None:
-            out.adapter.CopyFrom(self.adapter.ref(self.run))
+            out.adapter.CopyFrom(self.adapter.to_ref())
         if self.generated_with is not None:
-            out.generated_with.CopyFrom(self.generated_with.ref(self.run))
+            out.generated_with.CopyFrom(self.generated_with.to_ref())
         for name, when in (("started", self.started), ("finished", self.finished)):
             if when:
                 ts = Timestamp()
@@ -139,7 +140,7 @@ def summarize(
 
 def save_summary(store: ObjectStore, summary: CycleSummary) -> None:
     key = layout.summary_key(summary.run, summary.cycle)
-    store.put_bytes(key, json.dumps(asdict(summary), indent=1, sort_keys=True).encode())
+    store.put_bytes(key, to_json(summary))
 
 
 def load_summary(store: ObjectStore, run: str, cycle: int) -> CycleSummary | None:
@@ -150,7 +151,7 @@ def load_summary(store: ObjectStore, run: str, cycle: int) -> CycleSummary | Non
     known = set(CycleSummary.__dataclass_fields__)
     data = {k: v for k, v in data.items() if k in known}
     for k in ("adapter", "generated_with"):
-        data[k] = adapter_from_dict(data.get(k))
+        data[k] = adapter_from_dict(data.get(k), run)
     return CycleSummary(**data)
 
 

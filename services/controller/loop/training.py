@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from typing import Any
+from dataclasses import replace
 
 import grpc
 
 from nasloop import layout
-from nasloop.artifacts import AdapterMeta, read_manifest
+from nasloop.artifacts import AdapterMeta, job_adapter, read_manifest
 from nasloop.records import TrainingPair, dumps_lines, loads_pairs
 from nasloop.store import ObjectNotFound, sha256_hex
 from nasloop.v1 import common_pb2 as common
@@ -58,18 +58,19 @@ def fine_tune(ctx: Context, progress: st.CycleProgress) -> None:
         max_seq_len=t.max_seq_len,
         precision=PRECISIONS[t.precision],
         output_prefix=prefix,
+        adapter_name=layout.adapter_name(ctx.run, ctx.cycle),
         run=ctx.run,
         cycle=ctx.cycle,
     )
     if parent is not None:
-        request.parent.CopyFrom(parent.ref(ctx.run))
+        request.parent.CopyFrom(parent.to_ref())
     trainer = ctx.services.trainer
     try:
         with ctx.calls.busy.call():
             job = trainer.start_job(request)
             with ctx.calls.stream(trainer.watch_job(job.id)) as watch:
                 for p in watch:
-                    ctx.emit(ctx.event("fine_tune", p.message, training=_progress(p)))
+                    ctx.emit(ctx.event("fine_tune", p.message, training=p))
             job = trainer.get_job(job.id)
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.ALREADY_EXISTS and ctx.store.get_manifest(prefix):
@@ -80,6 +81,7 @@ def fine_tune(ctx: Context, progress: st.CycleProgress) -> None:
         ctx.calls.check_stop_now()
         state = common.JobState.Name(job.state)
         raise CycleError(f"training job {job.id} ended {state}: {job.error}")
+    ctx.trained = job_adapter(job)
     m = job.metrics
     progress.training = {
         "pairs": len(pairs),
@@ -92,20 +94,29 @@ def fine_tune(ctx: Context, progress: st.CycleProgress) -> None:
 
 
 def publish(ctx: Context, progress: st.CycleProgress) -> None:
-    """Record the adapter the trainer published (or, with no pairs yet, keep the old one)."""
+    """Record the adapter the trainer published: the fine-tune step's job's, or (trained before
+    a crash) its manifest's; with no pairs yet, keep the old one."""
     prefix = layout.adapter_prefix(ctx.run, ctx.cycle)
+    adapter = ctx.trained or published(ctx, prefix)
+    if adapter is None:
+        if training_set(ctx):
+            raise CycleError(f"no adapter was published at {prefix}/")
+        progress.adapter = progress.generated_with
+        return
+    progress.adapter = own_adapter(ctx, prefix, adapter)
+    if not progress.training and adapter.metrics:  # trained before a crash: from the manifest
+        progress.training = {k: adapter.metrics.get(k) for k in ("initial_loss", "final_loss")}
+
+
+def published(ctx: Context, prefix: str) -> AdapterMeta | None:
+    """The adapter at ``prefix`` as its manifest says, under the name the fine-tune step asked
+    the trainer for; None if there is none."""
     try:
         manifest, sha = read_manifest(ctx.store, prefix)
     except ObjectNotFound:
-        if training_set(ctx):
-            raise CycleError(f"no adapter was published at {prefix}/") from None
-        progress.adapter = progress.generated_with
-        return
-    meta = own_adapter(ctx, prefix, AdapterMeta.from_manifest(manifest))
-    name = layout.adapter_name(ctx.run, ctx.cycle)
-    progress.adapter = st.AdapterState.from_ref(meta.ref(name, prefix, sha))
-    if not progress.training and meta.metrics:  # trained before a crash: from the manifest
-        progress.training = {k: meta.metrics.get(k) for k in ("initial_loss", "final_loss")}
+        return None
+    meta = AdapterMeta.from_manifest(manifest, prefix=prefix, sha256=sha)
+    return replace(meta, name=layout.adapter_name(ctx.run, ctx.cycle))
 
 
 def own_adapter(ctx: Context, prefix: str, meta: AdapterMeta) -> AdapterMeta:
@@ -136,22 +147,9 @@ def hot_load(ctx: Context, progress: st.CycleProgress) -> None:
     generator = ctx.services.generator
     try:
         with ctx.calls.busy.call():
-            generator.load_adapter(adapter.ref(ctx.run))
+            generator.load_adapter(adapter.to_ref())
             for info in generator.list_adapters():  # free the slots of older cycles
                 if info.ref.run == ctx.run and info.name != adapter.name:
                     generator.unload_adapter(info.name)
     except grpc.RpcError as e:
         raise CycleError(describe("hot-loading", e)) from e
-
-
-def _progress(p: trainer_pb2.JobProgress) -> dict[str, Any]:
-    return {
-        "state": common.JobState.Name(p.state),
-        "step": p.step,
-        "total_steps": p.total_steps,
-        "epoch": p.epoch,
-        "loss": p.loss,
-        "tokens_per_second": p.tokens_per_second,
-        "elapsed_s": p.elapsed_s,
-        "eta_s": p.eta_s,
-    }
