@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from collections.abc import Sequence
 
-from nasloop.corpus.records import CorpusRecord, make_record, to_novelty_items
+from nasloop.corpus.records import CorpusRecord, make_record
 
 # The shapes seed networks are built for when their parameters are counted (digits/CIFAR).
 IN_SHAPE = (16, 3, 32, 32)
@@ -59,11 +59,10 @@ def seed_novelty(records: Sequence[CorpusRecord], address: str, namespace: str =
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-        items = to_novelty_items(records)
-        for i in range(0, len(items), NOVELTY_BATCH):
+        for i in range(0, len(records), NOVELTY_BATCH):
             batch = [
-                pb.BatchCheckAndAddRequest.Item(id=rid, code=code)
-                for rid, code in items[i : i + NOVELTY_BATCH]
+                pb.BatchCheckAndAddRequest.Item(id=r.id, code=r.code)
+                for r in records[i : i + NOVELTY_BATCH]
             ]
             reply = stub.Add(
                 pb.AddRequest(namespace=namespace, items=batch, skip_existing=True), timeout=300

@@ -22,20 +22,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from nasloop import layout
 from nasloop.fingerprint import TokenMode, tokens
 from nasloop.store.base import (
     IntegrityError,
     ObjectNotFound,
     ObjectStore,
     StoreError,
-    join_key,
 )
+from nasloop.v1 import common_pb2 as common
 
 SOURCES = frozenset({"seed", "lemur", "generated"})
 RECORDS_FILE = "records.jsonl"
 FORMAT = "nasloop.corpus/v1"
 MAX_ID_LEN = 256  # the novelty service's limit on entry ids
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _TOKEN_SEPARATOR = " "  # canonical tokens never hold whitespace
 
@@ -60,6 +60,12 @@ def fingerprint(code: str) -> str:
 
 @dataclass(frozen=True)
 class CorpusRecord:
+    """One network of a corpus (a line of ``records.jsonl``): known code the loop compares its
+    candidates with, not a candidate itself. It has no prompt, answer, sampling or verdict of
+    this run, and carries what a candidate does not: the dataset it was scored on, its best
+    known accuracy and its fingerprint (the corpus's dedupe key). Where it meets the services
+    (the novelty index's corpus namespace) it is a ``Candidate``: :meth:`candidate`."""
+
     id: str
     code: str
     source: str  # "seed" | "lemur" | "generated"
@@ -102,6 +108,12 @@ class CorpusRecord:
                 f"record {self.id!r}: fingerprint must be 64 lowercase hex digits, "
                 f"got {self.fingerprint!r:.80}"
             )
+
+    def candidate(self) -> common.Candidate:
+        """The record as the services exchange candidates (its id, code and source)."""
+        return common.Candidate(
+            id=self.id, code=self.code, provenance=common.Provenance(source=self.source)
+        )
 
 
 _FIELDS = tuple(f.name for f in fields(CorpusRecord))
@@ -190,16 +202,9 @@ def _rank(record: CorpusRecord) -> float:
     return -1.0 if record.accuracy is None else record.accuracy
 
 
-def to_novelty_items(records: Iterable[CorpusRecord]) -> list[tuple[str, str]]:
-    """``(id, code)`` pairs for the novelty service's ``Add`` RPC (corpus namespace seeding)."""
-    return [(r.id, r.code) for r in records]
-
-
 # -- the store ------------------------------------------------------------------------------------
 def corpus_prefix(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(f"invalid corpus name {name!r}: use [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}")
-    return join_key("corpora", name)
+    return layout.corpus_prefix(name)
 
 
 def _check_unique_ids(records: Sequence[CorpusRecord]) -> None:
@@ -300,6 +305,3 @@ class Corpus(Sequence[CorpusRecord]):
     @classmethod
     def load(cls, store: ObjectStore, name: str, sha256: str | None = None) -> Corpus:
         return cls(name, load_corpus(store, name, sha256))
-
-    def novelty_items(self) -> list[tuple[str, str]]:
-        return to_novelty_items(self._records)

@@ -9,8 +9,8 @@ Streams are returned as iterators that the caller may ``cancel()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -23,25 +23,28 @@ from nasloop.v1 import generator_pb2 as generator
 from nasloop.v1 import novelty_pb2 as novelty
 from nasloop.v1 import trainer_pb2 as trainer
 
+S = TypeVar("S")  # a generated stub class
 
-class _Client:
+
+class _Client(Generic[S]):
+    """A channel to one service and its stub (``Stub``: the generated stub class)."""
+
+    Stub: Callable[[grpc.Channel], S]
+
     def __init__(
         self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
     ) -> None:
         self.address = address
         self.deadlines = deadlines or CallDeadlines()
         self.channel: grpc.Channel = connect(address, timeout_s=self.deadlines.default_s, tls=tls)
+        self.stub: S = self.Stub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
 
 
-class GeneratorClient(_Client):
-    def __init__(
-        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
-    ) -> None:
-        super().__init__(address, deadlines, tls)
-        self.stub = generator_pb2_grpc.GeneratorStub(self.channel)
+class GeneratorClient(_Client[generator_pb2_grpc.GeneratorStub]):
+    Stub = generator_pb2_grpc.GeneratorStub
 
     def generate(self, request: generator.GenerateRequest) -> Any:
         """The stream of answers (``GeneratedCandidate``); ``.cancel()`` aborts the rest."""
@@ -64,12 +67,8 @@ class GeneratorClient(_Client):
         return self.stub.ModelInfo(generator.ModelInfoRequest())
 
 
-class EvaluatorClient(_Client):
-    def __init__(
-        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
-    ) -> None:
-        super().__init__(address, deadlines, tls)
-        self.stub = evaluator_pb2_grpc.EvaluatorStub(self.channel)
+class EvaluatorClient(_Client[evaluator_pb2_grpc.EvaluatorStub]):
+    Stub = evaluator_pb2_grpc.EvaluatorStub
 
     def evaluate(
         self,
@@ -93,12 +92,8 @@ class EvaluatorClient(_Client):
         return list(self.stub.ListDatasets(evaluator.ListDatasetsRequest()).datasets)
 
 
-class NoveltyClient(_Client):
-    def __init__(
-        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
-    ) -> None:
-        super().__init__(address, deadlines, tls)
-        self.stub = novelty_pb2_grpc.NoveltyStub(self.channel)
+class NoveltyClient(_Client[novelty_pb2_grpc.NoveltyStub]):
+    Stub = novelty_pb2_grpc.NoveltyStub
 
     def ensure_namespace(self, name: str, params: novelty.NamespaceParams) -> novelty.NamespaceInfo:
         """Create the namespace, or accept it as it is when it exists with the same parameters
@@ -107,31 +102,29 @@ class NoveltyClient(_Client):
         return self.stub.CreateNamespace(request, timeout=self.deadlines.novelty_s)
 
     def batch_check_and_add(
-        self, namespace: str, consult: Sequence[str], items: Sequence[tuple[str, str]]
+        self, namespace: str, consult: Sequence[str], candidates: Sequence[common.Candidate]
     ) -> list[novelty.CheckResult]:
-        """Verdicts for ``(id, code)`` items in order; novel ones are added to ``namespace``."""
+        """Verdicts for ``candidates`` in order; novel ones are added to ``namespace`` under
+        their ids."""
         request = novelty.BatchCheckAndAddRequest(
-            namespace=namespace,
-            consult=consult,
-            items=[novelty.BatchCheckAndAddRequest.Item(id=i, code=c) for i, c in items],
+            namespace=namespace, consult=consult, items=_items(candidates)
         )
         return list(self.stub.BatchCheckAndAdd(request, timeout=self.deadlines.novelty_s).results)
 
     def batch_check(
-        self, namespaces: Sequence[str], codes: Sequence[str]
+        self, namespaces: Sequence[str], candidates: Sequence[common.Candidate]
     ) -> list[novelty.CheckResult]:
-        """Check-only verdicts for ``codes`` in order against ``namespaces``; nothing is added."""
+        """Check-only verdicts for ``candidates`` in order against ``namespaces``; nothing is
+        added."""
         request = novelty.BatchCheckRequest(
-            items=[novelty.CheckRequest(code=c, namespaces=namespaces) for c in codes]
+            items=[novelty.CheckRequest(code=c.code, namespaces=namespaces) for c in candidates]
         )
         return list(self.stub.BatchCheck(request, timeout=self.deadlines.novelty_s).results)
 
-    def add(self, namespace: str, items: Sequence[tuple[str, str]]) -> int:
+    def add(self, namespace: str, candidates: Sequence[common.Candidate]) -> int:
         """Add unconditionally, skipping ids already present (idempotent seeding)."""
         request = novelty.AddRequest(
-            namespace=namespace,
-            items=[novelty.BatchCheckAndAddRequest.Item(id=i, code=c) for i, c in items],
-            skip_existing=True,
+            namespace=namespace, items=_items(candidates), skip_existing=True
         )
         return self.stub.Add(request, timeout=self.deadlines.novelty_s).added
 
@@ -139,12 +132,13 @@ class NoveltyClient(_Client):
         return self.stub.GetNamespace(novelty.GetNamespaceRequest(name=name))
 
 
-class TrainerClient(_Client):
-    def __init__(
-        self, address: str, deadlines: CallDeadlines | None = None, tls: TlsConfig | None = None
-    ) -> None:
-        super().__init__(address, deadlines, tls)
-        self.stub = trainer_pb2_grpc.TrainerStub(self.channel)
+def _items(candidates: Sequence[common.Candidate]) -> list[novelty.BatchCheckAndAddRequest.Item]:
+    """The novelty index keeps a candidate's id and code: the rest stays with its record."""
+    return [novelty.BatchCheckAndAddRequest.Item(id=c.id, code=c.code) for c in candidates]
+
+
+class TrainerClient(_Client[trainer_pb2_grpc.TrainerStub]):
+    Stub = trainer_pb2_grpc.TrainerStub
 
     def start_job(self, request: trainer.StartJobRequest) -> trainer.Job:
         return self.stub.StartJob(request, timeout=self.deadlines.start_job_s)

@@ -85,6 +85,8 @@ class FakeServices:
         for i in range(request.n):
             answer = generator_pb2.GeneratedCandidate(index=i, finish_reason="stop")
             c = answer.candidate
+            c.id = request.ids[i]
+            c.provenance.run, c.provenance.cycle = request.run, request.cycle
             c.code = f"class Net: pass  # seed {request.sampling.seed + i}"
             c.provenance.seed = request.sampling.seed + i
             c.provenance.prompt_sha256 = sha256_text(PROMPT)
@@ -103,9 +105,11 @@ class FakeServices:
             result.result.metrics.accuracy = 0.5
             yield result
 
-    def _check(self, namespaces: list[str], codes: list[str]) -> list[novelty_pb2.CheckResult]:
-        self.checked.append((list(namespaces), list(codes)))
-        return [novelty_pb2.CheckResult(novel=True, max_similarity=0.1) for _ in codes]
+    def _check(
+        self, namespaces: list[str], candidates: list[common.Candidate]
+    ) -> list[novelty_pb2.CheckResult]:
+        self.checked.append((list(namespaces), [c.code for c in candidates]))
+        return [novelty_pb2.CheckResult(novel=True, max_similarity=0.1) for _ in candidates]
 
     def _refused(self, *args: Any) -> None:
         raise AssertionError("the baseline must not add to any namespace")

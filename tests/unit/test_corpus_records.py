@@ -23,7 +23,6 @@ from nasloop.corpus.records import (
     record_from_dict,
     record_to_dict,
     save_corpus,
-    to_novelty_items,
 )
 from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore
 
@@ -200,10 +199,12 @@ def test_dedupe_first_and_best() -> None:
         dedupe([a], keep="last")  # type: ignore[arg-type]
 
 
-def test_to_novelty_items() -> None:
+def test_a_record_meets_the_services_as_a_candidate() -> None:
     records = sample_records()
-    assert to_novelty_items(records) == [(r.id, r.code) for r in records]
-    assert Corpus("c", records).novelty_items() == to_novelty_items(records)
+    candidates = [r.candidate() for r in records]
+    assert [(c.id, c.code, c.provenance.source) for c in candidates] == [
+        (r.id, r.code, r.source) for r in records
+    ]
 
 
 # -- the store ----------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_the_evaluators_report_gives_the_one_evaluation_type() -> None:
 
 
 def test_watch_run_candidate_events_carry_every_field() -> None:
-    from services.controller.loop.cycle import Event
+    from services.controller.loop.events import Event
 
     record = CandidateRecord(id="r-c1-4", run="r", cycle=1, index=4, evaluation=FULL)
     message = event_to_pb(Event("r", 1, "generate", candidate=record)).candidate

@@ -29,6 +29,7 @@ import grpc
 from nasloop import layout
 from nasloop.artifacts import AdapterMeta
 from nasloop.records import CandidateRecord
+from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import novelty_pb2
 from services.controller.loop import state as st
 from services.controller.loop import steps
@@ -93,17 +94,17 @@ def candidate_id(ctx: Context, index: int) -> str:
 
 
 def check_only(
-    ctx: Context, own: str, consult: list[str], items: list[tuple[str, str]]
+    ctx: Context, own: str, consult: list[str], candidates: list[common.Candidate]
 ) -> list[novelty_pb2.CheckResult | None]:
     """Check-only verdicts against the run's and the corpus namespace: nothing is added.
     A novelty service without the check-only call gives no verdict (logged)."""
     try:
-        return list(ctx.services.novelty.batch_check([own, *consult], [c for _, c in items]))
+        return list(ctx.services.novelty.batch_check([own, *consult], candidates))
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.UNIMPLEMENTED:
             raise
         log.warning("the novelty service has no check-only call: no baseline verdicts")
-        return [None] * len(items)
+        return [None] * len(candidates)
 
 
 def records(ctx: Context, progress: st.CycleProgress) -> None:

@@ -41,7 +41,6 @@ class _Generation:
 
     ctx: Context
     progress: st.CycleProgress
-    task: common.TaskSpec
     candidate_id: CandidateId
     counts: dict[str, int] = field(default_factory=dict)  # total, generated, evaluated
     # a candidate is counted and emitted under it, so its events go out in count order
@@ -54,7 +53,6 @@ def generate(ctx: Context, progress: st.CycleProgress, candidate_id: CandidateId
     """Generate and evaluate the cycle's answers; answer i is sampled with seed
     ``progress.seed + i`` by the adapter ``progress.generated_with``, its id is
     ``candidate_id(ctx, i)``."""
-    task = task_spec(ctx.spec)
     busy, generator = ctx.calls.busy, ctx.services.generator
     with busy.call():
         served = generator.model_info().model
@@ -65,12 +63,12 @@ def generate(ctx: Context, progress: st.CycleProgress, candidate_id: CandidateId
     if progress.generated_with is not None:
         with busy.call():
             generator.load_adapter(progress.generated_with.to_ref())
-    if not progress.prompt:
+    if not progress.prompt:  # the one rendering of the cycle's prompt; Generate is sent its text
         with busy.call():
-            progress.prompt = generator.render_prompt(task).prompt
+            progress.prompt = generator.render_prompt(task_spec(ctx.spec)).prompt
         progress.prompt_sha256 = sha256_text(progress.prompt)
         st.save_progress(ctx.store, ctx.run, progress)
-    g = _Generation(ctx, progress, task, candidate_id)
+    g = _Generation(ctx, progress, candidate_id)
     try:
         _generate_all(g)
     finally:
@@ -173,46 +171,29 @@ def _answers(g: _Generation, indices: list[int]) -> Iterator[CandidateRecord]:
     adapter = progress.generated_with
     for first, count in _ranges(indices):
         sampling = sampling_params(ctx.spec, progress.seed + first)
+        ids = [g.candidate_id(ctx, first + i) for i in range(count)]
         request = generator_pb2.GenerateRequest(
-            spec=g.task,
+            raw_prompt=progress.prompt,  # rendered once, when the cycle began
             n=count,
             sampling=sampling,
             adapter=adapter.name if adapter else "",
             run=ctx.run,
             cycle=ctx.cycle,
-            id_prefix=f"{g.candidate_id(ctx, first)}-g",
+            ids=ids,
         )
         call = ctx.services.generator.generate(request)
         with ctx.calls.busy.call(), g.generating.call(), ctx.calls.stream(call):
             for answer in call:
                 c = answer.candidate
-                index = first + answer.index
                 if c.provenance.prompt_sha256 != progress.prompt_sha256:
                     raise CycleError(
                         "the generator was given another prompt than the one recorded "
                         f"({c.provenance.prompt_sha256[:12]}… ≠ {progress.prompt_sha256[:12]}…)"
                     )
-                yield CandidateRecord(
-                    id=g.candidate_id(ctx, index),
-                    run=ctx.run,
-                    cycle=ctx.cycle,
-                    index=index,
-                    prompt=progress.prompt,
-                    prompt_sha256=progress.prompt_sha256,
-                    adapter_name=c.provenance.adapter_name,
-                    adapter_sha256=c.provenance.adapter_sha256,
-                    model=c.provenance.model,
-                    seed=c.provenance.seed,
-                    sampling=_sampling_dict(sampling),
-                    raw_text=c.raw_text,
-                    code=c.code,
-                    extraction=generator_pb2.Extraction.Name(answer.extraction)
-                    .removeprefix("EXTRACTION_")
-                    .lower(),
-                    prompt_tokens=answer.prompt_tokens,
-                    completion_tokens=answer.completion_tokens,
-                    finish_reason=answer.finish_reason,
-                    generation_seconds=answer.latency_s,
+                if c.id != ids[answer.index]:  # a generator that ignores GenerateRequest.ids
+                    raise CycleError(f"the generator named {c.id!r}, not {ids[answer.index]!r}")
+                yield CandidateRecord.from_generated(
+                    answer, first + answer.index, progress.prompt, _sampling_dict(sampling)
                 )
 
 

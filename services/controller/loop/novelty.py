@@ -10,6 +10,7 @@ import grpc
 from nasloop import layout
 from nasloop.records import NoveltyVerdict
 from nasloop.store import ObjectStore
+from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import novelty_pb2
 from services.controller.clients import NoveltyClient
 from services.controller.loop import state as st
@@ -18,18 +19,18 @@ from services.controller.runspec import RunSpec, namespace_params
 
 NOVELTY_BATCH = 512
 
-# Verdicts for ``(id, code)`` items in order, given the run's namespace and those consulted;
-# None where there is no verdict to record.
+# Verdicts for candidates in order, given the run's namespace and those consulted; None where
+# there is no verdict to record.
 Verdicts = Callable[
-    [Context, str, list[str], list[tuple[str, str]]], list[novelty_pb2.CheckResult | None]
+    [Context, str, list[str], list[common.Candidate]], list[novelty_pb2.CheckResult | None]
 ]
 
 
 def check_and_add(
-    ctx: Context, own: str, consult: list[str], items: list[tuple[str, str]]
+    ctx: Context, own: str, consult: list[str], candidates: list[common.Candidate]
 ) -> list[novelty_pb2.CheckResult | None]:
     """A cycle's verdicts: the novel answers are added to the run's namespace."""
-    return list(ctx.services.novelty.batch_check_and_add(own, consult, items))
+    return list(ctx.services.novelty.batch_check_and_add(own, consult, candidates))
 
 
 def novelty(ctx: Context, progress: st.CycleProgress, verdicts: Verdicts) -> None:
@@ -46,7 +47,7 @@ def novelty(ctx: Context, progress: st.CycleProgress, verdicts: Verdicts) -> Non
             found: list[novelty_pb2.CheckResult | None] = []
             for i in range(0, len(valid), NOVELTY_BATCH):
                 chunk = valid[i : i + NOVELTY_BATCH]
-                found += verdicts(ctx, own, consult, [(r.id, r.code) for r in chunk])
+                found += verdicts(ctx, own, consult, [r.candidate() for r in chunk])
     except grpc.RpcError as e:
         raise CycleError(describe("novelty", e)) from e
     for record, v in zip(valid, found, strict=True):
@@ -66,7 +67,7 @@ def seed_corpus_namespace(novelty: NoveltyClient, store: ObjectStore, spec: RunS
     ns, corpus = spec.novelty.corpus_namespace, spec.corpus
     if not ns or not corpus:
         return
-    from nasloop.corpus.records import CorpusNotFound, load_corpus, to_novelty_items
+    from nasloop.corpus.records import CorpusNotFound, load_corpus
 
     try:
         records = load_corpus(store, corpus)
@@ -81,6 +82,6 @@ def seed_corpus_namespace(novelty: NoveltyClient, store: ObjectStore, spec: RunS
         if e.code() != grpc.StatusCode.NOT_FOUND:
             raise
     novelty.ensure_namespace(ns, namespace_params(spec))
-    items = to_novelty_items(records)
-    for i in range(0, len(items), NOVELTY_BATCH):
-        novelty.add(ns, items[i : i + NOVELTY_BATCH])
+    candidates = [r.candidate() for r in records]
+    for i in range(0, len(candidates), NOVELTY_BATCH):
+        novelty.add(ns, candidates[i : i + NOVELTY_BATCH])
