@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from nasloop import layout
 from nasloop.config import ConfigError, load_config
 from nasloop.logs import setup_logging
 
@@ -61,7 +62,8 @@ def _bootstrap_model(args: argparse.Namespace) -> int:
         f"model {name}: {result.parameters:,} parameters, {result.steps} steps, "
         f"final loss {manifest['meta']['final_loss']}"
     )
-    print(f"saved to {store.url.rstrip('/')}/models/{name}/ (local copy: {result.model_dir})")
+    where = f"{store.url.rstrip('/')}/{layout.model_prefix(name)}/"
+    print(f"saved to {where} (local copy: {result.model_dir})")
     return 0
 
 
