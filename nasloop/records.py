@@ -14,15 +14,19 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nasloop.prompts import render_answer
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2, generator_pb2
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")  # a record type
 
 
 class RecordError(ValueError):
@@ -269,20 +273,20 @@ def dumps_lines(items: Iterable[CandidateRecord | TrainingPair]) -> bytes:
 
 
 def loads_records(data: bytes) -> list[CandidateRecord]:
-    return _loads_lines(data, CandidateRecord)
+    return _loads_lines(data, CandidateRecord.from_json)
 
 
 def loads_pairs(data: bytes) -> list[TrainingPair]:
-    return _loads_lines(data, TrainingPair)
+    return _loads_lines(data, TrainingPair.from_json)
 
 
-def _loads_lines(data: bytes, kind: type[T]) -> list[T]:
+def _loads_lines(data: bytes, parse: Callable[[str], T]) -> list[T]:
     out: list[T] = []
     for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            out.append(kind.from_json(line))  # type: ignore[attr-defined]
+            out.append(parse(line))
         except RecordError as e:
             raise RecordError(f"line {n}: {e}") from None
     return out
@@ -298,11 +302,11 @@ def _loads(line: str) -> dict[str, Any]:
     return data
 
 
-def _from_dict(kind: type[T], data: dict[str, Any]) -> T:
+def _from_dict(kind: type[D], data: dict[str, Any]) -> D:
     """``kind`` from ``data``, ignoring unknown keys; nested records are built too."""
     hints = typing.get_type_hints(kind)
     kwargs: dict[str, Any] = {}
-    for f in fields(kind):  # type: ignore[arg-type]
+    for f in fields(kind):
         if f.name not in data:
             continue
         value = data[f.name]
