@@ -5,11 +5,14 @@ processes; no bubblewrap needed for the timing) on the prepared digits set under
 (``lemur-1epoch`` by default), and prints, per network, its status and the share of the epoch
 budget its train phase used (the check refuses above 1). Honest networks: the first
 ``--seeds`` networks of the seed grammar (nasloop/corpus) and the LEMUR-style networks of
-tests/lemur_nets.py. Attacks: the meter
-switched off through torch's global hook table, then extra passes over kept batches (at the
-end, or one stored batch again with each new one), and the same extra work on every batch.
+tests/lemur_nets.py. Attacks (tests/adversarial/replay.py): the meter switched off through
+torch's global hook table, then extra passes over kept batches (at the end, or earlier ones
+again with each new one), each batch stepped on several times, a replay hidden in forward(),
+and the attack the reference step invites (forward() slow outside learn()). Per network it
+prints both budgets' shares and the time per batch over one reference step.
 
 Usage: python benchmarks/epoch_check.py [--seeds 30] [--protocol lemur-1epoch] [--out FILE.json]
+       [--kinds honest,attack]
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from candidates import with_meter_off_learn  # noqa: E402
+from adversarial import replay  # noqa: E402
+from candidates import GOOD_NET, replace  # noqa: E402
 from lemur_nets import NETS  # noqa: E402
 
 from nasloop.config import EvaluatorConfig  # noqa: E402
@@ -43,63 +47,38 @@ from services.evaluator.datasets import DatasetCache, SandboxData  # noqa: E402
 from services.evaluator.policy import static_check  # noqa: E402
 from services.evaluator.task import Task  # noqa: E402
 
-STEP = (
-    "inputs, labels = inputs.to(self.device), labels.to(self.device)\n"
-    "            self.optimizer.zero_grad()\n"
-    "            loss = self.criteria[0](self(inputs), labels)\n"
-    "            loss.backward()\n"
-    "            nn.utils.clip_grad_norm_(self.parameters(), 3)\n"
-    "            self.optimizer.step()"
-)
-LOOP = "        for inputs, labels in train_data:\n            " + STEP
-
-
-_learn = with_meter_off_learn
-
-
-def replay_at_end(extra: float) -> str:
-    """One pass, then ``extra`` more passes over the kept batches (fractions: a share of them)."""
-    return _learn(
-        "        kept = []\n"
-        "        for inputs, labels in train_data:\n"
-        "            kept.append((inputs, labels))\n"
-        f"            {STEP}\n"
-        f"        more = int(len(kept) * {extra})\n"
-        "        for i in range(more):\n"
-        "            inputs, labels = kept[i % len(kept)]\n"
-        f"            {STEP}"
-    )
-
-
-def interleaved(extra: int) -> str:
-    """Each new batch, then ``extra`` kept batches again (spread over the epoch)."""
-    return _learn(
-        "        kept = []\n"
-        "        for inputs, labels in train_data:\n"
-        "            kept.append((inputs, labels))\n"
-        f"            for inputs, labels in [kept[-1]] + kept[-1 - {extra}:-1]:\n"
-        f"                {STEP}"
-    )
-
-
-def echo(times: int) -> str:
-    """Every batch stepped on ``times`` times at once: the same work per batch, the hole."""
-    return _learn(
-        "        for inputs, labels in train_data:\n"
-        f"            for _ in range({times}):\n"
-        f"                {STEP}"
-    )
-
+VALID = ("STATUS_OK", "STATUS_LOW_ACCURACY")
+# learn() with a loss of its own: the harness then measures the loss after the epoch, an eval
+# pass over up to 1,024 of its samples inside the timed train phase.
+OWN_LOSS = replace("self.criteria[0](", "nn.functional.cross_entropy(", GOOD_NET)
 
 ATTACKS = {
-    "replay_end_x1.5": replay_at_end(0.5),
-    "replay_end_x2": replay_at_end(1),
-    "replay_end_x3": replay_at_end(2),
-    "replay_end_x6": replay_at_end(5),
-    "interleaved_x2": interleaved(1),
-    "interleaved_x3": interleaved(2),
-    "echo_x3": echo(3),
+    "replay_end_x1.5": replay.replay_at_end(0.5),
+    "replay_end_x2": replay.replay_at_end(1),
+    "replay_end_x3": replay.replay_at_end(2),
+    "replay_end_x6": replay.replay_at_end(5),
+    "interleaved_x2": replay.interleaved(1),
+    "interleaved_x3": replay.interleaved(2),
+    "echo_x1.5": replay.echo(3, 2),
+    "echo_x2": replay.echo(2),
+    "echo_x2.5": replay.echo(5, 2),
+    "echo_x3": replay.echo(3),
+    "replay_in_forward_x3": replay.replay_in_forward(3),
+    "burn_outside_learn_x3": replay.burn_outside_learn(3, 4),
 }
+
+
+def valid_candidates(store: Path, runs: str) -> list[tuple[str, str]]:
+    """(run/id, code) of every candidate whose evaluation ended OK or LOW_ACCURACY."""
+    from nasloop.records import loads_records
+
+    out = []
+    for path in sorted(store.glob(f"runs/{runs}/**/candidates.jsonl")):
+        run = path.relative_to(store).parts[1]
+        for r in loads_records(path.read_bytes()):
+            if r.evaluation is not None and r.evaluation.status in VALID and r.code:
+                out.append((f"{run}/{r.id}", r.code))
+    return out
 
 
 class Recorded(epoch.Ledger):
@@ -137,7 +116,14 @@ def run(name: str, code: str, task_proto, data: SandboxData) -> dict:  # type: i
             pace_ms=round(led.pace_ns() / 1e6, 2),
             first_ms=round(led.first_ns() / 1e6, 1),
             budget_use=round(led.budget_use(state), 3),
-        )
+            reference_ms=round(led.reference_ns() / 1e6, 2),
+            per_batch_over_reference=round(
+                (led.train_ns() - led.first_ns()) / max(led.batches - 1, 1)
+                / max(led.reference_ns(), 1), 2,
+            ),
+            reference_use=round(led.reference_use(state), 3),
+            reference_steps_ms=round((led.marks[-1] - led.marks[0]) / 1e6, 1) if led.marks else 0,
+        )  # fmt: skip
     return out
 
 
@@ -146,6 +132,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--out", default="")
     ap.add_argument("--protocol", default="lemur-1epoch")
+    ap.add_argument("--kinds", default="honest,attack", help="which networks to run")
+    ap.add_argument("--store", type=Path, help="a file:// store: its runs' valid candidates too")
+    ap.add_argument("--runs", default="*", help="which runs of --store (a glob)")
     args = ap.parse_args()
     confine.Ledger = Recorded  # type: ignore[misc]  # the figures of each run
     with tempfile.TemporaryDirectory() as d:
@@ -153,9 +142,14 @@ def main() -> None:
         data = SandboxData.load(prepared.sandbox_file)
     base = protocols.named(EvaluatorConfig())[args.protocol]
     rows = []
-    nets = [(f"seed:{n.id}", n.code) for n in generate(args.seeds)]
+    nets = [("good", GOOD_NET), ("good:own_loss", OWN_LOSS)]
+    nets += [(f"seed:{n.id}", n.code) for n in generate(args.seeds)]
     nets += [(f"lemur:{k}", code) for k, (code, req) in NETS.items() if not req]
+    if args.store:
+        nets += valid_candidates(args.store, args.runs)
     for kind, items in (("honest", nets), ("attack", list(ATTACKS.items()))):
+        if kind not in args.kinds.split(","):
+            continue
         for name, code in items:
             row = run(name, code, dc_replace(base, time_limit_s=300), data)
             row["kind"] = kind
@@ -165,7 +159,9 @@ def main() -> None:
     refused = [r for r in honest if r["status"] == "STATUS_PROTOCOL_VIOLATION"]
     print(
         f"honest networks timed: {len(honest)}; refused by the epoch check: {len(refused)}; "
-        f"largest share of the budget used {max((r['budget_use'] for r in honest), default=0):.3f}"
+        "largest share of the budget used: pace "
+        f"{max((r['budget_use'] for r in honest), default=0):.3f}, reference "
+        f"{max((r['reference_use'] for r in honest), default=0):.3f}"
     )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -8,10 +8,11 @@ then export the state) and, once that has ended, a fresh score process per chunk
 session, closed file descriptors, clean environment, rlimits, its own mount namespace with a
 fresh size-limited /tmp, an empty /dev/shm and the dataset directory covered, a non-root uid,
 the seccomp filter — then runs its phase of the harness and writes frames to a pipe. This side
-serves the batches, times the train process on its kernel CPU clock
-(:mod:`services.evaluator.epoch`), parses the exported state itself
-(:mod:`services.evaluator.statefile`), enforces the wall-clock limit with SIGKILL and turns how
-each child ended into a status. No child ever serves two phases or two candidates.
+serves the batches, times the train process on its kernel CPU clock and the first score
+process's reference training step on its own (:mod:`services.evaluator.epoch`), parses the
+exported state itself (:mod:`services.evaluator.statefile`), enforces the wall-clock limit with
+SIGKILL and turns how each child ended into a status. No child ever serves two phases or two
+candidates.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
 from services.evaluator import seccomp_filter, statefile
 from services.evaluator.datasets import SandboxData
-from services.evaluator.epoch import Ledger
+from services.evaluator.epoch import REFERENCE_STEPS, Ledger
 from services.evaluator.feed import Server
 from services.evaluator.frames import HEADER, payload_length, write_frame
 from services.evaluator.harness import Geometry
@@ -393,8 +394,11 @@ def _score_child(
     out_fd: int,
     state: bytes,
     handover: TestHandover,
+    reference: bool,
 ) -> None:
-    """One chunk of the score phase; runs in the forked child, never returns."""
+    """One chunk of the score phase; runs in the forked child, never returns. With
+    ``reference``, after its report it times the reference training step for the epoch check
+    (:mod:`services.evaluator.epoch`)."""
     try:
         started = _enter(task, limits, out_fd, (result_fd, handover.go_r))
         from services.evaluator.harness import Scorer
@@ -403,10 +407,24 @@ def _score_child(
     except BaseException as e:
         _exit_setup_failed(e)
     try:
-        report = Scorer(task, geometry).run(state, lambda: handover.receive(result_fd))
+        scorer = Scorer(task, geometry)
+        report = scorer.run(state, lambda: handover.receive(result_fd))
         sys.stdout.flush()
         sys.stderr.flush()
         write_frame(result_fd, b"R", wire.encode(report))
+        if reference and report.status == common.STATUS_OK:
+
+            def mark() -> None:  # the parent reads this process's clock, then lets it go on
+                write_frame(result_fd, b"M", b"")
+                if os.read(handover.go_r, 1) != b"K":
+                    raise RuntimeError("the reference step's mark was not acknowledged")
+
+            try:
+                scorer.reference(mark, REFERENCE_STEPS)
+            except BaseException as e:  # the verdict on it is the missing mark
+                print(
+                    f"reference training step: {type(e).__name__}: {e}", file=sys.stderr, flush=True
+                )
     finally:
         os._exit(0)
 
@@ -481,12 +499,12 @@ def _parse_frames(buf: bytes) -> tuple[bool, Report | None, Report | None]:
     setup = False
     progress = final = None
     for _, kind, payload in _frames(buf):
-        if kind not in (b"S", b"P", b"R", b"E", b"B", b"W"):
+        if kind not in (b"S", b"P", b"R", b"E", b"B", b"W", b"M"):
             break
         if kind == b"S":
             setup = True
             continue
-        if kind in (b"E", b"B", b"W"):
+        if kind in (b"E", b"B", b"W", b"M"):
             continue
         try:
             r = wire.decode(payload)
@@ -801,7 +819,7 @@ def run_confined(
                 task,
                 (given, data),
                 limits,
-                state,
+                (state, ledger),
                 report,
                 tails,
                 scrub,
@@ -830,6 +848,26 @@ def _checked_state(report: Report, state: bytes | None, ledger: Ledger, task: Ta
     return report
 
 
+class _ScoreFrames:
+    """The parent's answers to one score process's frames: its test inputs (``E``) and, where
+    it times the reference step (``ledger``), a timestamp and an acknowledgement for each mark
+    (``M``) it sends after its report."""
+
+    def __init__(self, handover: TestHandover, pid: int, ledger: Ledger | None) -> None:
+        self.handover, self.pid, self.ledger = handover, pid, ledger
+        self.reported = False
+
+    def __call__(self, kind: bytes) -> bytes:
+        with contextlib.suppress(OSError):  # the child may have closed its end
+            if kind == b"E":
+                self.handover.serve()
+            elif kind == b"R":
+                self.reported = True
+            elif kind == b"M" and self.reported and self.ledger and self.ledger.mark(self.pid):
+                os.write(self.handover.go_w, b"K")  # at most REFERENCE_STEPS + 1: never blocks
+        return b""
+
+
 def _forget(*datas: SandboxData) -> None:
     """In a child: drop this process's references to the data (the private copy's pages are
     not even mapped here)."""
@@ -841,13 +879,16 @@ def _score(
     task: Task,
     datas: tuple[SandboxData, SandboxData],
     limits: Limits,
-    state: bytes,
+    trained: tuple[bytes, Ledger],
     report: Report,
     tails: list[bytes],
     scrub: _Scrub,
     watch: tuple[int | None, Callable[[], bool] | None],
 ) -> None:
-    """Score the exported state in fresh children, one chunk of test inputs each."""
+    """Score the exported state in fresh children, one chunk of test inputs each. The first
+    one then times the reference training step, and the epoch check's reference verdict
+    (:mod:`services.evaluator.epoch`) is given before the next chunk."""
+    state, ledger = trained
     data = datas[1]
     geometry = Geometry.of(data, task)
     watch_fd, on_watch = watch
@@ -860,20 +901,18 @@ def _score(
     for lo, hi in secret.chunks():
         handover = TestHandover(secret, lo, hi)
 
-        def score(result_w: int, out_w: int, handover: TestHandover = handover) -> None:
+        def score(
+            result_w: int, out_w: int, handover: TestHandover = handover, lo: int = lo
+        ) -> None:
             handover.child_side()
             if watch_fd is not None:
                 os.close(watch_fd)
             _forget(*datas)
-            _score_child(task, geometry, limits, result_w, out_w, canonical, handover)
+            _score_child(task, geometry, limits, result_w, out_w, canonical, handover, lo == 0)
 
         pid, result_r, out_r = _fork(score)
         handover.parent_side()
-
-        def on_score_frame(kind: bytes, handover: TestHandover = handover) -> bytes:
-            if kind == b"E":
-                handover.serve()
-            return b""
+        on_score_frame = _ScoreFrames(handover, pid, ledger if lo == 0 else None)
 
         try:
             ended = _supervise(
@@ -884,19 +923,27 @@ def _score(
             handover.close()
         scrub.after(ended)
         tails.append(ended.tail)
-        most = (hi - lo) * data.num_classes
-        part = _outcome(ended, limits, lambda r, most=most: _untrusted(r, most, task, data))
+
+        def check(r: Report, most: int = (hi - lo) * data.num_classes) -> Report:
+            return _untrusted(r, most, task, data)
+
+        part = _outcome(ended, limits, check)
+        got = part.outputs
         if part.status == common.STATUS_OK and (
-            part.outputs is None or part.outputs.shape != (hi - lo, data.num_classes)
+            got is None or got.shape != (hi - lo, data.num_classes)
         ):
             part.fail(common.STATUS_NO_RESULT, "the score process returned no usable outputs")
-        if part.status != common.STATUS_OK:
+        if part.status != common.STATUS_OK or got is None:
             report.fail(part.status, part.message)
             report.peak_memory_bytes = max(report.peak_memory_bytes, part.peak_memory_bytes)
             return
-        outputs.append(part.outputs)
+        outputs.append(got)
         eval_seconds += part.eval_seconds
         report.peak_memory_bytes = max(report.peak_memory_bytes, part.peak_memory_bytes)
+        why = ledger.reference_verdict(len(state)) if lo == 0 else None
+        if why is not None:
+            report.fail(common.STATUS_PROTOCOL_VIOLATION, why)
+            return
     restored = secret.restore(np.concatenate(outputs)) if outputs else None
     if restored is None:
         report.fail(common.STATUS_NO_RESULT, "the score processes returned no usable outputs")

@@ -6,16 +6,30 @@ state arrives: the process-wide CPU clock of its pid (all its threads, nanosecon
 does not count; on CUDA, where the work is on the GPU, wall-clock time instead). Nothing in
 the candidate's process can change these readings.
 
-The verdict: the training phase's time (first request to exported state) may not exceed
-``SLACK`` times what one pass costs at the network's own cheapest steady pace (the 10th
-percentile of the time between consecutive requests, times the number of batches), plus the
-first batch's time (one-time start-up costs), a fixed ``ALLOWANCE_S`` and the export's
-copying. Keeping batches and training on them again after the stream (the deep-copy and
-hook-removal attacks), or in bursts between requests, shows as time the pace does not explain:
-three passes are refused, two are not (docs/benchmarks.md). What it cannot see: a network that
-does the same extra work with *every* batch (each batch stepped on r times at once, or one kept
-batch again with each new one) looks like a network r times as expensive per step; the README
-says so.
+Two budgets, both must hold; the training phase's time (first request to exported state) is
+compared with each:
+
+* the *reference* budget, per batch ``REFERENCE_SLACK`` times one *reference step* plus
+  ``PER_BATCH_NS`` (the pipe, the loop, the small per-step work of a tiny network), plus
+  ``REFERENCE_ALLOWANCE_S``. The reference step is timed by the parent on the first score
+  process's CPU clock (:meth:`services.evaluator.harness.Scorer.reference`): after that
+  process has sent its outputs, it runs ``train_setup`` and then LEMUR's training step — zero
+  the gradients, forward in train mode, the network's own criterion on a batch of the
+  protocol's size, backward, gradient clipping, the network's own optimizer step —
+  ``REFERENCE_STEPS`` times, each between two marks the parent timestamps (the child waits for
+  each acknowledgement, so no reading is late); the cheapest step counts. That process never
+  holds a training input or label, so a ``learn()`` that steps on each batch several times (or
+  on earlier batches again with each new one), or a ``forward()`` that replays stored batches,
+  cannot repeat its work there: the reference stays one step while the training grows;
+* the *pace* budget: ``SLACK`` times the network's own cheapest steady pace per batch (the 10th
+  percentile of the time between consecutive requests) times the batches, plus
+  ``ALLOWANCE_S``. It refuses replays made in bursts (after the stream, or between requests)
+  even where the reference step is large, and is given before scoring.
+
+Each adds the first batch's time (one-time costs) and the export's copying. What neither sees:
+a network whose code tells the reference step apart from its own training (for example a
+``forward()`` that burns CPU time whenever ``learn()`` has not run in its process) can make the
+reference as slow as it likes, and then replay evenly; the README says so.
 """
 
 from __future__ import annotations
@@ -24,6 +38,10 @@ import time
 from dataclasses import dataclass, field
 
 SLACK = 2.0
+REFERENCE_SLACK = 2.0
+REFERENCE_STEPS = 3  # the first warms up: the cheapest of the three counts
+PER_BATCH_NS = 1_000_000
+REFERENCE_ALLOWANCE_S = 0.01
 ALLOWANCE_S = 0.05
 EXPORT_NS_PER_BYTE = 5.0
 QUANTILE = 0.10
@@ -34,23 +52,32 @@ def process_clock(pid: int) -> int:
     return ((~pid) << 3) | 2
 
 
+def read_clock(pid: int, wall: bool) -> int | None:
+    """Process ``pid``'s CPU time (``wall``: the monotonic clock), or None once it is gone."""
+    if wall:
+        return time.monotonic_ns()
+    try:
+        return time.clock_gettime_ns(process_clock(pid))
+    except OSError:
+        return None
+
+
 @dataclass
 class Ledger:
-    """The readings of one train process, taken by its parent."""
+    """The readings of one candidate's processes, taken by their parent."""
 
     pid: int
     wall: bool = False  # CUDA: wall-clock readings
     requests: list[int] = field(default_factory=list)  # at each batch request
     batches: int = 0  # requests answered with a batch
     end: int | None = None  # when the exported state arrived
+    marks: list[int] = field(default_factory=list)  # around each reference step
 
     def now(self) -> int:
-        if self.wall:
-            return time.monotonic_ns()
-        try:
-            return time.clock_gettime_ns(process_clock(self.pid))
-        except OSError:  # it has exited; the last reading stands
+        got = read_clock(self.pid, self.wall)
+        if got is None:  # it has exited; the last reading stands
             return self.requests[-1] if self.requests else 0
+        return got
 
     def request(self) -> None:
         self.requests.append(self.now())
@@ -58,6 +85,23 @@ class Ledger:
     def finish(self) -> None:
         if self.end is None:
             self.end = self.now()
+
+    def mark(self, pid: int) -> bool:
+        """A reference step's mark from score process ``pid``; False once all are in (or the
+        process is gone): the mark is not acknowledged."""
+        if len(self.marks) > REFERENCE_STEPS:
+            return False
+        got = read_clock(pid, self.wall)
+        if got is None:
+            return False
+        self.marks.append(got)
+        return True
+
+    def reference_ns(self) -> float:
+        """One reference step: the cheapest interval between consecutive marks (0: none)."""
+        return float(
+            min((b - a for a, b in zip(self.marks, self.marks[1:], strict=False)), default=0)
+        )
 
     def pace_ns(self) -> float:
         """The cheapest steady time per batch: the QUANTILE of the gaps between requests."""
@@ -76,27 +120,54 @@ class Ledger:
         land there; the process holds one batch then, so there is little to replay."""
         return self.requests[1] - self.requests[0] if len(self.requests) > 1 else 0
 
+    def _fixed_ns(self, state_bytes: int, allowance_s: float) -> float:
+        return self.first_ns() + allowance_s * 1e9 + EXPORT_NS_PER_BYTE * state_bytes
+
     def budget_ns(self, state_bytes: int) -> float:
-        return (
-            SLACK * self.batches * self.pace_ns()
-            + self.first_ns()
-            + ALLOWANCE_S * 1e9
-            + EXPORT_NS_PER_BYTE * state_bytes
-        )
+        """The pace budget."""
+        return SLACK * self.batches * self.pace_ns() + self._fixed_ns(state_bytes, ALLOWANCE_S)
+
+    def reference_budget_ns(self, state_bytes: int) -> float:
+        per_batch = REFERENCE_SLACK * self.reference_ns() + PER_BATCH_NS
+        return self.batches * per_batch + self._fixed_ns(state_bytes, REFERENCE_ALLOWANCE_S)
 
     def budget_use(self, state_bytes: int) -> float:
-        """The share of the budget the train phase used: refused above 1."""
+        """The share of the pace budget the train phase used: refused above 1."""
         budget = self.budget_ns(state_bytes)
         return self.train_ns() / budget if budget > 0 else 0.0
 
+    def reference_use(self, state_bytes: int) -> float:
+        """The share of the reference budget the train phase used: refused above 1."""
+        budget = self.reference_budget_ns(state_bytes)
+        return self.train_ns() / budget if budget > 0 else 0.0
+
     def verdict(self, state_bytes: int) -> str | None:
-        """Why the training went beyond one pass, or None."""
+        """Why the training went beyond one pass at the network's own pace, or None."""
         spent, budget = self.train_ns(), self.budget_ns(state_bytes)
         if spent <= budget:
             return None
-        what = "wall-clock" if self.wall else "CPU"
         return (
-            f"training took {spent / 1e9:.2f} s of {what} time; one pass of {self.batches} "
-            f"batches at this network's own pace of {self.pace_ns() / 1e6:.1f} ms per batch "
-            f"allows {budget / 1e9:.2f} s"
+            f"training took {spent / 1e9:.2f} s of {self._what()} time; one pass of "
+            f"{self.batches} batches at this network's own pace of {self.pace_ns() / 1e6:.1f} "
+            f"ms per batch allows {budget / 1e9:.2f} s"
         )
+
+    def reference_verdict(self, state_bytes: int) -> str | None:
+        """Why the training went beyond one pass of reference steps, or None."""
+        if len(self.marks) <= REFERENCE_STEPS:
+            return (
+                f"the reference training step was not timed ({max(len(self.marks) - 1, 0)} of "
+                f"{REFERENCE_STEPS} steps): its train-mode forward, loss, backward or optimizer "
+                "step failed after scoring (see the output)"
+            )
+        spent, budget = self.train_ns(), self.reference_budget_ns(state_bytes)
+        if spent <= budget:
+            return None
+        return (
+            f"training took {spent / 1e9:.2f} s of {self._what()} time; one pass of "
+            f"{self.batches} batches at {self.reference_ns() / 1e6:.1f} ms per training step of "
+            f"this architecture (timed after scoring) allows {budget / 1e9:.2f} s"
+        )
+
+    def _what(self) -> str:
+        return "wall-clock" if self.wall else "CPU"

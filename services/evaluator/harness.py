@@ -6,7 +6,9 @@
   they come over a pipe from the trusted parent, which times each request); afterwards the
   model's ``state_dict`` is exported as safetensors bytes (:mod:`services.evaluator.statefile`);
 * *score*: :class:`Scorer`, in a fresh process, builds the architecture again, loads only that
-  exported state and returns the network's outputs on the test inputs it is handed.
+  exported state and returns the network's outputs on the test inputs it is handed; the first
+  score process then runs the reference training step the epoch check is calibrated on
+  (:meth:`Scorer.reference`).
 
 It never sees test labels: the evaluator scores the outputs. Nothing is repaired; the first
 failure ends the run with its status. :meth:`Harness.run` runs all three phases in this one
@@ -116,7 +118,7 @@ def transform(task: Task) -> lemur.Transform:
     return lemur.Transform(p.input_size, p.random_resized_crop, p.horizontal_flip)
 
 
-def batches(data: SandboxData, task: Task, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+def batches(data: SandboxData, task: Task, epoch: int) -> Iterator[Batch]:
     """One epoch of shuffled (inputs, labels) batches, reproducible from the protocol's seed,
     through the protocol's transforms."""
     p = task.protocol
@@ -285,7 +287,8 @@ class Harness:
     def _train(self, net: nn.Module) -> None:
         t0 = time.perf_counter()
         net.train()
-        net.train_setup(dict(self.prm))
+        candidate: Any = net  # its own methods
+        candidate.train_setup(dict(self.prm))
         losses: list[torch.Tensor] = []
         _record_losses(net, losses)
         samples = steps = 0
@@ -298,7 +301,7 @@ class Harness:
                 stream = self.stream(epoch)
                 stream.keep(kept, OWN_LOSS_SAMPLES)
                 samples, steps = samples + stream.dataset.__len__(), steps + len(stream)
-                net.learn(stream)
+                candidate.learn(stream)
         finally:
             self.meter.phase = "off"
         self._check_budget(samples, steps)
@@ -414,6 +417,9 @@ class Scorer:
         self.report = Report()
         self.device = torch.device(task.protocol.device)
         self.transform = transform(task)
+        self.prm: dict[str, float] = {}
+        self.net: nn.Module | None = None  # after load()
+        self.inputs: torch.Tensor | None = None  # the test inputs scored
 
     def _fail(self, status: int, message: str) -> None:
         self.report.fail(status, message)
@@ -423,11 +429,11 @@ class Scorer:
         """Build the network and load ``state`` (canonical safetensors from the trusted side)."""
         try:
             module = import_candidate(self.task, self._fail)
-            prm = lemur.resolve_prm(
+            self.prm = lemur.resolve_prm(
                 lemur.declared_names(module.supported_hyperparameters()),
                 self.task.protocol.prm(),
             )
-            net = instantiate(module, self.task, self.geometry, prm, self.device)
+            net = instantiate(module, self.task, self.geometry, self.prm, self.device)
             if not isinstance(net, nn.Module):
                 self._fail(common.STATUS_EVAL_EXCEPTION, "Net(...) did not return an nn.Module")
             # Lazy modules take their shapes from the state (torch's own load hook).
@@ -443,8 +449,8 @@ class Scorer:
     def run(self, state: bytes, test_x: torch.Tensor | Callable[[], torch.Tensor]) -> Report:
         t0 = time.perf_counter()
         try:
-            net = self.load(state)
-            x = test_x() if callable(test_x) else test_x
+            self.net = net = self.load(state)
+            self.inputs = x = test_x() if callable(test_x) else test_x
             self.report.outputs = self._predict(net, x.to(self.device))
             self.report.status = common.STATUS_OK
         except _Stop:
@@ -479,3 +485,55 @@ class Scorer:
         if not bool(torch.isfinite(outputs).all()):
             self._fail(common.STATUS_EVAL_EXCEPTION, "test outputs are not finite")
         return outputs.numpy()
+
+    def reference(self, mark: Callable[[], None], steps: int) -> None:
+        """The trusted reference for the epoch check (:mod:`services.evaluator.epoch`), run
+        after the outputs have left: ``train_setup``, then ``steps`` of LEMUR's training step on
+        a batch of the protocol's size (test inputs, made-up labels), ``mark()`` before the
+        first and after each. This process never held training data, so nothing the network
+        kept can be replayed here. An exception propagates (no mark follows it)."""
+        assert self.net is not None and self.inputs is not None
+        net, bs = self.net, self.task.protocol.batch_size
+        pick = torch.arange(bs) % len(self.inputs)
+        x = self.transform.test(self.inputs[pick].to(self.device))
+        y = (torch.arange(bs) % self.geometry.num_classes).to(self.device)
+        candidate: Any = net  # its own methods
+        candidate.train_setup(dict(self.prm))
+        net.train()
+        criterion, optimizer = _criterion(net), getattr(net, "optimizer", None)
+        mark()
+        for _ in range(steps):
+            _training_step(net, criterion, optimizer, x, y)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            mark()
+
+
+def _criterion(net: nn.Module) -> Callable[..., torch.Tensor]:
+    """The loss LEMUR's training loop uses: ``criteria[0]`` (or ``criteria`` itself)."""
+    crit: Any = getattr(net, "criteria", None)
+    if isinstance(crit, tuple | list) and crit:
+        crit = crit[0]
+    fn: Callable[..., torch.Tensor] = crit if callable(crit) else nn.functional.cross_entropy
+    return fn
+
+
+def _training_step(
+    net: nn.Module, criterion: Callable[..., torch.Tensor], optimizer: Any, x: Any, y: Any
+) -> None:
+    """LEMUR's training step: zero_grad, forward, the loss (on every tensor the forward
+    returns), backward, gradient clipping, the optimizer's step."""
+    if callable(getattr(optimizer, "zero_grad", None)):
+        optimizer.zero_grad()
+    else:
+        for p in net.parameters():
+            p.grad = None
+    out = net(x)
+    outs = (
+        [out] if isinstance(out, torch.Tensor) else [o for o in out if isinstance(o, torch.Tensor)]
+    )
+    loss = sum((criterion(o, y) for o in outs), torch.zeros((), device=y.device))
+    loss.backward()
+    nn.utils.clip_grad_norm_(net.parameters(), 3)
+    if callable(getattr(optimizer, "step", None)):
+        optimizer.step()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from servers import Server
 
-from adversarial import reward
+from adversarial import replay, reward
 from nasloop.rpc import connect
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2 as pb
@@ -108,3 +108,54 @@ def test_nothing_carries_from_one_candidate_to_the_next(evaluator_server: Server
     for name, r in readers.items():
         assert "nothing at" in r.output_tail or "found" in r.output_tail, r.output_tail
         assert reward.CARRY_VALUE not in r.output_tail, f"{name} read what a writer left"
+
+
+# Replays spread evenly over the epoch (issue 18, item 2), the meter switched off first: each
+# must be refused by the outside epoch check's reference budget (services/evaluator/epoch.py),
+# not merely score low. The default protocol (90 batches): quick's 32 leave the fixed
+# allowances a larger share (docs/benchmarks.md gives both).
+REPLAY_PROTOCOL = common.EvaluationProtocol(dataset="digits", time_limit_s=120, seed=7)
+REFERENCE_REFUSAL = "per training step of this architecture"
+REPLAYS = {
+    "each_batch_stepped_on_three_times": replay.echo(3),
+    "two_earlier_batches_again_with_each_new_one": replay.interleaved(2),
+    "replay_hidden_in_forward": replay.replay_in_forward(3),
+    "replay_with_a_slow_eval_mode_forward": replay.slow_eval_forward(3, 4),
+}
+# What the reference step invites: a forward() that burns CPU time outside learn(), where the
+# reference is timed, lends itself the budget for an even replay. Not closed (README).
+INVITED = replay.burn_outside_learn(3, 4)
+
+
+@pytest.fixture(scope="module")
+def replays(evaluator_server: Server) -> dict[str, pb.EvaluationResult]:
+    with connect(evaluator_server.address) as ch:
+        stub = pb_grpc.EvaluatorStub(ch)
+        nets = {"one_pass": replay.one_pass(), "invited": INVITED, **REPLAYS}
+        request = pb.EvaluateRequest(
+            candidates=[common.Candidate(id=k, code=v) for k, v in nets.items()],
+            protocol=REPLAY_PROTOCOL,
+        )
+        return {r.candidate_id: r for r in stub.Evaluate(request, timeout=900)}
+
+
+def test_one_pass_with_the_meter_switched_off_passes(replays) -> None:  # type: ignore[no-untyped-def]
+    r = replays["one_pass"].result
+    assert common.Status.Name(r.status) in RAN, r.message
+
+
+@pytest.mark.parametrize("name", sorted(REPLAYS))
+def test_the_even_replay_is_refused(name: str, replays) -> None:  # type: ignore[no-untyped-def]
+    r = replays[name].result
+    assert common.Status.Name(r.status) == "STATUS_PROTOCOL_VIOLATION", (name, r.message)
+    assert REFERENCE_REFUSAL in r.message, r.message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a network that burns CPU time outside learn() inflates "
+    "the reference step it is measured by (README: what remains possible)",
+)
+def test_a_forward_slow_outside_learn_does_not_lend_itself_a_budget(replays) -> None:  # type: ignore[no-untyped-def]
+    r = replays["invited"].result
+    assert common.Status.Name(r.status) == "STATUS_PROTOCOL_VIOLATION", r.message

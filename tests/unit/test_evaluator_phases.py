@@ -15,17 +15,19 @@ from dataclasses import replace as dc_replace
 
 import pytest
 import torch
+from adversarial import replay
 from candidates import GOOD_NET, protocol, replace, sandbox_data, with_meter_off_learn
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import (
+    confine,
     seccomp_filter,
     statefile,
     worker,  # noqa: F401  (a worker's trusted imports, before forks)
 )
 from services.evaluator.confine import Limits, run_confined
 from services.evaluator.datasets import SandboxData
-from services.evaluator.epoch import Ledger
+from services.evaluator.epoch import REFERENCE_STEPS, Ledger
 from services.evaluator.private import private_tensor
 from services.evaluator.task import Task
 
@@ -93,17 +95,121 @@ def test_replaying_three_times_with_the_meter_switched_off_is_refused(
     assert "training took" in r.message and "CPU time" in r.message
 
 
-def test_the_ledger_refuses_time_its_pace_does_not_explain() -> None:
-    def ledger(gaps_ms: list[float], tail_ms: float) -> Ledger:
-        led = Ledger(pid=0)
-        t = 0
-        for g in [0.0, *gaps_ms]:
-            t += int(g * 1e6)
-            led.requests.append(t)
-        led.batches = len(gaps_ms)
-        led.end = t + int(tail_ms * 1e6)
-        return led
+class Recorded(Ledger):
+    """The ledger of the last run, for the tests to read."""
 
+    last: Recorded | None = None
+
+    def __init__(self, pid: int, wall: bool = False) -> None:
+        super().__init__(pid, wall)
+        Recorded.last = self
+
+
+def test_each_batch_stepped_on_three_times_is_refused_by_the_reference_step(
+    epoch_data: SandboxData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three steps on every batch as it arrives: the network's own pace grows with them (the
+    pace budget passes it), the reference step, timed in the score process, does not."""
+    monkeypatch.setattr(confine, "Ledger", Recorded)
+    r = run_confined(task(replay.echo(3)), epoch_data, limits())
+    assert status(r) == "STATUS_PROTOCOL_VIOLATION", r.message
+    assert "per training step of this architecture" in r.message
+    led = Recorded.last
+    assert led is not None and led.verdict(0) is None  # the pace budget alone let it through
+    assert len(led.marks) == REFERENCE_STEPS + 1
+
+
+def test_the_reference_step_is_timed_in_the_first_score_process(
+    epoch_data: SandboxData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(confine, "Ledger", Recorded)
+    r = run_confined(task(ONE_PASS), epoch_data, limits())
+    assert status(r) == "STATUS_OK", r.message
+    led = Recorded.last
+    assert led is not None and len(led.marks) == REFERENCE_STEPS + 1
+    assert 0 < led.reference_ns() < led.train_ns() / 10
+    assert led.reference_use(0) < 1
+
+
+def test_a_network_that_fails_the_reference_step_is_refused(epoch_data: SandboxData) -> None:
+    """The reference step cannot be dodged: a train-mode forward that fails outside learn()
+    leaves it untimed, and that is a refusal, not a pass."""
+    code = replace(
+        FORWARD,
+        "        if self.training and not getattr(self, 'learning', False):\n"
+        "            raise RuntimeError('not now')\n" + FORWARD,
+        replace(
+            "    def learn(self, train_data):\n",
+            "    def learn(self, train_data):\n        self.learning = True\n",
+        ),
+    )
+    r = run_confined(task(code), epoch_data, limits())
+    assert status(r) == "STATUS_PROTOCOL_VIOLATION", r.message
+    assert "reference training step was not timed" in r.message
+    assert "RuntimeError: not now" in r.output_tail
+
+
+def test_forged_marks_and_a_closed_pipe_in_the_score_process_only_refuse_it(
+    data: SandboxData,
+) -> None:
+    """train_setup() in the score process (after its outputs left) closes every pipe end it
+    reads from, the acknowledgements' included, and sends marks of its own: the parent's
+    acknowledgements then meet a closed pipe; the candidate is refused, the parent is fine."""
+    code = replace(
+        FORWARD,
+        "        if not self.training and len(x) > 4:  # not the probe\n"
+        "            self.scored = True\n" + FORWARD,
+        replace(
+            "    def train_setup(self, prm):\n",
+            "    def train_setup(self, prm):\n"
+            "        if getattr(self, 'scored', False):\n"
+            "            _os = torch.serialization.os\n"
+            "            for fd in range(3, 64):\n"
+            "                try:\n"
+            "                    _os.write(fd, b'')\n"
+            "                except OSError:\n"
+            "                    try:\n"
+            "                        _os.close(fd)\n"
+            "                    except OSError:\n"
+            "                        pass\n"
+            "            for fd in range(3, 64):\n"
+            "                try:\n"
+            "                    _os.write(fd, b'M\\0\\0\\0\\0' * 8)\n"
+            "                except OSError:\n"
+            "                    pass\n",
+        ),
+    )
+    r = run_confined(task(code), data, limits())
+    assert status(r) == "STATUS_PROTOCOL_VIOLATION", r.message
+
+
+def ledger(gaps_ms: list[float], tail_ms: float, reference_ms: float = 0.0) -> Ledger:
+    """A ledger of requests ``gaps_ms`` apart, the state ``tail_ms`` after the last, and
+    reference steps of ``reference_ms``."""
+    led = Ledger(pid=0)
+    t = 0
+    for g in [0.0, *gaps_ms]:
+        t += int(g * 1e6)
+        led.requests.append(t)
+    led.batches = len(gaps_ms)
+    led.end = t + int(tail_ms * 1e6)
+    step = int(reference_ms * 1e6)
+    led.marks = [0, 5 * step, 6 * step, 7 * step][: REFERENCE_STEPS + 1] if step else []
+    return led
+
+
+def test_the_ledger_refuses_time_one_reference_step_per_batch_does_not_explain() -> None:
+    steady = [10.0] * 100
+    assert ledger(steady, 5, reference_ms=10).reference_verdict(0) is None
+    assert ledger(steady, 5, reference_ms=4.5).reference_verdict(0) is None  # 10 <= 2 x 4.5 + 1
+    assert ledger(steady, 5, reference_ms=4.3).reference_verdict(0) is not None
+    assert ledger(steady, 5).reference_verdict(0) is not None  # no reference step timed
+    short = ledger(steady, 5, reference_ms=10)
+    short.marks = short.marks[:REFERENCE_STEPS]  # one mark missing
+    assert "not timed" in (short.reference_verdict(0) or "")
+
+
+def test_the_ledger_refuses_time_its_pace_does_not_explain() -> None:
     steady = [10.0] * 100
     assert ledger(steady, 20).verdict(0) is None
     assert ledger([300.0, *steady[1:]], 20).verdict(0) is None  # a slow first batch
