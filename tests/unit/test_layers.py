@@ -200,6 +200,10 @@ def test_no_import_circles_through_imports_in_functions(modules: dict[str, ast.M
     assert cycles(imports(modules, module_level=False)) == []
 
 
+def test_store_keys_and_names_come_from_layout(modules: dict[str, ast.Module]) -> None:
+    assert keys_built_outside_layout(modules) == []
+
+
 # -- each check can fail ---------------------------------------------------------------------
 def _tree(tmp_path: Path, files: dict[str, str]) -> dict[str, ast.Module]:
     for rel, text in files.items():
