@@ -4,8 +4,12 @@ Store layout (DESIGN.md, "Object store"):
 
     runs/<run>/spec.yaml                      the run's spec (written once, at start)
     runs/<run>/state.json                     the run's state: what is durable, what comes next
+    runs/<run>/stop.json                      a stop request (for a cycle in another process)
     runs/<run>/cycles/<n>/candidates.jsonl    one final CandidateRecord per candidate
     runs/<run>/cycles/<n>/summary.json        the cycle's summary, written when it is done
+    runs/<run>/cycles/<n>/progress.json       the cycle's durable steps
+    runs/<run>/cycles/<n>/evaluated/<i>.json  each evaluated candidate, until the cycle ends
+    runs/<run>/cycles/<n>/training-set.jsonl  the pairs cycle n's adapter was trained on
     runs/<run>/pairs/<n>.jsonl                training pairs selected in cycle n (cumulative set:
                                               all files up to n)
     runs/<run>/baseline/candidates.jsonl      the cycle-0 model (no adapter) on the last cycle's
@@ -73,6 +77,11 @@ def state_key(run: str) -> str:
     return f"{run_prefix(run)}/state.json"
 
 
+def stop_key(run: str) -> str:
+    """A stop request, for a cycle running in another process (a Kubernetes Job)."""
+    return f"{run_prefix(run)}/stop.json"
+
+
 def cycle_prefix(run: str, cycle: int) -> str:
     return f"{run_prefix(run)}/cycles/{check_cycle(cycle)}"
 
@@ -89,6 +98,20 @@ def candidates_key(run: str, cycle: int) -> str:
 
 def summary_key(run: str, cycle: int) -> str:
     return f"{records_prefix(run, cycle)}/summary.json"
+
+
+def progress_key(run: str, cycle: int) -> str:
+    """How far ``cycle`` (the baseline for ``BASELINE``) got: its durable steps."""
+    return f"{records_prefix(run, cycle)}/progress.json"
+
+
+def evaluated_prefix(run: str, cycle: int) -> str:
+    """Where each evaluated candidate of ``cycle`` is kept on its own until the cycle ends."""
+    return f"{records_prefix(run, cycle)}/evaluated/"
+
+
+def evaluated_key(run: str, cycle: int, index: int) -> str:
+    return f"{evaluated_prefix(run, cycle)}{index}.json"
 
 
 def pairs_prefix(run: str) -> str:

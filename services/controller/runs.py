@@ -23,6 +23,7 @@ import grpc
 
 from nasloop import layout
 from nasloop.config import Config
+from nasloop.layout import stop_key
 from nasloop.records import CandidateRecord
 from nasloop.rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
     from services.controller.kube import CycleJobs
 
 log = logging.getLogger("nasloop.controller")
-
-
-def stop_key(run: str) -> str:
-    """A stop request, for a cycle running in another process (a Kubernetes Job)."""
-    return f"{layout.run_prefix(run)}/stop.json"
 
 
 def checked_name(run: str) -> str:

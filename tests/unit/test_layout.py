@@ -12,6 +12,9 @@ def test_keys_and_names_are_the_stores() -> None:
     assert [
         layout.spec_key(run),
         layout.state_key(run),
+        layout.stop_key(run),
+        layout.progress_key(run, 3),
+        layout.evaluated_key(run, layout.BASELINE, 2),
         layout.candidates_key(run, 3),
         layout.summary_key(run, layout.BASELINE),
         layout.pairs_key(run, 3),
@@ -26,6 +29,9 @@ def test_keys_and_names_are_the_stores() -> None:
     ] == [
         "runs/r-1/spec.yaml",
         "runs/r-1/state.json",
+        "runs/r-1/stop.json",
+        "runs/r-1/cycles/3/progress.json",
+        "runs/r-1/baseline/evaluated/2.json",
         "runs/r-1/cycles/3/candidates.jsonl",
         "runs/r-1/baseline/summary.json",
         "runs/r-1/pairs/3.jsonl",

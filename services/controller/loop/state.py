@@ -18,6 +18,7 @@ from typing import Any
 
 from nasloop import layout
 from nasloop.artifacts import AdapterMeta
+from nasloop.layout import evaluated_key, evaluated_prefix, progress_key
 from nasloop.records import CandidateRecord, loads_records
 from nasloop.store import ObjectNotFound, ObjectStore
 
@@ -120,10 +121,6 @@ def save_run_state(store: ObjectStore, state: RunState) -> None:
     store.put_bytes(layout.state_key(state.name), to_json(state))
 
 
-def progress_key(run: str, cycle: int) -> str:
-    return f"{layout.records_prefix(run, cycle)}/progress.json"
-
-
 def load_progress(store: ObjectStore, run: str, cycle: int) -> CycleProgress | None:
     try:
         return progress_from_json(store.get_bytes(progress_key(run, cycle)), run)
@@ -143,14 +140,6 @@ def progress_from_json(raw: bytes, run: str = "") -> CycleProgress:
 
 def save_progress(store: ObjectStore, run: str, progress: CycleProgress) -> None:
     store.put_bytes(progress_key(run, progress.cycle), to_json(progress))
-
-
-def evaluated_prefix(run: str, cycle: int) -> str:
-    return f"{layout.records_prefix(run, cycle)}/evaluated/"
-
-
-def evaluated_key(run: str, cycle: int, index: int) -> str:
-    return f"{evaluated_prefix(run, cycle)}{index}.json"
 
 
 def save_evaluated(store: ObjectStore, record: CandidateRecord) -> None:
