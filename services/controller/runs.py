@@ -11,6 +11,7 @@ its durable state says (local mode).
 
 from __future__ import annotations
 
+import builtins  # RunManager.list hides the type in its class
 import json
 import logging
 import threading
@@ -158,7 +159,9 @@ class RunManager:
             raise NotFound(f"run {name!r} has no completed cycle {cycle}")
         return summary
 
-    def summaries(self, name: str, state: st.RunState, first: int = 1) -> list[CycleSummary]:
+    def summaries(
+        self, name: str, state: st.RunState, first: int = 1
+    ) -> builtins.list[CycleSummary]:
         return load_summaries(self.store, name, state.cycles_done, first)
 
     def baseline(self, name: str, state: st.RunState) -> CycleSummary | None:
@@ -211,7 +214,7 @@ class RunManager:
         with self._lock:
             return name in self._active
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Resume every run that was active when the controller stopped (restart)."""
         resumed = []
         for state in self.list():
@@ -354,7 +357,7 @@ class RunManager:
         progress = st.load_progress(self.store, name, n)
         self._emit_steps(state, name, n, progress.done if progress else [])
 
-    def _emit_steps(self, state: st.RunState, name: str, n: int, done: list[str]) -> None:
+    def _emit_steps(self, state: st.RunState, name: str, n: int, done: builtins.list[str]) -> None:
         with self._lock:
             seen = self._seen.setdefault((name, n), _Seen(set(), set()))
             new = [step for step in done if step not in seen.steps]
