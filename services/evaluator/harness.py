@@ -521,18 +521,27 @@ def _criterion(net: nn.Module) -> Callable[..., torch.Tensor]:
 def _training_step(
     net: nn.Module, criterion: Callable[..., torch.Tensor], optimizer: Any, x: Any, y: Any
 ) -> None:
-    """LEMUR's training step: zero_grad, forward, the loss (on every tensor the forward
-    returns), backward, gradient clipping, the optimizer's step."""
+    """LEMUR's training step: zero_grad, forward, the loss, backward, gradient clipping, the
+    optimizer's step. The loss is the criterion on every ``(batch, classes)`` tensor the forward
+    returns (a tensor, or a tuple, list or dict of them: auxiliary heads); where there is none,
+    or the criterion fails on it, the mean of every output tensor."""
     if callable(getattr(optimizer, "zero_grad", None)):
         optimizer.zero_grad()
     else:
         for p in net.parameters():
             p.grad = None
     out = net(x)
-    outs = (
-        [out] if isinstance(out, torch.Tensor) else [o for o in out if isinstance(o, torch.Tensor)]
+    parts = (
+        out.values() if isinstance(out, dict) else [out] if isinstance(out, torch.Tensor) else out
     )
-    loss = sum((criterion(o, y) for o in outs), torch.zeros((), device=y.device))
+    outs = [o for o in parts if isinstance(o, torch.Tensor) and o.is_floating_point()]
+    logits = [o for o in outs if o.dim() == 2 and len(o) == len(y)]
+    try:
+        loss = sum((criterion(o, y) for o in logits), torch.zeros((), device=y.device))
+    except Exception:
+        logits = []
+    if not logits:
+        loss = sum((o.mean() for o in outs), torch.zeros((), device=y.device))
     loss.backward()
     nn.utils.clip_grad_norm_(net.parameters(), 3)
     if callable(getattr(optimizer, "step", None)):

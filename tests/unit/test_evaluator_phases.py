@@ -149,6 +149,23 @@ def test_a_network_that_fails_the_reference_step_is_refused(epoch_data: SandboxD
     assert "RuntimeError: not now" in r.output_tail
 
 
+def test_a_network_with_several_outputs_in_train_mode_gets_its_reference_step(
+    data: SandboxData,
+) -> None:
+    """An auxiliary output in train mode (logits and features, which its own learn() unpacks):
+    the reference step's loss takes what fits, and the honest network passes."""
+    code = replace(
+        FORWARD,
+        "        h = torch.flatten(self.features(x), 1)\n"
+        "        return (self.head(h), h) if self.training else self.head(h)",
+        replace(
+            "self.criteria[0](self(inputs), labels)", "self.criteria[0](self(inputs)[0], labels)"
+        ),
+    )
+    r = run_confined(task(code), data, limits())
+    assert status(r) == "STATUS_OK", (r.message, r.output_tail)
+
+
 def test_forged_marks_and_a_closed_pipe_in_the_score_process_only_refuse_it(
     data: SandboxData,
 ) -> None:
