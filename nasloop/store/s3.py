@@ -258,24 +258,20 @@ class S3Store(ObjectStore):
     # -- presigned URLs (for pods that have no credentials) --------------------------------------
     def presigned_get_url(self, key: str, expires_s: float = 3600) -> str:
         """A URL that lets anyone GET ``key`` for ``expires_s`` seconds (1 s to 7 days)."""
-        name = self._name(key)
-        self._ensure_bucket()
-        expires = timedelta(seconds=expires_s)
-        return self._call(
-            "presign get",
-            key,
-            lambda: self.client.presigned_get_object(self.bucket, name, expires=expires),
-        )
+        return self._presigned("GET", key, expires_s)
 
     def presigned_put_url(self, key: str, expires_s: float = 3600) -> str:
         """A URL that lets anyone PUT ``key`` for ``expires_s`` seconds (1 s to 7 days)."""
+        return self._presigned("PUT", key, expires_s)
+
+    def _presigned(self, method: str, key: str, expires_s: float) -> str:
         name = self._name(key)
         self._ensure_bucket()
         expires = timedelta(seconds=expires_s)
         return self._call(
-            "presign put",
+            f"presign {method.lower()}",
             key,
-            lambda: self.client.presigned_put_object(self.bucket, name, expires=expires),
+            lambda: self.client.get_presigned_url(method, self.bucket, name, expires=expires),
         )
 
 

@@ -625,9 +625,9 @@ def _supervise(
             watch = [watch_fd] if watch_fd is not None else []
             writable = [data_w] if data_w is not None and pending and exited is None else []
             ready, can_write, _ = select.select([*open_fds, *watch], writable, [], 0.05)
-            if can_write:
+            if can_write and data_w is not None:  # can_write is [data_w] or empty
                 try:
-                    del pending[: os.write(data_w, pending)]  # type: ignore[arg-type]
+                    del pending[: os.write(data_w, pending)]
                 except BlockingIOError:
                     pass
                 except OSError:  # the child closed its end
