@@ -6,22 +6,13 @@ import os
 import uuid
 from pathlib import Path
 
-from nasloop.store.base import (
-    InvalidKey,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    check_key,
-    check_prefix,
-    sha256_hex,
-)
+from nasloop.store import base
 
 # Suffix of in-flight temporary files; such names are never keys (list() skips them).
 TMP_SUFFIX = ".nasloop-tmp"
 
 
-class LocalStore(ObjectStore):
+class LocalStore(base.ObjectStore):
     """A directory with the same key layout as the S3 bucket.
 
     Writes go to a uniquely named temporary file in the target's directory, are fsynced and then
@@ -35,19 +26,21 @@ class LocalStore(ObjectStore):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create store directory {self.root}: {e.strerror}") from e
+            raise base.StoreError(f"cannot create store directory {self.root}: {e.strerror}") from e
         self.url = f"file://{self.root}"
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
-        check_key(key)
+        base.check_key(key)
         if key.endswith(TMP_SUFFIX):
-            raise InvalidKey(f"invalid object key {key!r}: the suffix {TMP_SUFFIX} is reserved")
+            raise base.InvalidKey(
+                f"invalid object key {key!r}: the suffix {TMP_SUFFIX} is reserved"
+            )
         return self.root.joinpath(*key.split("/"))
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    def put_bytes(self, key: str, data: bytes) -> base.ObjectInfo:
         path = self._path(key)
         tmp = path.with_name(f".{uuid.uuid4().hex}{TMP_SUFFIX}")
         try:
@@ -56,8 +49,8 @@ class LocalStore(ObjectStore):
             _sync_dir(path.parent)  # the rename itself must survive a power loss
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {key!r} under {self.root}: {e}") from e
-        return ObjectInfo(key=key, size=len(data), sha256=sha256_hex(data))
+            raise base.StoreError(f"cannot write {key!r} under {self.root}: {e}") from e
+        return base.ObjectInfo(key=key, size=len(data), sha256=base.sha256_hex(data))
 
     supports_append = True
 
@@ -68,30 +61,30 @@ class LocalStore(ObjectStore):
             if created:
                 _sync_dir(path.parent)
         except OSError as e:
-            raise StoreError(f"cannot append to {key!r} under {self.root}: {e}") from e
+            raise base.StoreError(f"cannot append to {key!r} under {self.root}: {e}") from e
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ObjectNotFound(key) from None
+            raise base.ObjectNotFound(key) from None
         except OSError as e:
-            raise StoreError(f"cannot read {key!r} under {self.root}: {e}") from e
+            raise base.StoreError(f"cannot read {key!r} under {self.root}: {e}") from e
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
-        check_prefix(prefix)
+        base.check_prefix(prefix)
         # Walk only the deepest directory the prefix names, then filter by the string prefix.
         top = self.root.joinpath(*prefix.rpartition("/")[0].split("/"))
         keys: list[str] = []
         for dirpath, _dirs, files in os.walk(top):
             rel = Path(dirpath).relative_to(self.root).as_posix()
-            base = "" if rel == "." else rel + "/"
+            under = "" if rel == "." else rel + "/"
             for name in files:
-                key = base + name
+                key = under + name
                 if not name.endswith(TMP_SUFFIX) and key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
@@ -103,7 +96,7 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             pass  # missing, or a "directory" (a prefix, not an object)
         except OSError as e:
-            raise StoreError(f"cannot delete {key!r} under {self.root}: {e}") from e
+            raise base.StoreError(f"cannot delete {key!r} under {self.root}: {e}") from e
 
 
 def _write_synced(path: Path, data: bytes, flag: int) -> bool:

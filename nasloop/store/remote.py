@@ -17,17 +17,7 @@ import grpc
 
 from nasloop.config import TlsConfig
 from nasloop.rpc.client import connect
-from nasloop.store.base import (
-    IntegrityError,
-    InvalidKey,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    check_key,
-    check_prefix,
-    sha256_hex,
-)
+from nasloop.store import base
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
 
@@ -40,7 +30,7 @@ CALL_TIMEOUT_S = 120.0
 _RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-class PermissionDenied(StoreError):
+class PermissionDenied(base.StoreError):
     """The controller refused: the caller is not a running cycle pod, or the key is not its."""
 
 
@@ -52,7 +42,7 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
         yield data[i : i + size]
 
 
-class RemoteStore(ObjectStore):
+class RemoteStore(base.ObjectStore):
     def __init__(
         self,
         address: str,
@@ -61,7 +51,7 @@ class RemoteStore(ObjectStore):
         tls: TlsConfig | None = None,
     ) -> None:
         if not address:
-            raise StoreError(f"a controller store url needs an address: {SCHEME}<host>:<port>")
+            raise base.StoreError(f"a controller store url needs an address: {SCHEME}<host>:<port>")
         self.url = f"{SCHEME}{address}"
         self.address = address
         self.outage_s = outage_s
@@ -77,24 +67,24 @@ class RemoteStore(ObjectStore):
     def close(self) -> None:
         self._channel.close()
 
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        check_key(key)
+    def put_bytes(self, key: str, data: bytes) -> base.ObjectInfo:
+        base.check_key(key)
 
         def stream() -> Iterator[pb.ObjectChunk]:
             for i, piece in enumerate(chunks(data)):
                 yield pb.ObjectChunk(key=key if i == 0 else "", data=piece)
 
         stat = self._call("put", key, lambda: self._stub.PutObject(stream()))
-        info = ObjectInfo(key, len(data), sha256_hex(data))
+        info = base.ObjectInfo(key, len(data), base.sha256_hex(data))
         if stat.sha256 != info.sha256 or stat.size != info.size:
-            raise IntegrityError(
+            raise base.IntegrityError(
                 f"the controller stored {stat.size} bytes ({stat.sha256[:12]}) at {key}, "
                 f"not the {info.size} sent ({info.sha256[:12]})"
             )
         return info
 
     def get_bytes(self, key: str) -> bytes:
-        check_key(key)
+        base.check_key(key)
 
         def read() -> tuple[bytes, str]:
             parts, sha = [], ""
@@ -106,22 +96,24 @@ class RemoteStore(ObjectStore):
             return b"".join(parts), sha
 
         data, sha = self._call("get", key, read)
-        if sha256_hex(data) != sha:
-            raise IntegrityError(f"{key} arrived from the controller damaged (SHA-256 mismatch)")
+        if base.sha256_hex(data) != sha:
+            raise base.IntegrityError(
+                f"{key} arrived from the controller damaged (SHA-256 mismatch)"
+            )
         return data
 
     def exists(self, key: str) -> bool:
-        check_key(key)
+        base.check_key(key)
         request = pb.ObjectKey(key=key)
         return self._call("stat", key, lambda: self._stub.StatObject(request)).exists
 
     def list(self, prefix: str = "") -> list[str]:
-        check_prefix(prefix)
+        base.check_prefix(prefix)
         request = pb.ListObjectsRequest(prefix=prefix)
         return list(self._call("list", prefix, lambda: self._stub.ListObjects(request)).keys)
 
     def delete(self, key: str) -> None:
-        check_key(key)
+        base.check_key(key)
         self._call("delete", key, lambda: self._stub.DeleteObject(pb.ObjectKey(key=key)))
 
     def sign_cycle_certificate(self, csr_pem: bytes) -> bytes:
@@ -146,9 +138,9 @@ class RemoteStore(ObjectStore):
                     continue
                 what = f"{op} {key!r} through the controller at {self.address}"
                 if code == grpc.StatusCode.NOT_FOUND:
-                    raise ObjectNotFound(details or key) from None
+                    raise base.ObjectNotFound(details or key) from None
                 if code == grpc.StatusCode.PERMISSION_DENIED:
                     raise PermissionDenied(f"{what}: refused: {details}") from None
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise InvalidKey(f"{what}: {details}") from None
-                raise StoreError(f"{what}: {code.name}: {details}") from None
+                    raise base.InvalidKey(f"{what}: {details}") from None
+                raise base.StoreError(f"{what}: {code.name}: {details}") from None

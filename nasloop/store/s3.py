@@ -16,16 +16,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name
 
-from nasloop.store.base import (
-    IntegrityError,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectStore,
-    StoreError,
-    check_key,
-    check_prefix,
-    sha256_hex,
-)
+from nasloop.store import base
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +62,7 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
-class S3Store(ObjectStore):
+class S3Store(base.ObjectStore):
     """Keys live in ``bucket`` under an optional ``prefix``; ``url`` is ``s3://bucket[/prefix]``.
 
     Every call is retried ``retries`` times on transient errors (see :func:`is_transient`),
@@ -103,10 +94,10 @@ class S3Store(ObjectStore):
         try:
             check_bucket_name(bucket, strict=True)
         except ValueError as e:
-            raise StoreError(f"invalid S3 bucket name {bucket!r}: {e}") from None
+            raise base.StoreError(f"invalid S3 bucket name {bucket!r}: {e}") from None
         self.prefix = prefix.strip("/")
         if self.prefix:
-            check_key(self.prefix)
+            base.check_key(self.prefix)
         self.bucket = bucket
         self.endpoint = endpoint
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -130,7 +121,7 @@ class S3Store(ObjectStore):
                 http_client=http,
             )
         except ValueError as e:
-            raise StoreError(f"invalid S3 endpoint {endpoint!r}: {e}") from None
+            raise base.StoreError(f"invalid S3 endpoint {endpoint!r}: {e}") from None
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
@@ -139,7 +130,7 @@ class S3Store(ObjectStore):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _name(self, key: str) -> str:
-        check_key(key)
+        base.check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, op: str, key: str | None, fn: Callable[[], T]) -> T:
@@ -151,13 +142,13 @@ class S3Store(ObjectStore):
                 return fn()
             except (MinioException, urllib3.exceptions.HTTPError, OSError) as e:
                 if isinstance(e, S3Error) and e.code in _MISSING_CODES:
-                    raise ObjectNotFound(key or what) from None
+                    raise base.ObjectNotFound(key or what) from None
                 if isinstance(e, S3Error) and e.code == "NoSuchBucket":
-                    raise StoreError(f"{what}: bucket {self.bucket!r} does not exist") from e
+                    raise base.StoreError(f"{what}: bucket {self.bucket!r} does not exist") from e
                 if not is_transient(e):
-                    raise StoreError(f"{what} failed: {_describe(e)}") from e
+                    raise base.StoreError(f"{what} failed: {_describe(e)}") from e
                 if attempt == self.retries:
-                    raise StoreError(
+                    raise base.StoreError(
                         f"{what} failed after {attempt + 1} attempts "
                         f"against {self.endpoint}: {_describe(e)}"
                     ) from e
@@ -194,10 +185,10 @@ class S3Store(ObjectStore):
             self._bucket_ready = True
 
     # -- primitives ------------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    def put_bytes(self, key: str, data: bytes) -> base.ObjectInfo:
         name = self._name(key)
         self._ensure_bucket()
-        digest = sha256_hex(data)
+        digest = base.sha256_hex(data)
 
         def put() -> None:
             self.client.put_object(
@@ -210,7 +201,7 @@ class S3Store(ObjectStore):
             )
 
         self._call("put", key, put)
-        return ObjectInfo(key=key, size=len(data), sha256=digest)
+        return base.ObjectInfo(key=key, size=len(data), sha256=digest)
 
     def get_bytes(self, key: str) -> bytes:
         name = self._name(key)
@@ -225,8 +216,8 @@ class S3Store(ObjectStore):
                 response.release_conn()
 
         data, expected = self._call("get", key, get)
-        if expected and sha256_hex(data) != expected:
-            raise IntegrityError(f"{key!r} does not match the sha256 stored with it")
+        if expected and base.sha256_hex(data) != expected:
+            raise base.IntegrityError(f"{key!r} does not match the sha256 stored with it")
         return data
 
     def exists(self, key: str) -> bool:
@@ -234,12 +225,12 @@ class S3Store(ObjectStore):
         self._ensure_bucket()
         try:
             self._call("stat", key, lambda: self.client.stat_object(self.bucket, name))
-        except ObjectNotFound:
+        except base.ObjectNotFound:
             return False
         return True
 
     def list(self, prefix: str = "") -> list[str]:
-        check_prefix(prefix)
+        base.check_prefix(prefix)
         self._ensure_bucket()
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0

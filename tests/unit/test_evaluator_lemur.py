@@ -144,9 +144,7 @@ def test_the_paper_preset_is_lemurs_default_transform() -> None:
     assert (q.input_size, q.random_resized_crop, q.horizontal_flip) == (224, False, False)
 
 
-@pytest.mark.parametrize(
-    ("name", "limit"), [("", 20_000_001), ("paper", PAPER_MAX_PARAMETERS + 1)]
-)
+@pytest.mark.parametrize(("name", "limit"), [("", 20_000_001), ("paper", PAPER_MAX_PARAMETERS + 1)])
 def test_a_request_cannot_raise_the_protocols_limit(name: str, limit: int) -> None:
     msg = common.EvaluationProtocol(name=name, max_parameters=limit)
     with pytest.raises(InvalidArgument, match="limit"):
