@@ -42,27 +42,23 @@ from services.evaluator.harness import batches  # noqa: E402
 from services.evaluator.pool import LocalExecutor  # noqa: E402
 from services.evaluator.task import Task  # noqa: E402
 
-# The smallest honest candidate: the sandbox's cost, not the network's, dominates its run.
-TINY_NET = replace(
-    """self.features = nn.Sequential(
+# GOOD_NET's network, which the two below replace.
+GOOD_FEATURES = """self.features = nn.Sequential(
             nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
         )
-        self.head = nn.Linear(32, out_shape[0])""",
+        self.head = nn.Linear(32, out_shape[0])"""
+# The smallest honest candidate: the sandbox's cost, not the network's, dominates its run.
+TINY_NET = replace(
+    GOOD_FEATURES,
     """self.features = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(in_shape[1], out_shape[0])""",
 )
 # The data-path reference: a VGG-style network whose epoch is a few seconds on one core.
 REFERENCE_NET = replace(
-    """self.features = nn.Sequential(
-            nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.head = nn.Linear(32, out_shape[0])""",
+    GOOD_FEATURES,
     """self.features = nn.Sequential(
             nn.Conv2d(in_shape[1], 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
             nn.MaxPool2d(2),
