@@ -170,6 +170,12 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
         "report", help="a run's report: report.md, report.html and plots (and the table)"
     )
     report.add_argument("run")
+    report.add_argument(
+        "--against", metavar="RUN",
+        help="compare with another run of this CLI's store: valid rate, mean accuracy and novel "
+        "good count per cycle and over the run, with 95 %% intervals on the differences, and "
+        "where the specs differ (default folder: reports/<run>-vs-<RUN>/)",
+    )  # fmt: skip
     report.add_argument("--out", metavar="DIR", help="default: reports/<run>/ beside the store")
     report.set_defaults(func=_command_errors(commands.report_run))
     cycle = sub.add_parser(

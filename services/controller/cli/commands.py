@@ -12,7 +12,7 @@ import threading
 
 from nasloop import layout
 from nasloop.config import Config, StoreConfig, load_config
-from nasloop.store import StoreError, open_store
+from nasloop.store import ObjectStore, StoreError, open_store
 from services.controller.loop import state as st
 from services.controller.report import build as report
 from services.controller.runspec import RunSpec, dump_spec, load_spec
@@ -116,13 +116,34 @@ def report_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     store = open_store(load_config(args.config).store)
-    run = layout.check_run_name(args.run)
-    if st.load_run_state(store, run) is None:
-        print(f"nasloop: no run named {run!r}", file=sys.stderr)
-        return 2
+    names = [layout.check_run_name(n) for n in (args.run, args.against) if n]
+    for name in names:
+        if st.load_run_state(store, name) is None:
+            print(f"nasloop: no run named {name!r}", file=sys.stderr)
+            return 2
+    if args.against:
+        return _report_against(store, names[0], names[1], args.out)
+    run = names[0]
     r = report.load_report(store, run)
     html = report.write_report(r, Path(args.out) if args.out else report.default_folder(store, run))
     print(report.table(r.cycles) if r.cycles else f"run {run} has no completed cycle yet")
+    print(f"report: {html} (report.md and the plots beside it)")
+    return 0
+
+
+def _report_against(store: ObjectStore, a: str, b: str, out: str | None) -> int:
+    """``nasloop report A --against B``: the run-level table on stdout, the comparison in a
+    folder (default: reports/<A>-vs-<B>/ beside the store)."""
+    from pathlib import Path
+
+    from services.controller.report import against
+    from services.controller.report.document import block_markdown
+
+    c = against.load_against(report.load_report(store, a), report.load_report(store, b))
+    folder = Path(out) if out else report.default_folder(store, against.folder_name(a, b))
+    html = against.write_against(c, folder)
+    table = against.run_table(c)
+    print(block_markdown(table) if table else f"runs {a} and {b} have no finished cycle in common")
     print(f"report: {html} (report.md and the plots beside it)")
     return 0
 

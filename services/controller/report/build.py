@@ -160,19 +160,28 @@ def compare(
 ) -> Comparison:
     """The baseline section's numbers."""
     base = summarize(baseline, st.CycleProgress(cycle=0), last.run, last.threshold)
-    valid_rate = None
-    if base.generated and last.generated:
-        valid_rate = newcombe_difference(
-            last.valid, last.generated, base.valid, base.generated, LEVEL
-        )
-    mean_accuracy = None
-    ours = [r.accuracy for r in records if r.valid]
-    theirs = [r.accuracy for r in baseline if r.valid]
-    if ours and theirs:
-        mean_accuracy = bootstrap_mean_difference(
-            ours, theirs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL
-        )
-    return Comparison(base, last, valid_rate, mean_accuracy)
+    valid_rate = rate_difference(last.valid, last.generated, base.valid, base.generated)
+    return Comparison(base, last, valid_rate, mean_accuracy_difference(records, baseline))
+
+
+def rate_difference(successes_a: int, n_a: int, successes_b: int, n_b: int) -> Interval | None:
+    """``successes_a / n_a - successes_b / n_b`` with Newcombe's interval; None when a side
+    has no candidates."""
+    if not n_a or not n_b:
+        return None
+    return newcombe_difference(successes_a, n_a, successes_b, n_b, LEVEL)
+
+
+def mean_accuracy_difference(
+    a: Sequence[CandidateRecord], b: Sequence[CandidateRecord]
+) -> Interval | None:
+    """Mean accuracy of ``a``'s valid candidates minus ``b``'s, with the report's bootstrap
+    interval; None when a side has no valid candidate."""
+    ours = [r.accuracy for r in a if r.valid]
+    theirs = [r.accuracy for r in b if r.valid]
+    if not ours or not theirs:
+        return None
+    return bootstrap_mean_difference(ours, theirs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL)
 
 
 def load_report(store: ObjectStore, run: str) -> RunReport:
@@ -207,6 +216,13 @@ def _pct(x: float) -> str:
 
 def _signed_points(x: float) -> str:
     return f"{100 * x:+.1f}"
+
+
+def interval_text(i: Interval | None) -> str:
+    """``+12.5 [+3.1, +21.0]``: a difference and its interval in points; ``-`` for none."""
+    if i is None:
+        return "-"
+    return f"{_signed_points(i.estimate)} [{_signed_points(i.low)}, {_signed_points(i.high)}]"
 
 
 def headline(r: RunReport) -> list[Block]:
@@ -272,16 +288,11 @@ def baseline_section(r: RunReport) -> list[Block]:
     def distinct_rate(s: CycleSummary) -> float:
         return s.distinct / s.generated if s.generated else 0.0
 
-    def interval(i: Interval | None) -> str:
-        if i is None:
-            return "-"
-        return f"{_signed_points(i.estimate)} [{_signed_points(i.low)}, {_signed_points(i.high)}]"
-
     rows = [
         ["generated", str(b.generated), str(last.generated), "-"],
-        ["valid rate", _pct(b.valid_rate), _pct(last.valid_rate), interval(c.valid_rate)],
+        ["valid rate", _pct(b.valid_rate), _pct(last.valid_rate), interval_text(c.valid_rate)],
         ["mean accuracy (valid)", f"{b.mean_accuracy:.3f}" if b.valid else "-",
-         f"{last.mean_accuracy:.3f}" if last.valid else "-", interval(c.mean_accuracy)],
+         f"{last.mean_accuracy:.3f}" if last.valid else "-", interval_text(c.mean_accuracy)],
         ["distinct rate", _pct(distinct_rate(b)), _pct(distinct_rate(last)),
          _signed_points(distinct_rate(last) - distinct_rate(b))],
         [f"share ≥ {r.threshold:g} (valid)", _pct(b.share_above_threshold),
@@ -296,9 +307,9 @@ def baseline_section(r: RunReport) -> list[Block]:
             "percentage points (accuracy: hundredths)."
         ),
         Table(header, rows),
-        Paragraph(_verdict("Valid rate", c.valid_rate, "Newcombe's hybrid score interval")),
+        Paragraph(verdict("Valid rate", c.valid_rate, "Newcombe's hybrid score interval")),
         Paragraph(
-            _verdict(
+            verdict(
                 "Mean accuracy of valid candidates",
                 c.mean_accuracy,
                 f"percentile bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}",
@@ -308,13 +319,15 @@ def baseline_section(r: RunReport) -> list[Block]:
     return blocks
 
 
-def _verdict(what: str, i: Interval | None, method: str) -> str:
+def verdict(what: str, i: Interval | None, method: str) -> str:
+    """One sentence: the difference, its 95 % interval (``method``) and whether it is
+    significant."""
     if i is None:
         return f"{what}: no comparison (a side has no candidates to compare)."
-    verdict = "significant at 95 %" if i.significant else "not significant"
+    outcome = "significant at 95 %" if i.significant else "not significant"
     return (
         f"{what}: difference {_signed_points(i.estimate)} points, 95 % CI "
-        f"[{_signed_points(i.low)}, {_signed_points(i.high)}] ({method}): {verdict}."
+        f"[{_signed_points(i.low)}, {_signed_points(i.high)}] ({method}): {outcome}."
     )
 
 

@@ -18,6 +18,7 @@ from nasloop.v1 import common_pb2 as common
 from services.controller.loop.state import STEPS
 from services.controller.loop.summary import CycleSummary
 from services.controller.report.document import Figure as FigureBlock
+from services.controller.report.stats import Interval
 
 VALID_COLOR = "#2da44e"
 # Colours of the stopped-at slices and of the steps (a qualitative palette without green).
@@ -194,5 +195,41 @@ def write_plots(
     out = []
     for file, caption, draw in PLOTS:
         draw(cycles, baseline_mean).savefig(folder / file, format="png")
+        out.append(FigureBlock(file, caption))
+    return out
+
+
+def difference(title: str, labels: Sequence[str], diffs: Sequence[Interval | None]) -> Figure:
+    """One metric of two runs: the difference A - B per cycle (and over the run) with its 95 %
+    interval as an error bar; a point without one (a side had nothing to compare) is left out."""
+    fig = Figure(figsize=(6.4, 3.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(f"{title}: A - B (95 % CI)")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("points (accuracy: hundredths)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.axhline(0, color="grey", lw=1)
+    shown = [(x, d) for x, d in enumerate(diffs) if d is not None]
+    for x, d in shown:
+        color = VALID_COLOR if d.significant else PALETTE[6]
+        below, above = 100 * (d.estimate - d.low), 100 * (d.high - d.estimate)
+        ax.errorbar(x, 100 * d.estimate, yerr=[[below], [above]], fmt="o", capsize=4, color=color)
+    ax.set_xticks(range(len(labels)), list(labels))
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    return fig
+
+
+def write_difference_plots(
+    labels: Sequence[str],
+    metrics: Sequence[tuple[str, str, Sequence[Interval | None]]],
+    folder: Path,
+) -> list[FigureBlock]:
+    """One PNG per metric (its file name, title and differences by label); the figures."""
+    if not labels:
+        return []
+    out = []
+    for file, title, diffs in metrics:
+        difference(title, labels, diffs).savefig(folder / file, format="png")
+        caption = f"{title}: A - B per cycle and over the run (green: significant at 95 %)"
         out.append(FigureBlock(file, caption))
     return out

@@ -1,0 +1,275 @@
+"""Two runs side by side (``nasloop report A --against B``), from their records alone.
+
+For every cycle both runs finished, and over those cycles together, it compares A with B
+(differences are A minus B, with 95 % intervals):
+
+- the valid rate (valid / generated): Newcombe's hybrid score interval;
+- the mean accuracy of valid candidates: percentile bootstrap (the run report's settings);
+- the novel good count (valid, novel, accuracy ≥ A's ``selection.min_accuracy``), compared as
+  its share of the generated answers: Newcombe's interval.
+
+It names both runs, lists the fields where their specs differ (the setting being judged) and
+says when their seeds differ (then the two runs did not answer the same prompts with the same
+samples). It writes, into one folder, ``report.md``, ``report.html`` and one PNG per metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nasloop.records import CandidateRecord
+from services.controller.loop import state as st
+from services.controller.loop.summary import CycleSummary, summarize
+from services.controller.report.build import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    RunReport,
+    interval_text,
+    mean_accuracy_difference,
+    rate_difference,
+    verdict,
+)
+from services.controller.report.document import (
+    Block,
+    Code,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_markdown,
+)
+from services.controller.report.stats import Interval
+
+RUN_ROW = "run"  # the label of the row over all compared cycles
+NEWCOMBE = "Newcombe's hybrid score interval"
+BOOTSTRAP = f"percentile bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One cycle (or the run, ``label`` = ``run``) of both runs and their differences."""
+
+    label: str
+    a: CycleSummary
+    b: CycleSummary
+    valid_rate: Interval | None
+    mean_accuracy: Interval | None
+    novel_good: Interval | None  # difference of the novel good share of generated answers
+
+
+@dataclass(frozen=True)
+class Against:
+    a: RunReport
+    b: RunReport
+    threshold: float  # A's selection.min_accuracy, applied to both runs
+    rows: list[Row]  # one per cycle both finished, then the run
+    spec_diff: list[tuple[str, str, str]]  # (dotted field, A's value, B's value)
+    seeds: tuple[int, int]
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping) and value:
+        for key, inner in value.items():
+            yield from _flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def spec_differences(a_yaml: str, b_yaml: str) -> list[tuple[str, str, str]]:
+    """The fields where two run specs differ, by dotted path (the runs' names left out);
+    a field only one spec has shows ``-`` for the other."""
+    a = dict(_flatten(yaml.safe_load(a_yaml)))
+    b = dict(_flatten(yaml.safe_load(b_yaml)))
+    missing = object()
+    out = []
+    for key in [*a, *(k for k in b if k not in a)]:
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if key != "name" and va != vb:
+            out.append((key, "-" if va is missing else str(va), "-" if vb is missing else str(vb)))
+    return out
+
+
+def compare_records(
+    label: str,
+    a: Sequence[CandidateRecord],
+    b: Sequence[CandidateRecord],
+    runs: tuple[str, str],
+    threshold: float,
+) -> Row:
+    """Both sides' counts at ``threshold`` and the three differences."""
+    sa = summarize(a, st.CycleProgress(cycle=0), runs[0], threshold)
+    sb = summarize(b, st.CycleProgress(cycle=0), runs[1], threshold)
+    return Row(
+        label,
+        sa,
+        sb,
+        rate_difference(sa.valid, sa.generated, sb.valid, sb.generated),
+        mean_accuracy_difference(a, b),
+        rate_difference(sa.novel_good, sa.generated, sb.novel_good, sb.generated),
+    )
+
+
+def load_against(a: RunReport, b: RunReport) -> Against:
+    """The comparison of two loaded runs (``build.load_report``)."""
+    runs = (a.run, b.run)
+    shared = sorted(set(a.records) & set(b.records))
+    rows = [compare_records(str(n), a.records[n], b.records[n], runs, a.threshold) for n in shared]
+    if shared:
+        every_a = [r for n in shared for r in a.records[n]]
+        every_b = [r for n in shared for r in b.records[n]]
+        rows.append(compare_records(RUN_ROW, every_a, every_b, runs, a.threshold))
+    seeds = (_seed(a.spec_yaml), _seed(b.spec_yaml))
+    return Against(a, b, a.threshold, rows, spec_differences(a.spec_yaml, b.spec_yaml), seeds)
+
+
+def _seed(spec_yaml: str) -> int:
+    return int(yaml.safe_load(spec_yaml)["seed"])
+
+
+# -- the document --------------------------------------------------------------------------
+def _rate(successes: int, n: int) -> str:
+    return f"{successes}/{n} ({100 * successes / n:.1f} %)" if n else "-"
+
+
+def _mean(s: CycleSummary) -> str:
+    return f"{s.mean_accuracy:.3f} (n={s.valid})" if s.valid else "-"
+
+
+def _significance(i: Interval | None) -> str:
+    if i is None:
+        return "-"
+    return "yes" if i.significant else "no"
+
+
+# (title, short name, interval method, plot file)
+METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("Valid rate", "valid rate (valid / generated)", NEWCOMBE, "against-valid-rate.png"),
+    ("Mean accuracy of valid candidates", "mean accuracy", BOOTSTRAP, "against-accuracy.png"),
+    ("Novel good count", "novel good (share of generated)", NEWCOMBE, "against-novel-good.png"),
+)
+
+
+def _cells(row: Row, metric: int) -> tuple[str, str, Interval | None]:
+    """A's cell, B's cell and the difference for one of :data:`METRICS`."""
+    if metric == 0:
+        a, b = _rate(row.a.valid, row.a.generated), _rate(row.b.valid, row.b.generated)
+        return a, b, row.valid_rate
+    if metric == 1:
+        return _mean(row.a), _mean(row.b), row.mean_accuracy
+    return (
+        _rate(row.a.novel_good, row.a.generated),
+        _rate(row.b.novel_good, row.b.generated),
+        row.novel_good,
+    )
+
+
+def _intro(c: Against) -> list[Block]:
+    a, b = c.a, c.b
+    compared = [row.label for row in c.rows if row.label != RUN_ROW]
+    lines = [
+        f"Run A: {a.run} ({a.state.state}, {len(a.cycles)} finished cycles). "
+        f"Run B: {b.run} ({b.state.state}, {len(b.cycles)} finished cycles).",
+        f"Compared: cycles {', '.join(compared)} (those both runs finished), each and over "
+        f'them together (the "{RUN_ROW}" row).'
+        if compared
+        else "No cycle finished in both runs: nothing to compare.",
+        "Differences are A minus B, in percentage points (accuracy: hundredths), with 95 % "
+        "intervals; significant when the interval excludes 0.",
+        f"Good accuracy: ≥ {c.threshold:g} (A's selection.min_accuracy), for both runs"
+        + (f" (B's own is {b.threshold:g})." if b.threshold != c.threshold else "."),
+    ]
+    if c.seeds[0] == c.seeds[1]:
+        seeds = f"Both runs have seed {c.seeds[0]}: the same prompts and sampling seeds."
+    else:
+        seeds = (
+            f"The seeds differ (A: {c.seeds[0]}, B: {c.seeds[1]}): the runs did not answer "
+            "with the same sampling seeds, so a difference mixes the setting with chance."
+        )
+    blocks: list[Block] = [
+        Heading(f"nasloop report: {a.run} against {b.run}", 1),
+        Paragraph(" ".join(lines)),
+        Paragraph(seeds),
+        Heading("Where the specs differ"),
+    ]
+    if c.spec_diff:
+        blocks.append(Table(("field", f"A: {a.run}", f"B: {b.run}"), c.spec_diff))
+    else:
+        blocks.append(Paragraph("The two specs are the same (apart from the runs' names)."))
+    return blocks
+
+
+def run_table(c: Against) -> Table | None:
+    """The run row of every metric (what ``nasloop report A --against B`` prints)."""
+    total = next((row for row in c.rows if row.label == RUN_ROW), None)
+    if total is None:
+        return None
+    rows = []
+    for metric, (_, short, _, _) in enumerate(METRICS):
+        cell_a, cell_b, diff = _cells(total, metric)
+        rows.append([short, cell_a, cell_b, interval_text(diff), _significance(diff)])
+    header = ("over the run", f"A: {c.a.run}", f"B: {c.b.run}", "A - B (95 % CI)", "significant")
+    return Table(header, rows)
+
+
+def metric_sections(c: Against) -> list[Block]:
+    blocks: list[Block] = []
+    total = next((row for row in c.rows if row.label == RUN_ROW), None)
+    for metric, (title, _, method, _) in enumerate(METRICS):
+        rows = []
+        for row in c.rows:
+            cell_a, cell_b, diff = _cells(row, metric)
+            rows.append([row.label, cell_a, cell_b, interval_text(diff), _significance(diff)])
+        header = ("cycle", f"A: {c.a.run}", f"B: {c.b.run}", "A - B (95 % CI)", "significant")
+        blocks += [Heading(title), Table(header, rows)]
+        if total is not None:
+            blocks.append(Paragraph(verdict(f"{title}, over the run", _cells(total, metric)[2],
+                                            method)))  # fmt: skip
+    return blocks
+
+
+def document(c: Against, figures: Sequence[Figure]) -> list[Block]:
+    """The comparison's blocks, in order."""
+    summary = run_table(c)
+    overall: list[Block] = [Heading("Over the run"), summary] if summary else []
+    plots: list[Block] = [Heading("Plots"), *figures] if figures else []
+    return [
+        *_intro(c),
+        *overall,
+        *plots,
+        *metric_sections(c),
+        Heading(f"Run spec of A: {c.a.run}"),
+        Code(c.a.spec_yaml, "yaml"),
+    ]
+
+
+# -- writing -------------------------------------------------------------------------------
+def folder_name(a: str, b: str) -> str:
+    """``<A>-vs-<B>``: the default folder's name, beside the runs' own report folders."""
+    return f"{a}-vs-{b}"
+
+
+def write_against(c: Against, folder: Path) -> Path:
+    """Write the comparison into ``folder``: report.md, report.html and a PNG per metric;
+    returns the path of ``report.html``."""
+    from services.controller.report.html import to_html
+    from services.controller.report.plots import write_difference_plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = write_difference_plots(
+        [row.label for row in c.rows],
+        [
+            (file, title, [_cells(row, m)[2] for row in c.rows])
+            for m, (title, _, _, file) in enumerate(METRICS)
+        ],
+        folder,
+    )
+    blocks = document(c, figures)
+    (folder / "report.md").write_text(to_markdown(blocks))
+    html = folder / "report.html"
+    html.write_text(to_html(blocks, f"nasloop report: {c.a.run} against {c.b.run}", folder))
+    return html
