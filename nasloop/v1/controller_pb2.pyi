@@ -59,16 +59,18 @@ CYCLE_PHASE_FAILED: CyclePhase
 CYCLE_PHASE_BASELINE: CyclePhase
 
 class SelectionPolicy(_message.Message):
-    __slots__ = ("min_accuracy", "top_up_to", "top_up_min_accuracy", "max_per_cycle")
+    __slots__ = ("min_accuracy", "top_up_to", "top_up_min_accuracy", "max_per_cycle", "objectives")
     MIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TOP_UP_TO_FIELD_NUMBER: _ClassVar[int]
     TOP_UP_MIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     MAX_PER_CYCLE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     min_accuracy: float
     top_up_to: int
     top_up_min_accuracy: float
     max_per_cycle: int
-    def __init__(self, min_accuracy: _Optional[float] = ..., top_up_to: _Optional[int] = ..., top_up_min_accuracy: _Optional[float] = ..., max_per_cycle: _Optional[int] = ...) -> None: ...
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, min_accuracy: _Optional[float] = ..., top_up_to: _Optional[int] = ..., top_up_min_accuracy: _Optional[float] = ..., max_per_cycle: _Optional[int] = ..., objectives: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainingSettings(_message.Message):
     __slots__ = ("lora", "lr", "epochs", "batch_size", "grad_accum", "precision", "continual")

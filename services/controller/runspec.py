@@ -58,6 +58,7 @@ DATASETS: dict[str, DatasetShape] = {
     "cifar10": DatasetShape((3, 32, 32), 10),
 }
 PROJECTIONS = list(DEFAULT_TARGETS)
+OBJECTIVES = ("accuracy", "parameters")  # selection.objectives: [accuracy] or both, in this order
 MAX_SEED = 2**32 - 1
 
 # -- presets: every field of a RunSpec (except name; the protocol states what differs) -----------
@@ -96,6 +97,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "top_up_to": 8,
             "top_up_min_accuracy": 0.3,
             "max_per_cycle": 16,
+            "objectives": ["accuracy"],
         },
         "training": {
             "lora": {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
@@ -143,6 +145,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "top_up_to": 15,
             "top_up_min_accuracy": 0.35,
             "max_per_cycle": 0,
+            "objectives": ["accuracy"],
         },
         "training": {
             "lora": {"r": 32, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
@@ -213,6 +216,20 @@ class SelectionSection(_Section):
     top_up_to: int = Field(ge=0)
     top_up_min_accuracy: float = Field(ge=0, le=1)
     max_per_cycle: int = Field(ge=0, description="0 = no cap")
+    objectives: list[str] = Field(
+        description="[accuracy] or [accuracy, parameters]: maximise accuracy (and minimise "
+        "parameter_count) by non-dominated sorting (services/controller/loop/selection.py)"
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, v: list[str]) -> list[str]:
+        unknown = [o for o in v if o not in OBJECTIVES]
+        if unknown:
+            raise ValueError(f"unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVES)}")
+        if v not in (["accuracy"], list(OBJECTIVES)):
+            raise ValueError(f"expected [accuracy] or [{', '.join(OBJECTIVES)}], got {v}")
+        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> SelectionSection:
@@ -393,6 +410,7 @@ def spec_to_proto(spec: RunSpec) -> controller_pb2.RunSpec:
             top_up_to=s.top_up_to,
             top_up_min_accuracy=s.top_up_min_accuracy,
             max_per_cycle=s.max_per_cycle,
+            objectives=s.objectives,
         ),
         training=controller_pb2.TrainingSettings(
             lora=lora_config(spec),
