@@ -4,6 +4,7 @@ rendered in a headless browser (Debian's chromium)."""
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -21,12 +22,13 @@ from services.controller.loop.summary import save_summary, summarize
 from services.controller.report import build as report
 from services.controller.report.document import to_markdown
 from services.controller.report.html import CSP
-from services.controller.report.plots import PLOTS
+from services.controller.report.plots import PARETO_FILE, PLOTS
 from services.controller.report.stats import newcombe_difference
 from services.controller.runspec import dump_spec, load_spec
 
 RUN = "fixture"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_FILES = [*(file for file, _, _ in PLOTS), PARETO_FILE]
 
 
 def candidates(
@@ -108,7 +110,20 @@ def test_report_numbers_files_and_baseline(store: LocalStore, tmp_path: Path) ->
     assert "| valid rate " in md and "| 20.0 % " in md  # the baseline's column
     assert "1. fixture-c1-4: accuracy 0.8000" in md  # best, by accuracy then cycle
     assert "seed-7 (corpus)" in md and "preset: local" in md
-    for file, _, _ in PLOTS:
+    # Hypervolume: parameters 1000 + i, log10 box of 6 decades; cycle 1's front is 0.4 at
+    # 1000, 0.5 at 1001, ... 0.8 at 1004 (each more accurate and larger).
+    front = [(0.4 + i / 10, 1000 + i) for i in range(5)]
+    hv1 = (
+        sum(
+            (acc - prev) * (6 - math.log10(p))
+            for (acc, p), prev in zip(front, [0.0, *(a for a, _ in front)], strict=False)
+        )
+        / 6
+    )
+    assert re.search(rf"\| 1 +\| 5 +\| 5 +\| {hv1:.3f} ", md)
+    assert re.search(r"\| baseline +\| 4 +\| 4 +\| ", md)
+    assert "reference point: accuracy 0, 1,000,000 parameters" in md
+    for file in PNG_FILES:
         data = (out / file).read_bytes()
         assert data.startswith(PNG_MAGIC), file
         with Image.open(out / file) as image:
@@ -187,7 +202,7 @@ def test_html_renders_every_plot_offline(store: LocalStore, tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr[-2000:]
     found = re.search(r'data-probe="(\d+)/(\d+)"', out.stdout)
     assert found, out.stdout[-2000:]
-    assert found.groups() == (str(len(PLOTS)), str(len(PLOTS)))
+    assert found.groups() == (str(len(PNG_FILES)), str(len(PNG_FILES)))
 
 
 def test_the_end_of_a_run_announces_its_report(

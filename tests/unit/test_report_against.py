@@ -153,3 +153,19 @@ def test_cli_writes_the_folder_and_refuses_a_missing_run(
     assert (folder / "report.html").is_file()
     assert main(["report", "alpha", "--against", "nope"]) == 2
     assert capsys.readouterr().err == "nasloop: no run named 'nope'\n"
+
+
+def test_hypervolume_difference(store: LocalStore) -> None:
+    # No parameter counts in these records (1 at least): each side's hypervolume is its best
+    # accuracy (the whole log box's width). Cycle 2: A's 18 at 0.7 against B's best 0.6, which
+    # nearly every resample of B's 10 holds (all five 0.2s: 1 in 1024).
+    c = load(store, "alpha", "beta")
+    first, second, total = c.rows
+    assert first.hypervolumes == pytest.approx((0.6, 0.6))
+    assert second.hypervolumes == pytest.approx((0.7, 0.6))
+    assert total.hypervolume is not None and second.hypervolume is not None
+    assert (total.hypervolume.estimate, total.hypervolume.low) == pytest.approx((0.1, 0.1))
+    assert second.hypervolume == load(store, "alpha", "beta").rows[1].hypervolume  # seeded
+    md = to_markdown(against.document(c, []))
+    assert "| hypervolume                     | 0.700 " in md
+    assert "reference point accuracy 0, 1,000,000 parameters" in md

@@ -6,7 +6,10 @@ For every cycle both runs finished, and over those cycles together, it compares 
 - the valid rate (valid / generated): Newcombe's hybrid score interval;
 - the mean accuracy of valid candidates: percentile bootstrap (the run report's settings);
 - the novel good count (valid, novel, accuracy ≥ A's ``selection.min_accuracy``), compared as
-  its share of the generated answers: Newcombe's interval.
+  its share of the generated answers: Newcombe's interval;
+- the hypervolume of the valid candidates' (accuracy, parameters) front (``pareto``: log10
+  parameters, reference point accuracy 0 and A's ``protocol.max_parameters``, 0 to 1):
+  percentile bootstrap, each run's valid candidates resampled and the hypervolume recomputed.
 
 It names both runs, lists the fields where their specs differ (the setting being judged) and
 says when their seeds differ (then the two runs did not answer the same prompts with the same
@@ -43,11 +46,17 @@ from services.controller.report.document import (
     Table,
     to_markdown,
 )
+from services.controller.report.pareto import (
+    bootstrap_hypervolume_difference,
+    candidate_points,
+    run_hypervolume,
+)
 from services.controller.report.stats import Interval
 
 RUN_ROW = "run"  # the label of the row over all compared cycles
 NEWCOMBE = "Newcombe's hybrid score interval"
 BOOTSTRAP = f"percentile bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}"
+BOOTSTRAP_HV = f"{BOOTSTRAP}, the valid candidates of each run resampled"
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class Row:
     valid_rate: Interval | None
     mean_accuracy: Interval | None
     novel_good: Interval | None  # difference of the novel good share of generated answers
+    hypervolumes: tuple[float | None, float | None]  # A's and B's; None without valid ones
+    hypervolume: Interval | None  # bootstrap interval of A's minus B's
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class Against:
     a: RunReport
     b: RunReport
     threshold: float  # A's selection.min_accuracy, applied to both runs
+    max_parameters: int  # A's protocol.max_parameters: both runs' hypervolume reference
     rows: list[Row]  # one per cycle both finished, then the run
     spec_diff: list[tuple[str, str, str]]  # (dotted field, A's value, B's value)
     seeds: tuple[int, int]
@@ -94,16 +106,28 @@ def spec_differences(a_yaml: str, b_yaml: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def _hypervolume(points: Sequence[tuple[float, int]], max_parameters: int) -> float | None:
+    return run_hypervolume(points, max_parameters) if points else None
+
+
 def compare_records(
     label: str,
     a: Sequence[CandidateRecord],
     b: Sequence[CandidateRecord],
     runs: tuple[str, str],
     threshold: float,
+    max_parameters: int,
 ) -> Row:
-    """Both sides' counts at ``threshold`` and the three differences."""
+    """Both sides' counts at ``threshold``, hypervolumes at ``max_parameters`` and the four
+    differences."""
     sa = summarize(a, st.CycleProgress(cycle=0), runs[0], threshold)
     sb = summarize(b, st.CycleProgress(cycle=0), runs[1], threshold)
+    pa, pb = candidate_points(a), candidate_points(b)
+    hv = None
+    if pa and pb:
+        hv = bootstrap_hypervolume_difference(
+            pa, pb, max_parameters, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+        )
     return Row(
         label,
         sa,
@@ -111,20 +135,23 @@ def compare_records(
         rate_difference(sa.valid, sa.generated, sb.valid, sb.generated),
         mean_accuracy_difference(a, b),
         rate_difference(sa.novel_good, sa.generated, sb.novel_good, sb.generated),
+        (_hypervolume(pa, max_parameters), _hypervolume(pb, max_parameters)),
+        hv,
     )
 
 
 def load_against(a: RunReport, b: RunReport) -> Against:
     """The comparison of two loaded runs (``build.load_report``)."""
-    runs = (a.run, b.run)
+    runs, limits = (a.run, b.run), (a.threshold, a.max_parameters)
     shared = sorted(set(a.records) & set(b.records))
-    rows = [compare_records(str(n), a.records[n], b.records[n], runs, a.threshold) for n in shared]
+    rows = [compare_records(str(n), a.records[n], b.records[n], runs, *limits) for n in shared]
     if shared:
         every_a = [r for n in shared for r in a.records[n]]
         every_b = [r for n in shared for r in b.records[n]]
-        rows.append(compare_records(RUN_ROW, every_a, every_b, runs, a.threshold))
+        rows.append(compare_records(RUN_ROW, every_a, every_b, runs, *limits))
     seeds = (_seed(a.spec_yaml), _seed(b.spec_yaml))
-    return Against(a, b, a.threshold, rows, spec_differences(a.spec_yaml, b.spec_yaml), seeds)
+    diff = spec_differences(a.spec_yaml, b.spec_yaml)
+    return Against(a, b, a.threshold, a.max_parameters, rows, diff, seeds)
 
 
 def _seed(spec_yaml: str) -> int:
@@ -151,7 +178,9 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("Valid rate", "valid rate (valid / generated)", NEWCOMBE, "against-valid-rate.png"),
     ("Mean accuracy of valid candidates", "mean accuracy", BOOTSTRAP, "against-accuracy.png"),
     ("Novel good count", "novel good (share of generated)", NEWCOMBE, "against-novel-good.png"),
-)
+    ("Hypervolume of the (accuracy, parameters) front", "hypervolume", BOOTSTRAP_HV,
+     "against-hypervolume.png"),
+)  # fmt: skip
 
 
 def _cells(row: Row, metric: int) -> tuple[str, str, Interval | None]:
@@ -161,6 +190,9 @@ def _cells(row: Row, metric: int) -> tuple[str, str, Interval | None]:
         return a, b, row.valid_rate
     if metric == 1:
         return _mean(row.a), _mean(row.b), row.mean_accuracy
+    if metric == 3:
+        a_hv, b_hv = ("-" if hv is None else f"{hv:.3f}" for hv in row.hypervolumes)
+        return a_hv, b_hv, row.hypervolume
     return (
         _rate(row.a.novel_good, row.a.generated),
         _rate(row.b.novel_good, row.b.generated),
@@ -182,6 +214,10 @@ def _intro(c: Against) -> list[Block]:
         "intervals; significant when the interval excludes 0.",
         f"Good accuracy: ≥ {c.threshold:g} (A's selection.min_accuracy), for both runs"
         + (f" (B's own is {b.threshold:g})." if b.threshold != c.threshold else "."),
+        "Hypervolume: the share (0 to 1) of the box accuracy 0 to 1 by parameters 1 to "
+        f"{c.max_parameters:,} (A's protocol.max_parameters; log10 scale of parameters) that "
+        "the valid candidates dominate; reference point accuracy 0, "
+        f"{c.max_parameters:,} parameters.",
     ]
     if c.seeds[0] == c.seeds[1]:
         seeds = f"Both runs have seed {c.seeds[0]}: the same prompts and sampling seeds."

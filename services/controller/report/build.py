@@ -35,6 +35,7 @@ from services.controller.report.document import (
     markdown_table,
     to_markdown,
 )
+from services.controller.report.pareto import candidate_points, pareto_front, run_hypervolume
 from services.controller.report.stats import (
     Interval,
     bootstrap_mean_difference,
@@ -107,6 +108,8 @@ class RunReport:
     records: dict[int, list[CandidateRecord]] = field(default_factory=dict)
     adapters: dict[int, AdapterMeta] = field(default_factory=dict)  # by the cycle that trained it
     comparison: Comparison | None = None
+    max_parameters: int = 1  # the protocol's limit: the hypervolume's reference point
+    baseline: list[CandidateRecord] | None = None  # the baseline's records, when it was run
 
     def best(self, n: int = TOP) -> list[CandidateRecord]:
         """The ``n`` most accurate valid candidates, one per distinct code."""
@@ -195,6 +198,7 @@ def load_report(store: ObjectStore, run: str) -> RunReport:
     spec = load_spec(spec_yaml=spec_yaml)
     threshold = spec.selection.min_accuracy
     report = RunReport(run, state, spec_yaml, spec.base_model, threshold, cycles=[])
+    report.max_parameters = spec.protocol.max_parameters
     for stored in load_summaries(store, run, max(state.cycle, state.cycles_done)):
         records = _records(store, layout.candidates_key(run, stored.cycle))
         report.cycles.append(_recount(stored, records, threshold))
@@ -202,7 +206,7 @@ def load_report(store: ObjectStore, run: str) -> RunReport:
         meta = _adapter(store, run, stored.cycle)
         if meta is not None:
             report.adapters[stored.cycle] = meta
-    baseline = _records(store, layout.baseline_candidates_key(run))
+    baseline = report.baseline = _records(store, layout.baseline_candidates_key(run))
     if baseline is not None and report.cycles:
         last = report.cycles[-1]
         report.comparison = compare(baseline, last, report.records[last.cycle])
@@ -319,6 +323,31 @@ def baseline_section(r: RunReport) -> list[Block]:
     return blocks
 
 
+def pareto_section(r: RunReport) -> list[Block]:
+    """The hypervolume of each cycle's (accuracy, parameters) front, and the baseline's."""
+    sides = [(str(s.cycle), r.records.get(s.cycle, [])) for s in r.cycles]
+    if r.baseline is not None:
+        sides.append(("baseline", r.baseline))
+    rows = []
+    for label, records in sides:
+        points = candidate_points(records)
+        rows.append([
+            label, str(len(points)), str(len(pareto_front(points))),
+            f"{run_hypervolume(points, r.max_parameters):.3f}" if points else "-",
+        ])  # fmt: skip
+    return [
+        Heading("Pareto front: accuracy against parameters"),
+        Paragraph(
+            "Each cycle's valid candidates, accuracy (higher is better) against parameters "
+            "(fewer is better). Hypervolume: the share of the box accuracy 0 to 1 by parameters "
+            f"1 to protocol.max_parameters ({r.max_parameters:,}), on a log10 scale of "
+            "parameters, that the candidates dominate (reference point: accuracy 0, "
+            f"{r.max_parameters:,} parameters; 0 to 1, higher is better)."
+        ),
+        Table(("cycle", "valid", "on the front", "hypervolume"), rows),
+    ]
+
+
 def verdict(what: str, i: Interval | None, method: str) -> str:
     """One sentence: the difference, its 95 % interval (``method``) and whether it is
     significant."""
@@ -366,6 +395,7 @@ def document(r: RunReport, figures: Sequence[Figure]) -> list[Block]:
         *headline(r),
         *plots,
         *best_section(r),
+        *pareto_section(r),
         *baseline_section(r),
         *versions_section(r),
         Heading("Run spec"),
@@ -386,13 +416,20 @@ def write_report(r: RunReport, folder: Path) -> Path:
     """Write the report into ``folder``: report.md, report.html and the plots' PNG files;
     returns the path of ``report.html``."""
     from services.controller.report.html import to_html
-    from services.controller.report.plots import write_plots
+    from services.controller.report.plots import write_pareto, write_plots
 
     folder.mkdir(parents=True, exist_ok=True)
     baseline_mean = None
     if r.comparison is not None and r.comparison.baseline.valid:
         baseline_mean = r.comparison.baseline.mean_accuracy
-    blocks = document(r, write_plots(r.cycles, folder, baseline_mean))
+    figures = write_plots(r.cycles, folder, baseline_mean)
+    figures += write_pareto(
+        [(f"cycle {n}", candidate_points(rs)) for n, rs in sorted(r.records.items())],
+        None if r.baseline is None else candidate_points(r.baseline),
+        r.max_parameters,
+        folder,
+    )
+    blocks = document(r, figures)
     (folder / "report.md").write_text(to_markdown(blocks))
     html = folder / "report.html"
     html.write_text(to_html(blocks, f"nasloop report: {r.run}", folder))

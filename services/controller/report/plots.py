@@ -11,13 +11,16 @@ from functools import partial
 from itertools import accumulate
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from nasloop.v1 import common_pb2 as common
 from services.controller.loop.state import STEPS
 from services.controller.loop.summary import CycleSummary
 from services.controller.report.document import Figure as FigureBlock
+from services.controller.report.pareto import pareto_front
 from services.controller.report.stats import Interval
 
 VALID_COLOR = "#2da44e"
@@ -29,6 +32,7 @@ PALETTE = (
 STEP_COLORS = ("#0969da", "#1b7c83", "#57606a", "#fb8f44", "#8250df", "#bf3989", "#d4a72c")
 MAX_STOPPED_KINDS = 8  # more stage/status kinds than this: the rarest share one "other" slice
 DPI = 110
+PARETO_FILE = "pareto.png"
 
 
 def short(name: str) -> str:
@@ -233,3 +237,63 @@ def write_difference_plots(
         caption = f"{title}: A - B per cycle and over the run (green: significant at 95 %)"
         out.append(FigureBlock(file, caption))
     return out
+
+
+Points = Sequence[tuple[float, int]]  # (accuracy, parameters) of valid candidates
+
+
+def _draw_front(
+    ax: Axes, points: Points, max_parameters: int, color: str, marker: str, label: str, ls: str
+) -> None:
+    """A front as a staircase (from each point right to the next one's parameters, the last to
+    the limit) with a marker on each of its points."""
+    front = pareto_front(points)
+    if not front:
+        return
+    xs, ys = [p for _, p in front], [a for a, _ in front]
+    ax.step([*xs, max_parameters], [*ys, ys[-1]], where="post", color=color, ls=ls, label=label)
+    ax.plot(xs, ys, ls="none", color=color, marker=marker, ms=4)
+
+
+def pareto(
+    cycles: Sequence[tuple[str, Points]], baseline: Points | None, max_parameters: int
+) -> Figure:
+    """Each cycle's (accuracy, parameters) front of valid candidates (a colour per cycle, its
+    candidates as faint points) and the baseline's front (black, dashed)."""
+    fig = Figure(figsize=(6.4, 4.2), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title("Pareto front per cycle: accuracy against parameters")
+    ax.set_xlabel("parameters (log scale; fewer is better)")
+    ax.set_ylabel("first-epoch accuracy")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_axisbelow(True)
+    cmap = colormaps["viridis"]
+    for i, (label, points) in enumerate(cycles):
+        color = to_hex(cmap(i / max(1, len(cycles) - 1) * 0.9))
+        if points:
+            ax.scatter([p for _, p in points], [a for a, _ in points], s=8, color=color, alpha=0.25)
+        _draw_front(ax, points, max_parameters, color, "o", label, "-")
+    if baseline:
+        _draw_front(ax, baseline, max_parameters, "black", "x", "baseline", "--")
+    ax.axvline(max_parameters, color="grey", ls=":", lw=1, label="max_parameters")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="front")
+    return fig
+
+
+def write_pareto(
+    cycles: Sequence[tuple[str, Points]],
+    baseline: Points | None,
+    max_parameters: int,
+    folder: Path,
+) -> list[FigureBlock]:
+    """``folder/pareto.png`` (:func:`pareto`); its figure, none without a finished cycle."""
+    if not cycles:
+        return []
+    pareto(cycles, baseline, max_parameters).savefig(folder / PARETO_FILE, format="png")
+    caption = (
+        "Each cycle's Pareto front of valid candidates (accuracy against parameters), "
+        "and the baseline's"
+    )
+    return [FigureBlock(PARETO_FILE, caption)]
