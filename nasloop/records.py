@@ -71,6 +71,11 @@ class Evaluation:
     hyperparameters: dict[str, float] = field(default_factory=dict)
     # Tail of the candidate's output, for debugging (bounded by the evaluator).
     output_tail: str = ""
+    # Descriptors of the network (common.proto CandidateMetrics): multiply-adds of one forward
+    # pass, depth, layer families; 0 / empty where not measured (and in older records).
+    macs: int = 0
+    depth: int = 0
+    layer_families: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -98,6 +103,9 @@ class Evaluation:
             informative=list(m.informative),
             hyperparameters=dict(v.hyperparameters),
             output_tail=r.output_tail,
+            macs=m.macs,
+            depth=m.depth,
+            layer_families=list(m.layer_families),
         )
 
     def to_proto(self, candidate_id: str = "", index: int = 0) -> evaluator_pb2.EvaluationResult:
@@ -118,6 +126,9 @@ class Evaluation:
                     trained_samples=self.trained_samples,
                     optimizer_steps=self.optimizer_steps,
                     informative=self.informative,
+                    macs=self.macs,
+                    depth=self.depth,
+                    layer_families=self.layer_families,
                 ),
                 timings=[
                     common.StageTiming(stage=s, seconds=t) for s, t in self.stage_seconds.items()

@@ -222,7 +222,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class CandidateMetrics(_message.Message):
-    __slots__ = ("accuracy", "loss", "parameter_count", "train_seconds", "eval_seconds", "peak_memory_bytes", "trained_samples", "optimizer_steps", "informative")
+    __slots__ = ("accuracy", "loss", "parameter_count", "train_seconds", "eval_seconds", "peak_memory_bytes", "trained_samples", "optimizer_steps", "informative", "macs", "depth", "layer_families")
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +232,9 @@ class CandidateMetrics(_message.Message):
     TRAINED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_STEPS_FIELD_NUMBER: _ClassVar[int]
     INFORMATIVE_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FAMILIES_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     loss: float
     parameter_count: int
@@ -241,7 +244,10 @@ class CandidateMetrics(_message.Message):
     trained_samples: int
     optimizer_steps: int
     informative: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., parameter_count: _Optional[int] = ..., train_seconds: _Optional[float] = ..., eval_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., trained_samples: _Optional[int] = ..., optimizer_steps: _Optional[int] = ..., informative: _Optional[_Iterable[str]] = ...) -> None: ...
+    macs: int
+    depth: int
+    layer_families: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., parameter_count: _Optional[int] = ..., train_seconds: _Optional[float] = ..., eval_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., trained_samples: _Optional[int] = ..., optimizer_steps: _Optional[int] = ..., informative: _Optional[_Iterable[str]] = ..., macs: _Optional[int] = ..., depth: _Optional[int] = ..., layer_families: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ValidationResult(_message.Message):
     __slots__ = ("last_stage", "status", "message", "metrics", "timings", "hyperparameters")

@@ -425,6 +425,10 @@ def _score_child(
                 print(
                     f"reference training step: {type(e).__name__}: {e}", file=sys.stderr, flush=True
                 )
+            # The network's descriptors (macs, depth, families): not part of the reward; one that
+            # breaks the counter only goes without them (0 / empty), silently.
+            with contextlib.suppress(BaseException):
+                write_frame(result_fd, b"D", wire.encode_descriptors(*scorer.descriptors()))
     finally:
         os._exit(0)
 
@@ -456,6 +460,7 @@ def _untrusted(r: Report, max_outputs: int, task: Task, data: SandboxData) -> Re
     """Bound what a sandbox said about itself: statuses, stages, numbers, output size; check
     what it claims against what this side knows (the limits, the training budget)."""
     r.informative = list(INFORMATIVE)
+    r.macs, r.depth, r.layer_families = 0, 0, []  # measured by the score phase alone (_score)
     samples, steps = _budget(task, data)
     if r.status not in CANDIDATE_STATUSES:
         r.fail(common.STATUS_NO_RESULT, f"the sandbox reported status {r.status}")
@@ -515,6 +520,21 @@ def _parse_frames(buf: bytes) -> tuple[bool, Report | None, Report | None]:
             break  # the first final report counts
         progress = r
     return setup, progress, final
+
+
+def _descriptors(result: bytes) -> tuple[int, int, list[str]]:
+    """The descriptors the first score process sent (a ``D`` frame after its report), or 0 /
+    empty where it sent none or a malformed one."""
+    reported = False
+    for _, kind, payload in _frames(result):
+        if kind == b"R":
+            reported = True
+        elif kind == b"D" and reported:
+            try:
+                return wire.decode_descriptors(payload)
+            except wire.ReportError:
+                break
+    return 0, 0, []
 
 
 def _from_exit(status: int, rusage: resource.struct_rusage, limits: Limits) -> tuple[int, str]:
@@ -898,6 +918,7 @@ def _score(
     secret = SecretOrder(data.test_x[:n])
     outputs = []
     eval_seconds = 0.0
+    described: tuple[int, int, list[str]] = (0, 0, [])
     for lo, hi in secret.chunks():
         handover = TestHandover(secret, lo, hi)
 
@@ -944,9 +965,12 @@ def _score(
         if why is not None:
             report.fail(common.STATUS_PROTOCOL_VIOLATION, why)
             return
+        if lo == 0:
+            described = _descriptors(ended.result)
     restored = secret.restore(np.concatenate(outputs)) if outputs else None
     if restored is None:
         report.fail(common.STATUS_NO_RESULT, "the score processes returned no usable outputs")
         return
     report.outputs = restored
     report.eval_seconds = eval_seconds
+    report.macs, report.depth, report.layer_families = described

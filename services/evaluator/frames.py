@@ -1,8 +1,9 @@
 """The one framing used on the sandbox pipes: a 1-byte kind, a 4-byte big-endian length, the
 payload. Evaluator ↔ worker (``T``/``C`` in, ``H``/``R`` out) and child → worker (``S`` started,
 ``P`` progress, ``R`` report; ``B`` a batch request, ``W`` the exported state, ``E`` a request
-for test inputs, ``M`` a reference step's mark: :mod:`services.evaluator.confine`) all speak
-it; the worker answers a train process's ``B`` with ``X``/``Z`` frames (``feed``)."""
+for test inputs, ``M`` a reference step's mark, ``D`` the network's descriptors:
+:mod:`services.evaluator.confine`) all speak it; the worker answers a train process's ``B``
+with ``X``/``Z`` frames (``feed``)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ phases and each score chunk in separate confined processes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import resource
 import time
@@ -28,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import lemur, statefile
@@ -507,6 +510,71 @@ class Scorer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             mark()
+
+    def descriptors(self) -> tuple[int, int, list[str]]:
+        """:func:`descriptors` of the network in eval mode on the first test input (the
+        protocol's input shape, batch 1); run after the reference step, so it times nothing
+        the epoch check relies on."""
+        assert self.net is not None and self.inputs is not None
+        self.net.eval()
+        return descriptors(self.net, self.transform.test(self.inputs[:1].to(self.device)))
+
+
+# The family of each file torch.nn defines its layers in (harness.family).
+_FILE_FAMILIES = {
+    "conv": "conv", "linear": "linear", "batchnorm": "norm", "normalization": "norm",
+    "instancenorm": "norm", "activation": "activation", "pooling": "pooling",
+    "dropout": "dropout",
+}  # fmt: skip
+
+
+def family(m: nn.Module) -> str | None:
+    """The family (report.FAMILIES) of one module: ``MultiheadAttention`` is ``attention``; a
+    module with children (a container, the candidate's own block) has none; a leaf is named by
+    the torch.nn file its nearest torch.nn class comes from (``conv``, ``norm``, ...), else
+    ``other`` (``Identity``, ``Flatten``, the candidate's own leaves)."""
+    if isinstance(m, nn.MultiheadAttention):
+        return "attention"
+    if next(m.children(), None) is not None:
+        return None
+    if isinstance(m, nn.Identity):
+        return "other"
+    for cls in type(m).__mro__:
+        if cls.__module__.startswith("torch.nn.modules."):
+            return _FILE_FAMILIES.get(cls.__module__.rpartition(".")[2], "other")
+    return "other"
+
+
+def descriptors(net: nn.Module, x: torch.Tensor) -> tuple[int, int, list[str]]:
+    """(macs, depth, families) of one forward pass of ``net`` on ``x``, without gradients:
+
+    * macs: multiply-adds, torch's ``FlopCounterMode`` total halved (torch counts each
+      multiply-add of a matmul or convolution as 2 FLOPs; biases, activations, norms and
+      pooling are not counted);
+    * depth: the number of distinct modules the pass called that hold parameters of their own
+      (``parameters(recurse=False)``): each conv, linear, affine norm, ...;
+    * families: the sorted set of :func:`family` of the modules the pass called.
+
+    What the candidate's code prints meanwhile is dropped. An exception propagates."""
+    called: dict[int, nn.Module] = {}
+
+    def seen(m: nn.Module, args: object) -> None:
+        called[id(m)] = m
+
+    handles = [m.register_forward_pre_hook(seen) for m in net.modules()]
+    counter = FlopCounterMode(display=False)
+    sink = io.StringIO()
+    try:
+        out, err = contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink)
+        with out, err, torch.no_grad(), counter:
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    mods = called.values()
+    depth = sum(next(m.parameters(recurse=False), None) is not None for m in mods)
+    families = sorted({f for m in mods if (f := family(m)) is not None})
+    return int(counter.get_total_flops()) // 2, depth, families
 
 
 def _criterion(net: nn.Module) -> Callable[..., torch.Tensor]:

@@ -15,6 +15,7 @@ Wire format: ``NLR1`` · 4-byte big-endian header length · JSON header · raw f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import struct
@@ -31,6 +32,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 300
 MAX_TAIL_CHARS = 16 * 1024
 MAX_HYPERPARAMETERS = 260
+# The families a network's layers are sorted into (harness.descriptors).
+FAMILIES = ("activation", "attention", "conv", "dropout", "linear", "norm", "other", "pooling")
 
 
 class ReportError(ValueError):
@@ -60,6 +63,11 @@ class Report:
     accuracy: float = 0.0
     # Filled by the trusted side: the names of numbers only the sandbox could measure.
     informative: list[str] = field(default_factory=list)
+    # Descriptors of the network (harness.descriptors), from the first score process; not part
+    # of the reward. 0 / empty where they were not measured.
+    macs: int = 0
+    depth: int = 0
+    layer_families: list[str] = field(default_factory=list)
 
     def fail(self, status: int, message: str) -> Report:
         self.status = status
@@ -120,6 +128,7 @@ def encode(report: Report) -> bytes:
         "timings": [[int(s), float(t)] for s, t in report.timings],
         "outputs_shape": shape,
         "output_tail": report.output_tail[-MAX_TAIL_CHARS:],
+        **descriptors_header(report.macs, report.depth, report.layer_families),
     }
     raw = json.dumps(header, allow_nan=True).encode()
     return MAGIC + struct.pack(">I", len(raw)) + raw + outputs
@@ -146,6 +155,43 @@ def _hyperparameters(v: object) -> dict[str, float]:
             raise ReportError("bad hyperparameter name")
         out[k] = _float(x, "hyperparameter")
     return out
+
+
+def descriptors_header(macs: int, depth: int, families: list[str]) -> dict[str, object]:
+    return {"macs": int(macs), "depth": int(depth), "layer_families": list(families)}
+
+
+def _descriptors(h: dict[str, object]) -> tuple[int, int, list[str]]:
+    families = h.get("layer_families", [])
+    if not (
+        isinstance(families, list)
+        and all(f in FAMILIES for f in families)
+        and len(set(families)) == len(families)
+    ):
+        raise ReportError("bad layer_families")
+    return (
+        _int(h.get("macs", 0), 0, 2**62, "macs"),
+        _int(h.get("depth", 0), 0, 2**31 - 1, "depth"),
+        sorted(families),
+    )
+
+
+def encode_descriptors(macs: int, depth: int, families: list[str]) -> bytes:
+    """The payload of a score process's ``D`` frame (:mod:`services.evaluator.confine`)."""
+    return json.dumps(descriptors_header(macs, depth, families)).encode()
+
+
+def decode_descriptors(data: bytes) -> tuple[int, int, list[str]]:
+    """(macs, depth, families) from a ``D`` frame, strictly; anything else is a ReportError."""
+    if len(data) > MAX_HEADER_BYTES:
+        raise ReportError("bad descriptors")
+    try:
+        h = json.loads(data)
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise ReportError(f"bad descriptors: {type(e).__name__}") from None
+    if not isinstance(h, dict):
+        raise ReportError("bad descriptors")
+    return _descriptors(h)
 
 
 def decode(data: bytes, max_outputs: int = 1 << 28) -> Report:
@@ -175,6 +221,8 @@ def decode(data: bytes, max_outputs: int = 1 << 28) -> Report:
         optimizer_steps=_int(h.get("optimizer_steps", 0), 0, 2**62, "optimizer_steps"),
         hyperparameters=_hyperparameters(h.get("hyperparameters", {})),
     )
+    with contextlib.suppress(ReportError):  # informative: a bad one is left out, never fatal
+        r.macs, r.depth, r.layer_families = _descriptors(h)
     tail = h.get("output_tail", "")
     r.output_tail = tail[-MAX_TAIL_CHARS:] if isinstance(tail, str) else ""
     timings = h.get("timings", [])

@@ -18,6 +18,7 @@ FULL = Evaluation(
     {"STAGE_PARSED": 0.5, "STAGE_EVALUATED": 0.25}, "EXECUTOR_KUBERNETES_JOB", "job-1",
     trained_samples=1797, optimizer_steps=113, informative=["loss"],
     hyperparameters={"lr": 0.01}, output_tail="hello\n",
+    macs=266_400, depth=2, layer_families=["conv", "linear"],
 )  # fmt: skip
 
 
@@ -41,6 +42,7 @@ def test_a_record_written_before_the_new_fields_still_reads() -> None:
     e = CandidateRecord.from_json(old).evaluation
     assert e is not None and e.valid and e.accuracy == 0.5 and e.output_tail == ""
     assert e.trained_samples == 0 and e.hyperparameters == {} and e.informative == []
+    assert e.macs == 0 and e.depth == 0 and e.layer_families == []
 
 
 def test_the_evaluators_report_gives_the_one_evaluation_type() -> None:
@@ -50,6 +52,7 @@ def test_the_evaluators_report_gives_the_one_evaluation_type() -> None:
         peak_memory_bytes=1 << 20, trained_samples=1797, optimizer_steps=113,
         timings=[(common.STAGE_PARSED, 0.5), (common.STAGE_EVALUATED, 0.25)],
         hyperparameters={"lr": 0.01}, output_tail="hello\n", accuracy=0.5, informative=["loss"],
+        macs=266_400, depth=2, layer_families=["conv", "linear"],
     )  # fmt: skip
     assert r.evaluation(evaluator_pb2.EXECUTOR_KUBERNETES_JOB, "job-1") == FULL
 
