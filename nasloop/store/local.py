@@ -6,7 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
-from nasloop.store import base
+import nasloop.store.base as base
 
 # Suffix of in-flight temporary files; such names are never keys (list() skips them).
 TMP_SUFFIX = ".nasloop-tmp"

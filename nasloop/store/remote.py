@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import grpc
 
+import nasloop.store.base as base
 from nasloop.config import TlsConfig
 from nasloop.rpc.client import connect
-from nasloop.store import base
 from nasloop.v1 import controller_pb2 as pb
 from nasloop.v1 import controller_pb2_grpc as pb_grpc
 

@@ -16,7 +16,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name
 
-from nasloop.store import base
+import nasloop.store.base as base
 
 log = logging.getLogger(__name__)
 
