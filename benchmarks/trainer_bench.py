@@ -27,6 +27,7 @@ from candidates import GOOD_NET  # noqa: E402
 
 from nasloop.lora import DEFAULT_TARGETS, LoraSettings  # noqa: E402
 from nasloop.prompts import encode_pair, pad_batch  # noqa: E402
+from nasloop.records import TrainingPair  # noqa: E402
 from services.trainer.sft import train_lora  # noqa: E402
 from services.trainer.spec import TrainSpec  # noqa: E402
 
@@ -68,10 +69,10 @@ def build_model(dest: Path) -> Path:
     return dest
 
 
-def make_pairs(n: int) -> list[tuple[str, str]]:
+def make_pairs(n: int) -> list[TrainingPair]:
     rng = random.Random(0)
     return [
-        (
+        TrainingPair(
             f"Task: image classification on digits, input (16, 3, 32, 32), 10 classes.\n#{i}\n",
             "```python\n" + GOOD_NET.replace("16", str(rng.choice([8, 12, 24, 32]))) + "\n```",
         )
@@ -79,7 +80,7 @@ def make_pairs(n: int) -> list[tuple[str, str]]:
     ]
 
 
-def bare_loop(model_dir: Path, pairs: list[tuple[str, str]]) -> float:
+def bare_loop(model_dir: Path, pairs: list[TrainingPair]) -> float:
     """The textbook peft loop on the same examples and batches: tokens per second."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,7 +93,7 @@ def bare_loop(model_dir: Path, pairs: list[tuple[str, str]]) -> float:
         LoraConfig(r=SPEC.lora.r, lora_alpha=SPEC.lora.alpha, lora_dropout=SPEC.lora.dropout,
                    target_modules=list(SPEC.lora.target_modules), task_type="CAUSAL_LM"),
     )  # fmt: skip
-    examples = [encode_pair(tok, p, c, SPEC.max_seq_len) for p, c in pairs]
+    examples = [encode_pair(tok, p.prompt, p.completion, SPEC.max_seq_len) for p in pairs]
     order = list(range(len(examples)))
     random.Random(SPEC.seed).shuffle(order)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=SPEC.lr)

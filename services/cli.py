@@ -172,8 +172,9 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("run")
     report.add_argument(
         "--against", metavar="RUN",
-        help="compare with another run of this CLI's store: valid rate, mean accuracy and novel "
-        "good count per cycle and over the run, with 95 %% intervals on the differences, and "
+        help="compare with another run of this CLI's store: valid rate, mean accuracy, novel "
+        "good count and hypervolume per cycle and over the run, with 95 %% intervals on the "
+        "differences, and "
         "where the specs differ (default folder: reports/<run>-vs-<RUN>/)",
     )  # fmt: skip
     report.add_argument("--out", metavar="DIR", help="default: reports/<run>/ beside the store")

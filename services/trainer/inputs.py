@@ -7,7 +7,7 @@ the local cache, verified against their manifests, when the job runs.
 from __future__ import annotations
 
 from nasloop.artifacts import AdapterMeta, BaseModel, verify_adapter
-from nasloop.records import RecordError, loads_pairs
+from nasloop.records import RecordError, TrainingPair, loads_pairs
 from nasloop.rpc import FailedPrecondition, InvalidArgument, NotFound
 from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.store.base import sha256_hex
@@ -27,7 +27,7 @@ def resolve_parent(store: ObjectStore, spec: TrainSpec, base: BaseModel) -> Adap
 
 def read_pairs(
     store: ObjectStore, spec: TrainSpec, max_bytes: int
-) -> tuple[list[tuple[str, str]], str]:
+) -> tuple[list[TrainingPair], str]:
     """The training pairs and the SHA-256 of their bytes."""
     try:
         data = store.get_bytes(spec.pairs_key)
@@ -39,7 +39,7 @@ def read_pairs(
     if spec.pairs_sha256 and spec.pairs_sha256 != sha:
         raise FailedPrecondition(f"training pairs at {spec.pairs_key} do not match their sha256")
     try:
-        pairs = [(p.prompt, p.completion) for p in loads_pairs(data)]
+        pairs = loads_pairs(data)
     except RecordError as e:
         raise InvalidArgument(f"training pairs {e}") from None
     if not pairs:

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from nasloop import artifacts
 from nasloop.config import TrainerConfig
+from nasloop.records import TrainingPair
 from nasloop.rpc import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from nasloop.store import ObjectStore
 from nasloop.v1 import common_pb2 as common
@@ -39,7 +40,7 @@ def _now() -> Timestamp:
 class JobRecord:
     def __init__(self, job: pb.Job, spec: TrainSpec, base: artifacts.BaseModel,
                  parent: artifacts.AdapterMeta | None,
-                 pairs: list[tuple[str, str]]) -> None:  # fmt: skip
+                 pairs: list[TrainingPair]) -> None:  # fmt: skip
         self.job = job
         self.spec = spec
         self.base = base

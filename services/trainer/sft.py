@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from nasloop.prompts import PromptTooLongError, encode_pair, pad_batch
+from nasloop.records import TrainingPair
 from nasloop.v1 import trainer_pb2 as pb
 from services.trainer.spec import TrainSpec
 
@@ -86,7 +87,7 @@ def load_model(
 def train_lora(
     spec: TrainSpec,
     model_dir: Path,
-    pairs: list[tuple[str, str]],
+    pairs: list[TrainingPair],
     out_dir: Path,
     *,
     parent_dir: Path | None = None,
@@ -100,9 +101,9 @@ def train_lora(
     model, tokenizer = load_model(model_dir, spec, parent_dir, device)
     max_len = spec.max_seq_len or int(getattr(model.config, "max_position_embeddings", 2048))
     examples = []
-    for prompt, completion in pairs:
+    for pair in pairs:
         try:
-            examples.append(encode_pair(tokenizer, prompt, completion, max_len))
+            examples.append(encode_pair(tokenizer, pair.prompt, pair.completion, max_len))
         except PromptTooLongError:
             continue  # counted below: examples < pairs
     if not examples:
