@@ -36,6 +36,7 @@ from services.controller.report.build import (
     mean_accuracy_difference,
     rate_difference,
     verdict,
+    write_document,
 )
 from services.controller.report.document import (
     Block,
@@ -44,7 +45,6 @@ from services.controller.report.document import (
     Heading,
     Paragraph,
     Table,
-    to_markdown,
 )
 from services.controller.report.pareto import (
     bootstrap_hypervolume_difference,
@@ -292,7 +292,6 @@ def folder_name(a: str, b: str) -> str:
 def write_against(c: Against, folder: Path) -> Path:
     """Write the comparison into ``folder``: report.md, report.html and a PNG per metric;
     returns the path of ``report.html``."""
-    from services.controller.report.html import to_html
     from services.controller.report.plots import write_difference_plots
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -304,8 +303,5 @@ def write_against(c: Against, folder: Path) -> Path:
         ],
         folder,
     )
-    blocks = document(c, figures)
-    (folder / "report.md").write_text(to_markdown(blocks))
-    html = folder / "report.html"
-    html.write_text(to_html(blocks, f"nasloop report: {c.a.run} against {c.b.run}", folder))
-    return html
+    title = f"nasloop report: {c.a.run} against {c.b.run}"
+    return write_document(document(c, figures), title, folder)

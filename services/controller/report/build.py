@@ -415,7 +415,6 @@ def default_folder(store: ObjectStore, run: str) -> Path:
 def write_report(r: RunReport, folder: Path) -> Path:
     """Write the report into ``folder``: report.md, report.html and the plots' PNG files;
     returns the path of ``report.html``."""
-    from services.controller.report.html import to_html
     from services.controller.report.plots import write_pareto, write_plots
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -429,10 +428,16 @@ def write_report(r: RunReport, folder: Path) -> Path:
         r.max_parameters,
         folder,
     )
-    blocks = document(r, figures)
+    return write_document(document(r, figures), f"nasloop report: {r.run}", folder)
+
+
+def write_document(blocks: list[Block], title: str, folder: Path) -> Path:
+    """``report.md`` and ``report.html`` of ``blocks`` in ``folder``; the HTML page's path."""
+    from services.controller.report.html import to_html
+
     (folder / "report.md").write_text(to_markdown(blocks))
     html = folder / "report.html"
-    html.write_text(to_html(blocks, f"nasloop report: {r.run}", folder))
+    html.write_text(to_html(blocks, title, folder))
     return html
 
 
