@@ -6,45 +6,44 @@ the server interceptor turns them into the status and message the client sees.
 
 from __future__ import annotations
 
-import re
-
 
 class ServiceError(Exception):
-    """Base: the request failed with ``code`` and a message meant for the caller.
-
-    A subclass's code is its name in gRPC's spelling (``NotFound`` answers ``NOT_FOUND``).
-    """
+    """Base: the request failed with ``code`` and a message meant for the caller."""
 
     code = "INTERNAL"
-
-    def __init_subclass__(cls) -> None:
-        super().__init_subclass__()
-        cls.code = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).upper()
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(ServiceError): ...
+class InvalidArgument(ServiceError):
+    code = "INVALID_ARGUMENT"
 
 
-class NotFound(ServiceError): ...
+class NotFound(ServiceError):
+    code = "NOT_FOUND"
 
 
-class AlreadyExists(ServiceError): ...
+class AlreadyExists(ServiceError):
+    code = "ALREADY_EXISTS"
 
 
-class PermissionDenied(ServiceError): ...
+class PermissionDenied(ServiceError):
+    code = "PERMISSION_DENIED"
 
 
-class FailedPrecondition(ServiceError): ...
+class FailedPrecondition(ServiceError):
+    code = "FAILED_PRECONDITION"
 
 
-class ResourceExhausted(ServiceError): ...
+class ResourceExhausted(ServiceError):
+    code = "RESOURCE_EXHAUSTED"
 
 
-class Unavailable(ServiceError): ...
+class Unavailable(ServiceError):
+    code = "UNAVAILABLE"
 
 
-class DataLoss(ServiceError): ...
+class DataLoss(ServiceError):
+    code = "DATA_LOSS"
