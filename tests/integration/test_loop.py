@@ -35,6 +35,8 @@ from nasloop.v1 import controller_pb2_grpc as pb_grpc
 from services.controller.clients import GeneratorClient, NoveltyClient
 from services.controller.kube import CycleJobs
 from services.controller.loop import state as st
+from services.controller.loop.baseline import BASELINE_STEPS
+from services.controller.loop.cycle import CYCLE_STEPS
 from services.controller.runs import create_run
 from services.controller.runspec import dump_spec, load_spec, task_spec
 from services.controller.server import build
@@ -86,7 +88,7 @@ def check_cycle_records(world: LoopWorld, run: str, cycle: int, n: int = CANDIDA
     evaluated = world.store.list(f"{layout.cycle_prefix(run, cycle)}/evaluated/")
     assert len(evaluated) == n
     progress = st.load_progress(world.store, run, cycle)
-    assert progress is not None and sorted(progress.done) == sorted(st.STEPS)
+    assert progress is not None and sorted(progress.done) == sorted(CYCLE_STEPS.names)
 
 
 def check_baseline_records(world: LoopWorld, run: str, last: int, n: int = CANDIDATES) -> None:
@@ -104,7 +106,7 @@ def check_baseline_records(world: LoopWorld, run: str, last: int, n: int = CANDI
     evaluated = world.store.list(st.evaluated_prefix(run, layout.BASELINE))
     assert len(evaluated) == n
     progress = st.load_progress(world.store, run, layout.BASELINE)
-    assert progress is not None and sorted(progress.done) == sorted(st.BASELINE_STEPS)
+    assert progress is not None and sorted(progress.done) == sorted(BASELINE_STEPS.names)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 120, what: str = "") -> None:
@@ -511,7 +513,7 @@ def test_a_cycle_job_holds_no_store_key_and_writes_through_the_controller(world,
     # Live events, although each cycle ran in another process: every evaluated candidate (seen
     # as the Job wrote it through the CycleStore; a Job's end replays only its steps), each
     # step once, then the summary.
-    for n, steps in ((1, st.STEPS), (layout.BASELINE, st.BASELINE_STEPS)):
+    for n, steps in ((1, CYCLE_STEPS.names), (layout.BASELINE, BASELINE_STEPS.names)):
         mine = [e for e in events if e.cycle == n]
         indexes = [e.candidate.index for e in mine if e.candidate is not None]
         assert sorted(indexes) == list(range(CANDIDATES)), (n, indexes)

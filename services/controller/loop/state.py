@@ -6,7 +6,8 @@ steps are done and what they produced. Each is rewritten whole (an atomic put) a
 it describes has made its own results durable, so on resume a step marked done is done.
 Per-candidate results are durable one by one, as ``cycles/<n>/evaluated/<index>.json``.
 The baseline (after the last cycle) keeps the same files under ``runs/<run>/baseline/``: it is
-"cycle" ``layout.BASELINE`` here, with its own steps (``BASELINE_STEPS``).
+"cycle" ``layout.BASELINE`` here, with its own steps. The step names ``progress.json`` records
+are those of loop/cycle.py's ``CYCLE_STEPS`` and loop/baseline.py's ``BASELINE_STEPS``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from nasloop.layout import evaluated_key, evaluated_prefix, progress_key
 from nasloop.records import CandidateRecord, loads_records
 from nasloop.store import ObjectNotFound, ObjectStore
 
-# The steps of a cycle, in order. Generation and evaluation overlap: one step.
-STEPS = ("generate", "novelty", "select", "fine_tune", "publish", "hot_load", "summary")
-# The baseline's steps: the base model on the last cycle's prompts and seeds, the same
-# evaluation, a check-only novelty verdict, its records, its summary.
-BASELINE_STEPS = ("generate", "novelty", "records", "summary")
 RUN_STATES = ("pending", "running", "stopping", "stopped", "succeeded", "failed")
 ACTIVE = ("pending", "running", "stopping")
 

@@ -17,7 +17,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from nasloop.v1 import common_pb2 as common
-from services.controller.loop.state import STEPS
+from services.controller.loop.cycle import CYCLE_STEPS
 from services.controller.loop.summary import CycleSummary
 from services.controller.report.document import Figure as FigureBlock
 from services.controller.report.pareto import pareto_front
@@ -166,8 +166,9 @@ def time_per_step(cycles: Sequence[CycleSummary], baseline_mean: float | None) -
     fig, ax = _new("Time per step", "seconds", cycles)
     x = [s.cycle for s in cycles]
     bottom = [0.0] * len(cycles)
-    steps = [step for step in STEPS if any(s.seconds.get(step) for s in cycles)]
-    steps += sorted({k for s in cycles for k in s.seconds} - set(STEPS))
+    names = CYCLE_STEPS.names
+    steps = [step for step in names if any(s.seconds.get(step) for s in cycles)]
+    steps += sorted({k for s in cycles for k in s.seconds} - set(names))
     for step, color in zip(steps, STEP_COLORS + PALETTE, strict=False):
         heights = [s.seconds.get(step, 0.0) for s in cycles]
         ax.bar(x, heights, bottom=bottom, color=color, label=step.replace("_", "-"))
