@@ -1,5 +1,6 @@
 """selection.objectives: [accuracy] is the paper's selection unchanged; [accuracy, parameters]
-picks by non-dominated fronts and crowding distance, within the same thresholds and limits."""
+and [accuracy, macs] pick by non-dominated fronts and crowding distance, within the same
+thresholds and limits."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from services.controller.runspec import spec_to_proto as to_proto
 PARETO = "selection.objectives=[accuracy, parameters]"
 
 
-def rec(i: int, acc: float, params: int, novel: bool = True, status: str = "STATUS_OK"):  # type: ignore[no-untyped-def]
+def rec(
+    i: int, acc: float, params: int, novel: bool = True, status: str = "STATUS_OK", macs: int = 0
+) -> CandidateRecord:
     return CandidateRecord(
         id=f"c{i}", run="r", cycle=1, index=i,
-        evaluation=Evaluation(status=status, accuracy=acc, parameter_count=params),
+        evaluation=Evaluation(status=status, accuracy=acc, parameter_count=params, macs=macs),
         novelty=NoveltyVerdict(novel=novel, max_similarity=0.9, nearest_id="x"),
     )  # fmt: skip
 
@@ -178,26 +181,74 @@ def test_accuracy_alone_selects_exactly_as_before() -> None:
     assert digest == "3274af63485217808b18f96d245c16bc58a3a1e6c551544312dd5f052397b281"
 
 
+# -- [accuracy, macs] ----------------------------------------------------------------------------
+MACS = "selection.objectives=[accuracy, macs]"
+
+
+def test_macs_ranks_as_parameters_do_with_macs_in_their_place() -> None:
+    # The parameters say the opposite of the macs: the fronts follow the macs.
+    rs = [rec(i, a, 10**6 - p, macs=p) for i, (a, p) in enumerate(FRONT)]
+    chosen = select(rs, policy(MACS, "selection.max_per_cycle=4"))
+    assert [r.index for r in chosen] == [0, 4, 2, 1]
+    assert reasons(rs)[3] == "cap: 4 pairs per cycle, crowded out in front 1 of 2"
+    assert reasons(rs)[5] == "cap: 4 pairs per cycle, front 2 of 2"
+    by_params = [rec(i, a, p, macs=10**6 - p) for i, (a, p) in enumerate(FRONT)]
+    assert [r.index for r in select(by_params, policy("selection.max_per_cycle=4"))] == [0, 4, 2, 1]
+
+
+def test_unmeasured_macs_count_as_the_pools_largest_and_say_so() -> None:
+    rs = [
+        rec(0, 0.95, 100, macs=5000), rec(1, 0.90, 100, macs=1000),
+        rec(2, 0.90, 100),  # not measured: as if 5000, so 1 (0.90, 1000) dominates it
+        rec(3, 0.99, 100),  # not measured: as if 5000, beside 0 (0.95, 5000) it still leads
+    ]  # fmt: skip
+    chosen = select(rs, policy(MACS, "selection.top_up_to=0"))
+    assert [r.index for r in chosen] == [1, 3, 0, 2]
+    assert reasons(rs) == {
+        0: "novel, accuracy ≥ 0.8, front 2 of 3",
+        1: "novel, accuracy ≥ 0.8, front 1 of 3",
+        2: "novel, accuracy ≥ 0.8, front 3 of 3, macs not measured",
+        3: "novel, accuracy ≥ 0.8, front 1 of 3, macs not measured",
+    }
+    # A record without macs never wins by them: at the same accuracy it is never better.
+    chosen = select(rs, policy(MACS, "selection.top_up_to=0", "selection.max_per_cycle=2"))
+    assert [r.index for r in chosen] == [1, 3]
+    assert reasons(rs)[2] == "cap: 2 pairs per cycle, front 3 of 3, macs not measured"
+    # No record of the pool has macs (records older than the field): by accuracy alone.
+    old = [rec(i, a, p) for i, (a, p) in enumerate(FRONT)]
+    assert [r.index for r in select(old, policy(MACS))] == [0, 1, 2, 3, 4, 5]
+    assert reasons(old)[5] == "novel, accuracy ≥ 0.8, front 6 of 6, macs not measured"
+
+
 # -- the run spec ------------------------------------------------------------------------------
-def test_the_spec_accepts_the_two_forms_and_carries_them_in_the_proto() -> None:
+def test_the_spec_accepts_the_three_forms_and_carries_them_in_the_proto() -> None:
     assert load_spec("paper").selection.objectives == ["accuracy"]
-    s = load_spec("local", overrides=[PARETO])
-    assert s.selection.objectives == ["accuracy", "parameters"]
-    assert list(to_proto(s).selection.objectives) == ["accuracy", "parameters"]
-    assert load_spec(extra=spec_from_proto(to_proto(s))) == s
+    for override, objectives in (
+        (PARETO, ["accuracy", "parameters"]),
+        (MACS, ["accuracy", "macs"]),
+    ):
+        s = load_spec("local", overrides=[override])
+        assert s.selection.objectives == objectives
+        assert list(to_proto(s).selection.objectives) == objectives
+        assert load_spec(extra=spec_from_proto(to_proto(s))) == s
     y = load_spec(spec_yaml="selection: {objectives: [accuracy]}")
     assert y == load_spec() and load_spec(extra=spec_from_proto(to_proto(y))) == y
+
+
+EXPECTED = "expected [accuracy], [accuracy, parameters] or [accuracy, macs]"
+KNOWN = "known: accuracy, parameters, macs"
 
 
 @pytest.mark.parametrize(
     ("value", "why"),
     [
-        ("[accuracy, macs]", "unknown objective 'macs'; known: accuracy, parameters"),
-        ("[latency]", "unknown objective 'latency'; known: accuracy, parameters"),
-        ("[parameters]", "expected [accuracy] or [accuracy, parameters], got ['parameters']"),
-        ("[parameters, accuracy]", "expected [accuracy] or [accuracy, parameters]"),
-        ("[accuracy, accuracy]", "expected [accuracy] or [accuracy, parameters]"),
-        ("[]", "expected [accuracy] or [accuracy, parameters], got []"),
+        ("[accuracy, latency]", f"unknown objective 'latency'; {KNOWN}"),
+        ("[latency]", f"unknown objective 'latency'; {KNOWN}"),
+        ("[parameters]", f"{EXPECTED}, got ['parameters']"),
+        ("[macs, accuracy]", EXPECTED),
+        ("[accuracy, parameters, macs]", EXPECTED),
+        ("[accuracy, accuracy]", EXPECTED),
+        ("[]", f"{EXPECTED}, got []"),
         ("accuracy", "Input should be a valid list"),
     ],
 )

@@ -5,12 +5,16 @@ The paper's policy: novel candidates with accuracy ≥ ``min_accuracy``; when th
 ``top_up_to``; ``max_per_cycle`` (0 = none) caps the total. Every record gets its reason.
 
 "Best" follows ``objectives``. ``[accuracy]``: by accuracy, ties by candidate index (the
-paper's). ``[accuracy, parameters]`` (maximise accuracy, minimise the evaluator's
-``parameter_count``): each pool (the novel ones ≥ ``min_accuracy``; the top-up ones) is put in
-non-dominated fronts, taken front by front; inside a front by crowding distance (NSGA-II: its
-extremes first, then the most isolated), ties by candidate index, so the limits above cut the
-last front that does not fit where it is most crowded. Deterministic, so a resumed run selects
-the same.
+paper's). ``[accuracy, parameters]`` / ``[accuracy, macs]`` (maximise accuracy, minimise the
+evaluator's ``parameter_count`` / ``macs``): each pool (the novel ones ≥ ``min_accuracy``; the
+top-up ones) is put in non-dominated fronts, taken front by front; inside a front by crowding
+distance (NSGA-II: its extremes first, then the most isolated), ties by candidate index, so the
+limits above cut the last front that does not fit where it is most crowded. Deterministic, so a
+resumed run selects the same.
+
+A record whose macs were not measured (0: the counter failed, or a record older than the
+field) cannot win by them: it is ranked as if it had the largest macs measured in its pool (its
+reason says ``macs not measured``); when no record of the pool has macs, they rank by accuracy.
 """
 
 from __future__ import annotations
@@ -21,13 +25,30 @@ from collections.abc import Sequence
 from nasloop.records import CandidateRecord
 from services.controller.runspec import SelectionSection
 
-Place = tuple[str, int, int]  # (the pool's word for a front, front from 1, number of fronts)
+# (the pool's word for a front, front from 1, number of fronts, whether macs is an objective)
+Place = tuple[str, int, int, bool]
 
 
-def _costs(r: CandidateRecord, objectives: Sequence[str]) -> tuple[float, ...]:
-    """The objectives as values to minimise."""
-    params = r.evaluation.parameter_count if r.evaluation is not None else 0
-    return tuple(-r.accuracy if o == "accuracy" else float(params) for o in objectives)
+NOT_MEASURED = ", macs not measured"  # appended to the reason of a record ranked without macs
+
+
+def _macs(r: CandidateRecord) -> int:
+    return r.evaluation.macs if r.evaluation is not None else 0
+
+
+def _cost(r: CandidateRecord, objective: str, largest_macs: int) -> float:
+    """One objective as a value to minimise; unmeasured macs count as ``largest_macs``."""
+    if objective == "accuracy":
+        return -r.accuracy
+    if objective == "macs":
+        return float(_macs(r) or largest_macs)
+    return float(r.evaluation.parameter_count if r.evaluation is not None else 0)
+
+
+def _costs(pool: list[CandidateRecord], objectives: Sequence[str]) -> list[tuple[float, ...]]:
+    """Each record's objectives as values to minimise."""
+    largest = max((_macs(r) for r in pool), default=0)
+    return [tuple(_cost(r, o, largest) for o in objectives) for r in pool]
 
 
 def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -77,26 +98,31 @@ def _ranked(
     if len(objectives) == 1:
         return sorted(pool, key=lambda r: (-r.accuracy, r.index)), {}
     pool = sorted(pool, key=lambda r: r.index)
-    costs = [_costs(r, objectives) for r in pool]
+    costs = _costs(pool, objectives)
     fronts = _fronts(costs)
     order: list[CandidateRecord] = []
     places: dict[int, Place] = {}
     for n, front in enumerate(fronts, 1):
         dist = _crowding(front, costs)
         order += [pool[i] for i in sorted(front, key=lambda i: (-dist[i], i))]
-        places.update({pool[i].index: (word, n, len(fronts)) for i in front})
+        place = (word, n, len(fronts), "macs" in objectives)
+        places.update({pool[i].index: place for i in front})
     return order, places
+
+
+def _unmeasured(r: CandidateRecord, places: dict[int, Place]) -> str:
+    return NOT_MEASURED if places[r.index][3] and not _macs(r) else ""
 
 
 def _at(r: CandidateRecord, places: dict[int, Place]) -> str:
     """', front k of n' where the record has a front."""
     place = places.get(r.index)
-    return f", {place[0]} {place[1]} of {place[2]}" if place else ""
+    return f", {place[0]} {place[1]} of {place[2]}{_unmeasured(r, places)}" if place else ""
 
 
 def _crowded(r: CandidateRecord, places: dict[int, Place]) -> str:
-    word, k, n = places[r.index]
-    return f", crowded out in {word} {k} of {n}"
+    word, k, n, _ = places[r.index]
+    return f", crowded out in {word} {k} of {n}{_unmeasured(r, places)}"
 
 
 def _left_out(
