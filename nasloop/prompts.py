@@ -37,6 +37,8 @@ _PLAIN_API = (
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.#-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = {"python", "py", "python3"}
+_DIFF_TAGS = {"diff", "patch"}
+DIFF_HEADER = ("--- a/net.py", "+++ b/net.py")  # the file names a diff answer patches
 
 
 def _shape(dims: Any) -> str:
@@ -59,8 +61,24 @@ def _plain(spec: common_pb2.TaskSpec) -> str:
         lines.append(f"Beat accuracy {spec.reference_accuracy:.4f}.")
     if spec.reference_code.strip():
         lines.append("Reference:\n" + render_answer(spec.reference_code))
+    if spec.HasField("parent"):
+        p = spec.parent
+        lines.append(f"### Parent: accuracy {p.accuracy:.4f}, {p.parameters} parameters")
+        lines.append(render_answer(p.code))
+        lines.append(f"Goal: {_goal(spec)}.")
+        if p.mode == common_pb2.EDIT_MODE_DIFF:
+            lines.append("### Diff:\n")
+            return "\n".join(lines)
     lines.append("### Code:\n")
     return "\n".join(lines)
+
+
+def _goal(spec: common_pb2.TaskSpec) -> str:
+    """What a child of ``spec.parent`` should reach: more accuracy within the task's parameter
+    budget, or within the parent's size where the task states none."""
+    p = spec.parent
+    limit = spec.parameter_budget if spec.parameter_budget > 0 else p.parameters
+    return f"accuracy above {p.accuracy:.4f} with at most {limit} parameters"
 
 
 def _user_message(spec: common_pb2.TaskSpec) -> str:
@@ -79,7 +97,22 @@ def _user_message(spec: common_pb2.TaskSpec) -> str:
         )
     if spec.reference_code.strip():
         parts.append("Reference network:\n" + render_answer(spec.reference_code))
-    parts.append("Answer with the complete module in one ```python block.")
+    if not spec.HasField("parent"):
+        parts.append("Answer with the complete module in one ```python block.")
+        return "\n\n".join(parts)
+    p = spec.parent
+    parts.append(
+        f"Parent network ({p.accuracy:.4f} test accuracy after one epoch, {p.parameters} "
+        "trainable parameters):\n" + render_answer(p.code)
+    )
+    parts.append(f"Improve on the parent. Goal: {_goal(spec)}.")
+    if p.mode == common_pb2.EDIT_MODE_DIFF:
+        parts.append(
+            f"Answer with a unified diff of the parent ({DIFF_HEADER[0]} / {DIFF_HEADER[1]}, "
+            "hunks with correct line numbers) in one ```diff block."
+        )
+    else:
+        parts.append("Answer with the complete improved module in one ```python block.")
     return "\n\n".join(parts)
 
 
@@ -109,6 +142,17 @@ def render_prompt(spec: common_pb2.TaskSpec, template: str = "plain", tokenizer:
 def render_answer(code: str) -> str:
     """The answer a model is trained to write: the code in one ```python block."""
     return "```python\n" + code.strip() + "\n```"
+
+
+def render_diff(diff: str) -> str:
+    """The answer in ``diff`` mode: a unified diff of the parent in one ```diff block."""
+    return "```diff\n" + diff.strip("\n") + "\n```"
+
+
+def extract_diff(text: str) -> str | None:
+    """The largest ```diff (or ```patch) block of an answer, or None (nothing repaired)."""
+    blocks = [m.group(2) for m in _FENCE.finditer(text) if m.group(1).lower() in _DIFF_TAGS]
+    return max(blocks, key=len).strip("\n") + "\n" if blocks else None
 
 
 def extract(text: str) -> tuple[str | None, str]:

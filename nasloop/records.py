@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nasloop.prompts import render_answer
+from nasloop.prompts import render_answer, render_diff
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2, generator_pb2
 
@@ -172,6 +172,11 @@ class CandidateRecord:
     completion_tokens: int = 0
     finish_reason: str = ""
     generation_seconds: float = 0.0
+    # search.strategy "archive": the parent shown in the prompt ("" = none) and how the answer
+    # edits it ("full" or "diff"; "" = no parent); a diff answer's diff, applied to make ``code``.
+    parent_id: str = ""
+    mode: str = ""
+    diff: str = ""
     evaluation: Evaluation | None = None
     novelty: NoveltyVerdict | None = None
     selected: bool = False
@@ -258,12 +263,17 @@ class TrainingPair:
 
     @classmethod
     def from_record(cls, record: CandidateRecord) -> TrainingPair:
-        """The pair for a selected candidate: its prompt as generated, its code as one python
-        block (the answer format the prompts ask for), never the raw text around it."""
+        """The pair for a selected candidate: its prompt as generated (parent included), its
+        answer in the format the prompt asked for (the code as one python block, or in ``diff``
+        mode the diff that made it as one diff block), never the raw text around it."""
         if not record.prompt or not record.code.strip():
             raise RecordError(f"candidate {record.id} has no prompt or no code")
         if record.prompt_sha256 and sha256_text(record.prompt) != record.prompt_sha256:
             raise RecordError(f"candidate {record.id}: its prompt does not match its hash")
+        if record.mode == "diff":
+            if not record.diff.strip():
+                raise RecordError(f"candidate {record.id} is a diff answer without its diff")
+            return cls(record.prompt, render_diff(record.diff), record.id, record.accuracy)
         return cls(record.prompt, render_answer(record.code), record.id, record.accuracy)
 
     def to_json(self) -> str:

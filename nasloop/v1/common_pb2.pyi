@@ -10,6 +10,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EditMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EDIT_MODE_UNSPECIFIED: _ClassVar[EditMode]
+    EDIT_MODE_FULL: _ClassVar[EditMode]
+    EDIT_MODE_DIFF: _ClassVar[EditMode]
+
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STAGE_UNSPECIFIED: _ClassVar[Stage]
@@ -58,6 +64,9 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+EDIT_MODE_UNSPECIFIED: EditMode
+EDIT_MODE_FULL: EditMode
+EDIT_MODE_DIFF: EditMode
 STAGE_UNSPECIFIED: Stage
 STAGE_EXTRACTED: Stage
 STAGE_PARSED: Stage
@@ -166,7 +175,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., raw_text: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task", "dataset", "in_shape", "out_shape", "parameter_budget", "reference_accuracy", "reference_code", "template")
+    __slots__ = ("task", "dataset", "in_shape", "out_shape", "parameter_budget", "reference_accuracy", "reference_code", "template", "parent")
     TASK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     IN_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +184,7 @@ class TaskSpec(_message.Message):
     REFERENCE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_CODE_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     task: str
     dataset: str
     in_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -183,7 +193,22 @@ class TaskSpec(_message.Message):
     reference_accuracy: float
     reference_code: str
     template: str
-    def __init__(self, task: _Optional[str] = ..., dataset: _Optional[str] = ..., in_shape: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., parameter_budget: _Optional[int] = ..., reference_accuracy: _Optional[float] = ..., reference_code: _Optional[str] = ..., template: _Optional[str] = ...) -> None: ...
+    parent: Parent
+    def __init__(self, task: _Optional[str] = ..., dataset: _Optional[str] = ..., in_shape: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., parameter_budget: _Optional[int] = ..., reference_accuracy: _Optional[float] = ..., reference_code: _Optional[str] = ..., template: _Optional[str] = ..., parent: _Optional[_Union[Parent, _Mapping]] = ...) -> None: ...
+
+class Parent(_message.Message):
+    __slots__ = ("id", "code", "accuracy", "parameters", "mode")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    code: str
+    accuracy: float
+    parameters: int
+    mode: EditMode
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[str] = ..., accuracy: _Optional[float] = ..., parameters: _Optional[int] = ..., mode: _Optional[_Union[EditMode, str]] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
     __slots__ = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop")

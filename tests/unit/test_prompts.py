@@ -140,3 +140,49 @@ def test_encode_pair_truncates_the_answer(tokenizer) -> None:  # type: ignore[no
     assert tokenizer.eos_token_id not in enc["input_ids"]  # a cut answer is not an ended one
     with pytest.raises(prompts.PromptTooLongError, match="no room for the answer"):
         prompts.encode_pair(tokenizer, prompt, "x", len(p))
+
+
+def parent(mode: int, **kw: object) -> common_pb2.Parent:
+    base = dict(id="r-c1-3", code=GOOD_NET, accuracy=0.8125, parameters=54321, mode=mode)
+    return common_pb2.Parent(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "mode, ask",
+    [(common_pb2.EDIT_MODE_FULL, "### Code:"), (common_pb2.EDIT_MODE_DIFF, "### Diff:")],
+)
+def test_plain_prompt_with_a_parent(mode: int, ask: str) -> None:
+    text = prompts.render_prompt(spec(parent=parent(mode)))
+    assert text.startswith(prompts.render_prompt(spec()).removesuffix("### Code:\n"))
+    assert "### Parent: accuracy 0.8125, 54321 parameters" in text
+    assert prompts.render_answer(GOOD_NET) in text
+    assert "Goal: accuracy above 0.8125 with at most 200000 parameters." in text
+    assert text.endswith(ask + "\n") and text.count("### Code:") + text.count("### Diff:") == 1
+    # without a task budget the goal keeps the parent's size
+    assert "at most 54321 parameters" in prompts.render_prompt(
+        spec(parameter_budget=0, parent=parent(mode))
+    )
+
+
+def test_chat_messages_with_a_parent() -> None:
+    full = prompts.chat_messages(spec(parent=parent(common_pb2.EDIT_MODE_FULL)))[1]["content"]
+    diff = prompts.chat_messages(spec(parent=parent(common_pb2.EDIT_MODE_DIFF)))[1]["content"]
+    for user in (full, diff):
+        assert "0.8125 test accuracy" in user and "54321 trainable parameters" in user
+        assert GOOD_NET.strip() in user
+    assert user.count("```python") == 1
+    assert "complete improved module" in full and "```diff" not in full
+    assert "```diff block" in diff and "--- a/net.py" in diff
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("```diff\n--- a\n+++ b\n```", "--- a\n+++ b\n"),
+        ("```patch\nx\n```\n```diff\nlonger\n```", "longer\n"),
+        ("```python\nx = 1\n```", None),
+        ("```diff\n--- a\n+++ b\n", None),  # not closed: nothing repaired
+    ],
+)
+def test_extract_diff(text: str, want: str | None) -> None:
+    assert prompts.extract_diff(text) == want
