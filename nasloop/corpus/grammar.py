@@ -570,6 +570,12 @@ class _Cls:
 
         return apply
 
+    def attend(self, attn: _Attention | None, x: str) -> None:
+        """Apply ``attn`` (if any, on ``out_channels``) to ``x`` in forward."""
+        if attn:
+            self.init.stmt("self.attn = ", attn.ctor("out_channels"))
+            self.fwd(f"{x} = self.attn({x})")
+
     def render(self, signature: str) -> str:
         c = _Code()
         with c.block(f"class {self.name}({self.base}):"):
@@ -878,9 +884,7 @@ class _Plain(_Kind):
             if self.convs == 2:
                 second = c.unit("2", "out_channels", "out_channels")
                 c.fwd.stmt("x = ", second("x"))
-            if self.attn:
-                c.init.stmt("self.attn = ", self.attn.ctor("out_channels"))
-                c.fwd("x = self.attn(x)")
+            c.attend(self.attn, "x")
             if self.drop2d:
                 c.init("self.dropout = nn.Dropout2d(0.1)")
                 c.fwd("x = self.dropout(x)")
@@ -925,15 +929,9 @@ def _shortcut(c: _Cls, rng_kind: str, S: _Style) -> None:
             pool = "nn.AvgPool2d(kernel_size=stride, stride=stride)"
             items = [pool, *S.layers("in_channels", "out_channels", "1", act=False)]
             init.stmt("self.shortcut = ", _call("nn.Sequential", *items))
-        elif S.unit:
-            init.stmt(
-                "self.shortcut = ",
-                S.unit_call("in_channels", "out_channels", "1", "stride", act=False),
-            )
         else:
-            items = [S.conv("in_channels", "out_channels", "1", "stride")]
-            norm = S.norm_layer("out_channels")
-            init.stmt("self.shortcut = ", _seq(items + ([norm] if norm else [])))
+            items = S.layers("in_channels", "out_channels", "1", "stride", act=False)
+            init.stmt("self.shortcut = ", _seq(items))
     with init.block("else:"):
         init("self.shortcut = nn.Identity()")
 
@@ -1008,9 +1006,7 @@ class _Basic(_Kind):
             c.fwd(f"out = {c.act(f'self.{S.norm_prefix}2(out)')}")
             self._drop(c, "out")
             c.fwd("out = self.conv2(out)")
-            if self.attn:
-                c.init.stmt("self.attn = ", self.attn.ctor("out_channels"))
-                c.fwd("out = self.attn(out)")
+            c.attend(self.attn, "out")
             c.fwd("return out + shortcut")
             return [*_attn_helpers(self.attn), c.render(self.signature)]
         first = c.unit("1", "in_channels", "out_channels", "3", "stride")
@@ -1018,9 +1014,7 @@ class _Basic(_Kind):
         c.fwd.stmt("out = ", first("x"))
         self._drop(c, "out")
         c.fwd.stmt("out = ", second("out"))
-        if self.attn:
-            c.init.stmt("self.attn = ", self.attn.ctor("out_channels"))
-            c.fwd("out = self.attn(out)")
+        c.attend(self.attn, "out")
         if self.rezero:
             c.init("self.alpha = nn.Parameter(torch.zeros(1))")
             c.fwd("out = self.alpha * out")
@@ -1086,9 +1080,7 @@ class _Bottleneck(_Kind):
         c.fwd.stmt("out = ", reduce("x"))
         c.fwd.stmt("out = ", spatial("out"))
         c.fwd.stmt("out = ", expand("out"))
-        if self.attn:
-            c.init.stmt("self.attn = ", self.attn.ctor("out_channels"))
-            c.fwd("out = self.attn(out)")
+        c.attend(self.attn, "out")
         _shortcut(c, self.shortcut, S)
         c.fwd(f"return {c.act('out + self.shortcut(x)')}")
         text = c.render(self.signature)
@@ -1128,9 +1120,7 @@ class _DepthwiseSeparable(_Kind):
         if self.residual:
             c.init("self.use_residual = stride == 1 and in_channels == out_channels")
         c.fwd.stmt("out = ", pw(dw("x")))
-        if self.attn:
-            c.init.stmt("self.attn = ", self.attn.ctor("out_channels"))
-            c.fwd("out = self.attn(out)")
+        c.attend(self.attn, "out")
         if self.residual:
             c.fwd("return x + out if self.use_residual else out")
         else:
@@ -2077,14 +2067,7 @@ def _head(rng: random.Random, S: _Style, plan: _Plan, init: _Code, fwd: _Code) -
     flat = rng.choice(["torch.flatten(x, 1)", "x.flatten(1)", "x.view(x.size(0), -1)"])
     if form == "gap_linear":
         init("self.pool = nn.AdaptiveAvgPool2d(1)")
-        if dropout:
-            init(f"self.dropout = nn.Dropout({DROP})")
-        init.stmt("self.fc = ", f"nn.Linear({c}, num_classes)")
-        fwd("x = self.pool(x)")
-        fwd(f"x = {flat}")
-        if dropout:
-            fwd("x = self.dropout(x)")
-        fwd("return self.fc(x)")
+        _linear_head(init, fwd, dropout, "fc", str(c), ["x = self.pool(x)", f"x = {flat}"])
     elif form == "gap_functional":
         if dropout:
             init(f"self.drop_rate = {DROP}")
@@ -2125,32 +2108,29 @@ def _head(rng: random.Random, S: _Style, plan: _Plan, init: _Code, fwd: _Code) -
         init.stmt("self.head = ", _call("nn.Sequential", *items))
         fwd("return self.head(x)")
     elif form == "avgmax":
-        if dropout:
-            init(f"self.dropout = nn.Dropout({DROP})")
-        init.stmt("self.fc = ", f"nn.Linear(2 * {c}, num_classes)")
-        fwd("x = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)], dim=1)")
-        fwd(f"x = {flat}")
-        if dropout:
-            fwd("x = self.dropout(x)")
-        fwd("return self.fc(x)")
+        both = "torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)], dim=1)"
+        _linear_head(init, fwd, dropout, "fc", f"2 * {c}", [f"x = {both}", f"x = {flat}"])
     elif form == "grid":
         init("self.pool = nn.AdaptiveAvgPool2d(2)")
-        if dropout:
-            init(f"self.dropout = nn.Dropout({DROP})")
-        init.stmt("self.fc = ", f"nn.Linear({c} * 4, num_classes)")
-        fwd(rng.choice(["x = torch.flatten(self.pool(x), 1)", "x = self.pool(x).flatten(1)"]))
-        if dropout:
-            fwd("x = self.dropout(x)")
-        fwd("return self.fc(x)")
+        pooled = rng.choice(["x = torch.flatten(self.pool(x), 1)", "x = self.pool(x).flatten(1)"])
+        _linear_head(init, fwd, dropout, "fc", f"{c} * 4", [pooled])
     else:  # layernorm
         init.stmt("self.norm = ", f"nn.LayerNorm({c})")
-        if dropout:
-            init(f"self.dropout = nn.Dropout({DROP})")
-        init.stmt("self.head = ", f"nn.Linear({c}, num_classes)")
-        fwd("x = self.norm(x.mean(dim=(-2, -1)))")
-        if dropout:
-            fwd("x = self.dropout(x)")
-        fwd("return self.head(x)")
+        _linear_head(init, fwd, dropout, "head", str(c), ["x = self.norm(x.mean(dim=(-2, -1)))"])
+
+
+def _linear_head(
+    init: _Code, fwd: _Code, dropout: bool, name: str, features: str, pooled: list[str]
+) -> None:
+    """A head's last part: forward runs ``pooled``, then the dropout module if any, then
+    ``self.<name>``, a linear layer from ``features`` to the classes."""
+    if dropout:
+        init(f"self.dropout = nn.Dropout({DROP})")
+    init.stmt(f"self.{name} = ", f"nn.Linear({features}, num_classes)")
+    fwd(*pooled)
+    if dropout:
+        fwd("x = self.dropout(x)")
+    fwd(f"return self.{name}(x)")
 
 
 def _weight_init(rng: random.Random, S: _Style, family: str) -> list[str]:
