@@ -235,3 +235,9 @@ def namespace_prefix(namespace: str) -> str:
 def evaluation_prefix(job: str) -> str:
     """Where a cluster evaluation Job's task and report are exchanged."""
     return f"{EVALUATIONS}/{job}"
+
+
+def archive_key(run: str, cycle: int) -> str:
+    """A snapshot of the archive cycle ``cycle`` sampled its parents from (its cycles 1 ..
+    ``cycle`` - 1; services/controller/loop/archive.py): the map's cells and their elites."""
+    return f"{cycle_prefix(run, cycle)}/archive.json"
