@@ -9,7 +9,9 @@ For every cycle both runs finished, and over those cycles together, it compares 
   its share of the generated answers: Newcombe's interval;
 - the hypervolume of the valid candidates' (accuracy, parameters) front (``pareto``: log10
   parameters, reference point accuracy 0 and A's ``protocol.max_parameters``, 0 to 1):
-  percentile bootstrap, each run's valid candidates resampled and the hypervolume recomputed.
+  percentile bootstrap, each run's valid candidates resampled and the hypervolume recomputed;
+- when either run has candidates with a parent: the share of them that beat their parent
+  (``parents``), each side with its Wilson interval, the difference with Newcombe's.
 
 It names both runs, lists the fields where their specs differ (the setting being judged) and
 says when their seeds differ (then the two runs did not answer the same prompts with the same
@@ -35,6 +37,7 @@ from services.controller.report.build import (
     interval_text,
     mean_accuracy_difference,
     rate_difference,
+    share_text,
     verdict,
     write_document,
 )
@@ -46,6 +49,7 @@ from services.controller.report.document import (
     Paragraph,
     Table,
 )
+from services.controller.report.parents import ParentTally, by_id, has_parents, tally
 from services.controller.report.pareto import (
     bootstrap_hypervolume_difference,
     candidate_points,
@@ -71,6 +75,8 @@ class Row:
     novel_good: Interval | None  # difference of the novel good share of generated answers
     hypervolumes: tuple[float | None, float | None]  # A's and B's; None without valid ones
     hypervolume: Interval | None  # bootstrap interval of A's minus B's
+    children: tuple[ParentTally, ParentTally]  # A's and B's candidates with a parent
+    beats_parent: Interval | None  # difference of the share of children that beat their parent
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class Against:
     rows: list[Row]  # one per cycle both finished, then the run
     spec_diff: list[tuple[str, str, str]]  # (dotted field, A's value, B's value)
     seeds: tuple[int, int]
+    parents: bool = False  # some candidate of either run had a parent: child beats parent shown
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -117,9 +124,10 @@ def compare_records(
     runs: tuple[str, str],
     threshold: float,
     max_parameters: int,
+    run_records: tuple[Mapping[str, CandidateRecord], Mapping[str, CandidateRecord]] = ({}, {}),
 ) -> Row:
-    """Both sides' counts at ``threshold``, hypervolumes at ``max_parameters`` and the four
-    differences."""
+    """Both sides' counts at ``threshold``, hypervolumes at ``max_parameters``, children
+    against their parents (looked up by id in ``run_records``) and the five differences."""
     sa = summarize(a, st.CycleProgress(cycle=0), runs[0], threshold)
     sb = summarize(b, st.CycleProgress(cycle=0), runs[1], threshold)
     pa, pb = candidate_points(a), candidate_points(b)
@@ -128,6 +136,7 @@ def compare_records(
         hv = bootstrap_hypervolume_difference(
             pa, pb, max_parameters, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
         )
+    ta, tb = tally(a, run_records[0]), tally(b, run_records[1])
     return Row(
         label,
         sa,
@@ -137,13 +146,16 @@ def compare_records(
         rate_difference(sa.novel_good, sa.generated, sb.novel_good, sb.generated),
         (_hypervolume(pa, max_parameters), _hypervolume(pb, max_parameters)),
         hv,
+        (ta, tb),
+        rate_difference(ta.beat, ta.children, tb.beat, tb.children),
     )
 
 
 def load_against(a: RunReport, b: RunReport) -> Against:
     """The comparison of two loaded runs (``build.load_report``)."""
-    runs, limits = (a.run, b.run), (a.threshold, a.max_parameters)
-    shared = sorted(set(a.records) & set(b.records))
+    all_a, all_b = ([r for rs in run.records.values() for r in rs] for run in (a, b))
+    limits = (a.threshold, a.max_parameters, (by_id(all_a), by_id(all_b)))
+    runs, shared = (a.run, b.run), sorted(set(a.records) & set(b.records))
     rows = [compare_records(str(n), a.records[n], b.records[n], runs, *limits) for n in shared]
     if shared:
         every_a = [r for n in shared for r in a.records[n]]
@@ -151,7 +163,8 @@ def load_against(a: RunReport, b: RunReport) -> Against:
         rows.append(compare_records(RUN_ROW, every_a, every_b, runs, *limits))
     seeds = (_seed(a.spec_yaml), _seed(b.spec_yaml))
     diff = spec_differences(a.spec_yaml, b.spec_yaml)
-    return Against(a, b, a.threshold, a.max_parameters, rows, diff, seeds)
+    parents = has_parents(all_a) or has_parents(all_b)
+    return Against(a, b, a.threshold, a.max_parameters, rows, diff, seeds, parents)
 
 
 def _seed(spec_yaml: str) -> int:
@@ -181,10 +194,18 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("Hypervolume of the (accuracy, parameters) front", "hypervolume", BOOTSTRAP_HV,
      "against-hypervolume.png"),
 )  # fmt: skip
+BEATS_PARENT = ("Child beats parent", "child beats parent (of children)", NEWCOMBE,
+                "against-beats-parent.png")  # fmt: skip
+
+
+def shown_metrics(c: Against) -> list[tuple[int, tuple[str, str, str, str]]]:
+    """The metrics shown, with their index for :func:`_cells`: :data:`METRICS`, and
+    :data:`BEATS_PARENT` when either run had a candidate with a parent."""
+    return list(enumerate([*METRICS, BEATS_PARENT] if c.parents else METRICS))
 
 
 def _cells(row: Row, metric: int) -> tuple[str, str, Interval | None]:
-    """A's cell, B's cell and the difference for one of :data:`METRICS`."""
+    """A's cell, B's cell and the difference for one of :func:`shown_metrics`."""
     if metric == 0:
         a, b = _rate(row.a.valid, row.a.generated), _rate(row.b.valid, row.b.generated)
         return a, b, row.valid_rate
@@ -193,6 +214,9 @@ def _cells(row: Row, metric: int) -> tuple[str, str, Interval | None]:
     if metric == 3:
         a_hv, b_hv = ("-" if hv is None else f"{hv:.3f}" for hv in row.hypervolumes)
         return a_hv, b_hv, row.hypervolume
+    if metric == 4:
+        a_t, b_t = (share_text(t.beat, t.children) for t in row.children)
+        return a_t, b_t, row.beats_parent
     return (
         _rate(row.a.novel_good, row.a.generated),
         _rate(row.b.novel_good, row.b.generated),
@@ -219,6 +243,13 @@ def _intro(c: Against) -> list[Block]:
         "the valid candidates dominate; reference point accuracy 0, "
         f"{c.max_parameters:,} parameters.",
     ]
+    if c.parents:
+        lines.append(
+            "Child beats parent: of the candidates whose prompt carried a parent, the share "
+            "that are valid and more accurate than it (the parent looked up among its run's "
+            "records); each side with its 95 % Wilson interval, the difference with "
+            f"{NEWCOMBE}; - where a run has no such candidate."
+        )
     if c.seeds[0] == c.seeds[1]:
         seeds = f"Both runs have seed {c.seeds[0]}: the same prompts and sampling seeds."
     else:
@@ -245,7 +276,7 @@ def run_table(c: Against) -> Table | None:
     if total is None:
         return None
     rows = []
-    for metric, (_, short, _, _) in enumerate(METRICS):
+    for metric, (_, short, _, _) in shown_metrics(c):
         cell_a, cell_b, diff = _cells(total, metric)
         rows.append([short, cell_a, cell_b, interval_text(diff), _significance(diff)])
     header = ("over the run", f"A: {c.a.run}", f"B: {c.b.run}", "A - B (95 % CI)", "significant")
@@ -255,7 +286,7 @@ def run_table(c: Against) -> Table | None:
 def metric_sections(c: Against) -> list[Block]:
     blocks: list[Block] = []
     total = next((row for row in c.rows if row.label == RUN_ROW), None)
-    for metric, (title, _, method, _) in enumerate(METRICS):
+    for metric, (title, _, method, _) in shown_metrics(c):
         rows = []
         for row in c.rows:
             cell_a, cell_b, diff = _cells(row, metric)
@@ -299,7 +330,7 @@ def write_against(c: Against, folder: Path) -> Path:
         [row.label for row in c.rows],
         [
             (file, title, [_cells(row, m)[2] for row in c.rows])
-            for m, (title, _, _, file) in enumerate(METRICS)
+            for m, (title, _, _, file) in shown_metrics(c)
         ],
         folder,
     )

@@ -35,11 +35,13 @@ from services.controller.report.document import (
     markdown_table,
     to_markdown,
 )
+from services.controller.report.parents import ParentTally, by_id, has_parents, tally
 from services.controller.report.pareto import candidate_points, pareto_front, run_hypervolume
 from services.controller.report.stats import (
     Interval,
     bootstrap_mean_difference,
     newcombe_difference,
+    wilson,
 )
 from services.controller.runspec import load_spec
 
@@ -348,6 +350,49 @@ def pareto_section(r: RunReport) -> list[Block]:
     ]
 
 
+def share_text(successes: int, n: int) -> str:
+    """``12/40 (30.0 % [17.9, 45.6])``: a share with its 95 % Wilson interval; ``-`` for n 0."""
+    if not n:
+        return "-"
+    i = wilson(successes, n, LEVEL)
+    return f"{successes}/{n} ({_pct(i.estimate)} [{100 * i.low:.1f}, {100 * i.high:.1f}])"
+
+
+def parents_section(r: RunReport) -> list[Block]:
+    """How often a child beats its parent, per cycle; nothing when no candidate had a parent."""
+    sides = [(str(s.cycle), r.records.get(s.cycle, [])) for s in r.cycles]
+    every = [c for _, rs in sides for c in rs]
+    if r.baseline is not None:
+        sides.append(("baseline", r.baseline))
+    if not any(has_parents(rs) for _, rs in sides):
+        return []
+    run_records = by_id(every)
+    tallies = [(label, tally(rs, run_records)) for label, rs in sides]
+    tallies.insert(len(r.cycles), ("run", tally(every, run_records)))
+
+    def cells(t: ParentTally) -> list[str]:
+        return [str(t.children), str(t.valid), share_text(t.beat, t.children)]
+
+    rows = [[label, *cells(t)] for label, t in tallies]
+    unknown = sum(t.unknown for label, t in tallies if label != "run")
+    return [
+        Heading("Children against their parents"),
+        Paragraph(
+            "Candidates whose prompt carried a parent (a valid candidate of an earlier cycle), "
+            "how many of them were valid and how many beat their parent (valid and more "
+            "accurate than it), as a share of the candidates with a parent with its 95 % "
+            'Wilson interval. The "run" row: every finished cycle together.'
+            + (
+                f" {unknown} candidate{'s' * (unknown != 1)} named a parent that is not among "
+                "the run's records: counted as not beating it."
+                if unknown
+                else ""
+            )
+        ),
+        Table(("cycle", "with a parent", "valid", "beat their parent (95 % CI)"), rows),
+    ]
+
+
 def verdict(what: str, i: Interval | None, method: str) -> str:
     """One sentence: the difference, its 95 % interval (``method``) and whether it is
     significant."""
@@ -396,6 +441,7 @@ def document(r: RunReport, figures: Sequence[Figure]) -> list[Block]:
         *plots,
         *best_section(r),
         *pareto_section(r),
+        *parents_section(r),
         *baseline_section(r),
         *versions_section(r),
         Heading("Run spec"),
