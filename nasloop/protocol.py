@@ -51,13 +51,18 @@ NAMED: dict[str, dict[str, Any]] = {
 NAMES = ("", *NAMED)  # "" = the evaluator's default
 
 
-class ProtocolSettings(BaseModel):
+class Section(BaseModel):
+    """A section of a run spec: unknown keys are refused, assignments are validated, and a
+    number given for a string is read as that string."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+class ProtocolSettings(Section):
     """What a run asks of the evaluator (a run spec's ``protocol`` section), with its limits.
 
     A field left out takes the named protocol's value, else the default below. The dataset and
     the seed are not here: a run spec states them once (``task.dataset``, ``seed``)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
     name: str = Field(
         default="", description='named evaluator protocol; "" = the evaluator default'

@@ -26,7 +26,6 @@ import yaml
 from google.protobuf import json_format
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -163,8 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # -- the model ---------------------------------------------------------------------------------
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+_Section = protocol.Section  # every section's rules, the protocol section's too
 
 
 class TaskSection(_Section):
