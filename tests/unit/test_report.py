@@ -22,13 +22,13 @@ from services.controller.loop.summary import save_summary, summarize
 from services.controller.report import build as report
 from services.controller.report.document import to_markdown
 from services.controller.report.html import CSP
-from services.controller.report.plots import PARETO_FILE, PLOTS
+from services.controller.report.plots import ARCHIVE_FILE, PARETO_FILE, PLOTS
 from services.controller.report.stats import newcombe_difference
 from services.controller.runspec import dump_spec, load_spec
 
 RUN = "fixture"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PNG_FILES = [*(file for file, _, _ in PLOTS), PARETO_FILE]
+PNG_FILES = [*(file for file, _, _ in PLOTS), PARETO_FILE, ARCHIVE_FILE]
 
 
 def candidates(
@@ -123,6 +123,8 @@ def test_report_numbers_files_and_baseline(store: LocalStore, tmp_path: Path) ->
     assert re.search(rf"\| 1 +\| 5 +\| 5 +\| {hv1:.3f} ", md)
     assert re.search(r"\| baseline +\| 4 +\| 4 +\| ", md)
     assert "reference point: accuracy 0, 1,000,000 parameters" in md
+    archive = report.load_report(store, RUN).archive()  # both cycles' 23 valid ones
+    assert len(archive.entries) == 23 and archive.objectives == ("accuracy",)
     for file in PNG_FILES:
         data = (out / file).read_bytes()
         assert data.startswith(PNG_MAGIC), file

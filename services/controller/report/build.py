@@ -24,6 +24,7 @@ from nasloop.artifacts import AdapterMeta, read_manifest
 from nasloop.records import CandidateRecord, loads_records
 from nasloop.store import ObjectNotFound, ObjectStore, StoreError
 from services.controller.loop import state as st
+from services.controller.loop.archive import Archive
 from services.controller.loop.summary import CycleSummary, load_summaries, summarize
 from services.controller.report.document import (
     Block,
@@ -111,7 +112,14 @@ class RunReport:
     adapters: dict[int, AdapterMeta] = field(default_factory=dict)  # by the cycle that trained it
     comparison: Comparison | None = None
     max_parameters: int = 1  # the protocol's limit: the hypervolume's reference point
+    objectives: list[str] = field(default_factory=lambda: ["accuracy"])  # the archive's elites
     baseline: list[CandidateRecord] | None = None  # the baseline's records, when it was run
+
+    def archive(self) -> Archive:
+        """The run's final archive: every valid candidate of its finished cycles (not the
+        baseline's), each cell's elite by the spec's ``selection.objectives``."""
+        every = [c for _, rs in sorted(self.records.items()) for c in rs]
+        return Archive.from_records(every, objectives=self.objectives)
 
     def best(self, n: int = TOP) -> list[CandidateRecord]:
         """The ``n`` most accurate valid candidates, one per distinct code."""
@@ -201,6 +209,7 @@ def load_report(store: ObjectStore, run: str) -> RunReport:
     threshold = spec.selection.min_accuracy
     report = RunReport(run, state, spec_yaml, spec.base_model, threshold, cycles=[])
     report.max_parameters = spec.protocol.max_parameters
+    report.objectives = spec.selection.objectives
     for stored in load_summaries(store, run, max(state.cycle, state.cycles_done)):
         records = _records(store, layout.candidates_key(run, stored.cycle))
         report.cycles.append(_recount(stored, records, threshold))
@@ -461,7 +470,7 @@ def default_folder(store: ObjectStore, run: str) -> Path:
 def write_report(r: RunReport, folder: Path) -> Path:
     """Write the report into ``folder``: report.md, report.html and the plots' PNG files;
     returns the path of ``report.html``."""
-    from services.controller.report.plots import write_pareto, write_plots
+    from services.controller.report.plots import write_archive, write_pareto, write_plots
 
     folder.mkdir(parents=True, exist_ok=True)
     baseline_mean = None
@@ -474,6 +483,7 @@ def write_report(r: RunReport, folder: Path) -> Path:
         r.max_parameters,
         folder,
     )
+    figures += write_archive(r.archive(), folder)
     return write_document(document(r, figures), f"nasloop report: {r.run}", folder)
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from pathlib import Path
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from nasloop.v1 import common_pb2 as common
+from services.controller.loop.archive import Archive
 from services.controller.loop.cycle import CYCLE_STEPS
 from services.controller.loop.summary import CycleSummary
 from services.controller.report.document import Figure as FigureBlock
@@ -33,6 +35,7 @@ STEP_COLORS = ("#0969da", "#1b7c83", "#57606a", "#fb8f44", "#8250df", "#bf3989",
 MAX_STOPPED_KINDS = 8  # more stage/status kinds than this: the rarest share one "other" slice
 DPI = 110
 PARETO_FILE = "pareto.png"
+ARCHIVE_FILE = "archive.png"
 
 
 def short(name: str) -> str:
@@ -298,3 +301,59 @@ def write_pareto(
         "and the baseline's"
     )
     return [FigureBlock(PARETO_FILE, caption)]
+
+
+def _bin_labels(edges: Sequence[float], below: str) -> list[str]:
+    """A label per bin of :class:`Cells` edges (bin k: from edge k-1 up to edge k): ``below``
+    for bin 0, ``[a, b)`` between edges, ``≥ last`` for the last."""
+    inner = [f"[{lo:g}, {hi:g})" for lo, hi in pairwise(edges)]
+    return [below, *inner, f"≥ {edges[-1]:g}"]
+
+
+def archive_map(archive: Archive) -> Figure:
+    """The archive's map: a cell per (log10 parameters, depth) bin, coloured by its elite's
+    accuracy, blank when empty, with its entry count written in it."""
+    cells = archive.cells
+    groups = archive.by_cell()
+    shape = (len(cells.depth_bins) + 1, len(cells.parameter_bins) + 1)
+    accuracy = np.ma.masked_all(shape)
+    for (p, d), elite in zip(groups, archive.elites(), strict=True):
+        accuracy[d, p] = elite.accuracy
+    fig = Figure(figsize=(7.6, 4.4), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    image = ax.imshow(accuracy, origin="lower", cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for (p, d), group in groups.items():
+        light = accuracy[d, p] > 0.6  # viridis turns yellow-green: dark text there
+        ax.text(p, d, str(len(group)), ha="center", va="center", fontsize=8,
+                color="black" if light else "white")  # fmt: skip
+    x_labels = _bin_labels(cells.parameter_bins, f"< {cells.parameter_bins[0]:g}")
+    first = cells.depth_bins[0]
+    y_labels = _bin_labels(cells.depth_bins, f"< {first:g}" + " (not measured)" * (first == 1))
+    ax.set_xticks(range(shape[1]), x_labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(shape[0]), y_labels, fontsize=7)
+    ax.set_xticks(np.arange(shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="#d0d7de", lw=0.5)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlabel("log10(parameters)")
+    ax.set_ylabel("depth (modules with parameters)")
+    ax.set_title(
+        f"Archive: {len(archive.entries)} valid candidates in {len(groups)} cells "
+        f"(elite by {', '.join(archive.objectives)})"
+    )
+    fig.colorbar(image, ax=ax, label="elite's accuracy", fraction=0.04)
+    return fig
+
+
+def write_archive(archive: Archive, folder: Path) -> list[FigureBlock]:
+    """``folder/archive.png`` (:func:`archive_map`); its figure, none for an empty archive."""
+    if not archive.entries:
+        return []
+    archive_map(archive).savefig(folder / ARCHIVE_FILE, format="png")
+    caption = (
+        "The run's archive (every valid candidate of its finished cycles) as a MAP-Elites map: "
+        "log10(parameters) by depth, each cell coloured by its elite's accuracy and labelled "
+        "with its number of candidates; blank cells are empty"
+    )
+    return [FigureBlock(ARCHIVE_FILE, caption)]
