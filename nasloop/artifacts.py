@@ -18,6 +18,7 @@ from typing import Any
 
 from nasloop import hub, layout
 from nasloop.lora import LoraSettings
+from nasloop.messages import message_from
 from nasloop.rpc.errors import DataLoss, FailedPrecondition, NotFound, Unavailable
 from nasloop.store import IntegrityError, ObjectNotFound, ObjectStore, StoreError
 from nasloop.store.base import MANIFEST, join_key, sha256_hex
@@ -215,17 +216,7 @@ class AdapterMeta:
 
     def to_ref(self) -> common_pb2.AdapterRef:
         """The adapter as the services exchange it."""
-        return common_pb2.AdapterRef(
-            name=self.name,
-            prefix=self.prefix,
-            sha256=self.sha256,
-            base_model=self.base_model,
-            rank=self.rank,
-            run=self.run,
-            cycle=self.cycle,
-            base_model_sha256=self.base_model_sha256,
-            parent_sha256=self.parent_sha256,
-        )
+        return message_from(common_pb2.AdapterRef, self)
 
     @classmethod
     def from_ref(cls, ref: common_pb2.AdapterRef) -> AdapterMeta:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nasloop.messages import message_from
 from nasloop.prompts import render_answer, render_diff
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2, generator_pb2
@@ -116,20 +117,7 @@ class Evaluation:
                 last_stage=self.last_stage,
                 status=self.status,
                 message=self.message,
-                metrics=common.CandidateMetrics(
-                    accuracy=self.accuracy,
-                    loss=self.loss,
-                    parameter_count=self.parameter_count,
-                    train_seconds=self.train_seconds,
-                    eval_seconds=self.eval_seconds,
-                    peak_memory_bytes=self.peak_memory_bytes,
-                    trained_samples=self.trained_samples,
-                    optimizer_steps=self.optimizer_steps,
-                    informative=self.informative,
-                    macs=self.macs,
-                    depth=self.depth,
-                    layer_families=self.layer_families,
-                ),
+                metrics=message_from(common.CandidateMetrics, self),
                 timings=[
                     common.StageTiming(stage=s, seconds=t) for s, t in self.stage_seconds.items()
                 ],
@@ -167,7 +155,9 @@ class CandidateRecord:
     sampling: dict[str, Any] = field(default_factory=dict)
     raw_text: str = ""
     code: str = ""
-    extraction: str = ""  # "python", "fenced" or "none"
+    # How the code was found: "python", "fenced" or "none" (the generator's); for a "diff" answer
+    # the controller's: "diff" (applied to the parent), "no_diff" or "diff_not_applied" (no code)
+    extraction: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""

@@ -9,6 +9,7 @@ import grpc
 
 from nasloop.config import Config
 from nasloop.fingerprint import TokenMode
+from nasloop.messages import message_from
 from nasloop.rpc import InvalidArgument, Registration, ServiceHost
 from nasloop.store import open_store
 from nasloop.v1 import novelty_pb2 as pb
@@ -60,15 +61,7 @@ def namespace_to_pb(ns: Namespace) -> pb.NamespaceInfo:
 
 
 def verdict_to_pb(v: Verdict) -> pb.CheckResult:
-    return pb.CheckResult(
-        id=v.id,
-        novel=v.novel,
-        added=v.added,
-        max_similarity=v.max_similarity,
-        nearest_id=v.nearest_id,
-        nearest_namespace=v.nearest_namespace,
-        seq=v.seq,
-    )
+    return message_from(pb.CheckResult, v)
 
 
 class NoveltyServicer(pb_grpc.NoveltyServicer):
