@@ -35,6 +35,7 @@ from pydantic import (
 from nasloop import layout, protocol
 from nasloop.layout import MAX_CYCLE, InvalidName, check_run_name
 from nasloop.lora import DEFAULT_TARGETS, LoraSettings, check_rank, check_targets
+from nasloop.messages import message_from
 from nasloop.protocol import ProtocolSettings
 from nasloop.v1 import common_pb2, controller_pb2, novelty_pb2, trainer_pb2
 
@@ -406,21 +407,12 @@ def spec_to_proto(spec: RunSpec) -> controller_pb2.RunSpec:
         novelty=controller_pb2.NoveltySettings(
             corpus_namespace=spec.novelty.corpus_namespace, params=namespace_params(spec)
         ),
-        selection=controller_pb2.SelectionPolicy(
-            min_accuracy=s.min_accuracy,
-            top_up_to=s.top_up_to,
-            top_up_min_accuracy=s.top_up_min_accuracy,
-            max_per_cycle=s.max_per_cycle,
-            objectives=s.objectives,
-        ),
-        training=controller_pb2.TrainingSettings(
+        selection=message_from(controller_pb2.SelectionPolicy, s),
+        training=message_from(
+            controller_pb2.TrainingSettings,
+            t,
             lora=lora_config(spec),
-            lr=t.lr,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            grad_accum=t.grad_accum,
             precision=PRECISIONS[t.precision],
-            continual=t.continual,
         ),
         seed=spec.seed,
         baseline=spec.baseline,
