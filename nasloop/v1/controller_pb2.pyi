@@ -99,7 +99,7 @@ class NoveltySettings(_message.Message):
     def __init__(self, corpus_namespace: _Optional[str] = ..., params: _Optional[_Union[_novelty_pb2.NamespaceParams, _Mapping]] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "preset", "cycles", "candidates_per_cycle", "base_model", "corpus", "task", "sampling", "protocol", "novelty", "selection", "training", "seed", "baseline")
+    __slots__ = ("name", "preset", "cycles", "candidates_per_cycle", "base_model", "corpus", "task", "sampling", "protocol", "novelty", "selection", "training", "seed", "baseline", "search")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     CYCLES_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class RunSpec(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     preset: str
     cycles: int
@@ -128,7 +129,18 @@ class RunSpec(_message.Message):
     training: TrainingSettings
     seed: int
     baseline: bool
-    def __init__(self, name: _Optional[str] = ..., preset: _Optional[str] = ..., cycles: _Optional[int] = ..., candidates_per_cycle: _Optional[int] = ..., base_model: _Optional[str] = ..., corpus: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., protocol: _Optional[_Union[_common_pb2.EvaluationProtocol, _Mapping]] = ..., novelty: _Optional[_Union[NoveltySettings, _Mapping]] = ..., selection: _Optional[_Union[SelectionPolicy, _Mapping]] = ..., training: _Optional[_Union[TrainingSettings, _Mapping]] = ..., seed: _Optional[int] = ..., baseline: _Optional[bool] = ...) -> None: ...
+    search: SearchSettings
+    def __init__(self, name: _Optional[str] = ..., preset: _Optional[str] = ..., cycles: _Optional[int] = ..., candidates_per_cycle: _Optional[int] = ..., base_model: _Optional[str] = ..., corpus: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., protocol: _Optional[_Union[_common_pb2.EvaluationProtocol, _Mapping]] = ..., novelty: _Optional[_Union[NoveltySettings, _Mapping]] = ..., selection: _Optional[_Union[SelectionPolicy, _Mapping]] = ..., training: _Optional[_Union[TrainingSettings, _Mapping]] = ..., seed: _Optional[int] = ..., baseline: _Optional[bool] = ..., search: _Optional[_Union[SearchSettings, _Mapping]] = ...) -> None: ...
+
+class SearchSettings(_message.Message):
+    __slots__ = ("strategy", "parent_share", "mode")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    parent_share: float
+    mode: str
+    def __init__(self, strategy: _Optional[str] = ..., parent_share: _Optional[float] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class StageCount(_message.Message):
     __slots__ = ("stage", "status", "count")

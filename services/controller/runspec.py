@@ -100,6 +100,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_per_cycle": 16,
             "objectives": ["accuracy"],
         },
+        # The paper's loop: every prompt is the task alone (loop/plan.py).
+        "search": {"strategy": "plain", "parent_share": 0.5, "mode": "full"},
         "training": {
             "lora": {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
             "lr": 1e-3,
@@ -148,6 +150,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_per_cycle": 0,
             "objectives": ["accuracy"],
         },
+        # The paper's loop: every prompt is the task alone (loop/plan.py).
+        "search": {"strategy": "plain", "parent_share": 0.5, "mode": "full"},
         "training": {
             "lora": {"r": 32, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
             "lr": 1e-5,
@@ -243,6 +247,17 @@ class SelectionSection(_Section):
         return self
 
 
+class SearchSection(_Section):
+    strategy: Literal["plain", "archive"] = Field(
+        description='"plain": the task alone in every prompt (the paper\'s loop); "archive": '
+        "a share of each cycle's prompts carry a parent from the earlier cycles' archive"
+    )
+    parent_share: float = Field(ge=0, le=1, description="share of a cycle's prompts with a parent")
+    mode: Literal["full", "diff"] = Field(
+        description='how an answer improves its parent: "full" module or unified "diff"'
+    )
+
+
 class LoraSection(_Section):
     r: int
     alpha: float = Field(gt=0)
@@ -294,6 +309,7 @@ class RunSpec(_Section):
     protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
     novelty: NoveltySection
     selection: SelectionSection
+    search: SearchSection
     training: TrainingSection
 
     @field_validator("name")
@@ -416,6 +432,7 @@ def spec_to_proto(spec: RunSpec) -> controller_pb2.RunSpec:
         ),
         seed=spec.seed,
         baseline=spec.baseline,
+        search=controller_pb2.SearchSettings(**spec.search.model_dump()),
     )
 
 

@@ -6,7 +6,10 @@ answers go through the same evaluation (the run's protocol, the same evaluator).
 checked against the corpus namespace and the run's namespace with a check-only call: nothing is
 added to any namespace, so the baseline changes nothing the run found. The records are final
 ``CandidateRecord`` lines at ``runs/<run>/baseline/candidates.jsonl`` (ids ``<run>-base-<i>``,
-``cycle`` 0, ``adapter_name`` empty), with a summary of a cycle's shape beside them.
+``cycle`` 0, ``adapter_name`` empty), with a summary of a cycle's shape beside them. Where the
+last cycle had a plan (search.strategy "archive", loop/plan.py), the baseline takes that plan
+from its ``progress.json``: answer i gets the prompt (and the parent) that the last cycle's answer
+i got, so the base model is asked exactly what the tuned one was.
 
 The baseline is its own list of steps (:data:`BASELINE_STEPS`) run by the cycle's runner
 (loop/runner.py): the same generate step (generate+evaluate overlap, per-candidate durable
@@ -44,18 +47,22 @@ PHASE = "baseline"  # Event.step of everything the baseline does (CYCLE_PHASE_BA
 
 @dataclass(frozen=True)
 class Plan:
-    """What the last cycle asked: one prompt for every answer, answer i sampled with seed + i."""
+    """What the last cycle asked: its prompt (for every answer, unless its progress has a
+    plan), answer i sampled with seed + i."""
 
     prompt: str
     prompt_sha256: str
     seed: int
 
 
-def plan_from(records: Sequence[CandidateRecord], total: int) -> Plan:
-    """The last cycle's prompt and seeds, exactly as its records carry them.
+def plan_from(
+    records: Sequence[CandidateRecord], total: int, planned: st.CycleProgress | None = None
+) -> Plan:
+    """The last cycle's prompt and seeds, exactly as its records carry them; with ``planned``
+    (the last cycle's progress, when it has a plan) each record's prompt is its planned one.
 
-    Raises :class:`CycleError` when the records do not say one prompt and seeds seed + i for
-    indices 0 .. total-1 (the baseline would not be comparable)."""
+    Raises :class:`CycleError` when the records do not say one prompt (or the planned ones) and
+    seeds seed + i for indices 0 .. total-1 (the baseline would not be comparable)."""
     by_index = sorted(records, key=lambda r: r.index)
     if [r.index for r in by_index] != list(range(total)):
         raise CycleError(
@@ -63,28 +70,37 @@ def plan_from(records: Sequence[CandidateRecord], total: int) -> Plan:
         )
     first = by_index[0]
     plan = Plan(first.prompt, first.prompt_sha256, first.seed)
+    if planned is not None and planned.plan:
+        plan = Plan(planned.prompt, planned.prompt_sha256, planned.seed)
+    else:
+        planned = None
     for r in by_index:
-        asked = (r.prompt, r.prompt_sha256, r.seed - r.index)
-        if asked != (plan.prompt, plan.prompt_sha256, plan.seed):
+        asked = planned.prompt_of(r.index) if planned else st.PlannedPrompt(plan.prompt)
+        sha = planned.plan[r.index] if planned else plan.prompt_sha256
+        if (r.prompt, r.prompt_sha256, r.seed - r.index) != (asked.text, sha, plan.seed):
             raise CycleError(
                 f"candidate {r.id} of the last cycle has another prompt or seed than "
-                f"prompt {plan.prompt_sha256[:12]}… seed {plan.seed} + {r.index}"
+                f"prompt {sha[:12]}… seed {plan.seed} + {r.index}"
             )
     return plan
 
 
 def first_progress(ctx: Context, previous: AdapterMeta | None) -> st.CycleProgress:
-    """The last cycle's prompt and seeds, and no adapter (``previous`` is not used)."""
+    """The last cycle's prompt (or plan) and seeds, and no adapter (``previous`` is not
+    used)."""
     last = ctx.spec.cycles
     records = st.load_candidates(ctx.store, ctx.run, last)
     if not records:
         raise CycleError(f"the baseline needs cycle {last}'s records; it has none yet")
-    plan = plan_from(records, ctx.spec.candidates_per_cycle)
+    planned = st.load_progress(ctx.store, ctx.run, last)
+    plan = plan_from(records, ctx.spec.candidates_per_cycle, planned)
     return st.CycleProgress(
         cycle=ctx.cycle,
         prompt=plan.prompt,
         prompt_sha256=plan.prompt_sha256,
         seed=plan.seed,
+        plan=list(planned.plan) if planned is not None else [],
+        prompts=dict(planned.prompts) if planned is not None else {},
         generated_with=None,  # the cycle-0 model: no adapter
     )
 

@@ -3,6 +3,8 @@
 The generator streams the answers; each is evaluated as it arrives (small batches, a few
 Evaluate calls in flight) and its result is durable on its own (``evaluated/<index>.json``), so
 a resumed step generates and evaluates only the answers without one, with the same seeds.
+The cycle's prompts are planned once, before any answer (loop/plan.py), and kept in
+``progress.json``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Any
 
 import grpc
 
-from nasloop.records import CandidateRecord, Evaluation, sha256_text
+from nasloop.records import CandidateRecord, Evaluation
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import generator_pb2
 from services.controller.loop import state as st
+from services.controller.loop.archive import load_archive, save_snapshot
+from services.controller.loop.plan import apply_edit, plan_prompts
 from services.controller.loop.runner import Busy, Context, CycleError, describe
-from services.controller.runspec import evaluation_protocol, sampling_params, task_spec
+from services.controller.runspec import evaluation_protocol, sampling_params
 
 log = logging.getLogger("nasloop.controller")
 
@@ -31,6 +35,7 @@ EVAL_CALLS = 3  # Evaluate calls in flight at once
 # Statuses that are not the candidate's doing: evaluated again instead of recorded.
 RETRY_STATUSES = ("STATUS_CANCELLED", "STATUS_INTERNAL_ERROR", "STATUS_EVICTED")
 EVAL_ATTEMPTS = 2
+GENERATE_CALLS = 4  # Generate calls in flight at once when a cycle has several prompts
 
 CandidateId = Callable[[Context, int], str]  # the id of answer ``index`` of the cycle
 
@@ -63,17 +68,31 @@ def generate(ctx: Context, progress: st.CycleProgress, candidate_id: CandidateId
     if progress.generated_with is not None:
         with busy.call():
             generator.load_adapter(progress.generated_with.to_ref())
-    if not progress.prompt:  # the one rendering of the cycle's prompt; Generate is sent its text
-        with busy.call():
-            progress.prompt = generator.render_prompt(task_spec(ctx.spec)).prompt
-        progress.prompt_sha256 = sha256_text(progress.prompt)
-        st.save_progress(ctx.store, ctx.run, progress)
+    if not progress.prompt:  # the one rendering of each prompt; Generate is sent their text
+        _plan(ctx, progress)
     g = _Generation(ctx, progress, candidate_id)
     try:
         _generate_all(g)
     finally:
         progress.generation_seconds += g.generating.seconds
         progress.evaluation_seconds += g.evaluating.seconds
+
+
+def _plan(ctx: Context, progress: st.CycleProgress) -> None:
+    """Plan the cycle's prompts (loop/plan.py) and save them before any answer."""
+    archive = None
+    if ctx.spec.search.strategy == "archive":
+        objectives = ctx.spec.selection.objectives
+        archive = load_archive(ctx.store, ctx.run, ctx.cycle, objectives=objectives)
+        if archive.entries:
+            save_snapshot(ctx.store, ctx.run, ctx.cycle, archive)
+
+    def render(task: common.TaskSpec) -> str:
+        with ctx.calls.busy.call():
+            return ctx.services.generator.render_prompt(task).prompt
+
+    plan_prompts(progress, ctx.spec, archive, render)
+    st.save_progress(ctx.store, ctx.run, progress)
 
 
 def _generate_all(g: _Generation) -> None:
@@ -104,12 +123,22 @@ def _generate_and_evaluate(g: _Generation, indices: list[int]) -> list[Candidate
     answers: queue.Queue[CandidateRecord | None] = queue.Queue()
     failed: list[BaseException] = []
 
+    def stream(call: _Call) -> None:
+        for record in _answers(g, *call):
+            with g.lock:
+                g.counts["generated"] += 1
+            answers.put(record)
+
     def produce() -> None:
         try:
-            for record in _answers(g, indices):
-                with g.lock:
-                    g.counts["generated"] += 1
-                answers.put(record)
+            calls = _calls(g.progress, indices)
+            if not g.progress.plan:  # one prompt: its calls one after the other
+                for call in calls:
+                    stream(call)
+                return
+            with ThreadPoolExecutor(GENERATE_CALLS, thread_name_prefix="generate") as pool:
+                for f in [pool.submit(stream, call) for call in calls]:
+                    f.result()
         except BaseException as e:  # handed to the evaluating thread
             failed.append(e)
         finally:
@@ -163,38 +192,53 @@ def _dispatch(
     return retry
 
 
-def _answers(g: _Generation, indices: list[int]) -> Iterator[CandidateRecord]:
-    """Answers for ``indices``: one Generate call per contiguous range (answer i uses seed
-    ``progress.seed + i`` whichever call produces it, so a resumed cycle regenerates exactly
-    the answers it lost)."""
+_Call = tuple[str, int, int]  # (the prompt's sha256, first index, count): one Generate call
+
+
+def _calls(progress: st.CycleProgress, indices: list[int]) -> list[_Call]:
+    """One Generate call per prompt and contiguous range of its answers among ``indices``
+    (answer i uses seed ``progress.seed + i`` whichever call produces it, so a resumed cycle
+    regenerates exactly the answers it lost), in order of their first answer."""
+    by_prompt: dict[str, list[int]] = {}
+    for i in sorted(indices):
+        sha = progress.plan[i] if progress.plan else progress.prompt_sha256
+        by_prompt.setdefault(sha, []).append(i)
+    calls = [(sha, *r) for sha, group in by_prompt.items() for r in _ranges(group)]
+    return sorted(calls, key=lambda c: c[1])
+
+
+def _answers(g: _Generation, sha: str, first: int, count: int) -> Iterator[CandidateRecord]:
+    """The answers of one Generate call: prompt ``sha``, answers first .. first+count-1."""
     ctx, progress = g.ctx, g.progress
+    asked = progress.prompt_of(first)  # rendered once, when the cycle began
     adapter = progress.generated_with
-    for first, count in _ranges(indices):
-        sampling = sampling_params(ctx.spec, progress.seed + first)
-        ids = [g.candidate_id(ctx, first + i) for i in range(count)]
-        request = generator_pb2.GenerateRequest(
-            raw_prompt=progress.prompt,  # rendered once, when the cycle began
-            n=count,
-            sampling=sampling,
-            adapter=adapter.name if adapter else "",
-            run=ctx.run,
-            cycle=ctx.cycle,
-            ids=ids,
-        )
-        call = ctx.services.generator.generate(request)
-        with ctx.calls.busy.call(), g.generating.call(), ctx.calls.stream(call):
-            for answer in call:
-                c = answer.candidate
-                if c.provenance.prompt_sha256 != progress.prompt_sha256:
-                    raise CycleError(
-                        "the generator was given another prompt than the one recorded "
-                        f"({c.provenance.prompt_sha256[:12]}… ≠ {progress.prompt_sha256[:12]}…)"
-                    )
-                if c.id != ids[answer.index]:  # a generator that ignores GenerateRequest.ids
-                    raise CycleError(f"the generator named {c.id!r}, not {ids[answer.index]!r}")
-                yield CandidateRecord.from_generated(
-                    answer, first + answer.index, progress.prompt, _sampling_dict(sampling)
+    sampling = sampling_params(ctx.spec, progress.seed + first)
+    ids = [g.candidate_id(ctx, first + i) for i in range(count)]
+    request = generator_pb2.GenerateRequest(
+        raw_prompt=asked.text,
+        n=count,
+        sampling=sampling,
+        adapter=adapter.name if adapter else "",
+        run=ctx.run,
+        cycle=ctx.cycle,
+        ids=ids,
+    )
+    call = ctx.services.generator.generate(request)
+    with ctx.calls.busy.call(), g.generating.call(), ctx.calls.stream(call):
+        for answer in call:
+            c = answer.candidate
+            if c.provenance.prompt_sha256 != sha:
+                raise CycleError(
+                    "the generator was given another prompt than the one recorded "
+                    f"({c.provenance.prompt_sha256[:12]}… ≠ {sha[:12]}…)"
                 )
+            if c.id != ids[answer.index]:  # a generator that ignores GenerateRequest.ids
+                raise CycleError(f"the generator named {c.id!r}, not {ids[answer.index]!r}")
+            record = CandidateRecord.from_generated(
+                answer, first + answer.index, asked.text, _sampling_dict(sampling)
+            )
+            apply_edit(record, asked)
+            yield record
 
 
 def _evaluate(g: _Generation, batch: list[CandidateRecord]) -> list[CandidateRecord]:

@@ -78,6 +78,17 @@ class RunState:
 
 
 @dataclass
+class PlannedPrompt:
+    """One distinct prompt of a cycle's plan (search.strategy "archive", loop/plan.py): its
+    text as rendered, and the parent it shows ("" and no code: the task alone)."""
+
+    text: str
+    parent_id: str = ""
+    parent_code: str = ""  # what a "diff" answer is applied to
+    mode: str = ""  # "full" or "diff"; "" = no parent
+
+
+@dataclass
 class CycleProgress:
     cycle: int
     started: str = field(default_factory=now)
@@ -87,6 +98,10 @@ class CycleProgress:
     prompt: str = ""
     prompt_sha256: str = ""
     seed: int = 0
+    # The plan (search.strategy "archive"): answer i gets prompts[plan[i]], a prompt's sha256
+    # naming it; saved with ``prompt`` before any answer. Empty: every answer gets ``prompt``.
+    plan: list[str] = field(default_factory=list)
+    prompts: dict[str, PlannedPrompt] = field(default_factory=dict)
     generated_with: AdapterMeta | None = None
     adapter: AdapterMeta | None = None  # trained at the end of this cycle
     training: dict[str, Any] = field(default_factory=dict)  # the job's metrics
@@ -99,6 +114,10 @@ class CycleProgress:
 
     def is_done(self, step: str) -> bool:
         return step in self.done
+
+    def prompt_of(self, index: int) -> PlannedPrompt:
+        """What answer ``index`` is asked: its planned prompt, or the cycle's one prompt."""
+        return self.prompts[self.plan[index]] if self.plan else PlannedPrompt(self.prompt)
 
 
 def load_run_state(store: ObjectStore, run: str) -> RunState | None:
@@ -131,6 +150,7 @@ def progress_from_json(raw: bytes, run: str = "") -> CycleProgress:
     data = {k: v for k, v in data.items() if k in known}
     data["generated_with"] = adapter_from_dict(data.get("generated_with"), run)
     data["adapter"] = adapter_from_dict(data.get("adapter"), run)
+    data["prompts"] = {k: PlannedPrompt(**v) for k, v in data.get("prompts", {}).items()}
     return CycleProgress(**data)
 
 

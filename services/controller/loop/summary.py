@@ -17,6 +17,7 @@ from nasloop.records import CandidateRecord
 from nasloop.store import ObjectNotFound, ObjectStore
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import controller_pb2 as pb
+from services.controller.loop.plan import DIFF_FAILURES
 from services.controller.loop.state import CycleProgress, adapter_from_dict, to_json
 
 SHARE_THRESHOLD = 0.40  # the paper's "good" accuracy (controller.proto: share_above_040)
@@ -74,6 +75,7 @@ class CycleSummary:
         )
         for key, count in sorted(self.stopped.items()):
             stage, _, status = key.partition("/")
+            status = status.partition(" ")[0]  # "STATUS_NO_CODE (no_diff)": the status
             out.stopped.add(
                 stage=common.Stage.Value(stage), status=common.Status.Value(status), count=count
             )
@@ -89,6 +91,17 @@ class CycleSummary:
         return out
 
 
+def _stopped_at(r: CandidateRecord) -> str:
+    """Where an invalid candidate stopped, ``STAGE/STATUS``; a diff answer without code (no
+    diff block, or one that does not apply: loop/plan.py) says why after its status."""
+    if r.evaluation is None:
+        return "STAGE_UNSPECIFIED/STATUS_UNSPECIFIED"
+    key = f"{r.evaluation.last_stage}/{r.evaluation.status}"
+    if r.evaluation.status == "STATUS_NO_CODE" and r.extraction in DIFF_FAILURES:
+        key += f" ({r.extraction})"
+    return key
+
+
 def summarize(
     records: Sequence[CandidateRecord],
     progress: CycleProgress,
@@ -100,13 +113,7 @@ def summarize(
     valid = [r for r in records if r.valid]
     novel = [r for r in valid if r.novelty is not None and r.novelty.novel]
     accuracies = [r.accuracy for r in valid]
-    stopped = Counter(
-        f"{r.evaluation.last_stage}/{r.evaluation.status}"
-        if r.evaluation
-        else "STAGE_UNSPECIFIED/STATUS_UNSPECIFIED"
-        for r in records
-        if not r.valid
-    )
+    stopped = Counter(_stopped_at(r) for r in records if not r.valid)
     return CycleSummary(
         run=run,
         cycle=progress.cycle,
