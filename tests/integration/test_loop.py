@@ -553,3 +553,52 @@ def test_an_observer_that_raises_on_every_event_leaves_the_records_as_without_it
     assert [(r.index, r.code, r.evaluation.status, r.evaluation.accuracy) for r in broken_run] == [
         (r.index, r.code, r.evaluation.status, r.evaluation.accuracy) for r in plain
     ]
+
+
+def test_an_archive_cycle_shows_earlier_parents_and_a_killed_one_keeps_its_plan(  # type: ignore[no-untyped-def]
+    world, services, tmp_path
+) -> None:
+    """search.strategy archive: cycle 1 (no archive yet) is the plain loop; cycle 2, killed
+    inside generate+evaluate and resumed, asks half its prompts with a parent among cycle 1's
+    valid candidates, exactly the plan an uninterrupted cycle makes from the same archive."""
+    from services.controller.loop.archive import load_archive
+    from services.controller.loop.plan import plan_prompts
+
+    run, n = "archive", 6
+    store = world.store
+    spec = spec_of(run, f"candidates_per_cycle={n}", "baseline=false", "search.strategy=archive")
+    create_run(store, spec)
+    env = {**os.environ, **controller_env(world, services)}
+    _kill_and_finish(["cycle", "--run", run, "--cycle", "1"], env, [], tmp_path / "one")
+    first = records(world, run, 1)
+    assert {(r.parent_id, r.mode) for r in first} == {("", "")}
+    assert st.load_progress(store, run, 1).plan == []  # type: ignore[union-attr]
+    good = {r.id for r in first if r.valid}
+    assert good, "cycle 1 found no valid candidate to be a parent"
+
+    killed = [("inside generate+evaluate", "evaluated:1")]
+    args = ["cycle", "--run", run, "--cycle", "2"]
+    assert _kill_and_finish(args, env, killed, tmp_path / "two") == [killed[0][0]]
+    check_cycle_records(world, run, 2, n)
+    progress = st.load_progress(store, run, 2)
+    assert progress is not None and len(progress.plan) == n
+
+    # What an uninterrupted cycle 2 plans from the same archive, through the same generator.
+    generator = GeneratorClient(services["generator"].address)
+    fresh = st.CycleProgress(cycle=2, seed=progress.seed)
+    archive = load_archive(store, run, 2, objectives=spec.selection.objectives)
+    plan_prompts(fresh, spec, archive, lambda task: generator.render_prompt(task).prompt)
+    assert (fresh.plan, fresh.prompts, fresh.prompt) == (
+        progress.plan, progress.prompts, progress.prompt,
+    )  # fmt: skip
+
+    second = records(world, run, 2)
+    with_parent = [r for r in second if r.parent_id]
+    assert len(with_parent) == n // 2 and {r.parent_id for r in with_parent} <= good
+    for r in second:
+        asked = progress.prompt_of(r.index)
+        assert (r.prompt, r.prompt_sha256, r.parent_id) == (
+            asked.text, progress.plan[r.index], asked.parent_id,
+        )  # fmt: skip
+        assert r.mode == ("full" if r.parent_id else "")
+        assert r.seed == progress.seed + r.index
