@@ -38,22 +38,11 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
-class Evaluation:
-    """The evaluator's verdict on one candidate: the one in-process shape of an evaluation.
+@dataclass(kw_only=True)
+class Measurements:
+    """What an evaluation measured of a candidate: the fields an :class:`Evaluation` and the
+    evaluator's working report (``services.evaluator.report.Report``) share, by keyword."""
 
-    The evaluator makes it (``services.evaluator.report.Report.evaluation``), sends it as an
-    ``EvaluationResult`` (:meth:`to_proto`), the controller reads it back (:meth:`from_proto`),
-    keeps it in the candidate's record and sends it again in ``WatchRun``'s candidate events:
-    every field of the message survives each step. Enums are their proto names (``"STATUS_OK"``),
-    as the records store them. ``stage_seconds`` has one entry per stage (a stage timed twice
-    keeps its last time), in the order measured. The message's ``candidate_id`` and ``index``
-    say which candidate of a request it is: they belong to the call, not to the verdict, and
-    are given to :meth:`to_proto`.
-    """
-
-    last_stage: str = "STAGE_UNSPECIFIED"
-    status: str = "STATUS_UNSPECIFIED"
     message: str = ""
     accuracy: float = 0.0
     loss: float = 0.0
@@ -61,9 +50,6 @@ class Evaluation:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     peak_memory_bytes: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    executor: str = ""
-    executor_ref: str = ""
     trained_samples: int = 0
     optimizer_steps: int = 0
     # Metric names the sandbox reported and the evaluator could not recompute.
@@ -77,6 +63,27 @@ class Evaluation:
     macs: int = 0
     depth: int = 0
     layer_families: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation(Measurements):
+    """The evaluator's verdict on one candidate: the one in-process shape of an evaluation.
+
+    The evaluator makes it (``services.evaluator.report.Report.evaluation``), sends it as an
+    ``EvaluationResult`` (:meth:`to_proto`), the controller reads it back (:meth:`from_proto`),
+    keeps it in the candidate's record and sends it again in ``WatchRun``'s candidate events:
+    every field of the message survives each step. Enums are their proto names (``"STATUS_OK"``),
+    as the records store them. ``stage_seconds`` has one entry per stage (a stage timed twice
+    keeps its last time), in the order measured. The message's ``candidate_id`` and ``index``
+    say which candidate of a request it is: they belong to the call, not to the verdict, and
+    are given to :meth:`to_proto`. The :class:`Measurements` fields are given by keyword.
+    """
+
+    last_stage: str = "STAGE_UNSPECIFIED"
+    status: str = "STATUS_UNSPECIFIED"
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    executor: str = ""
+    executor_ref: str = ""
 
     @property
     def valid(self) -> bool:

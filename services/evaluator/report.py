@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from nasloop.records import Evaluation
+from nasloop.records import Evaluation, Measurements
 from nasloop.v1 import common_pb2 as common
 from nasloop.v1 import evaluator_pb2
 
@@ -41,33 +41,19 @@ class ReportError(ValueError):
 
 
 @dataclass
-class Report:
+class Report(Measurements):
+    """One run's report. The sandbox sends the enums, timings, outputs and most measurements;
+    the side that ran the sandbox adds ``output_tail``; the evaluator adds ``accuracy`` (from
+    the outputs and the test labels; never sent by a sandbox) and ``informative`` (the names
+    of numbers only the sandbox could measure). The descriptors (``macs``, ``depth``,
+    ``layer_families``: harness.descriptors) come from the first score process and are not
+    part of the reward."""
+
     last_stage: int = common.STAGE_UNSPECIFIED
     status: int = common.STATUS_UNSPECIFIED
-    message: str = ""
-    parameter_count: int = 0
-    loss: float = 0.0
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    peak_memory_bytes: int = 0
-    trained_samples: int = 0
-    optimizer_steps: int = 0
     timings: list[tuple[int, float]] = field(default_factory=list)
-    # The prm values the candidate received.
-    hyperparameters: dict[str, float] = field(default_factory=dict)
     # Network outputs on the test inputs (N x classes), in test order; None before evaluation.
     outputs: np.ndarray | None = None
-    # Filled by the side that ran the sandbox, not by the sandbox itself.
-    output_tail: str = ""
-    # Filled by the evaluator from the outputs and the test labels; never sent by a sandbox.
-    accuracy: float = 0.0
-    # Filled by the trusted side: the names of numbers only the sandbox could measure.
-    informative: list[str] = field(default_factory=list)
-    # Descriptors of the network (harness.descriptors), from the first score process; not part
-    # of the reward. 0 / empty where they were not measured.
-    macs: int = 0
-    depth: int = 0
-    layer_families: list[str] = field(default_factory=list)
 
     def fail(self, status: int, message: str) -> Report:
         self.status = status
@@ -93,10 +79,7 @@ class Report:
 
 
 # Fields a Report hands to its Evaluation as they are (the enums change from numbers to names).
-_ALIKE = sorted(
-    ({f.name for f in fields(Report)} & {f.name for f in fields(Evaluation)})
-    - {"last_stage", "status"}
-)
+_ALIKE = [f.name for f in fields(Measurements)]
 
 
 def short(message: str) -> str:

@@ -14,8 +14,10 @@ from services.controller.server import event_to_pb
 from services.evaluator.report import Report
 
 FULL = Evaluation(
-    "STAGE_EVALUATED", "STATUS_OK", "ok", 0.5, 1.25, 12, 2.0, 0.5, 1 << 20,
-    {"STAGE_PARSED": 0.5, "STAGE_EVALUATED": 0.25}, "EXECUTOR_KUBERNETES_JOB", "job-1",
+    "STAGE_EVALUATED", "STATUS_OK", {"STAGE_PARSED": 0.5, "STAGE_EVALUATED": 0.25},
+    "EXECUTOR_KUBERNETES_JOB", "job-1",
+    message="ok", accuracy=0.5, loss=1.25, parameter_count=12, train_seconds=2.0,
+    eval_seconds=0.5, peak_memory_bytes=1 << 20,
     trained_samples=1797, optimizer_steps=113, informative=["loss"],
     hyperparameters={"lr": 0.01}, output_tail="hello\n",
     macs=266_400, depth=2, layer_families=["conv", "linear"],
