@@ -43,6 +43,7 @@ from services.evaluator.epoch import REFERENCE_STEPS, Ledger
 from services.evaluator.feed import Server
 from services.evaluator.frames import HEADER, payload_length, write_frame
 from services.evaluator.harness import Geometry
+from services.evaluator.preload import preload
 from services.evaluator.private import private_data
 from services.evaluator.report import Report
 from services.evaluator.task import Task
@@ -792,6 +793,7 @@ def run_confined(
     ``watch_fd`` is polled meanwhile; when it is readable ``on_watch()`` is called and a True
     answer cancels the run (STATUS_CANCELLED).
     """
+    preload()  # what the children import lazily, before the first fork (the worker did it)
     given, data = data, private_data(data)  # the worker's and the pod's already are
     geometry = Geometry.of(data, task)
     deadline = time.monotonic() + limits.wall_s

@@ -15,30 +15,15 @@ its /proc entries (its pipes, its memory) to forge an answer.
 
 from __future__ import annotations
 
-# Trusted imports, done once: children inherit them and need not read files to import them.
-import collections  # noqa: F401
-import copy  # noqa: F401
-import cProfile  # noqa: F401  (torch imports it lazily)
 import ctypes
 import dataclasses
-import functools  # noqa: F401
-import itertools  # noqa: F401
 import json
-import math  # noqa: F401
 import os
-import random  # noqa: F401
 import sys
-import typing  # noqa: F401
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy  # noqa: F401
 import torch
-import torch._dynamo  # the optimizers import it on first use: 2 s per child otherwise
-import torch.nn.functional
-import torch.optim
-import torch.optim.lr_scheduler
-import torch.utils.data
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import report as wire
@@ -52,7 +37,7 @@ from services.evaluator.confine import (
 )
 from services.evaluator.datasets import SandboxData
 from services.evaluator.frames import read_frame, write_frame
-from services.evaluator.harness import Harness  # noqa: F401  (imported before any fork)
+from services.evaluator.preload import preload
 from services.evaluator.private import private_data, scrub_freed_memory
 from services.evaluator.report import Report
 from services.evaluator.task import Task
@@ -77,6 +62,7 @@ def _limit_tmp_inodes(inodes: int) -> None:
 
 
 def main() -> None:
+    preload()  # once, before any fork: children inherit the modules
     not_dumpable()
     frames_out = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the frame stream
