@@ -1,5 +1,6 @@
 """The bootstrap code LM of the ``local`` preset: a small Llama trained from scratch on the seed
-grammar's networks (prompt→code pairs), published to the store as ``models/<name>/``."""
+grammar's networks (prompt→code pairs, and parent→child edit pairs by the grammar's mutations),
+published to the store as ``models/<name>/``."""
 
 from nasloop.bootstrap.model import SIZES, Size, build_model, fetch_model, publish_model, sample
 from nasloop.bootstrap.pretrain import (

@@ -43,6 +43,10 @@ class Size:
     lr: float
     warmup_steps: int
     checkpoint_every: int
+    # Shares of the training pairs that carry a parent (pretrain.corpus_pairs): the answer a
+    # whole improved module (full) or a unified diff of the parent (diff); the rest are plain.
+    edit_full_share: float = 0.0
+    edit_diff_share: float = 0.0
 
 
 SIZES: dict[str, Size] = {
@@ -75,10 +79,12 @@ SIZES: dict[str, Size] = {
         max_length=640,
         networks=2000,
         steps=700,
-        batch_size=16,
+        batch_size=12,  # 16 before the edit pairs: about the same tokens per step (benchmarks)
         lr=3e-3,
         warmup_steps=40,
         checkpoint_every=25,
+        edit_full_share=0.15,
+        edit_diff_share=0.15,
     ),
 }
 

@@ -1,5 +1,9 @@
 """Pretraining the bootstrap LM from scratch on prompt→code pairs built from the seed corpus.
 
+Besides a plain prompt per network, a share of the pairs (the size's ``edit_full_share`` and
+``edit_diff_share``) show a parent network and answer with a child made by a grammar mutation,
+whole or as a diff, so that the model can also edit (see :func:`corpus_pairs`).
+
 A run lives in a work directory: ``run.json`` (its settings), ``tokenizer/``, ``checkpoint.pt``
 (model, optimizer, schedule, step, RNG; written atomically every ``checkpoint_every`` steps) and
 ``model/`` (the final Hugging Face directory). Rerunning with the same settings resumes from the
@@ -28,17 +32,22 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from nasloop.bootstrap.model import SIZES, Size, build_model, parameter_count, publish_model
 from nasloop.bootstrap.tokenizer import train_tokenizer
 from nasloop.corpus.build import IN_SHAPE, OUT_SHAPE, count_parameters
+from nasloop.corpus.mutations import children
+from nasloop.edits import make_diff
 from nasloop.prompts import (
     PromptTooLongError,
     encode_pair,
     pad_batch,
     render_answer,
+    render_diff,
     render_prompt,
 )
 from nasloop.store.base import ObjectStore
 from nasloop.v1 import common_pb2
 
 DATASETS = ("digits", "cifar10")
+# The made-up first-epoch accuracy of an edit pair's parent, drawn uniformly per dataset.
+ACCURACY = {"digits": (0.5, 0.99), "cifar10": (0.2, 0.7)}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -51,30 +60,70 @@ def parameter_budget(code: str) -> int:
 
     Seed code is ours (the grammar's), so it is built in-process, on the meta device.
     """
-    count = count_parameters(code, trainable_only=True)
+    return _round_up(count_parameters(code, trainable_only=True))
+
+
+def _round_up(count: int) -> int:
     if count == 0:
         return 0
     scale = 10 ** max(0, len(str(max(count, 1))) - 1)
     return next(m * scale for m in (1, 2, 5, 10) if m * scale >= count)
 
 
-def task_spec(code: str, dataset: str) -> common_pb2.TaskSpec:
+def task_spec(
+    code: str, dataset: str, parent: common_pb2.Parent | None = None, parameters: int = 0
+) -> common_pb2.TaskSpec:
+    """The task whose answer is ``code``: its budget is the answer's parameter count rounded up
+    (``parameters`` where the caller has counted them)."""
     return common_pb2.TaskSpec(
         task="img-classification",
         dataset=dataset,
         in_shape=IN_SHAPE,
         out_shape=OUT_SHAPE,
-        parameter_budget=parameter_budget(code),
+        parameter_budget=_round_up(parameters) if parameters else parameter_budget(code),
+        parent=parent,
     )
 
 
-def corpus_pairs(codes: Sequence[str], seed: int) -> list[tuple[str, str]]:
-    """(plain prompt, answer) per network; the dataset named in each prompt is drawn by seed."""
+def corpus_pairs(
+    codes: Sequence[str],
+    seed: int,
+    full_share: float = 0.0,
+    diff_share: float = 0.0,
+    tally: dict[str, list[int]] | None = None,
+) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs: first a plain prompt per network (the dataset named in each drawn
+    by seed), then edit pairs, so that they make ``full_share`` and ``diff_share`` of all pairs.
+
+    An edit pair's prompt carries a parent (a corpus network: its code and trainable parameters,
+    and a made-up first-epoch accuracy drawn from the seed in :data:`ACCURACY`, since the
+    grammar's networks are never trained) and asks for an improved module (full) or a diff
+    (diff); the answer is a child by one of the grammar mutations
+    (:mod:`nasloop.corpus.mutations`), whole or as the unified diff of the parent, and the
+    prompt's budget is the child's parameters rounded up, as a plain prompt's is its answer's.
+    ``tally[kind]`` counts the mutations [tried, succeeded].
+    """
     rng = random.Random(seed)
-    return [
+    pairs = [
         (render_prompt(task_spec(code, rng.choice(DATASETS)), "plain"), render_answer(code))
         for code in codes
     ]
+    edit_share = full_share + diff_share
+    count = round(len(codes) * edit_share / (1 - edit_share)) if edit_share else 0
+    rng = random.Random(f"edits-{seed}")  # the plain pairs' draws stay as they were
+    for parent, parameters, child in children(codes, count, rng, tally):
+        dataset = rng.choice(DATASETS)
+        diff = rng.random() < diff_share / edit_share
+        shown = common_pb2.Parent(
+            code=parent,
+            accuracy=round(rng.uniform(*ACCURACY[dataset]), 4),
+            parameters=parameters,
+            mode=common_pb2.EDIT_MODE_DIFF if diff else common_pb2.EDIT_MODE_FULL,
+        )
+        spec = task_spec(child.code, dataset, shown, child.parameters)
+        answer = render_diff(make_diff(parent, child.code)) if diff else render_answer(child.code)
+        pairs.append((render_prompt(spec, "plain"), answer))
+    return pairs
 
 
 def _lr_factor(step: int, size: Size, steps: int) -> float:
@@ -121,6 +170,8 @@ class PretrainResult:
     losses: list[float] = field(default_factory=list)  # per step, the whole run
     train_seconds: float = 0.0  # this invocation's optimisation time
     tokens: int = 0  # non-pad tokens this invocation trained on
+    edit_pairs: int = 0  # pairs with a parent in the prompt (the rest are plain)
+    mutations: dict[str, list[int]] = field(default_factory=dict)  # kind: [tried, succeeded]
 
     @property
     def tokens_per_s(self) -> float:
@@ -158,7 +209,8 @@ def pretrain(
     else:
         run_file.write_text(json.dumps(settings, indent=2, sort_keys=True))
 
-    pairs = corpus_pairs(codes, seed)
+    tally: dict[str, list[int]] = {}
+    pairs = corpus_pairs(codes, seed, size.edit_full_share, size.edit_diff_share, tally)
     tok_dir = work / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(tok_dir)
@@ -226,6 +278,8 @@ def pretrain(
         parameters=parameter_count(model),
         examples=len(examples),
         truncated=truncated,
+        edit_pairs=len(pairs) - len(codes),
+        mutations=tally,
     )
     model.train()
     bar = tqdm(
@@ -294,6 +348,8 @@ def bootstrap_model(
         "seed": seed,
         "final_loss": round(sum(result.losses[-10:]) / len(result.losses[-10:]), 4),
         "template": "plain",
+        "edit_pairs": result.edit_pairs,
+        "mutations": result.mutations,
     }
     manifest = publish_model(store, name, result.model_dir, meta)
     return result, manifest

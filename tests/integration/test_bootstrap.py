@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from nasloop.bootstrap import (
+    SIZES,
     RunMismatch,
     bootstrap_model,
     fetch_model,
@@ -125,3 +127,14 @@ def test_cli_bootstrap_model(tmp_path: Path, monkeypatch, capsys) -> None:  # ty
     assert store.get_manifest("models/cli-test")["meta"]["steps"] == 4
     assert main([*argv[:-4], "--steps", "5", *argv[-2:]]) == 2  # other settings, same work dir
     assert "other settings" in capsys.readouterr().err
+
+
+def test_tiny_with_edit_pairs(codes: list[str], tmp_path: Path) -> None:
+    size = dataclasses.replace(SIZES["tiny"], edit_full_share=0.25, edit_diff_share=0.25)
+    result = pretrain(codes[:6], tmp_path, size, steps=4, seed=2, progress=False)
+    # tiny's 384-token vocabulary makes some prompts with a parent longer than its max_length:
+    # those pairs are left out, as any prompt that leaves no room for an answer
+    assert result.edit_pairs == 6 and 6 < result.examples <= 12
+    assert sum(t[1] for t in result.mutations.values()) == 6
+    assert len(result.losses) == 4 and (result.model_dir / "model.safetensors").exists()
+    assert SIZES["tiny"].edit_full_share == SIZES["tiny"].edit_diff_share == 0.0  # tests' size
