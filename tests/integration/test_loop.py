@@ -566,6 +566,9 @@ def test_an_archive_cycle_shows_earlier_parents_and_a_killed_one_keeps_its_plan(
 
     run, n = "archive", 6
     store = world.store
+    generator = GeneratorClient(services["generator"].address)
+    for adapter in generator.list_adapters():  # the runs before left theirs (max_cpu_loras)
+        generator.unload_adapter(adapter.name)
     spec = spec_of(run, f"candidates_per_cycle={n}", "baseline=false", "search.strategy=archive")
     create_run(store, spec)
     env = {**os.environ, **controller_env(world, services)}
@@ -584,7 +587,6 @@ def test_an_archive_cycle_shows_earlier_parents_and_a_killed_one_keeps_its_plan(
     assert progress is not None and len(progress.plan) == n
 
     # What an uninterrupted cycle 2 plans from the same archive, through the same generator.
-    generator = GeneratorClient(services["generator"].address)
     fresh = st.CycleProgress(cycle=2, seed=progress.seed)
     archive = load_archive(store, run, 2, objectives=spec.selection.objectives)
     plan_prompts(fresh, spec, archive, lambda task: generator.render_prompt(task).prompt)
