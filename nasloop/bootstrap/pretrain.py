@@ -170,7 +170,7 @@ class PretrainResult:
     losses: list[float] = field(default_factory=list)  # per step, the whole run
     train_seconds: float = 0.0  # this invocation's optimisation time
     tokens: int = 0  # non-pad tokens this invocation trained on
-    edit_pairs: int = 0  # pairs with a parent in the prompt (the rest are plain)
+    edit_pairs: int = 0  # examples with a parent in the prompt (those that fit max_length)
     mutations: dict[str, list[int]] = field(default_factory=dict)  # kind: [tried, succeeded]
 
     @property
@@ -222,13 +222,16 @@ def pretrain(
         tokenizer.save_pretrained(part)
         os.replace(part, tok_dir)
 
-    examples, truncated = [], 0
-    for prompt, answer in pairs:
+    examples, truncated, edits = [], 0, 0
+    for i, (prompt, answer) in enumerate(pairs):
         try:
             enc = encode_pair(tokenizer, prompt, answer, size.max_length)
         except PromptTooLongError:
             continue
+        if i >= len(codes) and enc.truncated:
+            continue  # a cut child or diff is no edit to learn; a cut plain answer stays
         truncated += enc.truncated
+        edits += i >= len(codes)
         examples.append(enc)
     if not examples:
         raise ValueError("no training examples: the corpus is empty or every prompt is too long")
@@ -278,7 +281,7 @@ def pretrain(
         parameters=parameter_count(model),
         examples=len(examples),
         truncated=truncated,
-        edit_pairs=len(pairs) - len(codes),
+        edit_pairs=edits,
         mutations=tally,
     )
     model.train()

@@ -130,11 +130,13 @@ def test_cli_bootstrap_model(tmp_path: Path, monkeypatch, capsys) -> None:  # ty
 
 
 def test_tiny_with_edit_pairs(codes: list[str], tmp_path: Path) -> None:
-    size = dataclasses.replace(SIZES["tiny"], edit_full_share=0.25, edit_diff_share=0.25)
+    # tiny's 384-token vocabulary makes a prompt with a parent and its answer longer than its
+    # max_length (such edit pairs are left out): a larger vocabulary and max_length here
+    size = dataclasses.replace(
+        SIZES["tiny"], vocab_size=1024, max_length=2048, edit_full_share=0.25, edit_diff_share=0.25
+    )
     result = pretrain(codes[:6], tmp_path, size, steps=4, seed=2, progress=False)
-    # tiny's 384-token vocabulary makes some prompts with a parent longer than its max_length:
-    # those pairs are left out, as any prompt that leaves no room for an answer
-    assert result.edit_pairs == 6 and 6 < result.examples <= 12
+    assert result.edit_pairs == 6 and result.examples == 12 and result.truncated == 0
     assert sum(t[1] for t in result.mutations.values()) == 6
     assert len(result.losses) == 4 and (result.model_dir / "model.safetensors").exists()
     assert SIZES["tiny"].edit_full_share == SIZES["tiny"].edit_diff_share == 0.0  # tests' size
