@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 HELM   := $(VENV)/bin/helm
 # Shell scripts checked by shellcheck (make test).
-SHELL_SCRIPTS := $(wildcard deploy/images/*.sh deploy/kind/*.sh scripts/*.sh) .ci/run
+SHELL_SCRIPTS := $(wildcard deploy/images/*.sh deploy/kind/*.sh scripts/*.sh benchmarks/*.sh) .ci/run
 
 .PHONY: system-deps setup proto run test lint format bench bench-novelty bench-evaluator \
 	bench-generator bench-loop serve-novelty serve-evaluator serve-generator serve-trainer \

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 22's targets: the archive search against the paper's plain loop on the same seeds, in
+# one session, each pair back to back (the machine's load is shared by both runs of a pair).
+#
+#   benchmarks/search_runs.sh [TAG] [SEEDS] [-- extra --set options for the archive runs]
+#   e.g. benchmarks/search_runs.sh full "0 1" --set search.mode=full --set search.parent_share=0.5
+#
+# Runs `nasloop run` (the `local` preset, 5 cycles x 48, with the baseline) as
+# search-plain-s<seed> (once per seed; kept when it is already complete in the store) and
+# search-<TAG>-s<seed> with search.strategy=archive plus the extra options, then writes
+# `nasloop report search-<TAG>-s<seed> --against search-plain-s<seed>` and prints its summary.
+# Needs the bootstrap model in the store (make run builds it). Wall times go to
+# reports/search-<TAG>-times.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+TAG=${1:-archive}
+SEEDS=${2:-0 1}
+shift $(( $# < 2 ? $# : 2 ))
+[ "${1:-}" = "--" ] && shift
+mkdir -p reports
+times="reports/search-$TAG-times.txt"
+
+complete() { # a run whose status says it finished
+  "$PY" -m services.cli status "$1" 2>/dev/null | grep -q ": succeeded"
+}
+
+timed_run() { # NAME ARGS...: one run, its wall time appended to $times
+  local name=$1
+  shift
+  local start end
+  start=$(date +%s)
+  "$PY" -m services.cli run --name "$name" "$@"
+  end=$(date +%s)
+  echo "$name $((end - start)) s $(date -u +%FT%TZ)" | tee -a "$times"
+}
+
+for seed in $SEEDS; do
+  plain="search-plain-s$seed"
+  if complete "$plain"; then
+    echo "$plain: already complete, kept"
+  else
+    timed_run "$plain" --set seed="$seed"
+  fi
+  timed_run "search-$TAG-s$seed" --set seed="$seed" --set search.strategy=archive "$@"
+  "$PY" -m services.cli report "search-$TAG-s$seed" --against "$plain"
+done
