@@ -1,9 +1,9 @@
 """A cycle's prompts, planned once when the cycle begins (the run spec's ``search`` section).
 
 ``plain`` (the paper's loop): one prompt, the task alone, for every answer. ``archive``: the
-same, except that ``round(parent_share * n)`` answers (indices drawn from the cycle's seed) get
-a prompt that shows a parent, sampled from the archive of the run's earlier cycles
-(loop/archive.py) with the cycle's seed; each distinct prompt is rendered once. An empty archive
+same, except that the last ``round(parent_share * n)`` answers get a prompt that shows a
+parent, sampled from the archive of the run's earlier cycles (loop/archive.py) with the cycle's
+seed; each distinct prompt is rendered once. An empty archive
 (cycle 1, or no valid candidate yet) or a share that rounds to 0 plans as ``plain``. The plan is
 saved in ``progress.json`` before any answer (loop/generate.py), so a resumed cycle asks the
 same prompts with the same parents; answer i is sampled with seed ``progress.seed + i`` either
@@ -13,7 +13,6 @@ way.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
 
 from nasloop.edits import DiffError, apply_diff
@@ -62,8 +61,11 @@ def plan_prompts(
     count = parent_count(search.parent_share, n)
     if search.strategy != "archive" or archive is None or not archive.entries or count == 0:
         return
-    chosen = sorted(random.Random(progress.seed).sample(range(n), count))
-    parents = archive.sample_parents(count, progress.seed)
+    # The last ``count`` answers, the same parent's next to each other: the fewest Generate
+    # calls (one per prompt and contiguous range of answers, loop/generate.py), so the
+    # generator batches as many answers as it can.
+    chosen = range(n - count, n)
+    parents = sorted(archive.sample_parents(count, progress.seed), key=lambda e: e.id)
     plan = [progress.prompt_sha256] * n
     prompts = {progress.prompt_sha256: PlannedPrompt(progress.prompt)}
     rendered: dict[str, str] = {}  # parent id → its prompt's sha256
