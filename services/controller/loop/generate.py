@@ -35,7 +35,8 @@ EVAL_CALLS = 3  # Evaluate calls in flight at once
 # Statuses that are not the candidate's doing: evaluated again instead of recorded.
 RETRY_STATUSES = ("STATUS_CANCELLED", "STATUS_INTERNAL_ERROR", "STATUS_EVICTED")
 EVAL_ATTEMPTS = 2
-GENERATE_CALLS = 16  # Generate calls in flight at once when a cycle has several prompts
+GENERATE_CALLS = 8  # Generate calls in flight at once with several prompts (below the
+# generator's max_concurrent_calls, 12 by default, which refuses more)
 
 CandidateId = Callable[[Context, int], str]  # the id of answer ``index`` of the cycle
 
