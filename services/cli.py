@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "bootstrap-model",
         help="train the small bootstrap code LM on the seed grammar and publish it (models/NAME/)",
     )
-    boot.add_argument("--size", choices=("tiny", "default"), default="default")
+    boot.add_argument("--size", choices=("tiny", "default", "edit"), default="default")
     boot.add_argument("--name", help="model name in the store (default: bootstrap-SIZE)")
     boot.add_argument("--networks", type=int, help="corpus size (default: the size's)")
     boot.add_argument("--steps", type=int, help="optimizer steps (default: the size's)")

@@ -140,3 +140,14 @@ def test_tiny_with_edit_pairs(codes: list[str], tmp_path: Path) -> None:
     assert sum(t[1] for t in result.mutations.values()) == 6
     assert len(result.losses) == 4 and (result.model_dir / "model.safetensors").exists()
     assert SIZES["tiny"].edit_full_share == SIZES["tiny"].edit_diff_share == 0.0  # tests' size
+
+
+def test_the_cli_offers_every_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI names the sizes without importing torch; it must name each of SIZES."""
+    from services import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["bootstrap-model", "--help"])
+    usage = capsys.readouterr().out
+    for name in SIZES:
+        assert name in usage.split("--size {")[1].split("}")[0].split(","), name
