@@ -7,8 +7,9 @@
   the statuses where the rest stopped, and how many valid samples copy a corpus network.
 
 Usage: python benchmarks/bootstrap_bench.py [--size default] [--samples 96] [--work-dir DIR]
-A work directory that already holds the finished run is reused (no training); the train figures
-are then those of the run that trained it (from its run log).
+A work directory that already holds a trained model is reused (no training; nothing is written
+there); the train figures are then those of the run that trained it (from its run log).
+``benchmarks/edit_bench.py`` measures the answers to prompts with a parent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
@@ -52,8 +55,9 @@ def train(args: argparse.Namespace, work: Path) -> list[str]:
     else:
         codes = [n.code for n in generate(args.networks or size.networks, seed=args.seed)]
     t_corpus = time.perf_counter() - t0
-    if log.exists() and (work / "model" / "model.safetensors").exists():
-        print(f"reusing the finished run in {work}: {log.read_text().strip()}")
+    if (work / "model" / "model.safetensors").exists():
+        done = log if log.exists() else work / "run.json"  # a run of `nasloop bootstrap-model`
+        print(f"reusing the finished run in {work}: {' '.join(done.read_text().split())}")
         return codes
     r = pretrain(codes, work, size, steps=args.steps, seed=args.seed)
     total = time.perf_counter() - t0
@@ -97,40 +101,51 @@ def specs() -> list[common.TaskSpec]:
     ]
 
 
-def validate(texts: list[str], sandbox: str, corpus: set[str]) -> None:
+def check_codes(codes: Sequence[str | None], sandbox: Literal["strict", "weak"]) -> list[str]:
+    """Each code's status: the static checks, then the sandboxed forward probe (the evaluator's
+    "validate" mode, on digits); ``STATUS_NO_CODE`` for None."""
     cfg = EvaluatorConfig(workers=1, sandbox=sandbox)
     proto = protocols.named(cfg)[protocols.DEFAULT]
-    statuses: collections.Counter[str] = collections.Counter()
-    valid_codes: list[str] = []
+    out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="nasloop-bootbench-") as tmp:
         datasets = DatasetCache(Path(tmp) / "data")
         prepared = datasets.get("digits")
         ex = LocalExecutor(cfg, datasets.data_dir)
         ex.start()
         try:
-            for i, text in enumerate(texts):
-                code = extract_code(text)
+            for i, code in enumerate(codes):
                 if code is None:
-                    statuses["STATUS_NO_CODE"] += 1
+                    out.append("STATUS_NO_CODE")
                     continue
                 report = static_check(code, cfg.max_code_bytes)
                 if report.status == common.STATUS_OK:
                     task = Task(f"s{i}", code, proto, "validate")
                     report, _ = ex.run(task, prepared, threading.Event())
-                statuses[common.Status.Name(report.status)] += 1
-                if report.status == common.STATUS_OK:
-                    valid_codes.append(code)
+                out.append(common.Status.Name(report.status))
         finally:
             ex.close()
+    return out
+
+
+def tally(statuses: Sequence[str]) -> str:
+    """``OK 3, RUNTIME_ERROR 2, ...``, most common first."""
+    counts = collections.Counter(statuses).most_common()
+    return ", ".join(f"{k.removeprefix('STATUS_')} {v}" for k, v in counts)
+
+
+def validate(texts: list[str], sandbox: Literal["strict", "weak"], corpus: set[str]) -> None:
+    codes = [extract_code(t) for t in texts]
+    statuses = check_codes(codes, sandbox)
+    valid_codes = [c for c, s in zip(codes, statuses, strict=True) if c and s == "STATUS_OK"]
     n = len(texts)
-    ok = statuses["STATUS_OK"]
+    ok = len(valid_codes)
     copies = sum(c.strip() in corpus for c in valid_codes)
     print(
         f"valid rate (static checks + sandboxed forward probe, {sandbox} sandbox): {ok}/{n} = "
         f"{100 * ok / n:.1f} %  [target ≥ 30 %]; distinct valid {len(set(valid_codes))}, "
         f"exact copies of a corpus network {copies}"
     )
-    print("statuses: " + ", ".join(f"{k[7:]} {v}" for k, v in statuses.most_common()))
+    print(f"statuses: {tally(statuses)}")
 
 
 def main() -> None:
