@@ -45,14 +45,21 @@ def _store(args: argparse.Namespace) -> ObjectStore:
 
 
 def _bootstrap_model(args: argparse.Namespace) -> int:
-    from nasloop.bootstrap import bootstrap_model
+    from nasloop.bootstrap import SIZES, bootstrap_model, with_edit_shares
 
     name = args.name or f"bootstrap-{args.size}"
+    size = SIZES[args.size]
+    if args.edit_shares:
+        try:
+            size = with_edit_shares(size, *args.edit_shares)
+        except ValueError as e:
+            print(f"nasloop: {e}", file=sys.stderr)
+            return 2
     store = _store(args)
     result, manifest = bootstrap_model(
         store,
         name,
-        args.size,
+        size,
         networks=args.networks,
         steps=args.steps,
         seed=args.seed,
@@ -210,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     boot.add_argument("--name", help="model name in the store (default: bootstrap-SIZE)")
     boot.add_argument("--networks", type=int, help="corpus size (default: the size's)")
     boot.add_argument("--steps", type=int, help="optimizer steps (default: the size's)")
+    boot.add_argument(
+        "--edit-shares",
+        nargs=2,
+        type=float,
+        metavar=("FULL", "DIFF"),
+        help="shares of the pairs that show a parent, answered whole / as a diff "
+        "(default: the size's; edit: 0.15 0.15)",
+    )
     boot.add_argument("--seed", type=int, default=0)
     boot.add_argument(
         "--work-dir", help="checkpoints; rerun to resume (default: .nasloop/bootstrap/NAME)"

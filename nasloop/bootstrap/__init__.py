@@ -10,6 +10,7 @@ from nasloop.bootstrap.pretrain import (
     corpus_pairs,
     parameter_budget,
     pretrain,
+    with_edit_shares,
 )
 from nasloop.bootstrap.tokenizer import CHAT_TEMPLATE, train_tokenizer
 
@@ -28,4 +29,5 @@ __all__ = [
     "publish_model",
     "sample",
     "train_tokenizer",
+    "with_edit_shares",
 ]

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,10 +320,17 @@ def pretrain(
     return result
 
 
+def with_edit_shares(size: Size, full: float, diff: float) -> Size:
+    """``size`` with other shares of edit pairs (whole answers, diffs)."""
+    if min(full, diff) < 0 or full + diff >= 1:
+        raise ValueError(f"edit shares {full} and {diff}: each at least 0, together below 1")
+    return replace(size, edit_full_share=full, edit_diff_share=diff)
+
+
 def bootstrap_model(
     store: ObjectStore,
     name: str,
-    size: str = "default",
+    size: str | Size = "default",
     *,
     networks: int | None = None,
     steps: int | None = None,
@@ -333,7 +340,7 @@ def bootstrap_model(
     progress: bool = True,
 ) -> tuple[PretrainResult, dict[str, Any]]:
     """Build the corpus, pretrain (or resume) and publish ``models/<name>/``; return both."""
-    spec = SIZES[size]
+    spec = SIZES[size] if isinstance(size, str) else size
     if codes is None:
         from nasloop.corpus.grammar import generate
 
@@ -344,6 +351,7 @@ def bootstrap_model(
         "kind": "bootstrap-lm",
         "architecture": "LlamaForCausalLM",
         "size": spec.name,
+        "edit_shares": [spec.edit_full_share, spec.edit_diff_share],
         "parameters": result.parameters,
         "networks": len(codes),
         "examples": result.examples,

@@ -17,6 +17,7 @@ from nasloop.bootstrap import (
     parameter_budget,
     pretrain,
     sample,
+    with_edit_shares,
 )
 from nasloop.corpus.grammar import generate
 from nasloop.prompts import render_prompt
@@ -127,6 +128,8 @@ def test_cli_bootstrap_model(tmp_path: Path, monkeypatch, capsys) -> None:  # ty
     assert store.get_manifest("models/cli-test")["meta"]["steps"] == 4
     assert main([*argv[:-4], "--steps", "5", *argv[-2:]]) == 2  # other settings, same work dir
     assert "other settings" in capsys.readouterr().err
+    assert main([*argv, "--edit-shares", "0.6", "0.5"]) == 2  # refused before any work
+    assert "together below 1" in capsys.readouterr().err
 
 
 def test_tiny_with_edit_pairs(codes: list[str], tmp_path: Path) -> None:
@@ -140,6 +143,9 @@ def test_tiny_with_edit_pairs(codes: list[str], tmp_path: Path) -> None:
     assert sum(t[1] for t in result.mutations.values()) == 6
     assert len(result.losses) == 4 and (result.model_dir / "model.safetensors").exists()
     assert SIZES["tiny"].edit_full_share == SIZES["tiny"].edit_diff_share == 0.0  # tests' size
+    assert with_edit_shares(size, 0.4, 0.0).edit_full_share == 0.4
+    with pytest.raises(ValueError, match="each at least 0"):
+        with_edit_shares(size, -0.1, 0.2)
 
 
 def test_the_cli_offers_every_size(capsys: pytest.CaptureFixture[str]) -> None:
