@@ -10,7 +10,7 @@
 # search-<TAG>-s<seed> with search.strategy=archive plus the extra options, then writes
 # `nasloop report search-<TAG>-s<seed> --against search-plain-s<seed>` and prints its summary.
 # Needs the bootstrap model in the store (make run builds it). Wall times go to
-# reports/search-<TAG>-times.txt.
+# .nasloop/reports/search-<TAG>-times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,8 +18,8 @@ TAG=${1:-archive}
 SEEDS=${2:-0 1}
 shift $(( $# < 2 ? $# : 2 ))
 [ "${1:-}" = "--" ] && shift
-mkdir -p reports
-times="reports/search-$TAG-times.txt"
+mkdir -p .nasloop/reports
+times=".nasloop/reports/search-$TAG-times.txt"
 
 complete() { # a run whose status says it finished
   "$PY" -m services.cli status "$1" 2>/dev/null | grep -q ": succeeded"
