@@ -5,15 +5,17 @@
 #   benchmarks/search_runs.sh [TAG] [SEEDS] [-- extra --set options for the archive runs]
 #   e.g. benchmarks/search_runs.sh full "0 1" --set search.mode=full --set search.parent_share=0.5
 #
-# Runs `nasloop run` (the `local` preset, 5 cycles x 48, with the baseline) as
-# search-plain-s<seed> (once per seed; kept when it is already complete in the store) and
-# search-<TAG>-s<seed> with search.strategy=archive plus the extra options, then writes
-# `nasloop report search-<TAG>-s<seed> --against search-plain-s<seed>` and prints its summary.
-# Needs the bootstrap model in the store (make run builds it). Wall times go to
+# Runs `nasloop run` (the `local` preset, 5 cycles x 48, with the baseline, both runs on the
+# model MODEL, default models/bootstrap-edit: one that has seen parents) as
+# search-plain-<model>-s<seed> (once per seed and model; kept when it is already complete in
+# the store) and search-<TAG>-s<seed> with search.strategy=archive plus the extra options, then
+# writes `nasloop report search-<TAG>-s<seed> --against search-plain-<model>-s<seed>`.
+# Needs MODEL in the store (`nasloop bootstrap-model --size edit`). Wall times go to
 # .nasloop/reports/search-<TAG>-times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+MODEL=${MODEL:-models/bootstrap-edit}
 TAG=${1:-archive}
 SEEDS=${2:-0 1}
 shift $(( $# < 2 ? $# : 2 ))
@@ -36,12 +38,13 @@ timed_run() { # NAME ARGS...: one run, its wall time appended to $times
 }
 
 for seed in $SEEDS; do
-  plain="search-plain-s$seed"
+  plain="search-plain-${MODEL##*/}-s$seed"
   if complete "$plain"; then
     echo "$plain: already complete, kept"
   else
-    timed_run "$plain" --set seed="$seed"
+    timed_run "$plain" --set seed="$seed" --set base_model="$MODEL"
   fi
-  timed_run "search-$TAG-s$seed" --set seed="$seed" --set search.strategy=archive "$@"
+  timed_run "search-$TAG-s$seed" --set seed="$seed" --set base_model="$MODEL" \
+    --set search.strategy=archive "$@"
   "$PY" -m services.cli report "search-$TAG-s$seed" --against "$plain"
 done
