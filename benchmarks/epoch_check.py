@@ -41,7 +41,6 @@ from services.evaluator import (  # noqa: E402
     epoch,
     protocols,
     seccomp_filter,
-    worker,  # noqa: F401  (its trusted imports, as a worker has them)
 )
 from services.evaluator.datasets import DatasetCache, SandboxData  # noqa: E402
 from services.evaluator.policy import static_check  # noqa: E402

@@ -34,7 +34,6 @@ from services.evaluator import (  # noqa: E402
     confine,
     protocols,
     seccomp_filter,
-    worker,  # noqa: F401  (the worker's trusted imports)
 )
 from services.evaluator.datasets import DatasetCache, SandboxData  # noqa: E402
 from services.evaluator.task import Task  # noqa: E402

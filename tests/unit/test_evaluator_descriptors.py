@@ -17,7 +17,6 @@ from services.evaluator import (
 )
 from services.evaluator import (
     seccomp_filter,
-    worker,  # noqa: F401  (a worker's trusted imports, before forks)
 )
 from services.evaluator.confine import Limits, run_confined
 from services.evaluator.datasets import SandboxData

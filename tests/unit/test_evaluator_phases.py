@@ -23,7 +23,6 @@ from services.evaluator import (
     confine,
     seccomp_filter,
     statefile,
-    worker,  # noqa: F401  (a worker's trusted imports, before forks)
 )
 from services.evaluator.confine import Limits, run_confined
 from services.evaluator.datasets import SandboxData
