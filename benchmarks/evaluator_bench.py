@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
-from candidates import GOOD_NET, protocol, replace  # noqa: E402
+from candidates import GOOD_FEATURES, GOOD_NET, protocol, replace  # noqa: E402
 from servers import service_server  # noqa: E402
 
 from nasloop.config import EvaluatorConfig  # noqa: E402
@@ -42,14 +42,6 @@ from services.evaluator.harness import batches  # noqa: E402
 from services.evaluator.pool import LocalExecutor  # noqa: E402
 from services.evaluator.task import Task  # noqa: E402
 
-# GOOD_NET's network, which the two below replace.
-GOOD_FEATURES = """self.features = nn.Sequential(
-            nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.head = nn.Linear(32, out_shape[0])"""
 # The smallest honest candidate: the sandbox's cost, not the network's, dominates its run.
 TINY_NET = replace(
     GOOD_FEATURES,

@@ -56,6 +56,13 @@ def with_prefix(prefix: str, net: str = GOOD_NET) -> str:
     return f"{head}\n\n{prefix.strip()}\n{sep}{rest}"
 
 
+# GOOD_NET's layers, its features and head (from "self.features =" to the head's line): the
+# text tests and benchmarks replace to make other networks of the same program.
+GOOD_FEATURES = GOOD_NET[
+    GOOD_NET.index("self.features =") : GOOD_NET.index("\n", GOOD_NET.index("self.head ="))
+]
+
+
 def replace(old: str, new: str, net: str = GOOD_NET) -> str:
     assert old in net, old
     return net.replace(old, new)

@@ -9,7 +9,7 @@ from dataclasses import replace as dc_replace
 
 import numpy as np
 import pytest
-from candidates import GOOD_NET, protocol, replace, sandbox_data
+from candidates import GOOD_FEATURES, GOOD_NET, protocol, replace, sandbox_data
 
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import (
@@ -24,17 +24,10 @@ from services.evaluator.task import Task
 
 PROTOCOL = protocol(dataset="tiny", batch_size=16, seed=3, time_limit_s=60, max_parameters=100_000)
 UID = 65534 if os.geteuid() == 0 else None
-FEATURES = """        self.features = nn.Sequential(
-            nn.Conv2d(in_shape[1], 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.head = nn.Linear(32, out_shape[0])"""
 # One Conv2d(3, 8, 3) and one Linear at a 3x32x32 input, 10 classes.
 SMALL_NET = replace(
-    FEATURES,
-    "        self.features = nn.Sequential(nn.Conv2d(in_shape[1], 8, 3), nn.ReLU())\n"
+    GOOD_FEATURES,
+    "self.features = nn.Sequential(nn.Conv2d(in_shape[1], 8, 3), nn.ReLU())\n"
     "        self.head = nn.Linear(8 * 30 * 30, out_shape[0])",
 )
 # Conv: 8 x 30 x 30 outputs of 3 x 3 x 3 multiply-adds each; linear: 7200 inputs x 10 outputs.
