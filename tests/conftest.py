@@ -16,6 +16,18 @@ from nasloop.store import LocalStore, S3Store
 S3_CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module's in-process runs, as in the sandbox (and no OpenMP
+    contention on a busy machine); use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """``"127.0.0.1:PORT"`` of a moto S3 server that lives for the whole test session."""

@@ -13,7 +13,6 @@ import random
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -37,13 +36,7 @@ PROTOCOL = protocol(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread, as in the sandbox (and no OpenMP contention on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

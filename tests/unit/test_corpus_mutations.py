@@ -12,7 +12,6 @@ import ast
 import hashlib
 import random
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -35,12 +34,7 @@ PROTOCOL = protocol(dataset="tiny", batch_size=16, seed=3, time_limit_s=120)
 PLAIN_PAIRS_SHA256 = "a025007297ed73ba1d6e17510c4a65a359a17e20a4e73caeef2ddd34e8b61d1d"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
