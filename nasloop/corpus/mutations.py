@@ -371,6 +371,17 @@ def _repeat_or_remove(
     return [*out, cut] if removable else out
 
 
+def _most_used(
+    uses: dict[str, list[ast.Call]], kinds: Iterable[str], rng: random.Random
+) -> tuple[str, list[str]]:
+    """The kind the code uses most (ties: the first by name) and the other ``kinds`` to swap it
+    for, in a random order."""
+    old = max(sorted(uses), key=lambda k: len(uses[k]))
+    targets = [k for k in kinds if k != old]
+    rng.shuffle(targets)
+    return old, targets
+
+
 def _activation(src: _Source, rng: random.Random) -> list[str]:
     modules = {f"nn.{m}": a for a, (m, _, _) in _ACTIVATIONS.items()}
     functions = {f"F.{f}": a for a, (_, f, _) in _ACTIVATIONS.items()}
@@ -381,9 +392,7 @@ def _activation(src: _Source, rng: random.Random) -> list[str]:
             uses.setdefault(act, []).append(call)
     if not uses:
         return []
-    old = max(sorted(uses), key=lambda a: len(uses[a]))
-    targets = [a for a in _ACTIVATIONS if a != old]
-    rng.shuffle(targets)
+    old, targets = _most_used(uses, _ACTIVATIONS, rng)
     out = []
     for new in targets:
         module, function, inplace = _ACTIVATIONS[new]
@@ -420,9 +429,7 @@ def _norm(src: _Source, rng: random.Random) -> list[str]:
             uses.setdefault(kind, []).append(call)
     if not uses:
         return []
-    old = max(sorted(uses), key=lambda k: len(uses[k]))
-    targets = [k for k in _NORMS if k != old]
-    rng.shuffle(targets)
+    old, targets = _most_used(uses, _NORMS, rng)
     groups = rng.choice(_GROUPS)
     out = []
     for new in targets:
