@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import re
 import sysconfig
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -28,34 +29,49 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _requirements(dist: md.Distribution) -> list[str]:
+def _requirements(dist: md.Distribution, extra: str) -> list[tuple[str, str]]:
+    """What ``dist`` requires when installed with ``extra`` ("" = none): (name, extra) pairs,
+    one per extra the requirement asks of it (so CUDA torch's ``cuda-toolkit[cublas,…]`` brings
+    the nvidia-* libraries that only those extras of cuda-toolkit declare)."""
     out = []
     for text in dist.requires or []:
         try:
             req = Requirement(text)
         except InvalidRequirement:
             continue
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            out.append(req.name)
+        if req.marker is None or req.marker.evaluate({"extra": extra}):
+            out += [(req.name, e) for e in ("", *sorted(req.extras))]
     return out
+
+
+def closure(
+    roots: tuple[str, ...], find: Callable[[str], md.Distribution]
+) -> list[md.Distribution]:
+    """``roots`` and, recursively, what they require with the extras asked of them, as ``find``
+    (a name → distribution lookup raising PackageNotFoundError) resolves them; :data:`REFUSED`
+    never, and a name not installed is passed over."""
+    found: dict[str, md.Distribution] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [(name, "") for name in roots]
+    while todo:
+        name, extra = todo.pop()
+        name, extra = _norm(name), _norm(extra)
+        if (name, extra) in seen or name in REFUSED:
+            continue
+        seen.add((name, extra))
+        if name not in found:
+            try:
+                found[name] = find(name)
+            except md.PackageNotFoundError:
+                continue  # optional (torchvision on CPU) or not installed here
+        todo.extend(_requirements(found[name], extra))
+    return [found[k] for k in sorted(found)]
 
 
 @cache
 def allowed_distributions() -> tuple[md.Distribution, ...]:
     """The installed distributions of :data:`ALLOWED` and, recursively, what they require."""
-    found: dict[str, md.Distribution] = {}
-    todo = list(ALLOWED)
-    while todo:
-        name = _norm(todo.pop())
-        if name in found or name in REFUSED:
-            continue
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue  # optional (torchvision on CPU) or not installed here
-        found[name] = dist
-        todo.extend(_requirements(dist))
-    return tuple(found[k] for k in sorted(found))
+    return tuple(closure(ALLOWED, md.distribution))
 
 
 def site_packages() -> Path:
