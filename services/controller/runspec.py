@@ -62,107 +62,103 @@ OBJECTIVES = ("accuracy", "parameters", "macs")  # selection.objectives' words
 OBJECTIVE_LISTS = (["accuracy"], ["accuracy", "parameters"], ["accuracy", "macs"])  # allowed
 MAX_SEED = 2**32 - 1
 
+
 # -- presets: every field of a RunSpec (except name; the protocol states what differs) -----------
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+
+
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``changes`` merged in (mappings key by key)."""
+    out = copy.deepcopy(dict(base))
+    _merge(out, changes)
+    return out
+
+
+# Offline, CPU: the bootstrapped small model on its own grammar corpus, digits.
+_LOCAL: dict[str, Any] = {
+    "cycles": 5,
+    "candidates_per_cycle": 48,
+    "base_model": layout.bootstrap_model("default"),
+    "corpus": "seed",
+    "seed": 0,
+    "baseline": True,
+    "task": {
+        "task": "img-classification",
+        "dataset": "digits",
+        "template": "",  # the generator's default (plain)
+        "reference_accuracy": 0.0,
+        "reference_code": "",
+        "show_budget": True,
+    },
+    "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 600, "stop": []},
+    # Only what differs from the default protocol (nasloop.protocol): LEMUR's one epoch.
+    "protocol": {
+        "time_limit_s": 120.0,
+        "max_parameters": 1_000_000,  # stated in the prompt: a budget the bootstrap LM saw
+    },
+    "novelty": {
+        "corpus_namespace": "corpus",
+        "params": {"mode": "canonical", "shingle_size": 7, "num_perm": 128, "threshold": 0.85},
+    },
+    "selection": {
+        # Only the clearly good answers teach: 0.5 taught validity but not accuracy (mean
+        # accuracy +5-7 points, not significant, on two seeds); 0.8 gave +11.5, significant
+        # (docs/benchmarks.md, "Does the loop learn?").
+        "min_accuracy": 0.8,
+        "top_up_to": 8,
+        "top_up_min_accuracy": 0.3,
+        "max_per_cycle": 16,
+        "objectives": ["accuracy"],
+    },
+    # The paper's loop: every prompt is the task alone (loop/plan.py).
+    "search": {"strategy": "plain", "parent_share": 0.5, "mode": "full"},
+    "training": {
+        "lora": {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
+        "lr": 1e-3,
+        "epochs": 3,
+        "batch_size": 8,
+        "grad_accum": 1,
+        "precision": "auto",
+        "continual": True,
+        "max_seq_len": 0,
+    },
+}
+# The paper's settings (DESIGN.md, "The reference result to beat"), GPU cluster: what differs
+# from the local preset (its protocol is stated below, whole).
+_PAPER: dict[str, Any] = {
+    "cycles": 22,
+    "candidates_per_cycle": 150,
+    "base_model": "deepseek-ai/deepseek-coder-7b-instruct-v1.5",
+    "corpus": "lemur",
+    "task": {"dataset": "cifar10", "template": "instruct", "show_budget": False},
+    "sampling": {"temperature": 0.7, "top_k": 100, "max_tokens": 2048},
+    "novelty": {"params": {"mode": "raw"}},
+    "selection": {
+        "min_accuracy": 0.40,
+        "top_up_to": 15,
+        "top_up_min_accuracy": 0.35,
+        "max_per_cycle": 0,
+    },
+    "training": {
+        "lora": {"r": 32},
+        "lr": 1e-5,
+        "epochs": 5,
+        "batch_size": 1,
+        "grad_accum": 8,
+        "precision": "bf16",
+    },
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    # Offline, CPU: the bootstrapped small model on its own grammar corpus, digits.
-    "local": {
-        "cycles": 5,
-        "candidates_per_cycle": 48,
-        "base_model": layout.bootstrap_model("default"),
-        "corpus": "seed",
-        "seed": 0,
-        "baseline": True,
-        "task": {
-            "task": "img-classification",
-            "dataset": "digits",
-            "template": "",  # the generator's default (plain)
-            "reference_accuracy": 0.0,
-            "reference_code": "",
-            "show_budget": True,
-        },
-        "sampling": {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_tokens": 600, "stop": []},
-        # Only what differs from the default protocol (nasloop.protocol): LEMUR's one epoch.
-        "protocol": {
-            "time_limit_s": 120.0,
-            "max_parameters": 1_000_000,  # stated in the prompt: a budget the bootstrap LM saw
-        },
-        "novelty": {
-            "corpus_namespace": "corpus",
-            "params": {"mode": "canonical", "shingle_size": 7, "num_perm": 128, "threshold": 0.85},
-        },
-        "selection": {
-            # Only the clearly good answers teach: 0.5 taught validity but not accuracy (mean
-            # accuracy +5-7 points, not significant, on two seeds); 0.8 gave +11.5, significant
-            # (docs/benchmarks.md, "Does the loop learn?").
-            "min_accuracy": 0.8,
-            "top_up_to": 8,
-            "top_up_min_accuracy": 0.3,
-            "max_per_cycle": 16,
-            "objectives": ["accuracy"],
-        },
-        # The paper's loop: every prompt is the task alone (loop/plan.py).
-        "search": {"strategy": "plain", "parent_share": 0.5, "mode": "full"},
-        "training": {
-            "lora": {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
-            "lr": 1e-3,
-            "epochs": 3,
-            "batch_size": 8,
-            "grad_accum": 1,
-            "precision": "auto",
-            "continual": True,
-            "max_seq_len": 0,
-        },
-    },
-    # The paper's settings (DESIGN.md, "The reference result to beat"), GPU cluster.
-    "paper": {
-        "cycles": 22,
-        "candidates_per_cycle": 150,
-        "base_model": "deepseek-ai/deepseek-coder-7b-instruct-v1.5",
-        "corpus": "lemur",
-        "seed": 0,
-        "baseline": True,
-        "task": {
-            "task": "img-classification",
-            "dataset": "cifar10",
-            "template": "instruct",
-            "reference_accuracy": 0.0,
-            "reference_code": "",
-            "show_budget": False,
-        },
-        "sampling": {
-            "temperature": 0.7,
-            "top_p": 0.95,
-            "top_k": 100,
-            "max_tokens": 2048,
-            "stop": [],
-        },
-        # The evaluator's paper protocol (nasloop.protocol.NAMED): CIFAR-10 as LEMUR's
-        # norm_256_flip sees it, a parameter limit that admits VGG (≈ 129 M).
-        "protocol": {"name": "paper", "time_limit_s": 600.0},
-        "novelty": {
-            "corpus_namespace": "corpus",
-            "params": {"mode": "raw", "shingle_size": 7, "num_perm": 128, "threshold": 0.85},
-        },
-        "selection": {
-            "min_accuracy": 0.40,
-            "top_up_to": 15,
-            "top_up_min_accuracy": 0.35,
-            "max_per_cycle": 0,
-            "objectives": ["accuracy"],
-        },
-        # The paper's loop: every prompt is the task alone (loop/plan.py).
-        "search": {"strategy": "plain", "parent_share": 0.5, "mode": "full"},
-        "training": {
-            "lora": {"r": 32, "alpha": 32.0, "dropout": 0.05, "target_modules": PROJECTIONS},
-            "lr": 1e-5,
-            "epochs": 5,
-            "batch_size": 1,
-            "grad_accum": 8,
-            "precision": "bf16",
-            "continual": True,
-            "max_seq_len": 0,
-        },
-    },
+    "local": _LOCAL,
+    # A protocol section replaces local's whole, not merged: it states only what differs from
+    # its named protocol. The evaluator's paper protocol (nasloop.protocol.NAMED): CIFAR-10 as
+    # LEMUR's norm_256_flip sees it, a parameter limit that admits VGG (≈ 129 M).
+    "paper": {**_merged(_LOCAL, _PAPER), "protocol": {"name": "paper", "time_limit_s": 600.0}},
 }
 
 
@@ -483,14 +479,6 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError([f"{source}: a run spec is a YAML mapping, got {type(data).__name__}"])
     return data
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = copy.deepcopy(v)
 
 
 def _parse_set(item: str) -> tuple[list[str], Any]:
