@@ -10,6 +10,7 @@ resolves a request into a ``Protocol`` (every field set) and checks it with the 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +59,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
+def check_known(kind: str, value: str, known: Collection[str], *, quoted: bool = False) -> str:
+    """``value`` if it is one of ``known``, else ValueError ``unknown <kind> 'x'; known: a, b``
+    (a section's validators' message; ``quoted`` shows the known names as reprs)."""
+    if value not in known:
+        names = map(repr, known) if quoted else known
+        raise ValueError(f"unknown {kind} {value!r}; known: {', '.join(names)}")
+    return value
+
+
 class ProtocolSettings(Section):
     """What a run asks of the evaluator (a run spec's ``protocol`` section), with its limits.
 
@@ -100,9 +110,7 @@ class ProtocolSettings(Section):
     @field_validator("name")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        if v not in NAMES:
-            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(map(repr, NAMES))}")
-        return v
+        return check_known("protocol", v, NAMES, quoted=True)
 
     @field_validator("hyperparameters")
     @classmethod

@@ -36,7 +36,7 @@ from nasloop import layout, protocol
 from nasloop.layout import MAX_CYCLE, InvalidName, check_run_name
 from nasloop.lora import DEFAULT_TARGETS, LoraSettings, check_rank, check_targets
 from nasloop.messages import message_from
-from nasloop.protocol import ProtocolSettings
+from nasloop.protocol import ProtocolSettings, check_known
 from nasloop.v1 import common_pb2, controller_pb2, novelty_pb2, trainer_pb2
 
 
@@ -177,9 +177,7 @@ class TaskSection(_Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(DATASETS)}")
-        return v
+        return check_known("dataset", v, DATASETS)
 
 
 class SamplingSection(_Section):
@@ -225,9 +223,8 @@ class SelectionSection(_Section):
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, v: list[str]) -> list[str]:
-        unknown = [o for o in v if o not in OBJECTIVES]
-        if unknown:
-            raise ValueError(f"unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVES)}")
+        for o in v:
+            check_known("objective", o, OBJECTIVES)
         if v not in OBJECTIVE_LISTS:
             *first, last = (f"[{', '.join(o)}]" for o in OBJECTIVE_LISTS)
             raise ValueError(f"expected {', '.join(first)} or {last}, got {v}")
