@@ -42,6 +42,11 @@ class Toy:
             context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
         return novelty_pb2.CheckResult(id=code, novel=True)
 
+    def last(
+        self, requests: Iterator[novelty_pb2.CheckRequest], context
+    ) -> novelty_pb2.CheckResult:
+        return self.echo(list(requests)[-1], context)
+
     def count(
         self, request: novelty_pb2.CheckRequest, context
     ) -> Iterator[novelty_pb2.CheckResult]:
@@ -60,6 +65,11 @@ def _add(toy: Toy, server: grpc.Server) -> None:
         ),
         "Count": grpc.unary_stream_rpc_method_handler(
             toy.count,
+            request_deserializer=novelty_pb2.CheckRequest.FromString,
+            response_serializer=novelty_pb2.CheckResult.SerializeToString,
+        ),
+        "Last": grpc.stream_unary_rpc_method_handler(
+            toy.last,
             request_deserializer=novelty_pb2.CheckRequest.FromString,
             response_serializer=novelty_pb2.CheckResult.SerializeToString,
         ),
@@ -85,6 +95,16 @@ def _echo(channel: grpc.Channel, code: str, **kw) -> novelty_pb2.CheckResult:
         response_deserializer=novelty_pb2.CheckResult.FromString,
     )
     return call(novelty_pb2.CheckRequest(code=code), **kw)
+
+
+def _last(channel: grpc.Channel, code: str, **kw) -> novelty_pb2.CheckResult:
+    """Echo's answer through a stream-unary call (the last of the requests streamed)."""
+    call = channel.stream_unary(
+        f"/{SERVICE}/Last",
+        request_serializer=novelty_pb2.CheckRequest.SerializeToString,
+        response_deserializer=novelty_pb2.CheckResult.FromString,
+    )
+    return call(iter([novelty_pb2.CheckRequest(code=code)]), **kw)
 
 
 def test_not_serving_until_ready(toy_host) -> None:
@@ -153,13 +173,14 @@ def test_metrics_count_requests_by_code(toy_host) -> None:
     assert "nasloop_grpc_request_seconds_bucket" in body
 
 
-def test_default_deadline_applies_to_unary_calls(toy_host) -> None:
+@pytest.mark.parametrize("call", [_echo, _last], ids=["unary-unary", "stream-unary"])
+def test_default_deadline_applies_to_unary_calls(toy_host, call) -> None:
     host, _ = toy_host
     with connect(host.address, timeout_s=0.2) as ch:
         with pytest.raises(grpc.RpcError) as info:
-            _echo(ch, "sleep:1")
+            call(ch, "sleep:1")
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert _echo(ch, "sleep:0.3", timeout=5).id == "sleep:0.3"  # an explicit one wins
+        assert call(ch, "sleep:0.3", timeout=5).id == "sleep:0.3"  # an explicit one wins
 
 
 def test_client_retries_unavailable(toy_host) -> None:
