@@ -30,6 +30,7 @@ import yaml
 from nasloop.records import CandidateRecord
 from services.controller.loop import state as st
 from services.controller.loop.summary import CycleSummary, summarize
+from services.controller.report import document as doc
 from services.controller.report.build import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -40,14 +41,6 @@ from services.controller.report.build import (
     share_text,
     verdict,
     write_document,
-)
-from services.controller.report.document import (
-    Block,
-    Code,
-    Figure,
-    Heading,
-    Paragraph,
-    Table,
 )
 from services.controller.report.parents import ParentTally, by_id, has_parents, tally
 from services.controller.report.pareto import (
@@ -224,7 +217,7 @@ def _cells(row: Row, metric: int) -> tuple[str, str, Interval | None]:
     )
 
 
-def _intro(c: Against) -> list[Block]:
+def _intro(c: Against) -> list[doc.Block]:
     a, b = c.a, c.b
     compared = [row.label for row in c.rows if row.label != RUN_ROW]
     lines = [
@@ -257,20 +250,20 @@ def _intro(c: Against) -> list[Block]:
             f"The seeds differ (A: {c.seeds[0]}, B: {c.seeds[1]}): the runs did not answer "
             "with the same sampling seeds, so a difference mixes the setting with chance."
         )
-    blocks: list[Block] = [
-        Heading(f"nasloop report: {a.run} against {b.run}", 1),
-        Paragraph(" ".join(lines)),
-        Paragraph(seeds),
-        Heading("Where the specs differ"),
+    blocks: list[doc.Block] = [
+        doc.Heading(f"nasloop report: {a.run} against {b.run}", 1),
+        doc.Paragraph(" ".join(lines)),
+        doc.Paragraph(seeds),
+        doc.Heading("Where the specs differ"),
     ]
     if c.spec_diff:
-        blocks.append(Table(("field", f"A: {a.run}", f"B: {b.run}"), c.spec_diff))
+        blocks.append(doc.Table(("field", f"A: {a.run}", f"B: {b.run}"), c.spec_diff))
     else:
-        blocks.append(Paragraph("The two specs are the same (apart from the runs' names)."))
+        blocks.append(doc.Paragraph("The two specs are the same (apart from the runs' names)."))
     return blocks
 
 
-def run_table(c: Against) -> Table | None:
+def run_table(c: Against) -> doc.Table | None:
     """The run row of every metric (what ``nasloop report A --against B`` prints)."""
     total = next((row for row in c.rows if row.label == RUN_ROW), None)
     if total is None:
@@ -280,11 +273,11 @@ def run_table(c: Against) -> Table | None:
         cell_a, cell_b, diff = _cells(total, metric)
         rows.append([short, cell_a, cell_b, interval_text(diff), _significance(diff)])
     header = ("over the run", f"A: {c.a.run}", f"B: {c.b.run}", "A - B (95 % CI)", "significant")
-    return Table(header, rows)
+    return doc.Table(header, rows)
 
 
-def metric_sections(c: Against) -> list[Block]:
-    blocks: list[Block] = []
+def metric_sections(c: Against) -> list[doc.Block]:
+    blocks: list[doc.Block] = []
     total = next((row for row in c.rows if row.label == RUN_ROW), None)
     for metric, (title, _, method, _) in shown_metrics(c):
         rows = []
@@ -292,25 +285,25 @@ def metric_sections(c: Against) -> list[Block]:
             cell_a, cell_b, diff = _cells(row, metric)
             rows.append([row.label, cell_a, cell_b, interval_text(diff), _significance(diff)])
         header = ("cycle", f"A: {c.a.run}", f"B: {c.b.run}", "A - B (95 % CI)", "significant")
-        blocks += [Heading(title), Table(header, rows)]
+        blocks += [doc.Heading(title), doc.Table(header, rows)]
         if total is not None:
-            blocks.append(Paragraph(verdict(f"{title}, over the run", _cells(total, metric)[2],
-                                            method)))  # fmt: skip
+            blocks.append(doc.Paragraph(verdict(f"{title}, over the run", _cells(total, metric)[2],
+                                                method)))  # fmt: skip
     return blocks
 
 
-def document(c: Against, figures: Sequence[Figure]) -> list[Block]:
+def document(c: Against, figures: Sequence[doc.Figure]) -> list[doc.Block]:
     """The comparison's blocks, in order."""
     summary = run_table(c)
-    overall: list[Block] = [Heading("Over the run"), summary] if summary else []
-    plots: list[Block] = [Heading("Plots"), *figures] if figures else []
+    overall: list[doc.Block] = [doc.Heading("Over the run"), summary] if summary else []
+    plots: list[doc.Block] = [doc.Heading("Plots"), *figures] if figures else []
     return [
         *_intro(c),
         *overall,
         *plots,
         *metric_sections(c),
-        Heading(f"Run spec of A: {c.a.run}"),
-        Code(c.a.spec_yaml, "yaml"),
+        doc.Heading(f"Run spec of A: {c.a.run}"),
+        doc.Code(c.a.spec_yaml, "yaml"),
     ]
 
 
