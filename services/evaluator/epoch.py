@@ -143,14 +143,8 @@ class Ledger:
 
     def verdict(self, state_bytes: int) -> str | None:
         """Why the training went beyond one pass at the network's own pace, or None."""
-        spent, budget = self.train_ns(), self.budget_ns(state_bytes)
-        if spent <= budget:
-            return None
-        return (
-            f"training took {spent / 1e9:.2f} s of {self._what()} time; one pass of "
-            f"{self.batches} batches at this network's own pace of {self.pace_ns() / 1e6:.1f} "
-            f"ms per batch allows {budget / 1e9:.2f} s"
-        )
+        pace = f"this network's own pace of {self.pace_ns() / 1e6:.1f} ms per batch"
+        return self._beyond(self.budget_ns(state_bytes), pace)
 
     def reference_verdict(self, state_bytes: int) -> str | None:
         """Why the training went beyond one pass of reference steps, or None."""
@@ -160,14 +154,19 @@ class Ledger:
                 f"{REFERENCE_STEPS} steps): its train-mode forward, loss, backward or optimizer "
                 "step failed after scoring (see the output)"
             )
-        spent, budget = self.train_ns(), self.reference_budget_ns(state_bytes)
+        pace = (
+            f"{self.reference_ns() / 1e6:.1f} ms per training step of this architecture "
+            "(timed after scoring)"
+        )
+        return self._beyond(self.reference_budget_ns(state_bytes), pace)
+
+    def _beyond(self, budget: float, pace: str) -> str | None:
+        """Why the train phase took more than ``budget`` (ns: one pass at ``pace``), or None."""
+        spent = self.train_ns()
         if spent <= budget:
             return None
+        what = "wall-clock" if self.wall else "CPU"
         return (
-            f"training took {spent / 1e9:.2f} s of {self._what()} time; one pass of "
-            f"{self.batches} batches at {self.reference_ns() / 1e6:.1f} ms per training step of "
-            f"this architecture (timed after scoring) allows {budget / 1e9:.2f} s"
+            f"training took {spent / 1e9:.2f} s of {what} time; one pass of "
+            f"{self.batches} batches at {pace} allows {budget / 1e9:.2f} s"
         )
-
-    def _what(self) -> str:
-        return "wall-clock" if self.wall else "CPU"
