@@ -49,8 +49,27 @@ class Size:
     edit_diff_share: float = 0.0
 
 
+_DEFAULT = Size(
+    name="default",
+    vocab_size=4096,
+    hidden_size=256,
+    layers=5,
+    heads=4,
+    kv_heads=4,
+    intermediate_size=704,
+    context=2048,
+    max_length=640,
+    networks=2000,
+    steps=700,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=40,
+    checkpoint_every=25,
+)
+# Each other size states what differs from the default.
 SIZES: dict[str, Size] = {
-    "tiny": Size(
+    "tiny": replace(
+        _DEFAULT,
         name="tiny",
         vocab_size=384,
         hidden_size=64,
@@ -58,39 +77,22 @@ SIZES: dict[str, Size] = {
         heads=2,
         kv_heads=2,
         intermediate_size=192,
-        context=2048,
         max_length=1792,
         networks=32,
         steps=40,
         batch_size=4,
-        lr=3e-3,
         warmup_steps=4,
         checkpoint_every=10,
     ),
-    "default": Size(
-        name="default",
-        vocab_size=4096,
-        hidden_size=256,
-        layers=5,
-        heads=4,
-        kv_heads=4,
-        intermediate_size=704,
-        context=2048,
-        max_length=640,
-        networks=2000,
-        steps=700,
-        batch_size=16,
-        lr=3e-3,
-        warmup_steps=40,
-        checkpoint_every=25,
+    "default": _DEFAULT,
+    # The default's shape with edit pairs (``search.strategy: archive`` offline): 30 % of the
+    # pairs show a parent, batch 12 for about the default's tokens per step. It writes plain
+    # answers less well than the default (docs/benchmarks.md, issue 22), so the local preset
+    # keeps the default.
+    "edit": replace(
+        _DEFAULT, name="edit", batch_size=12, edit_full_share=0.15, edit_diff_share=0.15
     ),
 }
-# The default's shape with edit pairs (``search.strategy: archive`` offline): 30 % of the pairs
-# show a parent, batch 12 for about the default's tokens per step. It writes plain answers less
-# well than the default (docs/benchmarks.md, issue 22), so the local preset keeps the default.
-SIZES["edit"] = replace(
-    SIZES["default"], name="edit", batch_size=12, edit_full_share=0.15, edit_diff_share=0.15
-)
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
 
