@@ -225,21 +225,9 @@ class CandidateRecord:
 
     def candidate(self) -> common.Candidate:
         """The candidate as the services exchange it (the record's other boundary)."""
-        return common.Candidate(
-            id=self.id,
-            code=self.code,
-            raw_text=self.raw_text,
-            provenance=common.Provenance(
-                source="generated",
-                run=self.run,
-                cycle=self.cycle,
-                model=self.model,
-                adapter_name=self.adapter_name,
-                adapter_sha256=self.adapter_sha256,
-                seed=self.seed,
-                prompt_sha256=self.prompt_sha256,
-            ),
-        )
+        provenance = message_from(common.Provenance, self)
+        provenance.source = "generated"  # not a given: message_from names its 2nd parameter source
+        return message_from(common.Candidate, self, provenance=provenance)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
