@@ -40,6 +40,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -239,6 +240,13 @@ class _Code:
         finally:
             self.depth -= 1
 
+    @contextmanager
+    def method(self, signature: str) -> Iterator[None]:
+        """A method after what comes before it in a class: a blank line, ``def signature:``."""
+        self("")
+        with self.block(f"def {signature}:"):
+            yield
+
     def extend(self, other: _Code) -> None:
         self.lines.extend(other.lines)
 
@@ -345,6 +353,16 @@ _ACT_WEIGHTS = {
 _NONLINEARITY = {"relu": "relu", "relu6": "relu", "leaky_relu": "leaky_relu"}
 
 
+class _ConvArgs(NamedTuple):
+    """A convolution as the generated code names it: channels in and out, kernel, stride, groups."""
+
+    cin: str
+    cout: str
+    k: str = "3"
+    stride: str | None = None
+    groups: str | None = None
+
+
 class _Style:
     """Choices shared by all code of one network."""
 
@@ -405,17 +423,9 @@ class _Style:
     def norm_types(self) -> list[str]:
         return {"batch": ["nn.BatchNorm2d"], "none": []}.get(self.norm, ["nn.GroupNorm"])
 
-    def conv(
-        self,
-        cin: str,
-        cout: str,
-        k: str = "3",
-        stride: str | None = None,
-        groups: str | None = None,
-        normed: bool = True,
-        padding: str | None = None,
-    ) -> str:
-        pad = padding if padding is not None else ("0" if k == "1" else _half(k))
+    def conv(self, a: _ConvArgs, normed: bool = True) -> str:
+        cin, cout, k, stride, groups = a
+        pad = "0" if k == "1" else _half(k)
         args = [cin, cout]
         if self.keywords:
             args.append(f"kernel_size={k}")
@@ -437,16 +447,9 @@ class _Style:
             args.append("bias=False")
         return _call("nn.Conv2d", *args)
 
-    def unit_call(
-        self,
-        cin: str,
-        cout: str,
-        k: str = "3",
-        stride: str | None = None,
-        groups: str | None = None,
-        act: bool = True,
-    ) -> str:
+    def unit_call(self, a: _ConvArgs, act: bool = True) -> str:
         assert self.unit
+        cin, cout, k, stride, groups = a
         kernel = None if k == "3" else (f"kernel_size={k}" if self.keywords else k)
         return _call(
             self.unit,
@@ -458,20 +461,12 @@ class _Style:
             None if act else "act=False",
         )
 
-    def layers(
-        self,
-        cin: str,
-        cout: str,
-        k: str = "3",
-        stride: str | None = None,
-        groups: str | None = None,
-        act: bool = True,
-    ) -> list[str]:
+    def layers(self, a: _ConvArgs, act: bool = True) -> list[str]:
         """Module expressions of conv (+ norm) (+ activation), for an ``nn.Sequential``."""
         if self.unit:
-            return [self.unit_call(cin, cout, k, stride, groups, act)]
-        out = [self.conv(cin, cout, k, stride, groups)]
-        norm = self.norm_layer(cout)
+            return [self.unit_call(a, act)]
+        out = [self.conv(a)]
+        norm = self.norm_layer(a.cout)
         if norm:
             out.append(norm)
         if act:
@@ -482,7 +477,9 @@ class _Style:
         """The conv-norm-act helper the network's blocks are written with."""
         assert self.unit
         sig = "in_channels, out_channels, kernel_size=3, stride=1, groups=1, act=True"
-        conv = self.conv("in_channels", "out_channels", "kernel_size", "stride", "groups")
+        conv = self.conv(
+            _ConvArgs("in_channels", "out_channels", "kernel_size", "stride", "groups")
+        )
         norm = self.norm_layer("out_channels")
         c = _Code()
         if self.unit_form == "function":
@@ -510,8 +507,7 @@ class _Style:
                         c("self.use_act = act")
                     else:
                         c(f"self.act = {self.act_module()} if act else nn.Identity()")
-                c("")
-                with c.block("def forward(self, x):"):
+                with c.method("forward(self, x)"):
                     if self.functional:
                         c("x = self.norm(self.conv(x))")
                         c(f"return {self.act_fn('x')} if self.use_act else x")
@@ -538,24 +534,15 @@ class _Cls:
         self.needs_act = True
         return f"self.act({x})"
 
-    def unit(
-        self,
-        tag: str,
-        cin: str,
-        cout: str,
-        k: str = "3",
-        stride: str | None = None,
-        groups: str | None = None,
-        act: bool = True,
-    ) -> Callable[[str], str]:
+    def unit(self, tag: str, a: _ConvArgs, act: bool = True) -> Callable[[str], str]:
         """Declare conv (+ norm) attributes; returns how forward applies them (+ activation)."""
         S = self.S
         conv_name = f"conv{tag}" if tag.isdigit() or not tag else tag
         if S.unit:
-            self.init.stmt(f"self.{conv_name} = ", S.unit_call(cin, cout, k, stride, groups, act))
+            self.init.stmt(f"self.{conv_name} = ", S.unit_call(a, act))
             return lambda x: f"self.{conv_name}({x})"
-        self.init.stmt(f"self.{conv_name} = ", S.conv(cin, cout, k, stride, groups))
-        norm = S.norm_layer(cout)
+        self.init.stmt(f"self.{conv_name} = ", S.conv(a))
+        norm = S.norm_layer(a.cout)
         norm_name = (
             f"{S.norm_prefix}{tag}" if tag.isdigit() or not tag else f"{tag}_{S.norm_prefix}"
         )
@@ -586,8 +573,7 @@ class _Cls:
                 c.extend(self.init)
                 if self.needs_act:
                     c(f"self.act = {self.S.act_module()}")
-            c("")
-            with c.block("def forward(self, x):"):
+            with c.method("forward(self, x)"):
                 c.extend(self.fwd)
         return c.text()
 
@@ -596,15 +582,23 @@ class _Cls:
 
 
 class _Attention:
-    """An attention module applied to a block's output: ``ctor(channels)`` builds one."""
+    """An attention module applied to a block's output: ``write`` gives its class (written into
+    the network's helpers), ``ctor(channels)`` builds one."""
 
     name = ""
+    takes_channels = True  # the module is built with its channel count
 
     def helpers(self) -> list[str]:
-        return []
+        c = _Code()
+        self.write(c)
+        return [c.text()]
+
+    def write(self, c: _Code) -> None:
+        """Write the module's class (and those it uses) into ``c``."""
+        raise NotImplementedError
 
     def ctor(self, channels: str) -> str:
-        return f"{self.name}({channels})"
+        return f"{self.name}({channels})" if self.takes_channels else f"{self.name}()"
 
     def cost(self, channels: int, res: int) -> _Cost:
         return _Cost()
@@ -620,11 +614,10 @@ class _SqueezeExcite(_Attention):
         self.inner = rng.choice(["relu", "style"])
         self.doc = rng.random() < 0.5
 
-    def helpers(self) -> list[str]:
+    def write(self, c: _Code) -> None:
         inner = "nn.ReLU(inplace=True)" if self.inner == "relu" else self.S.act_module()
         gate_mod = "nn.Sigmoid()" if self.gate == "sigmoid" else "nn.Hardsigmoid()"
         gate_fn = "torch.sigmoid" if self.gate == "sigmoid" else "F.hardsigmoid"
-        c = _Code()
         with c.block(f"class {self.name}(nn.Module):"):
             if self.doc:
                 c('"""Squeeze-and-excitation: channel weights from globally pooled features."""')
@@ -649,8 +642,7 @@ class _SqueezeExcite(_Attention):
                     c("self.expand = nn.Conv2d(hidden, channels, kernel_size=1)")
                     if self.form == "conv":
                         c(f"self.act = {inner}", f"self.gate = {gate_mod}")
-            c("")
-            with c.block("def forward(self, x):"):
+            with c.method("forward(self, x)"):
                 if self.form == "linear":
                     c("b, c, _, _ = x.shape")
                     c("weights = self.fc(x.mean(dim=(2, 3))).view(b, c, 1, 1)")
@@ -662,7 +654,6 @@ class _SqueezeExcite(_Attention):
                     c("s = self.reduce(self.pool(x))")
                     c(f"s = {'F.relu(s)' if self.inner == 'relu' else self.S.act_fn('s')}")
                     c(f"return x * {gate_fn}(self.expand(s))")
-        return [c.text()]
 
     def cost(self, channels: int, res: int) -> _Cost:
         hidden = max(8, channels // self.reduction)
@@ -677,8 +668,7 @@ class _ECA(_Attention):
         self.k = rng.choice([3, 5])
         self.form = rng.choice(["pool", "mean"])
 
-    def helpers(self) -> list[str]:
-        c = _Code()
+    def write(self, c: _Code) -> None:
         with c.block(f"class {self.name}(nn.Module):"):
             with c.block(f"def __init__(self, channels, kernel_size={self.k}):"):
                 c("super().__init__()")
@@ -688,8 +678,7 @@ class _ECA(_Attention):
                     "self.conv = ",
                     "nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)",
                 )
-            c("")
-            with c.block("def forward(self, x):"):
+            with c.method("forward(self, x)"):
                 if self.form == "pool":
                     c("y = self.pool(x).squeeze(-1).transpose(-1, -2)")
                     c("y = self.conv(y).transpose(-1, -2).unsqueeze(-1)")
@@ -697,7 +686,6 @@ class _ECA(_Attention):
                     c("y = self.conv(x.mean(dim=(2, 3)).unsqueeze(1))")
                     c("y = y.squeeze(1)[:, :, None, None]")
                 c("return x * torch.sigmoid(y)")
-        return [c.text()]
 
     def cost(self, channels: int, res: int) -> _Cost:
         return _Cost(0, self.k, 0, 2 * channels * res * res)
@@ -707,6 +695,7 @@ class _CBAM(_Attention):
     def __init__(self, rng: random.Random, style: _Style, parts: str | None = None) -> None:
         self.S = style
         self.parts = parts or rng.choice(["both", "both", "spatial"])
+        self.takes_channels = self.parts == "both"
         self.name = {"both": rng.choice(["CBAM", "ConvAttention"]), "spatial": "SpatialGate"}[
             self.parts
         ]
@@ -721,8 +710,7 @@ class _CBAM(_Attention):
         self.max_form = rng.choice(["amax", "max"])
         self.mlp_form = rng.choice(["conv", "linear"])
 
-    def helpers(self) -> list[str]:
-        c = _Code()
+    def write(self, c: _Code) -> None:
         if self.parts == "both":
             with c.block(f"class {self.channel_name}(nn.Module):"):
                 with c.block(f"def __init__(self, channels, reduction={self.reduction}):"):
@@ -742,8 +730,7 @@ class _CBAM(_Attention):
                             "nn.Linear(hidden, channels)",
                         ]
                     c.stmt("self.mlp = ", _call("nn.Sequential", *layers))
-                c("")
-                with c.block("def forward(self, x):"):
+                with c.method("forward(self, x)"):
                     c("avg = self.mlp(F.adaptive_avg_pool2d(x, 1))")
                     c("peak = self.mlp(F.adaptive_max_pool2d(x, 1))")
                     if self.mlp_form == "conv":
@@ -755,8 +742,7 @@ class _CBAM(_Attention):
             with c.block(f"def __init__(self, kernel_size={self.k}):"):
                 c("super().__init__()")
                 c("self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)")
-            c("")
-            with c.block("def forward(self, x):"):
+            with c.method("forward(self, x)"):
                 if self.max_form == "amax":
                     c("avg = x.mean(dim=1, keepdim=True)")
                     c("peak = x.amax(dim=1, keepdim=True)")
@@ -773,13 +759,8 @@ class _CBAM(_Attention):
                     c("super().__init__()")
                     c(f"self.channel = {self.channel_name}(channels)")
                     c(f"self.spatial = {self.spatial_name}()")
-                c("")
-                with c.block("def forward(self, x):"):
+                with c.method("forward(self, x)"):
                     c("return self.spatial(self.channel(x))")
-        return [c.text()]
-
-    def ctor(self, channels: str) -> str:
-        return f"{self.name}({channels})" if self.parts == "both" else f"{self.name}()"
 
     def cost(self, channels: int, res: int) -> _Cost:
         hidden = max(8, channels // self.reduction)
@@ -789,27 +770,23 @@ class _CBAM(_Attention):
 
 
 class _SimAM(_Attention):
+    takes_channels = False
+
     def __init__(self, rng: random.Random) -> None:
         self.name = rng.choice(["SimAM", "EnergyAttention"])
 
-    def helpers(self) -> list[str]:
-        c = _Code()
+    def write(self, c: _Code) -> None:
         with c.block(f"class {self.name}(nn.Module):"):
             c('"""Parameter-free attention: weights each activation by its distinctiveness."""', "")
             with c.block("def __init__(self, eps=1e-4):"):
                 c("super().__init__()")
                 c("self.eps = eps")
-            c("")
-            with c.block("def forward(self, x):"):
+            with c.method("forward(self, x)"):
                 c("n = max(x.shape[2] * x.shape[3] - 1, 1)")
                 c("d = (x - x.mean(dim=(2, 3), keepdim=True)).pow(2)")
                 c("v = d.sum(dim=(2, 3), keepdim=True) / n")
                 c("energy = d / (4 * (v + self.eps)) + 0.5")
                 c("return x * torch.sigmoid(energy)")
-        return [c.text()]
-
-    def ctor(self, channels: str) -> str:
-        return f"{self.name}()"
 
     def cost(self, channels: int, res: int) -> _Cost:
         return _elems(8 * channels * res * res)
@@ -835,6 +812,7 @@ class _Kind:
     preact = False  # needs a final norm + activation before the head
     pool_ok = True  # may downsample with a pooling layer before a stride-1 block
     signature = "in_channels, out_channels, stride=1"
+    attn: _Attention | None = None  # applied to the block's output
 
     def __init__(self, style: _Style) -> None:
         self.S = style
@@ -854,6 +832,18 @@ class _Kind:
 
     def cost(self, cin: int, cout: int, stride: int, res: int) -> _Cost:
         raise NotImplementedError
+
+    def _attended(self, cost: _Cost, cout: int, r: int) -> _Cost:
+        """``cost`` plus the attention add-on's (if any) on the ``cout`` x r x r output."""
+        if self.attn:
+            cost += self.attn.cost(cout, r)
+        return cost
+
+    def _residual(self, cost: _Cost, cin: int, cout: int, stride: int, r: int) -> _Cost:
+        """``cost`` plus the shortcut's projection (when the shape changes) and the add-on's."""
+        if cin != cout or stride != 1:
+            cost += _conv(cin, cout, 1, r)
+        return self._attended(cost, cout, r)
 
 
 def _attn_helpers(attn: _Attention | None) -> list[str]:
@@ -879,10 +869,10 @@ class _Plain(_Kind):
         S = self.S
         if self.form == "module":
             c = _Cls(S, self.name)
-            first = c.unit("1", "in_channels", "out_channels", "3", "stride")
+            first = c.unit("1", _ConvArgs("in_channels", "out_channels", "3", "stride"))
             c.fwd.stmt("x = ", first("x"))
             if self.convs == 2:
-                second = c.unit("2", "out_channels", "out_channels")
+                second = c.unit("2", _ConvArgs("out_channels", "out_channels"))
                 c.fwd.stmt("x = ", second("x"))
             c.attend(self.attn, "x")
             if self.drop2d:
@@ -891,9 +881,9 @@ class _Plain(_Kind):
             c.fwd("return x")
             body = c.render(self.signature)
         else:
-            items = S.layers("in_channels", "out_channels", "3", "stride")
+            items = S.layers(_ConvArgs("in_channels", "out_channels", "3", "stride"))
             if self.convs == 2:
-                items += S.layers("out_channels", "out_channels")
+                items += S.layers(_ConvArgs("out_channels", "out_channels"))
             if self.attn:
                 items.append(self.attn.ctor("out_channels"))
             if self.drop2d:
@@ -916,9 +906,7 @@ class _Plain(_Kind):
         cost = _conv(cin, cout, 3, r)
         if self.convs == 2:
             cost += _conv(cout, cout, 3, r)
-        if self.attn:
-            cost += self.attn.cost(cout, r)
-        return cost
+        return self._attended(cost, cout, r)
 
 
 def _shortcut(c: _Cls, rng_kind: str, S: _Style) -> None:
@@ -927,10 +915,10 @@ def _shortcut(c: _Cls, rng_kind: str, S: _Style) -> None:
     with init.block("if stride != 1 or in_channels != out_channels:"):
         if rng_kind == "avgconv":
             pool = "nn.AvgPool2d(kernel_size=stride, stride=stride)"
-            items = [pool, *S.layers("in_channels", "out_channels", "1", act=False)]
+            items = [pool, *S.layers(_ConvArgs("in_channels", "out_channels", "1"), act=False)]
             init.stmt("self.shortcut = ", _call("nn.Sequential", *items))
         else:
-            items = S.layers("in_channels", "out_channels", "1", "stride", act=False)
+            items = S.layers(_ConvArgs("in_channels", "out_channels", "1", "stride"), act=False)
             init.stmt("self.shortcut = ", _seq(items))
     with init.block("else:"):
         init("self.shortcut = nn.Identity()")
@@ -990,13 +978,18 @@ class _Basic(_Kind):
             norm1, norm2 = S.norm_layer("in_channels"), S.norm_layer("out_channels")
             assert norm1 and norm2
             c.init.stmt(f"self.{S.norm_prefix}1 = ", norm1)
-            c.init.stmt("self.conv1 = ", S.conv("in_channels", "out_channels", "3", "stride"))
+            c.init.stmt(
+                "self.conv1 = ", S.conv(_ConvArgs("in_channels", "out_channels", "3", "stride"))
+            )
             c.init.stmt(f"self.{S.norm_prefix}2 = ", norm2)
-            c.init.stmt("self.conv2 = ", S.conv("out_channels", "out_channels", "3", normed=False))
+            c.init.stmt(
+                "self.conv2 = ",
+                S.conv(_ConvArgs("out_channels", "out_channels", "3"), normed=False),
+            )
             with c.init.block("if stride != 1 or in_channels != out_channels:"):
                 c.init.stmt(
                     "self.shortcut = ",
-                    S.conv("in_channels", "out_channels", "1", "stride", normed=False),
+                    S.conv(_ConvArgs("in_channels", "out_channels", "1", "stride"), normed=False),
                 )
             with c.init.block("else:"):
                 c.init("self.shortcut = None")
@@ -1009,8 +1002,8 @@ class _Basic(_Kind):
             c.attend(self.attn, "out")
             c.fwd("return out + shortcut")
             return [*_attn_helpers(self.attn), c.render(self.signature)]
-        first = c.unit("1", "in_channels", "out_channels", "3", "stride")
-        second = c.unit("2", "out_channels", "out_channels", act=False)
+        first = c.unit("1", _ConvArgs("in_channels", "out_channels", "3", "stride"))
+        second = c.unit("2", _ConvArgs("out_channels", "out_channels"), act=False)
         c.fwd.stmt("out = ", first("x"))
         self._drop(c, "out")
         c.fwd.stmt("out = ", second("out"))
@@ -1033,11 +1026,7 @@ class _Basic(_Kind):
     def cost(self, cin: int, cout: int, stride: int, res: int) -> _Cost:
         r = res // stride
         cost = _conv(cin, cout, 3, r) + _conv(cout, cout, 3, r)
-        if cin != cout or stride != 1:
-            cost += _conv(cin, cout, 1, r)
-        if self.attn:
-            cost += self.attn.cost(cout, r)
-        return cost
+        return self._residual(cost, cin, cout, stride, r)
 
 
 class _Bottleneck(_Kind):
@@ -1074,9 +1063,11 @@ class _Bottleneck(_Kind):
             c.init(f"mid = out_channels // {self.name}.expansion")
         else:
             c.init("mid = out_channels // expansion")
-        reduce = c.unit("1", "in_channels", "mid", "1")
-        spatial = c.unit("2", "mid", "mid", "3", "stride", "groups" if self.groups > 1 else None)
-        expand = c.unit("3", "mid", "out_channels", "1", act=False)
+        reduce = c.unit("1", _ConvArgs("in_channels", "mid", "1"))
+        spatial = c.unit(
+            "2", _ConvArgs("mid", "mid", "3", "stride", "groups" if self.groups > 1 else None)
+        )
+        expand = c.unit("3", _ConvArgs("mid", "out_channels", "1"), act=False)
         c.fwd.stmt("out = ", reduce("x"))
         c.fwd.stmt("out = ", spatial("out"))
         c.fwd.stmt("out = ", expand("out"))
@@ -1093,11 +1084,7 @@ class _Bottleneck(_Kind):
         r = res // stride
         mid = cout // self.expansion
         cost = _conv(cin, mid, 1, res) + _conv(mid, mid, 3, r, self.groups) + _conv(mid, cout, 1, r)
-        if cin != cout or stride != 1:
-            cost += _conv(cin, cout, 1, r)
-        if self.attn:
-            cost += self.attn.cost(cout, r)
-        return cost
+        return self._residual(cost, cin, cout, stride, r)
 
 
 class _DepthwiseSeparable(_Kind):
@@ -1114,9 +1101,11 @@ class _DepthwiseSeparable(_Kind):
     def helpers(self) -> list[str]:
         c = _Cls(self.S, self.name)
         dw = c.unit(
-            "depthwise", "in_channels", "in_channels", self.k, "stride", "in_channels", self.mid_act
+            "depthwise",
+            _ConvArgs("in_channels", "in_channels", self.k, "stride", "in_channels"),
+            self.mid_act,
         )
-        pw = c.unit("pointwise", "in_channels", "out_channels", "1")
+        pw = c.unit("pointwise", _ConvArgs("in_channels", "out_channels", "1"))
         if self.residual:
             c.init("self.use_residual = stride == 1 and in_channels == out_channels")
         c.fwd.stmt("out = ", pw(dw("x")))
@@ -1130,10 +1119,7 @@ class _DepthwiseSeparable(_Kind):
     def cost(self, cin: int, cout: int, stride: int, res: int) -> _Cost:
         r = res // stride
         k = int(self.k)
-        cost = _conv(cin, cin, k, r, cin) + _conv(cin, cout, 1, r)
-        if self.attn:
-            cost += self.attn.cost(cout, r)
-        return cost
+        return self._attended(_conv(cin, cin, k, r, cin) + _conv(cin, cout, 1, r), cout, r)
 
 
 class _InvertedResidual(_Kind):
@@ -1171,8 +1157,7 @@ class _InvertedResidual(_Kind):
                         "for c, k in zip(splits, kernel_sizes)",
                     )
                 c(")")
-            c("")
-            with c.block("def forward(self, x):"):
+            with c.method("forward(self, x)"):
                 c("parts = torch.split(x, self.splits, dim=1)")
                 c("return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)")
         return c.text()
@@ -1192,20 +1177,20 @@ class _InvertedResidual(_Kind):
             norm = S.norm_layer("hidden")
             dw_items += ([norm] if norm else []) + [S.act_module()]
         else:
-            dw_items = S.layers("hidden", "hidden", self.k, "stride", "hidden")
+            dw_items = S.layers(_ConvArgs("hidden", "hidden", self.k, "stride", "hidden"))
         if self.form == "sequential":
-            items = S.layers("in_channels", "hidden", "1") + dw_items
+            items = S.layers(_ConvArgs("in_channels", "hidden", "1")) + dw_items
             if self.se:
                 items.append(self.se.ctor("hidden"))
-            items += S.layers("hidden", "out_channels", "1", act=False)
+            items += S.layers(_ConvArgs("hidden", "out_channels", "1"), act=False)
             c.init.stmt("self.block = ", _call("nn.Sequential", *items))
             c.fwd("out = self.block(x)")
         else:
-            expand = c.unit("expand", "in_channels", "hidden", "1")
+            expand = c.unit("expand", _ConvArgs("in_channels", "hidden", "1"))
             c.init.stmt("self.depthwise = ", _seq(dw_items))
             if self.se:
                 c.init.stmt("self.se = ", self.se.ctor("hidden"))
-            project = c.unit("project", "hidden", "out_channels", "1", act=False)
+            project = c.unit("project", _ConvArgs("hidden", "out_channels", "1"), act=False)
             c.fwd.stmt("out = ", expand("x"))
             c.fwd("out = self.depthwise(out)")
             if self.se:
@@ -1262,13 +1247,15 @@ class _ShuffleUnit(_Kind):
             c.init("self.left = nn.Identity()")
             c.init("branch_in = branch")
         with c.init.block("else:"):
-            items = S.layers("in_channels", "in_channels", "3", "stride", "in_channels", act=False)
-            items += S.layers("in_channels", "branch", "1")
+            items = S.layers(
+                _ConvArgs("in_channels", "in_channels", "3", "stride", "in_channels"), act=False
+            )
+            items += S.layers(_ConvArgs("in_channels", "branch", "1"))
             c.init.stmt("self.left = ", _call("nn.Sequential", *items))
             c.init("branch_in = in_channels")
-        items = S.layers("branch_in", "branch", "1")
-        items += S.layers("branch", "branch", "3", "stride", "branch", act=False)
-        items += S.layers("branch", "branch", "1")
+        items = S.layers(_ConvArgs("branch_in", "branch", "1"))
+        items += S.layers(_ConvArgs("branch", "branch", "3", "stride", "branch"), act=False)
+        items += S.layers(_ConvArgs("branch", "branch", "1"))
         c.init.stmt("self.right = ", _call("nn.Sequential", *items))
         with c.fwd.block("if self.split:"):
             if self.split_form == "chunk":
@@ -1306,8 +1293,8 @@ class _RepVGG(_Kind):
     def helpers(self) -> list[str]:
         S = self.S
         c = _Cls(S, self.name)
-        dense = S.layers("in_channels", "out_channels", "3", "stride", act=False)
-        point = S.layers("in_channels", "out_channels", "1", "stride", act=False)
+        dense = S.layers(_ConvArgs("in_channels", "out_channels", "3", "stride"), act=False)
+        point = S.layers(_ConvArgs("in_channels", "out_channels", "1", "stride"), act=False)
         c.init.stmt("self.dense = ", _seq(dense))
         c.init.stmt("self.pointwise = ", _seq(point))
         if self.identity:
@@ -1374,11 +1361,13 @@ def _stem(
     res = INPUT_SIZE // stride
     if form == "double":
         half = _round(width / 2, 8)
-        items = S.layers("in_channels", str(half), "3", str(stride) if stride > 1 else None)
-        items += S.layers(str(half), str(width))
+        items = S.layers(
+            _ConvArgs("in_channels", str(half), "3", str(stride) if stride > 1 else None)
+        )
+        items += S.layers(_ConvArgs(str(half), str(width)))
         return items, _conv(3, half, 3, res) + _conv(half, width, 3, res)
     k = "5" if form == "wide" else "3"
-    items = S.layers("in_channels", str(width), k, str(stride) if stride > 1 else None)
+    items = S.layers(_ConvArgs("in_channels", str(width), k, str(stride) if stride > 1 else None))
     return items, _conv(3, width, int(k), res)
 
 
@@ -1460,15 +1449,20 @@ def _densenet(rng: random.Random, S: _Style) -> _Plan:
     c.init.stmt(f"self.{S.norm_prefix}1 = ", norm1)
     if bottleneck:
         sig += f", bottleneck={width}"
-        c.init.stmt("self.conv1 = ", S.conv("in_channels", "bottleneck * growth_rate", "1"))
+        c.init.stmt(
+            "self.conv1 = ", S.conv(_ConvArgs("in_channels", "bottleneck * growth_rate", "1"))
+        )
         c.init.stmt(f"self.{S.norm_prefix}2 = ", S.norm_layer("bottleneck * growth_rate") or "")
         c.init.stmt(
-            "self.conv2 = ", S.conv("bottleneck * growth_rate", "growth_rate", "3", normed=False)
+            "self.conv2 = ",
+            S.conv(_ConvArgs("bottleneck * growth_rate", "growth_rate", "3"), normed=False),
         )
         c.fwd(f"out = self.conv1({c.act(f'self.{S.norm_prefix}1(x)')})")
         c.fwd(f"out = self.conv2({c.act(f'self.{S.norm_prefix}2(out)')})")
     else:
-        c.init.stmt("self.conv1 = ", S.conv("in_channels", "growth_rate", "3", normed=False))
+        c.init.stmt(
+            "self.conv1 = ", S.conv(_ConvArgs("in_channels", "growth_rate", "3"), normed=False)
+        )
         c.fwd(f"out = self.conv1({c.act(f'self.{S.norm_prefix}1(x)')})")
     if form == "cat_each":
         c.fwd("return torch.cat([x, out], dim=1)")
@@ -1496,8 +1490,7 @@ def _densenet(rng: random.Random, S: _Style) -> _Plan:
                     f"nn.ModuleList([{layer_name}(in_channels + i * growth_rate, growth_rate) "
                     "for i in range(num_layers)])",
                 )
-            b("")
-            with b.block("def forward(self, x):"):
+            with b.method("forward(self, x)"):
                 b("features = [x]")
                 with b.block("for layer in self.layers:"):
                     b("features.append(layer(torch.cat(features, dim=1)))")
@@ -1512,7 +1505,7 @@ def _densenet(rng: random.Random, S: _Style) -> _Plan:
         items = [
             norm or "",
             S.act_module(),
-            S.conv("in_channels", "out_channels", "1", normed=False),
+            S.conv(_ConvArgs("in_channels", "out_channels", "1"), normed=False),
             trans_pool,
         ]
         t.stmt("super().__init__", "(" + ", ".join(items) + ")")
@@ -1580,12 +1573,15 @@ def _inception(rng: random.Random, S: _Style) -> _Plan:
                 b1, b3r, b3, b5r, b5 = "branch", "branch", "branch", "branch // 2", "branch"
             else:
                 b1, b3r, b3, b5r, b5 = "ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5"
-            c.stmt("self.branch1 = ", u(src, b1, "1"))
-            c.stmt("self.branch2 = ", _call("nn.Sequential", u(src, b3r, "1"), u(b3r, b3)))
+            c.stmt("self.branch1 = ", u(_ConvArgs(src, b1, "1")))
+            c.stmt(
+                "self.branch2 = ",
+                _call("nn.Sequential", u(_ConvArgs(src, b3r, "1")), u(_ConvArgs(b3r, b3))),
+            )
             if third == "5x5":
-                tail = [u(b5r, b5, "5")]
+                tail = [u(_ConvArgs(b5r, b5, "5"))]
             elif third == "double3x3":
-                tail = [u(b5r, b5), u(b5, b5)]
+                tail = [u(_ConvArgs(b5r, b5)), u(_ConvArgs(b5, b5))]
             else:
                 tail = [
                     f"nn.Conv2d({b5r}, {b5}, kernel_size=(1, 3), padding=(0, 1))",
@@ -1594,7 +1590,7 @@ def _inception(rng: random.Random, S: _Style) -> _Plan:
                 if S.norm_layer(b5):
                     tail.append(S.norm_layer(b5) or "")
                 tail.append(S.act_module())
-            c.stmt("self.branch3 = ", _call("nn.Sequential", u(src, b5r, "1"), *tail))
+            c.stmt("self.branch3 = ", _call("nn.Sequential", u(_ConvArgs(src, b5r, "1")), *tail))
             branches = 3
             if pool_branch != "none" and not residual:
                 pool = (
@@ -1602,14 +1598,19 @@ def _inception(rng: random.Random, S: _Style) -> _Plan:
                     if pool_branch == "max"
                     else "nn.AvgPool2d(3, stride=1, padding=1)"
                 )
-                c.stmt("self.branch4 = ", _call("nn.Sequential", pool, u(src, "pool_proj", "1")))
+                c.stmt(
+                    "self.branch4 = ",
+                    _call("nn.Sequential", pool, u(_ConvArgs(src, "pool_proj", "1"))),
+                )
                 branches = 4
             if residual:
-                c.stmt("self.project = ", S.conv("3 * branch", "channels", "1", normed=False))
+                c.stmt(
+                    "self.project = ",
+                    S.conv(_ConvArgs("3 * branch", "channels", "1"), normed=False),
+                )
                 if not S.functional:
                     c(f"self.act = {S.act_module()}")
-        c("")
-        with c.block("def forward(self, x):"):
+        with c.method("forward(self, x)"):
             outs = ", ".join(f"self.branch{i}(x)" for i in range(1, branches + 1))
             if residual:
                 c.stmt("out = ", f"torch.cat([{outs}], dim=1)")
@@ -1624,10 +1625,9 @@ def _inception(rng: random.Random, S: _Style) -> _Plan:
         with r.block(f"class {red_name}(nn.Module):"):
             with r.block("def __init__(self, in_channels, conv_channels):"):
                 r("super().__init__()")
-                r.stmt("self.conv = ", u("in_channels", "conv_channels", "3", "2"))
+                r.stmt("self.conv = ", u(_ConvArgs("in_channels", "conv_channels", "3", "2")))
                 r("self.pool = nn.MaxPool2d(3, stride=2, padding=1)")
-            r("")
-            with r.block("def forward(self, x):"):
+            with r.method("forward(self, x)"):
                 r("return torch.cat([self.conv(x), self.pool(x)], dim=1)")
         helpers.append(r.text())
     for _attempt in range(40):
@@ -1689,9 +1689,9 @@ def _squeezenet(rng: random.Random, S: _Style) -> _Plan:
     name = rng.choice(["Fire", "FireModule"])
     bypass = rng.random() < 0.4
     c = _Cls(S, name)
-    squeeze = c.unit("squeeze", "in_channels", "squeeze_channels", "1")
-    e1 = c.unit("expand1x1", "squeeze_channels", "expand_channels", "1")
-    e3 = c.unit("expand3x3", "squeeze_channels", "expand_channels", "3")
+    squeeze = c.unit("squeeze", _ConvArgs("in_channels", "squeeze_channels", "1"))
+    e1 = c.unit("expand1x1", _ConvArgs("squeeze_channels", "expand_channels", "1"))
+    e3 = c.unit("expand3x3", _ConvArgs("squeeze_channels", "expand_channels", "3"))
     if bypass:
         c.init("self.bypass = in_channels == 2 * expand_channels")
     c.fwd.stmt("s = ", squeeze("x"))
@@ -1759,8 +1759,7 @@ def _convnext(rng: random.Random, S: _Style) -> _Plan:
                 c(f"self.act = {act}")
                 c("self.fc2 = nn.Linear(expansion * channels, channels)")
                 c("self.gamma = nn.Parameter(torch.full((channels,), layer_scale))")
-        c("")
-        with c.block("def forward(self, x):"):
+        with c.method("forward(self, x)"):
             if form == "conv":
                 c("out = self.norm(self.dwconv(x))")
                 c("out = self.pwconv2(self.act(self.pwconv1(out)))")
@@ -1823,7 +1822,7 @@ def _convnext(rng: random.Random, S: _Style) -> _Plan:
     )
 
 
-class _SelfAttention:
+class _SelfAttention(_Attention):
     """Self-attention over spatial positions of a (B, C, H, W) map, residual."""
 
     def __init__(self, rng: random.Random, style: _Style, form: str | None = None) -> None:
@@ -1838,8 +1837,7 @@ class _SelfAttention:
         }[self.form]
         self.pos = rng.random() < 0.5
 
-    def helpers(self) -> list[str]:
-        c = _Code()
+    def write(self, c: _Code) -> None:
         act = self.S.act_module(fresh=False)
         with c.block(f"class {self.name}(nn.Module):"):
             if self.form == "nonlocal":
@@ -1850,8 +1848,7 @@ class _SelfAttention:
                     c("self.key = nn.Conv2d(channels, inner, kernel_size=1)")
                     c("self.value = nn.Conv2d(channels, channels, kernel_size=1)")
                     c("self.gamma = nn.Parameter(torch.zeros(1))")
-                c("")
-                with c.block("def forward(self, x):"):
+                with c.method("forward(self, x)"):
                     c("b, c, h, w = x.shape")
                     c("q = self.query(x).flatten(2).transpose(1, 2)")
                     c("k = self.key(x).flatten(2)")
@@ -1878,8 +1875,7 @@ class _SelfAttention:
                             "nn.Linear(mlp_ratio * channels, channels)",
                         ),
                     )
-                c("")
-                with c.block("def forward(self, x):"):
+                with c.method("forward(self, x)"):
                     c("b, c, h, w = x.shape")
                     if self.pos:
                         c("x = x + self.pos(x)")
@@ -1896,8 +1892,7 @@ class _SelfAttention:
                     c(f"self.norm = {self.S.norm_layer('channels') or 'nn.GroupNorm(1, channels)'}")
                     c("self.qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)")
                     c("self.proj = nn.Conv2d(channels, channels, kernel_size=1)")
-                c("")
-                with c.block("def forward(self, x):"):
+                with c.method("forward(self, x)"):
                     c("b, c, h, w = x.shape")
                     c.stmt(
                         "qkv = ",
@@ -1908,10 +1903,6 @@ class _SelfAttention:
                     c("attn = (q.transpose(-2, -1) @ k * self.scale).softmax(dim=-1)")
                     c("out = (v @ attn.transpose(-2, -1)).reshape(b, c, h, w)")
                     c("return x + self.proj(out)")
-        return [c.text()]
-
-    def ctor(self, channels: int) -> str:
-        return f"{self.name}({channels})"
 
     def cost(self, ch: int, res: int) -> _Cost:
         n = res * res
@@ -1963,20 +1954,17 @@ def _vit(rng: random.Random, S: _Style) -> tuple[_Plan, Callable[[_Code, _Code],
                     "nn.Linear(mlp_ratio * dim, dim)",
                 ),
             )
-        c("")
         if attn_form == "manual":
-            with c.block("def attention(self, x):"):
+            with c.method("attention(self, x)"):
                 c("b, n, d = x.shape")
                 c("qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)")
                 c("q, k, v = qkv.permute(2, 0, 3, 1, 4)")
                 c("scale = (d // self.num_heads) ** -0.5")
                 c("weights = torch.softmax(q @ k.transpose(-2, -1) * scale, dim=-1)")
                 c("return self.proj((weights @ v).transpose(1, 2).reshape(b, n, d))")
-            c("")
-        with c.block("def forward(self, x):"):
+        with c.method("forward(self, x)"):
             if attn_form == "mha":
-                c("y = self.norm1(x)")
-                c("x = x + self.attn(y, y, y, need_weights=False)[0]")
+                c("y = self.norm1(x)", "x = x + self.attn(y, y, y, need_weights=False)[0]")
             else:
                 c("x = x + self.attention(self.norm1(x))")
             c("return x + self.mlp(self.norm2(x))")
@@ -2005,7 +1993,7 @@ def _vit(rng: random.Random, S: _Style) -> tuple[_Plan, Callable[[_Code, _Code],
     def write(init: _Code, fwd: _Code) -> None:
         if conv_stem:
             items = [
-                *S.layers("in_channels", str(dim // 2), "3", "2"),
+                *S.layers(_ConvArgs("in_channels", str(dim // 2), "3", "2")),
                 f"nn.Conv2d({dim // 2}, {dim}, kernel_size=3, stride=2, padding=1)",
             ]
             init.stmt(f"{embed_name} = ", _call("nn.Sequential", *items))
@@ -2495,7 +2483,7 @@ def _plan(rng: random.Random, family: str) -> tuple[_Plan, Callable[[_Code, _Cod
             cost = _Cost()
             for _ in range(count):
                 cost += self_attn.cost(ch, res)
-            return [self_attn.ctor(ch)] * count, cost
+            return [self_attn.ctor(str(ch))] * count, cost
 
         plan = _homogeneous(rng, family, S, base, extras=extras, widths=(16, 24, 32))
         plan.helpers += self_attn.helpers()
