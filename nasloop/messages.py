@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 M = TypeVar("M", bound=Message)
 
 
-def message_from(message: type[M], source: object, **given: Any) -> M:
+def message_from(message: type[M], source: object, /, **given: Any) -> M:
     """A ``message`` with each of its fields that ``source`` has an attribute of the same name
     copied from it, except the ``given`` ones (renamed or converted), which are set as given.
 

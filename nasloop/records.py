@@ -225,8 +225,7 @@ class CandidateRecord:
 
     def candidate(self) -> common.Candidate:
         """The candidate as the services exchange it (the record's other boundary)."""
-        provenance = message_from(common.Provenance, self)
-        provenance.source = "generated"  # not a given: message_from names its 2nd parameter source
+        provenance = message_from(common.Provenance, self, source="generated")
         return message_from(common.Candidate, self, provenance=provenance)
 
     def to_json(self) -> str:
