@@ -213,6 +213,30 @@ class Net(nn.Module):
 """,
 ).replace("import torch.nn as nn\n", "import torch.nn as nn\n", 1)
 
+# Like torchvision's MNASNet (in LEMUR's corpus): the module refuses a state without the per-module
+# "version" that ``state_dict()`` records, so a network's state must load with it.
+VERSIONED_STATE = net(
+    "{'lr', 'momentum'}",
+    """
+class Net(nn.Module):
+    _version = 2
+
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        self.conv = nn.Conv2d(in_shape[1], 8, 3, padding=1)
+        self.fc = nn.Linear(8, out_shape[0])
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        if local_metadata.get("version") not in (1, 2):
+            raise ValueError(f"version should be 1 or 2, not {local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+""",
+)
+
 # name -> (code, the EvaluationProtocol request LEMUR's training of it corresponds to)
 NETS: dict[str, tuple[str, dict[str, object]]] = {
     "setattr_blocks": (SETATTR_BLOCKS, {}),
@@ -223,6 +247,7 @@ NETS: dict[str, tuple[str, dict[str, object]]] = {
     "wide_classic_paper_limit": (WIDE_CLASSIC, {"name": "paper", "input_size": 32}),
     "torchvision_ops": (TORCHVISION_OPS, {}),
     "convnext_config_repr": (CONVNEXT_CONFIG_REPR, {}),
+    "versioned_state": (VERSIONED_STATE, {}),
 }
 
 

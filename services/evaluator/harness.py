@@ -24,6 +24,7 @@ import math
 import resource
 import time
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -410,6 +411,22 @@ def probe_input(task: Task, geometry: Geometry) -> torch.Tensor:
     return torch.randn(PROBE_BATCH, c, *transform(task).out_hw((h, w)), generator=g)
 
 
+class VersionedState(OrderedDict[str, object]):
+    """A state dict with the per-module ``version`` that ``state_dict()`` records beside the
+    tensors (``_metadata``, where ``load_state_dict`` looks for it)."""
+
+    _metadata: dict[str, dict[str, int]]
+
+
+def with_versions(tensors: dict[str, object], net: nn.Module) -> VersionedState:
+    """``tensors`` with the versions of ``net``'s modules, which some modules' loading requires
+    (torchvision's MNASNet refuses a state without them). They belong to the freshly built
+    architecture (a class attribute), not to anything trained, so the exported state has none."""
+    state = VersionedState(tensors)
+    state._metadata = {name: {"version": m._version} for name, m in net.named_modules()}
+    return state
+
+
 class Scorer:
     """The score phase: the architecture built again, the exported state loaded, the network's
     outputs on the inputs it is handed. Runs in a fresh process per chunk of test inputs (in the
@@ -441,7 +458,7 @@ class Scorer:
                 self._fail(common.STATUS_EVAL_EXCEPTION, "Net(...) did not return an nn.Module")
             # Lazy modules take their shapes from the state (torch's own load hook).
             tensors = statefile.to_state_dict(statefile.parse(state, 1 << 62))
-            net.load_state_dict(tensors, strict=True)
+            net.load_state_dict(with_versions(tensors, net), strict=True)
             return net.to(self.device)
         except _Stop:
             raise
