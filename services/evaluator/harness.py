@@ -420,10 +420,11 @@ class VersionedState(OrderedDict[str, object]):
 
 def with_versions(tensors: dict[str, object], net: nn.Module) -> VersionedState:
     """``tensors`` with the versions of ``net``'s modules, which some modules' loading requires
-    (torchvision's MNASNet refuses a state without them). They belong to the freshly built
-    architecture (a class attribute), not to anything trained, so the exported state has none."""
+    (torchvision's MNASNet refuses a state without them). Safetensors carries no such metadata;
+    the versions are the freshly built architecture's (a class attribute), nothing trained."""
     state = VersionedState(tensors)
-    state._metadata = {name: {"version": m._version} for name, m in net.named_modules()}
+    modules = net.named_modules(remove_duplicate=False)  # a shared module: each of its names
+    state._metadata = {name: {"version": m._version} for name, m in modules}
     return state
 
 

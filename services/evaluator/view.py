@@ -70,7 +70,8 @@ def closure(
 
 @cache
 def allowed_distributions() -> tuple[md.Distribution, ...]:
-    """The installed distributions of :data:`ALLOWED` and, recursively, what they require."""
+    """The installed distributions of :data:`ALLOWED` and, recursively, what they require with
+    the extras asked of them."""
     return tuple(closure(ALLOWED, md.distribution))
 
 

@@ -24,7 +24,7 @@ from nasloop.rpc import InvalidArgument
 from nasloop.v1 import common_pb2 as common
 from services.evaluator import lemur, protocols
 from services.evaluator.datasets import SandboxData
-from services.evaluator.harness import Harness, epoch_stream
+from services.evaluator.harness import Harness, epoch_stream, with_versions
 from services.evaluator.policy import static_check
 from services.evaluator.task import Task
 
@@ -154,3 +154,22 @@ def test_a_request_cannot_raise_the_protocols_limit(name: str, limit: int) -> No
 def test_input_size_is_bounded() -> None:
     with pytest.raises(InvalidArgument, match="input_size"):
         protocols.resolve(common.EvaluationProtocol(input_size=5000), EvaluatorConfig())
+
+
+class _Checked(torch.nn.Linear):
+    """Refuses a state without its version, as torchvision's MNASNet does."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:  # type: ignore[no-untyped-def]
+        assert local_metadata.get("version") == 2, f"{prefix}: {local_metadata}"
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+
+def test_a_state_loads_with_the_versions_of_every_module_name() -> None:
+    shared = _Checked(2, 2)
+    net = torch.nn.ModuleDict({"a": shared, "b": shared, "c": _Checked(2, 3)})
+    plain = {k: v.clone() for k, v in net.state_dict().items()}  # as safetensors: no metadata
+    with pytest.raises(AssertionError):
+        net.load_state_dict(plain)
+    net.load_state_dict(with_versions(plain, net), strict=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+from collections.abc import Callable
 from pathlib import Path
 
 from services.evaluator.view import closure
@@ -16,7 +17,7 @@ def _dist(site: Path, name: str, *requires: str) -> None:
     (info / "METADATA").write_text("\n".join(lines) + "\n")
 
 
-def _finder(site: Path):
+def _finder(site: Path) -> Callable[[str], md.Distribution]:
     def find(name: str) -> md.Distribution:
         for dist in md.distributions(path=[str(site)]):
             if dist.metadata["Name"].lower() == name:
