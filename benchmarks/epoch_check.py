@@ -119,12 +119,13 @@ def current_api(code: str) -> str:
     ``train_setup``'s arguments turned into ``(self, prm, device=None)`` (on CPU, ``.to(None)``
     leaves a tensor where it is). An import of only the torchvision names that LEMUR's
     pretrained-weights helpers use (never called by ``Net``) becomes ``name = None``. Nothing
-    else changes; other code is returned as it is."""
+    else changes; other code is returned as it is (so is an import spread over several lines,
+    or a ``prm`` with a default)."""
     edits: list[tuple[Any, ...]] = []  # (line, start column, end column in UTF-8 bytes, text)
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torchvision"):
             names = [a.asname or a.name for a in node.names]
-            if set(names) <= WEIGHTS_HELPERS:
+            if set(names) <= WEIGHTS_HELPERS and node.lineno == node.end_lineno:
                 text = " = ".join([*names, "None"])
                 edits.append((node.lineno, node.col_offset, node.end_col_offset, text))
         if not (isinstance(node, ast.ClassDef) and node.name == "Net"):
@@ -134,7 +135,7 @@ def current_api(code: str) -> str:
                 continue
             args, names = fn.args.args, [a.arg for a in fn.args.args]
             if fn.name == "__init__" and names[1:4] == ["in_shape", "out_shape", "prm"]:
-                if "device" not in names:
+                if "device" not in names and len(fn.args.defaults) < len(args) - 3:  # prm: none
                     end = args[3].end_col_offset
                     edits.append((args[3].end_lineno, end, end, ", device=None"))
             elif fn.name == "train_setup" and names == ["self", "device", "prm"]:
