@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fake_generator import answer
 
 from nasloop import layout
 from nasloop.artifacts import AdapterMeta
@@ -83,15 +84,10 @@ class FakeServices:
         self.requests.append(request)
         out = _Call()
         for i in range(request.n):
-            answer = generator_pb2.GeneratedCandidate(index=i, finish_reason="stop")
-            c = answer.candidate
-            c.id = request.ids[i]
-            c.provenance.run, c.provenance.cycle = request.run, request.cycle
-            c.code = f"class Net: pass  # seed {request.sampling.seed + i}"
-            c.provenance.seed = request.sampling.seed + i
-            c.provenance.prompt_sha256 = sha256_text(PROMPT)
-            c.provenance.adapter_name = request.adapter
-            out.append(answer)
+            generated = answer(request, i, PROMPT)
+            generated.candidate.code = f"class Net: pass  # seed {request.sampling.seed + i}"
+            generated.candidate.provenance.adapter_name = request.adapter
+            out.append(generated)
         return out
 
     def _evaluate(self, candidates: list[common.Candidate], protocol: Any) -> Iterator[Any]:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fake_generator import answer
 
 from nasloop import layout
 from nasloop.edits import make_diff
@@ -111,17 +112,13 @@ class FakeServices:
             self.requests.append(request)
         out = _Call()
         for i in range(request.n):
-            answer = generator_pb2.GeneratedCandidate(index=i, finish_reason="stop")
-            c = answer.candidate
-            c.id = request.ids[i]
-            c.provenance.run, c.provenance.cycle = request.run, request.cycle
-            c.provenance.seed = request.sampling.seed + i
-            c.provenance.prompt_sha256 = sha256_text(request.raw_prompt)
+            generated = answer(request, i, request.raw_prompt)
+            c = generated.candidate
             if "### Diff:" in request.raw_prompt:
                 c.raw_text = render_diff(make_diff(PARENT, CHILD))
             else:
                 c.code = c.raw_text = f"class Net: pass  # seed {c.provenance.seed}"
-            out.append(answer)
+            out.append(generated)
         return out
 
     def _evaluate(self, candidates: list[common.Candidate], protocol: Any) -> Iterator[Any]:
